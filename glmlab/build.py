@@ -1,0 +1,103 @@
+"""Construct a model from a config (on the meta device when only shapes matter) and count
+its parameters by component, total and active per token (spec 4)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from glmlab.config import Config
+from glmlab.model import CausalLM
+
+COMPONENTS = [
+    "embedding", "lm_head", "attention", "indexer", "norms", "dense_mlp", "router",
+    "routed_experts", "shared_experts", "mtp_projection",
+]  # fmt: skip
+
+
+def build_model(cfg: Config, device: str | torch.device = "cpu") -> CausalLM:
+    """The model of `cfg` with initialised weights; device 'meta' allocates nothing."""
+    with torch.device(device):
+        return CausalLM(cfg.model, init=str(device) != "meta")
+
+
+def component_of(name: str) -> str:
+    """Which component a parameter (or the router bias buffer) belongs to, by its name."""
+    if name.startswith("model.embed_tokens"):
+        return "embedding"
+    if name.startswith("lm_head"):
+        return "lm_head"
+    if ".indexer." in name:
+        return "indexer"
+    if ".self_attn." in name:
+        return "attention" if "layernorm" not in name else "norms"
+    if ".mlp.gate." in name:
+        return "router"
+    if ".mlp.experts." in name:
+        return "routed_experts"
+    if ".mlp.shared_experts." in name:
+        return "shared_experts"
+    if ".mlp." in name:
+        return "dense_mlp"
+    if ".eh_proj." in name:
+        return "mtp_projection"
+    return "norms"
+
+
+def _counted(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Parameters plus the MoE selection bias: stored weights that the model reads (spec 4)."""
+    items = list(model.named_parameters())
+    items += [(n, b) for n, b in model.named_buffers() if n.endswith("e_score_correction_bias")]
+    return items
+
+
+def parameter_report(model: CausalLM) -> dict:
+    """Totals and per-component counts. `active` is per token: all but the (E - k) routed
+    experts a token skips in each MoE layer; embedding and LM head included."""
+    cfg = model.config
+    skipped_share = 1 - cfg.num_experts_per_tok / cfg.n_routed_experts
+    main: dict[str, int] = defaultdict(int)
+    mtp: dict[str, int] = defaultdict(int)
+    for name, tensor in _counted(model):
+        (mtp if name.startswith("mtp.") else main)[component_of(name)] += tensor.numel()
+    total = sum(main.values())
+    routed_active = round(main["routed_experts"] * (1 - skipped_share))
+    active = total - main["routed_experts"] + routed_active
+    head = main["embedding"] + main["lm_head"]
+    if cfg.tie_word_embeddings:
+        head = main["embedding"]
+    return {
+        "total": total,
+        "active": active,
+        "active_non_embedding": active - head,
+        "total_with_mtp": total + sum(mtp.values()),
+        "mtp": sum(mtp.values()),
+        "by_component": {c: main[c] for c in COMPONENTS if main[c]},
+        "active_by_component": {
+            c: (routed_active if c == "routed_experts" else main[c]) for c in COMPONENTS if main[c]
+        },
+        "mtp_by_component": {c: mtp[c] for c in COMPONENTS if mtp[c]},
+    }
+
+
+def layer_summary(model: CausalLM) -> list[dict]:
+    """One row per group of identical layers (dense / MoE, full / shared indexer)."""
+    cfg = model.config
+    rows: list[dict] = []
+    kinds, index_types = cfg.mlp_layer_types, cfg.resolved_indexer_types
+    for i, layer in enumerate(model.model.layers):
+        kind = "MoE" if kinds[i] == "sparse" else "dense"
+        attention = "MLA"
+        if cfg.use_dsa:
+            attention += " + indexer" if index_types[i] == "full" else " (shared top-k)"
+        params = sum(p.numel() for p in layer.parameters())
+        key = (kind, attention, params)
+        if rows and rows[-1]["key"] == key:
+            rows[-1]["layers"].append(i)
+        else:
+            rows.append({"key": key, "kind": kind, "attention": attention, "params": params, "layers": [i]})
+    for row in rows:
+        row.pop("key")
+    return rows

@@ -1,0 +1,119 @@
+"""The `glmlab` command: a thin typer layer over the library. Errors in the user's input
+print one line and exit with status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from glmlab.errors import GlmlabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="glmlab: build, train, generate with and account for GLM-5-style models.",
+)
+console = Console()
+
+CONFIG_ARG = typer.Argument(..., help="A preset name (glm5-tiny) or a YAML file.")
+SET_OPT = typer.Option(None, "--set", help="Override a field: --set index_topk=64 (repeatable).")
+
+
+def _fmt(n: float) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+@app.command()
+def presets() -> None:
+    """List the presets with their headline numbers."""
+    from glmlab.build import build_model, parameter_report
+    from glmlab.config import load_config, preset_names
+
+    table = Table(title="glmlab presets")
+    for col in ("preset", "type", "layers", "experts", "DSA k", "MTP", "total", "active"):
+        table.add_column(col, justify="left" if col in ("preset", "type") else "right")
+    for name in preset_names():
+        cfg = load_config(name)
+        m = cfg.model
+        report = parameter_report(build_model(cfg, "meta"))
+        experts = f"{m.n_routed_experts} top-{m.num_experts_per_tok}" if m.use_moe else "dense"
+        table.add_row(
+            name, m.model_type, str(m.num_hidden_layers), experts,
+            str(m.index_topk) if m.use_dsa else "-", str(m.num_nextn_predict_layers),
+            _fmt(report["total"]), _fmt(report["active"]),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def build(
+    config: str = CONFIG_ARG,
+    set_: Optional[list[str]] = SET_OPT,  # noqa: UP045 (typer needs Optional here)
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Validate a config, build the model on the meta device, and count its parameters."""
+    from glmlab.build import build_model, layer_summary, parameter_report
+    from glmlab.config import load_config
+
+    cfg = load_config(config, set_)
+    model = build_model(cfg, "meta")
+    report = parameter_report(model)
+    layers = layer_summary(model)
+    if as_json:
+        out = {"name": cfg.name, "config": cfg.to_dict(), "params": report, "layers": layers}
+        print(json.dumps(out, indent=2))
+        return
+    m = cfg.model
+    tree = Tree(f"[bold]{cfg.name}[/] ({m.model_type}): {_fmt(report['total'])} total, "
+                f"{_fmt(report['active'])} active per token")  # fmt: skip
+    tree.add(f"embedding  {m.vocab_size} x {m.hidden_size} = {_fmt(report['by_component']['embedding'])}")
+    for row in layers:
+        first, last = row["layers"][0], row["layers"][-1]
+        span = f"layer {first}" if first == last else f"layers {first}-{last}"
+        node = tree.add(f"{span} ({len(row['layers'])} x {_fmt(row['params'])}): {row['attention']}, {row['kind']} FFN")
+        if row["kind"] == "MoE":
+            node.add(f"{m.n_routed_experts} routed experts (top-{m.num_experts_per_tok}) of width "
+                     f"{m.moe_intermediate_size}, {m.n_shared_experts} shared")  # fmt: skip
+    tree.add(f"final norm, lm_head {m.hidden_size} x {m.vocab_size} = {_fmt(report['by_component']['lm_head'])}")
+    if m.num_mtp_modules:
+        how = "shared across depths" if m.mtp_share_modules else "one per depth"
+        tree.add(f"MTP: {m.num_mtp_modules} module(s), depth {m.num_nextn_predict_layers} ({how}) "
+                 f"= {_fmt(report['mtp'])}")  # fmt: skip
+    console.print(tree)
+    table = Table(title="parameters by component")
+    for col in ("component", "total", "active / token", "MTP"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for comp, n in report["by_component"].items():
+        active = report["active_by_component"][comp]
+        table.add_row(comp, f"{n:,}", f"{active:,}", f"{report['mtp_by_component'].get(comp, 0):,}")
+    table.add_row("[bold]total", f"[bold]{report['total']:,}", f"[bold]{report['active']:,}",
+                  f"[bold]{report['mtp']:,}")  # fmt: skip
+    console.print(table)
+    console.print(
+        f"total {report['total']:,} | with MTP {report['total_with_mtp']:,} | "
+        f"active {report['active']:,} | active without embedding and head {report['active_non_embedding']:,}"
+    )
+
+
+def main() -> None:
+    """Entry point: run the app, turning GlmlabError into one line and exit status 2."""
+    try:
+        app()
+    except GlmlabError as err:
+        Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

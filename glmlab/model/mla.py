@@ -1,0 +1,235 @@
+"""Multi-head Latent Attention: expanded form, absorbed form, the latent cache, DSA wiring (spec 2.1-2.2).
+
+Layout rules: per head q and k are [nope | rope]; `kv_a_proj_with_mqa` outputs [c_kv | k_pe];
+`kv_b_proj` outputs per head [k_nope | v].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glmlab.config import ModelConfig
+from glmlab.model.dsa import Indexer, indexer_kl, recall_at_k, select_topk
+from glmlab.model.layers import RMSNorm, apply_rotary
+
+
+class LatentCache:
+    """One layer's decoding cache: [c_kv ; k_pe] latents and, under DSA, the indexer keys.
+
+    Buffers are preallocated to `capacity`; `length` says how many positions are valid, so a
+    rejected speculative draft is undone by `truncate`.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device, dtype, with_index_keys: bool):
+        self.length = 0
+        self.c_kv = torch.zeros(batch, capacity, cfg.kv_lora_rank, device=device, dtype=dtype)
+        self.k_pe = torch.zeros(batch, capacity, cfg.qk_rope_head_dim, device=device, dtype=dtype)
+        self.index_keys = (
+            torch.zeros(batch, capacity, cfg.index_head_dim, device=device, dtype=dtype)
+            if with_index_keys
+            else None
+        )
+
+    @property
+    def capacity(self) -> int:
+        return self.c_kv.shape[1]
+
+    def append(self, c_kv: torch.Tensor, k_pe: torch.Tensor, index_keys: torch.Tensor | None) -> None:
+        n = c_kv.shape[1]
+        if self.length + n > self.capacity:
+            raise ValueError(f"cache full: {self.length} + {n} > capacity {self.capacity}")
+        end = self.length + n
+        self.c_kv[:, self.length : end] = c_kv
+        self.k_pe[:, self.length : end] = k_pe
+        if self.index_keys is not None and index_keys is not None:
+            self.index_keys[:, self.length : end] = index_keys
+        self.length = end
+
+    def truncate(self, length: int) -> None:
+        self.length = min(self.length, length)
+
+    def nbytes(self) -> int:
+        """Bytes of the valid part of the cache (latents plus indexer keys)."""
+        per_pos = self.c_kv.shape[-1] + self.k_pe.shape[-1]
+        if self.index_keys is not None:
+            per_pos += self.index_keys.shape[-1]
+        return self.c_kv.shape[0] * self.length * per_pos * self.c_kv.element_size()
+
+
+@dataclass
+class AttentionOutput:
+    out: torch.Tensor  # [B,S,d]
+    topk: tuple[torch.Tensor, torch.Tensor] | None  # (indices, valid) for IndexShare layers
+    index_loss: torch.Tensor | None = None  # this layer's indexer KL
+    index_recall: torch.Tensor | None = None  # share of dense attention inside the top-k
+
+
+class MultiHeadLatentAttention(nn.Module):
+    """MLA with an optional lightning indexer (a `full` DSA layer) or top-k reuse (`shared`)."""
+
+    def __init__(self, cfg: ModelConfig, has_indexer: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, H = cfg.hidden_size, cfg.num_attention_heads
+        self.n_heads, self.r_kv = H, cfg.kv_lora_rank
+        self.d_nope, self.d_rope, self.d_v = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+        self.scale = cfg.softmax_scale
+        if cfg.q_lora_rank is None:
+            self.q_proj = nn.Linear(d, H * cfg.qk_head_dim, bias=False)
+        else:
+            self.q_a_proj = nn.Linear(d, cfg.q_lora_rank, bias=cfg.attention_bias)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, H * cfg.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(d, self.r_kv + self.d_rope, bias=cfg.attention_bias)
+        self.kv_a_layernorm = RMSNorm(self.r_kv, cfg.rms_norm_eps)
+        self.kv_b_proj = nn.Linear(self.r_kv, H * (self.d_nope + self.d_v), bias=False)
+        self.o_proj = nn.Linear(H * self.d_v, d, bias=cfg.attention_bias)
+        self.indexer = Indexer(cfg) if has_indexer else None
+
+    # ---- projections ---------------------------------------------------------------------
+
+    def _project(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        B, S, _ = xn.shape
+        if self.cfg.q_lora_rank is None:
+            q_latent = xn
+            q = self.q_proj(xn)
+        else:
+            q_latent = self.q_a_layernorm(self.q_a_proj(xn))
+            q = self.q_b_proj(q_latent)
+        q_nope, q_pe = q.view(B, S, self.n_heads, -1).split([self.d_nope, self.d_rope], dim=-1)
+        q_pe = apply_rotary(q_pe, cos, sin, self.cfg.rope_interleave)
+        c_kv, k_pe = self.kv_a_proj_with_mqa(xn).split([self.r_kv, self.d_rope], dim=-1)
+        c_kv = self.kv_a_layernorm(c_kv)
+        k_pe = apply_rotary(k_pe, cos, sin, self.cfg.rope_interleave)
+        return q_latent, q_nope, q_pe, c_kv, k_pe
+
+    def _absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """kv_b_proj split per head into W_UK [H,nope,r] and W_UV [H,v,r]."""
+        w = self.kv_b_proj.weight.view(self.n_heads, self.d_nope + self.d_v, self.r_kv)
+        return w[:, : self.d_nope], w[:, self.d_nope :]
+
+    # ---- the two forms of core attention ---------------------------------------------------
+
+    def _expanded(self, q_nope, q_pe, c_kv, k_pe, mask: torch.Tensor | None, need_probs: bool):
+        """Per-head K and V from the latent (training, prefill). mask [B|1,S,T] True = attend;
+        None means plain causal over equal-length q and k. Returns o [B,S,H,v], probs."""
+        B, T, _ = c_kv.shape
+        H = self.n_heads
+        k_nope, v = self.kv_b_proj(c_kv).view(B, T, H, -1).split([self.d_nope, self.d_v], dim=-1)
+        k = torch.cat([k_nope, k_pe[:, :, None, :].expand(B, T, H, self.d_rope)], dim=-1)
+        q = torch.cat([q_nope, q_pe], dim=-1)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if not need_probs:
+            attn_mask = None if mask is None else mask[:, None]
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=mask is None, scale=self.scale
+            )
+            return o.transpose(1, 2), None
+        if mask is None:
+            S = q.shape[2]
+            mask = torch.ones(S, T, dtype=torch.bool, device=q.device).tril(T - S)[None]
+        scores = (q @ k.transpose(-1, -2)).float() * self.scale
+        probs = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+        o = probs.to(v.dtype) @ v
+        return o.transpose(1, 2), probs
+
+    def _absorbed(self, q_nope, q_pe, c_kv, k_pe, select, mask):
+        """Scores against the latents themselves (decoding, sparse DSA). Either `select` =
+        (indices [B,S,K], valid [B,S,K]) gathers K latents per query, or `mask` [B|1,S,T]
+        attends to all cached latents. Returns o [B,S,H,v] and probs [B,H,S,K|T]."""
+        w_uk, w_uv = self._absorbed_weights()
+        q_lat = torch.einsum("bshn,hnr->bshr", q_nope, w_uk)
+        if select is not None:
+            idx, valid = select
+            b = torch.arange(c_kv.shape[0], device=c_kv.device)[:, None, None]
+            c_sel, pe_sel = c_kv[b, idx], k_pe[b, idx]  # [B,S,K,r], [B,S,K,rope]
+            scores = torch.einsum("bshr,bskr->bhsk", q_lat, c_sel)
+            scores = scores + torch.einsum("bshp,bskp->bhsk", q_pe, pe_sel)
+            keep = valid[:, None]
+        else:
+            c_sel, pe_sel = c_kv, k_pe
+            scores = torch.einsum("bshr,btr->bhst", q_lat, c_kv)
+            scores = scores + torch.einsum("bshp,btp->bhst", q_pe, k_pe)
+            keep = mask[:, None]
+        probs = (scores.float() * self.scale).masked_fill(~keep, float("-inf")).softmax(-1)
+        p = probs.to(c_kv.dtype)
+        if select is not None:
+            o_lat = torch.einsum("bhsk,bskr->bshr", p, c_sel)
+        else:
+            o_lat = torch.einsum("bhst,btr->bshr", p, c_sel)
+        return torch.einsum("bshr,hvr->bshv", o_lat, w_uv), probs
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def forward(
+        self,
+        xn: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        cache: LatentCache | None = None,
+        shared_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+        dsa_dense: bool = False,
+        index_loss: bool = False,
+    ) -> AttentionOutput:
+        """xn [B,S,d] (the normed input, read by MLA and the indexer alike); positions [S].
+
+        Without a cache the sequence attends to itself causally. With one, the new latents
+        are appended and the queries attend to everything cached up to their position.
+        `dsa_dense` runs dense attention while the indexer still scores (stage-1 warm-up).
+        `index_loss` computes the indexer's KL loss against the attention probabilities.
+        """
+        cfg = self.cfg
+        B, S, _ = xn.shape
+        q_latent, q_nope, q_pe, c_kv, k_pe = self._project(xn, cos, sin)
+        dsa = cfg.use_dsa and (self.indexer is not None or shared_topk is not None)
+
+        index_keys = None
+        if self.indexer is not None:
+            index_keys = self.indexer.keys(xn.detach(), cos, sin)
+        if cache is not None:
+            cache.append(c_kv, k_pe, index_keys)
+            c_kv, k_pe = cache.c_kv[:, : cache.length], cache.k_pe[:, : cache.length]
+            if index_keys is not None:
+                index_keys = cache.index_keys[:, : cache.length]
+        T = c_kv.shape[1]
+        query_pos = positions if cache is not None else torch.arange(S, device=xn.device)
+        causal = torch.arange(T, device=xn.device)[None, :] <= query_pos[:, None]  # [S,T]
+
+        index = None
+        if self.indexer is not None and dsa:
+            index = self.indexer.scores(xn.detach(), q_latent.detach(), cos, sin, index_keys, causal)
+        sparse = dsa and not dsa_dense and T > cfg.index_topk
+        if sparse and index is not None:
+            topk = select_topk(index.detach(), cfg.index_topk)
+        elif sparse:
+            topk = shared_topk
+        else:
+            topk = None
+
+        loss = recall = None
+        if cache is not None:  # decoding and chunked prefill: absorbed over the latent cache
+            o, probs = self._absorbed(q_nope, q_pe, c_kv, k_pe, topk, None if topk else causal[None])
+        elif topk is not None and cfg.dsa_impl == "gather":
+            o, probs = self._absorbed(q_nope, q_pe, c_kv, k_pe, topk, None)
+            if index_loss and index is not None:
+                loss = indexer_kl(probs, index.gather(-1, topk[0]), topk[1])
+        elif topk is not None:  # masked-dense reference for the gathered path
+            keep = torch.zeros(B, S, T, dtype=torch.bool, device=xn.device)
+            keep.scatter_(-1, topk[0], topk[1])
+            o, probs = self._expanded(q_nope, q_pe, c_kv, k_pe, keep & causal, need_probs=True)
+            if index_loss and index is not None:
+                loss = indexer_kl(probs.gather(-1, topk[0][:, None].expand(-1, self.n_heads, -1, -1)),
+                                  index.gather(-1, topk[0]), topk[1])
+        else:
+            need = index_loss and index is not None
+            o, probs = self._expanded(q_nope, q_pe, c_kv, k_pe, None, need_probs=need)
+            if need:
+                loss = indexer_kl(probs, index, causal[None])
+                recall = recall_at_k(probs, index, cfg.index_topk)
+        out = self.o_proj(o.reshape(B, S, -1))
+        return AttentionOutput(out, topk, loss, recall)

@@ -1,0 +1,264 @@
+"""Decoder layer, the GLM-5 causal LM, its MTP chain and its losses (spec 2, 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glmlab.config import ModelConfig
+from glmlab.model.layers import RMSNorm, RotaryEmbedding, SwiGLU
+from glmlab.model.mla import LatentCache, MultiHeadLatentAttention
+from glmlab.model.moe import MoE, Router
+from glmlab.model.mtp import MTPModule
+
+
+@dataclass
+class LayerOutput:
+    hidden: torch.Tensor
+    topk: tuple[torch.Tensor, torch.Tensor] | None
+    index_loss: torch.Tensor | None
+    index_recall: torch.Tensor | None
+    counts: torch.Tensor | None
+    balance_loss: torch.Tensor | None
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm: `h = x + Attn(RMSNorm(x))`, `out = h + FFN(RMSNorm(h))`."""
+
+    def __init__(self, cfg: ModelConfig, moe: bool, indexer: bool) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = MultiHeadLatentAttention(cfg, has_indexer=indexer)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MoE(cfg) if moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x, cos, sin, positions, cache=None, shared_topk=None, dsa_dense=False, index_loss=False):
+        attn = self.self_attn(
+            self.input_layernorm(x), cos, sin, positions, cache, shared_topk, dsa_dense, index_loss
+        )
+        h = x + attn.out
+        ffn_in = self.post_attention_layernorm(h)
+        if isinstance(self.mlp, MoE):
+            moe = self.mlp(ffn_in)
+            return LayerOutput(h + moe.out, attn.topk, attn.index_loss, attn.index_recall, moe.counts,
+                               moe.balance_loss)  # fmt: skip
+        return LayerOutput(h + self.mlp(ffn_in), attn.topk, attn.index_loss, attn.index_recall, None, None)
+
+
+class Backbone(nn.Module):
+    """`embedding -> L layers -> final RMSNorm` (transformers' `model.` prefix)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        kinds, index_types = cfg.mlp_layer_types, cfg.resolved_indexer_types
+        self.layers = nn.ModuleList(
+            DecoderLayer(cfg, moe=kinds[i] == "sparse", indexer=cfg.use_dsa and index_types[i] == "full")
+            for i in range(cfg.num_hidden_layers)
+        )
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(cfg)
+
+
+@dataclass
+class ModelCache:
+    """Latent caches for the main layers and for each MTP depth (one per depth even when the
+    module is shared: each application attends over its own earlier hidden states)."""
+
+    layers: list[LatentCache]
+    mtp: list[LatentCache]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    def truncate(self, length: int) -> None:
+        for c in self.layers:
+            c.truncate(length)
+
+    def nbytes(self) -> int:
+        return sum(c.nbytes() for c in self.layers)
+
+
+@dataclass
+class CausalLMOutput:
+    """Logits and, given labels, each loss term separately (the trainer weighs them)."""
+
+    logits: torch.Tensor
+    hidden_states: torch.Tensor  # final hidden state after the final norm (MTP's h^0)
+    loss: torch.Tensor | None = None  # next-token cross-entropy (the LM loss)
+    mtp_losses: list[torch.Tensor] = field(default_factory=list)  # one per depth
+    balance_loss: torch.Tensor | None = None  # sequence-wise, mean over MoE layers, before alpha
+    indexer_loss: torch.Tensor | None = None  # KL, mean over indexer layers
+    indexer_recall: torch.Tensor | None = None  # dense-mode only: attention share inside top-k
+    expert_counts: torch.Tensor | None = None  # [routers, E], rows as in CausalLM.routers()
+
+
+class _Collector:
+    """Gathers per-layer auxiliary outputs into the model's output."""
+
+    def __init__(self, n_routers: int) -> None:
+        self.index_losses, self.recalls, self.balance = [], [], []
+        self.counts: list[torch.Tensor | None] = [None] * n_routers
+
+    def add(self, out: LayerOutput, router_row: int | None) -> None:
+        if out.index_loss is not None:
+            self.index_losses.append(out.index_loss)
+        if out.index_recall is not None:
+            self.recalls.append(out.index_recall)
+        if out.counts is not None:
+            self.balance.append(out.balance_loss)
+            prev = self.counts[router_row]
+            self.counts[router_row] = out.counts if prev is None else prev + out.counts
+
+    @staticmethod
+    def _mean(xs: list[torch.Tensor]) -> torch.Tensor | None:
+        return torch.stack(xs).mean() if xs else None
+
+
+class CausalLM(nn.Module):
+    """A GLM-5-style model: parameters named as transformers' GlmMoeDsaForCausalLM, plus
+    `mtp.{j}` modules that share the embedding and LM head."""
+
+    def __init__(self, cfg: ModelConfig, init: bool = True) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = Backbone(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.mtp = nn.ModuleList(
+            MTPModule(cfg, DecoderLayer(cfg, moe=cfg.mtp_uses_moe, indexer=cfg.use_dsa))
+            for _ in range(cfg.num_mtp_modules)
+        )
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        if init:
+            self.apply(self._init_module)
+
+    def _init_module(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (RMSNorm,)):
+            nn.init.ones_(module.weight)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, Router):
+            nn.init.normal_(module.weight, 0.0, std)
+            module.e_score_correction_bias.zero_()
+        elif hasattr(module, "gate_up_proj"):
+            nn.init.normal_(module.gate_up_proj, 0.0, std)
+            nn.init.normal_(module.down_proj, 0.0, std)
+
+    # ---- structure -----------------------------------------------------------------------
+
+    def routers(self) -> list[Router]:
+        """Every MoE router, main layers first, then MTP modules: rows of `expert_counts`."""
+        layers = [*self.model.layers, *(m.layer for m in self.mtp)]
+        return [layer.mlp.gate for layer in layers if isinstance(layer.mlp, MoE)]
+
+    def indexer_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if ".indexer." in n]
+
+    def mtp_module(self, depth: int) -> MTPModule:
+        """The module for depth 1..D: one shared module, or one per depth."""
+        return self.mtp[0 if self.config.mtp_share_modules else depth - 1]
+
+    def new_cache(self, batch: int, capacity: int, device=None, dtype=None) -> ModelCache:
+        p = self.lm_head.weight
+        device, dtype = device or p.device, dtype or p.dtype
+        make = lambda idx: LatentCache(self.config, batch, capacity, device, dtype, idx)  # noqa: E731
+        layers = [make(layer.self_attn.indexer is not None) for layer in self.model.layers]
+        depths = self.config.num_nextn_predict_layers if self.mtp else 0
+        return ModelCache(layers, [make(self.config.use_dsa) for _ in range(depths)])
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        cache: ModelCache | None = None,
+        dsa_dense: bool = False,
+        logits_to_keep: int = 0,
+    ) -> CausalLMOutput:
+        """input_ids [B,S]. With a cache, the tokens continue at position `cache.length`.
+
+        Given labels (usually input_ids; positions shifted here, -100 ignored), also the LM
+        loss, one loss per MTP depth, the balance loss, the indexer KL and expert counts.
+        `dsa_dense` attends densely while the indexer keeps scoring (DSA stage 1).
+        """
+        cfg = self.config
+        B, S = input_ids.shape
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + S, device=input_ids.device)
+        cos, sin = self.model.rotary_emb(positions)
+        want_aux = labels is not None
+        routers = self.routers()
+        row_of = {id(r): i for i, r in enumerate(routers)}
+        col = _Collector(len(routers))
+
+        x = self.model.embed_tokens(input_ids)
+        topk = None
+        for i, layer in enumerate(self.model.layers):
+            layer_cache = cache.layers[i] if cache is not None else None
+            out = layer(x, cos, sin, positions, layer_cache, topk, dsa_dense, want_aux and cfg.use_dsa)
+            x, topk = out.hidden, out.topk
+            col.add(out, row_of.get(id(getattr(layer.mlp, "gate", None))))
+        hidden = self.model.norm(x)
+        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        logits = self.lm_head(kept)
+        result = CausalLMOutput(logits=logits, hidden_states=hidden)
+        if labels is not None:
+            result.loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+            h = hidden
+            for depth in range(1, cfg.num_nextn_predict_layers + 1 if self.mtp else 1):
+                if S - depth < 2:
+                    break
+                module = self.mtp_module(depth)
+                h, outs = self._mtp_apply(module, h[:, : S - depth], input_ids[:, depth:], dsa_dense, True)
+                col.add(outs, row_of.get(id(getattr(module.layer.mlp, "gate", None))))
+                mtp_logits = self.lm_head(module.shared_head_norm(h))
+                result.mtp_losses.append(
+                    F.cross_entropy(
+                        mtp_logits[:, :-1].flatten(0, 1).float(),
+                        labels[:, depth + 1 :].flatten(),
+                        ignore_index=-100,
+                    )
+                )
+        result.balance_loss = col._mean(col.balance)
+        result.indexer_loss = col._mean(col.index_losses)
+        result.indexer_recall = col._mean(col.recalls)
+        if routers and col.counts[0] is not None:
+            E = cfg.n_routed_experts
+            zero = torch.zeros(E, dtype=torch.long, device=input_ids.device)
+            result.expert_counts = torch.stack([c if c is not None else zero for c in col.counts])
+        return result
+
+    def _mtp_apply(self, module, hidden, next_ids, dsa_dense=False, index_loss=False, cache=None):
+        """Run one MTP depth over a (shortened) sequence: returns its hidden states and the
+        layer's auxiliary outputs."""
+        S = hidden.shape[1]
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + S, device=hidden.device)
+        cos, sin = self.model.rotary_emb(positions)
+        x = module.combine(self.model.embed_tokens(next_ids), hidden)
+        out = module.layer(x, cos, sin, positions, cache, None, dsa_dense, index_loss and self.config.use_dsa)
+        return out.hidden, out
+
+    def mtp_step(
+        self, depth: int, hidden: torch.Tensor, next_ids: torch.Tensor, cache: ModelCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One MTP depth for drafting: hidden h^{depth-1} [B,S,d] and the tokens one step
+        ahead [B,S] -> (logits [B,S,V], h^{depth}). With a cache, continues its positions."""
+        module = self.mtp_module(depth)
+        depth_cache = cache.mtp[depth - 1] if cache is not None else None
+        h, _ = self._mtp_apply(module, hidden, next_ids, cache=depth_cache)
+        return self.lm_head(module.shared_head_norm(h)), h

@@ -1,0 +1,129 @@
+"""Mixture of Experts: sigmoid router with selection-only bias and groups, routed dispatch,
+shared experts, balance statistics (spec 2.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glmlab.config import ModelConfig
+from glmlab.model.layers import SwiGLU
+
+
+@dataclass
+class Routing:
+    indices: torch.Tensor  # [N,k] chosen experts
+    gates: torch.Tensor  # [N,k] fp32 gate weights (unbiased, normalised, scaled)
+    affinity: torch.Tensor  # [N,E] fp32 sigmoid scores (no bias), for the balance loss
+
+
+class Router(nn.Module):
+    """Sigmoid affinities; `e_score_correction_bias` only chooses, never weighs."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size))
+        # Moved by the trainer after each step from the observed loads; no gradient.
+        self.register_buffer("e_score_correction_bias", torch.zeros(cfg.n_routed_experts))
+
+    def forward(self, x: torch.Tensor) -> Routing:
+        cfg = self.cfg
+        affinity = F.linear(x.float(), self.weight.float()).sigmoid()  # [N,E]
+        choice = affinity.detach() + self.e_score_correction_bias.float()
+        if cfg.n_group > 1:
+            N, E = choice.shape
+            grouped = choice.view(N, cfg.n_group, E // cfg.n_group)
+            group_score = grouped.topk(2, dim=-1).values.sum(-1)  # [N,G]
+            keep = group_score.topk(cfg.topk_group, dim=-1).indices
+            group_mask = torch.zeros_like(group_score, dtype=torch.bool).scatter_(1, keep, True)
+            choice = grouped.masked_fill(~group_mask[..., None], float("-inf")).view(N, E)
+        indices = choice.topk(cfg.num_experts_per_tok, dim=-1).indices
+        gates = affinity.gather(1, indices)
+        if cfg.norm_topk_prob:
+            gates = gates / (gates.sum(-1, keepdim=True) + 1e-20)
+        return Routing(indices, gates * cfg.routed_scaling_factor, affinity)
+
+
+class Experts(nn.Module):
+    """E SwiGLU experts stored stacked: gate_up_proj [E, 2I, d] (gate rows first), down_proj [E, d, I]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        E, d, inter = cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inter, d))
+        self.down_proj = nn.Parameter(torch.empty(E, d, inter))
+
+    def run(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(x, self.gate_up_proj[e]).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj[e])
+
+    def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """Dispatch: sort the (token, expert) pairs by expert and run each expert only on its
+        tokens; combine with the gates by a scatter-add."""
+        N, k = routing.indices.shape
+        flat = routing.indices.reshape(-1)
+        order = flat.argsort(stable=True)
+        token_of = order // k
+        counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0]).tolist()
+        routed = x[token_of]
+        outputs, start = [], 0
+        for e, n in enumerate(counts):
+            if n:
+                outputs.append(self.run(e, routed[start : start + n]))
+                start += n
+        y = torch.cat(outputs) * routing.gates.reshape(-1)[order, None].to(x.dtype)
+        return torch.zeros_like(x).index_add_(0, token_of, y)
+
+    def forward_every_expert(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """Reference: run every expert on every token, then weight (tests only)."""
+        E = self.gate_up_proj.shape[0]
+        dense_gates = torch.zeros(x.shape[0], E, dtype=routing.gates.dtype, device=x.device)
+        dense_gates.scatter_(1, routing.indices, routing.gates)
+        return sum(self.run(e, x) * dense_gates[:, e : e + 1].to(x.dtype) for e in range(E))
+
+
+@dataclass
+class MoEOutput:
+    out: torch.Tensor
+    counts: torch.Tensor  # [E] tokens routed to each expert
+    balance_loss: torch.Tensor  # sequence-wise balance loss, before alpha
+
+
+class MoE(nn.Module):
+    """Routed experts plus always-on shared expert(s)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.gate = Router(cfg)
+        self.experts = Experts(cfg)
+        n_shared = cfg.n_shared_experts * cfg.moe_intermediate_size
+        self.shared_experts = SwiGLU(cfg.hidden_size, n_shared) if n_shared else None
+
+    def forward(self, x: torch.Tensor) -> MoEOutput:
+        B, S, d = x.shape
+        flat = x.reshape(-1, d)
+        routing = self.gate(flat)
+        y = self.experts(flat, routing)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(flat)
+        E = self.cfg.n_routed_experts
+        counts = torch.bincount(routing.indices.reshape(-1), minlength=E)
+        return MoEOutput(y.view(B, S, d), counts, self.balance_loss(routing, B, S))
+
+    def balance_loss(self, routing: Routing, B: int, S: int) -> torch.Tensor:
+        """DeepSeek-V3's sequence-wise loss: sum_i f_i * P_i per sequence, averaged.
+
+        f_i = E / (k*S) * tokens of the sequence routed to i; P_i = mean over the sequence of
+        the affinity of i normalised over experts.
+        """
+        E, k = self.cfg.n_routed_experts, self.cfg.num_experts_per_tok
+        one_hot = torch.zeros(B * S, E, device=routing.indices.device).scatter_(1, routing.indices, 1.0)
+        f = one_hot.view(B, S, E).sum(1) * (E / (k * S))
+        share = routing.affinity / routing.affinity.sum(-1, keepdim=True)
+        P = share.view(B, S, E).mean(1)
+        return (f * P).sum(-1).mean()
