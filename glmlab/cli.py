@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
@@ -40,16 +40,16 @@ def presets() -> None:
     from glmlab.build import build_model, parameter_report
     from glmlab.config import load_config, preset_names
 
-    table = Table(title="glmlab presets")
-    for col in ("preset", "type", "layers", "experts", "DSA k", "MTP", "total", "active"):
-        table.add_column(col, justify="left" if col in ("preset", "type") else "right")
+    table = Table(title="glmlab presets", box=box.SIMPLE)
+    for col in ("preset", "layers", "experts", "DSA k", "MTP D", "total", "active"):
+        table.add_column(col, justify="left" if col == "preset" else "right", no_wrap=True)
     for name in preset_names():
         cfg = load_config(name)
         m = cfg.model
         report = parameter_report(build_model(cfg, "meta"))
-        experts = f"{m.n_routed_experts} top-{m.num_experts_per_tok}" if m.use_moe else "dense"
+        experts = f"{m.num_experts_per_tok}/{m.n_routed_experts}" if m.use_moe else "dense"
         table.add_row(
-            name, m.model_type, str(m.num_hidden_layers), experts,
+            name, str(m.num_hidden_layers), experts,
             str(m.index_topk) if m.use_dsa else "-", str(m.num_nextn_predict_layers),
             _fmt(report["total"]), _fmt(report["active"]),
         )  # fmt: skip
@@ -81,11 +81,15 @@ def build(
     for row in layers:
         first, last = row["layers"][0], row["layers"][-1]
         span = f"layer {first}" if first == last else f"layers {first}-{last}"
-        node = tree.add(f"{span} ({len(row['layers'])} x {_fmt(row['params'])}): {row['attention']}, {row['kind']} FFN")
+        node = tree.add(
+            f"{span} ({len(row['layers'])} x {_fmt(row['params'])}): {row['attention']}, {row['kind']} FFN"
+        )
         if row["kind"] == "MoE":
             node.add(f"{m.n_routed_experts} routed experts (top-{m.num_experts_per_tok}) of width "
                      f"{m.moe_intermediate_size}, {m.n_shared_experts} shared")  # fmt: skip
-    tree.add(f"final norm, lm_head {m.hidden_size} x {m.vocab_size} = {_fmt(report['by_component']['lm_head'])}")
+    tree.add(
+        f"final norm, lm_head {m.hidden_size} x {m.vocab_size} = {_fmt(report['by_component']['lm_head'])}"
+    )
     if m.num_mtp_modules:
         how = "shared across depths" if m.mtp_share_modules else "one per depth"
         tree.add(f"MTP: {m.num_mtp_modules} module(s), depth {m.num_nextn_predict_layers} ({how}) "
@@ -94,9 +98,10 @@ def build(
     table = Table(title="parameters by component")
     for col in ("component", "total", "active / token", "MTP"):
         table.add_column(col, justify="left" if col == "component" else "right")
-    for comp, n in report["by_component"].items():
-        active = report["active_by_component"][comp]
-        table.add_row(comp, f"{n:,}", f"{active:,}", f"{report['mtp_by_component'].get(comp, 0):,}")
+    mtp_parts = report["mtp_by_component"]
+    for comp in [*report["by_component"], *(c for c in mtp_parts if c not in report["by_component"])]:
+        n, active = report["by_component"].get(comp, 0), report["active_by_component"].get(comp, 0)
+        table.add_row(comp, f"{n:,}", f"{active:,}", f"{mtp_parts.get(comp, 0):,}")
     table.add_row("[bold]total", f"[bold]{report['total']:,}", f"[bold]{report['active']:,}",
                   f"[bold]{report['mtp']:,}")  # fmt: skip
     console.print(table)

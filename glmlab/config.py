@@ -93,8 +93,7 @@ class ModelConfig:
             return list(self.indexer_types)
         freq, offset = max(self.index_topk_freq, 1), self.index_skip_topk_offset
         return [
-            "full" if max(i - offset + 1, 0) % freq == 0 else "shared"
-            for i in range(self.num_hidden_layers)
+            "full" if max(i - offset + 1, 0) % freq == 0 else "shared" for i in range(self.num_hidden_layers)
         ]
 
     @property
@@ -273,7 +272,9 @@ def parse_overrides(items: list[str] | None) -> dict:
         elif len(parts) == 1:
             out[parts[0]] = value
         else:
-            raise GlmlabError(f"--set {key}: nested fields are `train.FIELD`; model fields take the plain name")
+            raise GlmlabError(
+                f"--set {key}: nested fields are `train.FIELD`; model fields take the plain name"
+            )
     return out
 
 
@@ -342,7 +343,7 @@ def _build(cls: type, data: dict, section: str) -> Any:
     for key, value in data.items():
         if key not in known:
             near = difflib.get_close_matches(key, list(known), n=1)
-            tip = f"did you mean '{near[0]}'?" if near else f"see `glmlab build --help` or presets/*.yaml"
+            tip = f"did you mean '{near[0]}'?" if near else "see `glmlab build --help` or presets/*.yaml"
             raise GlmlabError(f"unknown field '{section}{key}': {tip}")
         kwargs[key] = _coerce(section, key, hints[key], value)
     return cls(**kwargs)
@@ -397,7 +398,9 @@ def validate(cfg: Config) -> None:
     if m.first_k_dense_replace < 0:
         _fail("first_k_dense_replace", f"must be >= 0, got {m.first_k_dense_replace}", "use 0 for all-MoE")
     if m.num_nextn_predict_layers < 0:
-        _fail("num_nextn_predict_layers", f"must be >= 0, got {m.num_nextn_predict_layers}", "use 0 for no MTP")
+        _fail(
+            "num_nextn_predict_layers", f"must be >= 0, got {m.num_nextn_predict_layers}", "use 0 for no MTP"
+        )
     if m.index_skip_topk_offset < 0:
         _fail("index_skip_topk_offset", "must be >= 0", "use 2 for no IndexShare offset")
     if m.num_experts_per_tok > m.n_routed_experts:
