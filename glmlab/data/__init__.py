@@ -1,0 +1,1 @@
+"""Corpora (built-in stdlib, user files, synthetic), tokenizers and sequence packing."""
