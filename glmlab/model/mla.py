@@ -16,6 +16,11 @@ from glmlab.config import ModelConfig
 from glmlab.model.dsa import Indexer, indexer_kl, recall_at_k, select_topk
 from glmlab.model.layers import RMSNorm, apply_rotary
 
+# The query and key/value latent norms use a fixed eps, not `rms_norm_eps`: so do DeepSeek's
+# reference code and transformers' glm_moe_dsa / deepseek_v3(2) (it matters when rms_norm_eps
+# is 1e-5, as in GLM-5).
+LATENT_NORM_EPS = 1e-6
+
 
 class LatentCache:
     """One layer's decoding cache: [c_kv ; k_pe] latents and, under DSA, the indexer keys.
@@ -82,10 +87,10 @@ class MultiHeadLatentAttention(nn.Module):
             self.q_proj = nn.Linear(d, H * cfg.qk_head_dim, bias=False)
         else:
             self.q_a_proj = nn.Linear(d, cfg.q_lora_rank, bias=cfg.attention_bias)
-            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
             self.q_b_proj = nn.Linear(cfg.q_lora_rank, H * cfg.qk_head_dim, bias=False)
         self.kv_a_proj_with_mqa = nn.Linear(d, self.r_kv + self.d_rope, bias=cfg.attention_bias)
-        self.kv_a_layernorm = RMSNorm(self.r_kv, cfg.rms_norm_eps)
+        self.kv_a_layernorm = RMSNorm(self.r_kv, LATENT_NORM_EPS)
         self.kv_b_proj = nn.Linear(self.r_kv, H * (self.d_nope + self.d_v), bias=False)
         self.o_proj = nn.Linear(H * self.d_v, d, bias=cfg.attention_bias)
         self.indexer = Indexer(cfg) if has_indexer else None
@@ -223,8 +228,11 @@ class MultiHeadLatentAttention(nn.Module):
             keep.scatter_(-1, topk[0], topk[1])
             o, probs = self._expanded(q_nope, q_pe, c_kv, k_pe, keep & causal, need_probs=True)
             if index_loss and index is not None:
-                loss = indexer_kl(probs.gather(-1, topk[0][:, None].expand(-1, self.n_heads, -1, -1)),
-                                  index.gather(-1, topk[0]), topk[1])
+                loss = indexer_kl(
+                    probs.gather(-1, topk[0][:, None].expand(-1, self.n_heads, -1, -1)),
+                    index.gather(-1, topk[0]),
+                    topk[1],
+                )
         else:
             need = index_loss and index is not None
             o, probs = self._expanded(q_nope, q_pe, c_kv, k_pe, None, need_probs=need)
