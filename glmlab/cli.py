@@ -111,6 +111,35 @@ def build(
     )
 
 
+@app.command()
+def train(
+    config: str = typer.Argument(..., help="A preset, a YAML file, or (with --resume) a run folder."),
+    set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
+    data: Optional[str] = typer.Option(None, "--data", help="stdlib, synthetic, or a file/folder/glob."),  # noqa: UP045
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimiser steps of the run."),  # noqa: UP045
+    out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/<name>-<time>)."),  # noqa: UP045
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Overrides train.seed."),  # noqa: UP045
+) -> None:
+    """Train a model on the built-in corpus or your own text; Ctrl-C saves a resumable checkpoint
+    (exit 130; SIGTERM exits 143)."""
+    from glmlab.train import resolve_run
+    from glmlab.train import train as run_training
+
+    cfg, run_dir = resolve_run(config, set_, out, resume, data, steps, seed)
+    console.print(f"run folder [bold]{run_dir}[/] ({'resuming' if resume else 'new run'})")
+    result = run_training(cfg, run_dir, resume, device, console)
+    table = Table(title=f"{cfg.name}: summary")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if result.signum is not None:
+        raise typer.Exit(128 + result.signum)
+
+
 def main() -> None:
     """Entry point: run the app, turning GlmlabError into one line and exit status 2."""
     try:

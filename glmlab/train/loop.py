@@ -1,0 +1,373 @@
+"""The training loop: losses, DSA stages, the auxiliary-loss-free bias update, evaluation,
+checkpoints, signals and the progress display (spec 2.2, 2.3, 3)."""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from glmlab.build import build_model
+from glmlab.checkpoint import (
+    CONFIG,
+    OPTIMIZER,
+    latest_checkpoint,
+    load_checkpoint_config,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    write_config,
+)
+from glmlab.config import Config
+from glmlab.data.batching import Batches, validation_batches
+from glmlab.data.prepare import RunData, prepare_data
+from glmlab.errors import GlmlabError
+from glmlab.model import CausalLM, CausalLMOutput
+from glmlab.train.metrics import MetricsLog, load_imbalance, measure_matmul_peak, training_flops_per_token
+from glmlab.train.optim import build_optimizer
+from glmlab.train.rundir import ensure_writable
+from glmlab.train.schedule import DENSE_WARMUP, lr_at, stage_at
+
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class Losses:
+    """One micro-batch's weighted total and its parts (floats are for logging)."""
+
+    total: torch.Tensor
+    parts: dict[str, float]
+
+
+def total_loss(out: CausalLMOutput, cfg: Config, stage: str) -> Losses:
+    """Stage 1: the indexer KL alone. Otherwise L = L_LM + (lambda/D) * sum_k L_MTP,k
+    + alpha * L_balance + w_I * L_indexer (spec 2.2, 2.3, 3)."""
+    t = cfg.train
+    parts = {"lm_loss": out.loss}
+    if out.mtp_losses:
+        parts["mtp_loss"] = torch.stack(out.mtp_losses).mean()
+    if out.balance_loss is not None:
+        parts["balance_loss"] = out.balance_loss
+    if out.indexer_loss is not None:
+        parts["indexer_loss"] = out.indexer_loss
+    if stage == DENSE_WARMUP:
+        total = out.indexer_loss
+    else:
+        weights = {"lm_loss": 1.0, "mtp_loss": t.mtp_lambda, "balance_loss": t.balance_alpha,
+                   "indexer_loss": t.indexer_loss_weight}  # fmt: skip
+        total = sum(weights[k] * v for k, v in parts.items())
+    return Losses(total, {k: float(v.detach()) for k, v in parts.items()})
+
+
+@torch.no_grad()
+def update_router_biases(model: CausalLM, counts: torch.Tensor, gamma: float) -> None:
+    """Auxiliary-loss-free balancing (spec 2.3): b_e += gamma * sign(mean load - load_e) for each
+    router; `counts` [routers, E] are the tokens each expert received this step."""
+    c = counts.float()
+    step = gamma * torch.sign(c.mean(-1, keepdim=True) - c)
+    for router, delta in zip(model.routers(), step, strict=True):
+        router.e_score_correction_bias.add_(delta.to(router.e_score_correction_bias))
+
+
+def set_stage(model: CausalLM, stage: str) -> None:
+    """Stage 1 trains only the indexer; every other stage trains every parameter."""
+    indexer = {id(p) for p in model.indexer_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(stage != DENSE_WARMUP or id(p) in indexer)
+
+
+@torch.no_grad()
+def evaluate(model: CausalLM, batches: list[torch.Tensor], token_bytes: torch.Tensor, dense: bool, autocast):
+    """Validation LM loss (nats per token) and bits per byte of the predicted text."""
+    model.eval()
+    nats, tokens, n_bytes = 0.0, 0, 0
+    for x in batches:
+        x = x.to(token_bytes.device)
+        with autocast():
+            logits = model(x, dsa_dense=dense).logits
+        targets = x[:, 1:]
+        ce = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="sum")
+        nats += float(ce)
+        tokens += targets.numel()
+        n_bytes += int(token_bytes[targets].sum())
+    model.train()
+    return nats / tokens, nats / max(1, n_bytes) / math.log(2)
+
+
+@torch.no_grad()
+def indexer_recall(model: CausalLM, x: torch.Tensor, autocast) -> float | None:
+    """Share of dense attention probability inside the indexer's top-k, on this batch."""
+    with autocast():
+        out = model(x, labels=x, dsa_dense=True)
+    return None if out.indexer_recall is None else float(out.indexer_recall)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    state["numpy"] = list(np.random.get_state())
+    state["numpy"][1] = state["numpy"][1].tolist()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class StopSignal:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint and returns. A second signal
+    falls through to the default handler (an immediate stop)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+    def __enter__(self) -> StopSignal:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    signum: int | None = None  # the signal that stopped the run early, if any
+    summary: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise GlmlabError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GlmlabError("--device cuda: no CUDA device is available here; use --device cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Owns the model, optimiser, data and run folder of one `glmlab train` invocation."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool, device: str = "auto",
+                 console: Console | None = None) -> None:  # fmt: skip
+        self.cfg, self.run_dir, self.device = cfg, Path(run_dir), resolve_device(device)
+        self.console = console or Console()
+        t = cfg.train
+        ensure_writable(self.run_dir)
+        checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        if checkpoint is not None:
+            saved = load_checkpoint_config(checkpoint)
+            if saved.model != cfg.model:
+                raise GlmlabError(f"checkpoint {checkpoint} is for another model config: use a new --out")
+        self.data: RunData = prepare_data(cfg, self.run_dir)
+        write_config(cfg, self.run_dir / CONFIG)
+        torch.manual_seed(t.seed)
+        self.model = build_model(cfg, self.device).train()
+        self.optimizer = build_optimizer(self.model, t)
+        self.batches = Batches(self.data.train, t.seq_len, t.batch_size, t.seed)
+        self.val = validation_batches(self.data.val, t.seq_len, t.batch_size, t.eval_batches)
+        self.token_bytes = torch.tensor(self.data.tokenizer.token_bytes(), device=self.device)
+        self.step, self.position, self.elapsed = 0, 0, 0.0
+        self.log = MetricsLog(self.run_dir / METRICS)
+        if checkpoint is not None:
+            load_weights(self.model, checkpoint)
+            try:
+                self.optimizer.load_state_dict(load_state(checkpoint, OPTIMIZER))
+            except (KeyError, ValueError) as err:
+                raise GlmlabError(f"optimizer state in {checkpoint} does not match this run: {err}") from None
+            state = load_state(checkpoint)
+            self.step, self.position, self.elapsed = state["step"], state["position"], state["elapsed"]
+            _set_rng_state(state["rng"], self.device)
+            self.log.truncate_after(self.step)
+        bf16 = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+        self.autocast = bf16 if self.device.type == "cuda" else nullcontext
+        self.peak = measure_matmul_peak(self.device)
+        self.flops_per_token = training_flops_per_token(cfg, self.model)
+        self.last_eval: dict = {}
+
+    # ---- one optimiser step ----------------------------------------------------------------
+
+    def train_step(self) -> dict:
+        """Forward/backward over grad_accum micro-batches, clip, step, move the router biases."""
+        cfg, t = self.cfg, self.cfg.train
+        stage = stage_at(self.step, cfg)
+        set_stage(self.model, stage)
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        sums: dict[str, float] = {}
+        counts = None
+        for _ in range(t.grad_accum):
+            x = self.batches.batch(self.position).to(self.device)
+            self.position += t.batch_size
+            with self.autocast():
+                out = self.model(x, labels=x, dsa_dense=stage == DENSE_WARMUP)
+            losses = total_loss(out, cfg, stage)
+            if not torch.isfinite(losses.total):
+                raise NonFiniteLoss(self.step + 1, float(losses.total.detach()))
+            (losses.total / t.grad_accum).backward()
+            for k, v in {"loss": float(losses.total.detach()), **losses.parts}.items():
+                sums[k] = sums.get(k, 0.0) + v / t.grad_accum
+            if out.expert_counts is not None:
+                counts = out.expert_counts if counts is None else counts + out.expert_counts
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        clip = t.grad_clip if t.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if counts is not None and stage != DENSE_WARMUP and t.bias_update_gamma > 0:
+            update_router_biases(self.model, counts, t.bias_update_gamma)
+        self.step += 1
+        return {**sums, "lr": lr, "grad_norm": float(grad_norm), "stage": stage, "counts": counts, "x": x}
+
+    # ---- checkpoints and evaluation ----------------------------------------------------------
+
+    def save(self) -> Path:
+        state = {"position": self.position, "stage": stage_at(max(self.step - 1, 0), self.cfg),
+                 "elapsed": self.elapsed, "rng": _rng_state(self.device)}  # fmt: skip
+        return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, state, self.cfg,
+                               self.data.tokenizer)  # fmt: skip
+
+    def evaluate(self) -> dict:
+        dense = stage_at(max(self.step - 1, 0), self.cfg) == DENSE_WARMUP
+        loss, bpb = evaluate(self.model, self.val, self.token_bytes, dense, self.autocast)
+        self.last_eval = {"val_loss": loss, "val_bpb": bpb}
+        return self.last_eval
+
+    # ---- the run ---------------------------------------------------------------------------------
+
+    def run(self, show_progress: bool = True) -> TrainResult:
+        t = self.cfg.train
+        if self.step >= t.steps:
+            self.console.print(f"run {self.run_dir} is already at step {self.step} of {t.steps}: "
+                               "pass a larger --steps to continue")  # fmt: skip
+            return TrainResult(self.run_dir, self.step, summary=self._summary({}, 0.0))
+        tokens_per_step = t.batch_size * t.grad_accum * t.seq_len
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}")]  # fmt: skip
+        window_time, window_steps, window_counts = 0.0, 0, None
+        last: dict = {}
+        with StopSignal() as stop, Progress(*columns, console=self.console, disable=not show_progress,
+                                            transient=False) as progress:  # fmt: skip
+            task = progress.add_task("train", total=t.steps, completed=self.step, info="")
+            while self.step < t.steps and stop.signum is None:
+                start = time.perf_counter()
+                try:
+                    out = self.train_step()
+                except NonFiniteLoss as err:
+                    kept = latest_checkpoint(self.run_dir)
+                    where = f"last good checkpoint {kept}" if kept else "no checkpoint was written yet"
+                    raise GlmlabError(f"{err}; {where}; lower train.lr or raise warmup_steps") from None
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                took = time.perf_counter() - start
+                self.elapsed += took
+                window_time, window_steps = window_time + took, window_steps + 1
+                if out["counts"] is not None:
+                    window_counts = out["counts"] if window_counts is None else window_counts + out["counts"]
+                progress.update(task, completed=self.step, info=f"loss {out['loss']:.3f}")
+                if self.step % t.log_interval == 0 or self.step == t.steps:
+                    last = self._log(out, window_time, window_steps, window_counts, tokens_per_step)
+                    progress.console.print(self._line(last))
+                    window_time, window_steps, window_counts = 0.0, 0, None
+                done = self.step == t.steps
+                if (t.checkpoint_interval and self.step % t.checkpoint_interval == 0) or done:
+                    self.save()
+                if (t.eval_interval and self.step % t.eval_interval == 0) or done:
+                    record = {"step": self.step, **self.evaluate()}
+                    self.log.write(record)
+                    progress.console.print(f"step {self.step:>6} | val loss {record['val_loss']:.4f} | "
+                                           f"val bits/byte {record['val_bpb']:.4f}")  # fmt: skip
+        if stop.signum is not None:
+            path = self.save()
+            name = signal.Signals(stop.signum).name
+            self.console.print(f"{name} received: saved checkpoint {path} at step {self.step}; "
+                               f"continue with: glmlab train {self.run_dir} --resume")  # fmt: skip
+        return TrainResult(self.run_dir, self.step, stop.signum, self._summary(last, tokens_per_step))
+
+    def _log(self, out: dict, window_time: float, window_steps: int, counts, tokens_per_step: int) -> dict:
+        tokens_per_s = tokens_per_step * window_steps / max(window_time, 1e-9)
+        record = {"step": self.step, "stage": out["stage"]}
+        record.update({k: v for k, v in out.items() if k not in ("counts", "x", "stage")})
+        record.update(tokens_per_s=tokens_per_s, mfu=tokens_per_s * self.flops_per_token / self.peak)
+        if counts is not None:
+            per_layer = load_imbalance(counts)
+            record["expert_imbalance"] = sum(per_layer) / len(per_layer)
+            record["expert_imbalance_per_layer"] = per_layer
+        if self.cfg.model.use_dsa:
+            record["indexer_recall"] = indexer_recall(self.model, out["x"], self.autocast)
+        self.log.write(record)
+        return record
+
+    @staticmethod
+    def _line(r: dict) -> str:
+        parts = [f"step {r['step']:>6}", f"loss {r['loss']:.4f}", f"lm {r['lm_loss']:.4f}"]
+        if "mtp_loss" in r:
+            parts.append(f"mtp {r['mtp_loss']:.4f}")
+        if "indexer_loss" in r:
+            parts.append(f"idx {r['indexer_loss']:.4f}")
+        parts += [f"lr {r['lr']:.2e}", f"|g| {r['grad_norm']:.2f}", f"{r['tokens_per_s']:,.0f} tok/s",
+                  f"mfu {100 * r['mfu']:.1f}%"]  # fmt: skip
+        if "expert_imbalance" in r:
+            parts.append(f"load max/mean {r['expert_imbalance']:.2f}")
+        if r.get("indexer_recall") is not None:
+            parts.append(f"recall {r['indexer_recall']:.3f}")
+        return " | ".join([*parts, r["stage"]])
+
+    def _summary(self, last: dict, tokens_per_step: int) -> dict:
+        out = {"run_dir": str(self.run_dir), "steps": self.step, "tokens": self.step * tokens_per_step,
+               "train_time_s": self.elapsed, "data": self.data.source,
+               "tokenizer": f"{self.data.tokenizer.kind} ({self.data.tokenizer.vocab_size})"}  # fmt: skip
+        if self.elapsed:
+            out["tokens_per_s"] = out["tokens"] / self.elapsed
+        for key in ("loss", "lm_loss", "mtp_loss", "expert_imbalance", "indexer_recall", "mfu"):
+            if last.get(key) is not None:
+                out[f"final_{key}" if key in ("loss", "lm_loss", "mtp_loss") else key] = last[key]
+        out.update(self.last_eval)
+        return out
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss is {value} at step {step}: the run stopped")
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False, device: str = "auto",
+          console: Console | None = None, show_progress: bool = True) -> TrainResult:  # fmt: skip
+    """Train `cfg` in `run_dir` (new, or resumed from its latest checkpoint) to train.steps."""
+    return Trainer(cfg, run_dir, resume, device, console).run(show_progress)

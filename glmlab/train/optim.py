@@ -1,0 +1,103 @@
+"""Optimisers: AdamW, or Muon (Newton-Schulz orthogonalised momentum) on the hidden matrices
+with AdamW on embeddings, head, norms, biases and routers (GLM-5 report, spec 5)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glmlab.config import TrainConfig
+
+# Quintic Newton-Schulz coefficients that push singular values towards 1 in few steps
+# (Keller Jordan's Muon).
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately orthogonalise each matrix in the last two dims of `g` (batched over the rest)."""
+    a, b, c = NS_COEFFS
+    x = g.float()
+    wide = x.shape[-2] <= x.shape[-1]
+    if not wide:
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x if wide else x.mT).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum (Nesterov), orthogonalised per matrix, scaled by 0.2 * sqrt(max(rows, cols)) so
+    its update RMS matches AdamW's and one learning rate serves both (Moonlight's rule).
+    Stacked experts [E, rows, cols] are E matrices."""
+
+    def __init__(
+        self, params, lr: float, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5
+    ) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(p.grad)
+                update = newton_schulz(p.grad.add(buf, alpha=group["momentum"]), group["ns_steps"])
+                scale = 0.2 * max(p.shape[-2], p.shape[-1]) ** 0.5
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"] * scale)
+
+
+class Combined:
+    """Several optimisers stepped together, with one list of param groups and one state dict."""
+
+    def __init__(self, **optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # Read through each time: load_state_dict replaces an optimiser's group dicts.
+        return [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    def step(self) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
+def _is_muon_matrix(name: str, p: nn.Parameter) -> bool:
+    """Hidden weight matrices: not the embedding, the LM head or a router."""
+    return p.ndim >= 2 and not name.startswith(("model.embed_tokens", "lm_head")) and ".mlp.gate." not in name
+
+
+def build_optimizer(model: nn.Module, t: TrainConfig) -> Combined:
+    """AdamW (decay on matrices only), or Muon on hidden matrices plus AdamW on the rest."""
+    named = list(model.named_parameters())
+    muon = [p for n, p in named if t.optimizer == "muon" and _is_muon_matrix(n, p)]
+    taken = {id(p) for p in muon}
+    decay = [p for n, p in named if id(p) not in taken and p.ndim >= 2]
+    no_decay = [p for n, p in named if id(p) not in taken and p.ndim < 2]
+    adamw = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+    )
+    if not muon:
+        return Combined(adamw=adamw)
+    return Combined(muon=Muon(muon, lr=t.lr, weight_decay=t.weight_decay), adamw=adamw)

@@ -1,0 +1,365 @@
+"""The trainer: loss terms, bias balancing, DSA stages, schedule, resume, signals, errors
+(issue 3, parts 2-5). A 2-layer model on a small text file keeps every test to seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from glmlab import cli
+from glmlab.checkpoint import load_model
+from glmlab.config import load_config
+from glmlab.model import CausalLMOutput
+from glmlab.train import loop
+from glmlab.train.loop import Trainer, total_loss, update_router_biases
+from glmlab.train.schedule import DENSE_WARMUP, SPARSE, lr_at, stage_at
+
+SMALL = """
+extends: glm5-tiny
+vocab_size: 257
+hidden_size: 32
+num_hidden_layers: 2
+first_k_dense_replace: 1
+intermediate_size: 64
+moe_intermediate_size: 16
+n_routed_experts: 4
+num_experts_per_tok: 2
+num_attention_heads: 2
+q_lora_rank: 16
+kv_lora_rank: 16
+qk_nope_head_dim: 8
+qk_rope_head_dim: 8
+v_head_dim: 8
+index_topk: 8
+index_n_heads: 8
+index_head_dim: 16
+max_position_embeddings: 128
+train:
+  tokenizer: byte
+  seq_len: 32
+  batch_size: 2
+  steps: 8
+  warmup_steps: 0
+  min_lr_ratio: 1.0
+  dsa_warmup_steps: 2
+  log_interval: 1
+  eval_interval: 4
+  eval_batches: 1
+  checkpoint_interval: 4
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny matmuls gain nothing from more, and on a shared machine extra
+    threads spin against the other processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def small(tmp_path) -> tuple[Path, Path]:
+    """(config path, data file) for a model that trains in well under a second per step."""
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    data = tmp_path / "text.txt"
+    data.write_text(Path(json.__file__).read_text() * 3)
+    return config, data
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """`glmlab ARGS` in-process through the real entry point: (status, stdout, stderr)."""
+    old = sys.argv
+    sys.argv = ["glmlab", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def records(run: Path) -> dict[int, dict]:
+    """Training records (not validation) of metrics.jsonl by step."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r for r in map(json.loads, lines) if "loss" in r}
+
+
+def make_trainer(small, run: Path, overrides=(), resume=False) -> Trainer:
+    config, data = small
+    cfg = load_config(config, [f"train.data={data}", *overrides])
+    return Trainer(cfg, run, resume=resume, device="cpu")
+
+
+# ---- the loss -----------------------------------------------------------------------------
+
+
+def test_each_loss_term_enters_with_its_weight():
+    cfg = load_config("glm5-tiny", ["mtp_lambda=0.3", "balance_alpha=0.01", "indexer_loss_weight=2.0"])
+    t = lambda v: torch.tensor(v)  # noqa: E731
+    out = CausalLMOutput(logits=t(0.0), hidden_states=t(0.0), loss=t(2.0), mtp_losses=[t(3.0), t(5.0)],
+                         balance_loss=t(1.5), indexer_loss=t(0.25))  # fmt: skip
+    main = total_loss(out, cfg, SPARSE)
+    assert math.isclose(
+        float(main.total), 2.0 + 0.3 * (3.0 + 5.0) / 2 + 0.01 * 1.5 + 2.0 * 0.25, rel_tol=1e-6
+    )
+    assert main.parts == {"lm_loss": 2.0, "mtp_loss": 4.0, "balance_loss": 1.5, "indexer_loss": 0.25}
+    for field, term in (("mtp_lambda", 4.0), ("balance_alpha", 1.5), ("indexer_loss_weight", 0.25)):
+        bumped = load_config("glm5-tiny", ["mtp_lambda=0.3", "balance_alpha=0.01", "indexer_loss_weight=2.0",
+                                           f"{field}={getattr(cfg.train, field) + 1}"])  # fmt: skip
+        assert math.isclose(
+            float(total_loss(out, bumped, SPARSE).total) - float(main.total), term, rel_tol=1e-5
+        )
+    assert float(total_loss(out, cfg, DENSE_WARMUP).total) == 0.25  # stage 1: the indexer KL only
+
+
+# ---- balancing ----------------------------------------------------------------------------
+
+
+def test_bias_update_moves_towards_balance_outside_autograd(small, tmp_path):
+    tr = make_trainer(small, tmp_path / "run", ["train.bias_update_gamma=0.01"])
+    routers = tr.model.routers()
+    counts = torch.tensor([[30, 0, 5, 5]] * len(routers))
+    update_router_biases(tr.model, counts, 0.01)
+    for r in routers:
+        assert r.e_score_correction_bias.tolist() == pytest.approx([-0.01, 0.01, 0.01, 0.01])
+        assert not r.e_score_correction_bias.requires_grad and r.e_score_correction_bias.grad_fn is None
+    # In the loop: after a main-stage step each bias moved by gamma against its expert's load.
+    tr.step = tr.cfg.train.dsa_warmup_steps
+    before = [r.e_score_correction_bias.clone() for r in routers]
+    out = tr.train_step()
+    for r, b, c in zip(routers, before, out["counts"].float(), strict=True):
+        expected = b + 0.01 * torch.sign(c.mean() - c)
+        assert torch.allclose(r.e_score_correction_bias, expected)
+    # gamma 0 turns it off
+    off = make_trainer(small, tmp_path / "off", ["train.bias_update_gamma=0"])
+    off.step = off.cfg.train.dsa_warmup_steps
+    off.train_step()
+    assert all((r.e_score_correction_bias == 0).all() for r in off.model.routers())
+
+
+# ---- DSA stages ---------------------------------------------------------------------------
+
+
+def test_dsa_stages_train_the_right_parameters(small, tmp_path):
+    tr = make_trainer(small, tmp_path / "run", ["train.dsa_warmup_steps=1", "train.bias_update_gamma=0.01"])
+    indexer = {id(p) for p in tr.model.indexer_parameters()}
+    assert indexer
+    snap = lambda: {n: p.detach().clone() for n, p in tr.model.named_parameters()}  # noqa: E731
+    before, biases = snap(), [r.e_score_correction_bias.clone() for r in tr.model.routers()]
+    assert tr.train_step()["stage"] == DENSE_WARMUP
+    assert tr.optimizer.param_groups[0]["lr"] == tr.cfg.train.dsa_warmup_lr
+    after = snap()
+    for name, p in tr.model.named_parameters():
+        changed = not torch.equal(before[name], after[name])
+        assert p.requires_grad == (id(p) in indexer), name
+        assert changed == (id(p) in indexer), name
+    assert all(
+        torch.equal(b, r.e_score_correction_bias) for b, r in zip(biases, tr.model.routers(), strict=True)
+    )
+    assert tr.train_step()["stage"] == SPARSE
+    final = snap()
+    for name, p in tr.model.named_parameters():
+        assert p.requires_grad, name
+    changed = [n for n in final if not torch.equal(after[n], final[n])]
+    assert len(changed) > 0.9 * len(final)  # all weights train (unrouted experts may get no gradient)
+    assert any(".indexer." in n for n in changed) and "lm_head.weight" in changed
+
+
+def test_no_stages_without_dsa(small, tmp_path):
+    tr = make_trainer(small, tmp_path / "run", ["use_dsa=false"])
+    out = tr.train_step()
+    assert out["stage"] == "main" and "indexer_loss" not in out
+    assert all(p.requires_grad for p in tr.model.parameters())
+
+
+def test_schedule_warmup_cosine_wsd_and_stage_lr():
+    cfg = load_config("glm5-tiny", ["steps=120", "dsa_warmup_steps=20", "warmup_steps=10", "lr=1e-3",
+                                    "min_lr_ratio=0.1", "dsa_warmup_lr=5e-4"])  # fmt: skip
+    assert [stage_at(s, cfg) for s in (0, 19, 20)] == [DENSE_WARMUP, DENSE_WARMUP, SPARSE]
+    assert lr_at(0, cfg) == lr_at(19, cfg) == 5e-4
+    assert lr_at(20, cfg) == pytest.approx(1e-4) and lr_at(29, cfg) == pytest.approx(1e-3)
+    assert lr_at(119, cfg) == pytest.approx(1e-4, rel=0.05)
+    lrs = [lr_at(s, cfg) for s in range(30, 120)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    wsd = load_config("glm5-tiny", ["steps=100", "use_dsa=false", "warmup_steps=10", "schedule=wsd",
+                                    "decay_fraction=0.2", "lr=1e-3", "min_lr_ratio=0"])  # fmt: skip
+    assert lr_at(50, wsd) == lr_at(79, wsd) == 1e-3
+    assert lr_at(80, wsd) < 1e-3 and lr_at(99, wsd) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_muon_orthogonalises_matrices_and_trains(small, tmp_path):
+    from glmlab.train.optim import Muon, newton_schulz
+
+    g = torch.randn(3, 16, 24)
+    s = torch.linalg.svdvals(newton_schulz(g))
+    assert s.min() > 0.5 and s.max() < 1.3  # singular values pushed towards 1
+    tr = make_trainer(small, tmp_path / "run", ["train.optimizer=muon", "train.dsa_warmup_steps=0"])
+    muon = tr.optimizer.optimizers["muon"]
+    assert isinstance(muon, Muon)
+    names = {id(p): n for n, p in tr.model.named_parameters()}
+    on_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    assert "model.layers.1.mlp.experts.gate_up_proj" in on_muon
+    assert not any(n.startswith(("model.embed_tokens", "lm_head")) or ".mlp.gate." in n for n in on_muon)
+    losses = [tr.train_step()["lm_loss"] for _ in range(4)]
+    assert losses[-1] < losses[0]
+
+
+# ---- runs, resume, signals ----------------------------------------------------------------
+
+
+def test_run_folder_and_resume_reproduce_a_straight_run(small, tmp_path, capsys):
+    config, data = small
+    base = ["train", str(config), "--data", str(data), "--device", "cpu"]
+    code, out, err = run_cli([*base, "--steps", "16", "--out", str(tmp_path / "straight")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*base, "--steps", "8", "--out", str(tmp_path / "split")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*base, "--steps", "16", "--out", str(tmp_path / "split"), "--resume"], capsys)
+    assert code == 0, err
+    straight, split = records(tmp_path / "straight"), records(tmp_path / "split")
+    assert sorted(split) == list(range(1, 17))
+    for step in range(1, 17):
+        assert split[step]["loss"] == pytest.approx(straight[step]["loss"], abs=1e-5), step
+    run = tmp_path / "straight"
+    for name in ("config.yaml", "tokenizer", "metrics.jsonl", "checkpoints/latest"):
+        assert (run / name).exists(), name
+    ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert {p.name for p in ckpt.iterdir()} >= {"model.safetensors", "optimizer.pt", "trainer_state.pt"}
+    assert len([p for p in (run / "checkpoints").iterdir() if p.is_dir()]) == 1  # only the last is kept
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("step", "loss", "lm_loss", "mtp_loss", "balance_loss", "indexer_loss", "lr", "grad_norm",
+                "tokens_per_s", "mfu", "expert_imbalance", "indexer_recall", "stage"):  # fmt: skip
+        assert key in first, key
+    assert any("val_bpb" in json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
+    loaded = load_model(run)
+    assert loaded.tokenizer.kind == "byte" and not loaded.model.training and loaded.config.train.steps == 16
+
+
+def test_interrupt_saves_a_resumable_checkpoint(small, tmp_path, monkeypatch):
+    """A signal mid-run (cosine schedule) saves; resuming matches an uninterrupted run."""
+    cosine = ["train.warmup_steps=2", "train.min_lr_ratio=0.1", "train.steps=6"]
+    straight = make_trainer(small, tmp_path / "a", cosine)
+    straight.run(show_progress=False)
+    tr = make_trainer(small, tmp_path / "b", cosine)
+    real_step = tr.train_step
+
+    def step_then_signal():
+        out = real_step()
+        if tr.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(tr, "train_step", step_then_signal)
+    result = tr.run(show_progress=False)
+    assert result.signum == signal.SIGINT and result.step == 3
+    assert (tmp_path / "b" / "checkpoints" / "step-00000003").is_dir()
+    resumed = make_trainer(small, tmp_path / "b", cosine, resume=True)
+    assert resumed.step == 3 and resumed.position == 3 * 2
+    resumed.run(show_progress=False)
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert [round(b[s]["loss"], 5) for s in range(1, 7)] == [round(a[s]["loss"], 5) for s in range(1, 7)]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(small, tmp_path, monkeypatch, capsys):
+    config, data = small
+    real = loop.total_loss
+    calls = {"n": 0}
+
+    def poisoned(out, cfg, stage):
+        calls["n"] += 1
+        losses = real(out, cfg, stage)
+        if calls["n"] == 6:
+            losses.total = losses.total * float("nan")
+        return losses
+
+    monkeypatch.setattr(loop, "total_loss", poisoned)
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", str(config), "--data", str(data), "--out", str(run), "--device", "cpu"], capsys
+    )
+    assert code == 2 and "nan" in err and "step-00000004" in err
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000004"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_data",
+        "empty_data",
+        "too_long",
+        "unwritable",
+        "existing_run",
+        "corrupt",
+        "mismatch",
+        "byte_vocab",
+    ],
+)
+def test_errors_are_one_line_exit_2(case, small, tmp_path, capsys):
+    config, data = small
+    base = ["train", str(config), "--device", "cpu", "--steps", "4"]
+    run = tmp_path / "run"
+    if case in ("existing_run", "corrupt", "mismatch"):
+        assert run_cli([*base, "--data", str(data), "--out", str(run)], capsys)[0] == 0
+    args = {
+        "missing_data": [*base, "--data", str(tmp_path / "nope.txt"), "--out", str(run)],
+        "empty_data": [*base, "--data", str(tmp_path / "empty.txt"), "--out", str(run)],
+        "too_long": [*base, "--data", str(data), "--set", "train.seq_len=4096", "--out", str(run)],
+        "unwritable": [*base, "--data", str(data), "--out", str(data / "sub")],
+        "existing_run": [*base, "--data", str(data), "--out", str(run)],
+        "corrupt": [*base, "--data", str(data), "--steps", "8", "--out", str(run), "--resume"],
+        "mismatch": [*base, "--data", str(data), "--steps", "8", "--out", str(run), "--resume"],
+        "byte_vocab": [*base, "--data", str(data), "--set", "vocab_size=200", "--out", str(run)],
+    }[case]
+    (tmp_path / "empty.txt").write_text("")
+    if case == "corrupt":
+        ckpt = run / "checkpoints" / "step-00000004" / "model.safetensors"
+        ckpt.write_bytes(ckpt.read_bytes()[:100])
+    if case == "mismatch":
+        (run / "config.yaml").write_text(
+            (run / "config.yaml").read_text().replace("hidden_size: 32", "hidden_size: 64")
+        )
+        args = ["train", str(run), "--resume", "--steps", "8", "--device", "cpu"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2, err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    hint = {"existing_run": "--resume", "corrupt": "corrupt", "mismatch": "another model",
+            "too_long": "seq_len", "byte_vocab": "257", "unwritable": "output folder"}.get(case)  # fmt: skip
+    if hint:
+        assert hint in err
+
+
+@pytest.mark.slow
+def test_sigint_subprocess_exits_130_and_resumes(small, tmp_path):
+    config, data = small
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "glmlab.cli", "train", str(config), "--data", str(data), "--steps", "100000",
+           "--out", str(run), "--device", "cpu"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.jsonl").is_file():
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGINT received: saved checkpoint" in out
+    step = int((run / "checkpoints" / "latest").read_text().strip().split("-")[1])
+    again = [sys.executable, "-m", "glmlab.cli", "train", str(run), "--resume", "--steps", str(step + 2)]
+    resumed = subprocess.run([*again, "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(records(run))[-1] == step + 2
