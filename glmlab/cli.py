@@ -140,6 +140,228 @@ def train(
         raise typer.Exit(128 + result.signum)
 
 
+STOP_OPT = typer.Option(None, "--stop", help="Stop when this text appears (repeatable).")
+
+
+@app.command()
+def generate(
+    source: str = typer.Argument(..., help="A run folder, a checkpoint, or a HF folder with a tokenizer."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="The text to continue."),  # noqa: UP045
+    prompts_file: Optional[str] = typer.Option(None, "--prompts-file", help="One prompt a line."),  # noqa: UP045
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Most tokens to add."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
+    top_k: int = typer.Option(0, "--top-k", help="Sample among the k likeliest tokens (0: all)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Sample among the likeliest tokens of this mass."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Make sampling repeatable."),  # noqa: UP045
+    stop: Optional[list[str]] = STOP_OPT,  # noqa: UP045
+    speculative: int = typer.Option(0, "--speculative", help="Draft K tokens a step with MTP."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute everything each step (reference)."),
+    prefill_chunk: int = typer.Option(512, "--prefill-chunk", help="Prompt tokens per prefill pass."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt, no streaming."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Continue a prompt: latent-cache decoding, sampling, MTP speculative decoding."""
+    from pathlib import Path
+
+    from glmlab.generate import Generator, SamplingParams
+
+    if (prompt is None) == (prompts_file is None):
+        raise GlmlabError("give exactly one of --prompt TEXT or --prompts-file FILE")
+    if prompts_file is not None:
+        if not Path(prompts_file).is_file():
+            raise GlmlabError(f"--prompts-file {prompts_file} does not exist: give a text file")
+        prompts = [line for line in Path(prompts_file).read_text().splitlines() if line.strip()]
+    else:
+        prompts = [prompt]
+    sampling = SamplingParams(temperature, top_k, top_p, seed)
+    gen = Generator.from_source(source, device)
+    err = Console(stderr=True)
+    for text in prompts:
+        stream = None if as_json else (lambda s: print(s, end="", flush=True))
+        if stream is not None:
+            print(text, end="", flush=True)
+        result = gen.generate(text, max_new_tokens, sampling, speculative, not no_cache, stop or (),
+                              prefill_chunk, stream)  # fmt: skip
+        if as_json:
+            print(json.dumps(result.to_dict()))
+            continue
+        print(flush=True)
+        line = (f"{result.new_tokens} tokens ({result.finish_reason}), {result.tokens_per_second:.1f} "
+                f"tokens/s, prefill {result.prefill_seconds * 1000:.0f} ms")  # fmt: skip
+        if result.speculative is not None:
+            spec = result.speculative
+            rates = ", ".join(f"{r:.0%}" for r in spec.acceptance)
+            line += f"; MTP K={spec.depth}: acceptance [{rates}], {spec.tokens_per_step:.2f} tokens/step"
+            if spec.note:
+                line += f" ({spec.note})"
+        err.print(f"[dim]{line}[/]", highlight=False)
+
+
+@app.command()
+def flops(
+    config: str = CONFIG_ARG,
+    seq: str = typer.Option("4096", "--seq", help="Context length(s): 4096, or a sweep 4k,32k,128k."),
+    batch: int = typer.Option(1, "--batch", help="Sequences per step (FLOPs and memory per step)."),
+    convention: str = typer.Option("glmlab", "--convention", help="megatron, dsa or glmlab."),
+    no_mtp: bool = typer.Option(False, "--no-mtp", help="Leave the MTP modules out."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of FLOPs/token vs context."),  # noqa: UP045
+    set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
+) -> None:
+    """Analytic FLOPs, parameters and memory of a config (no model is built)."""
+    from glmlab.accounting.report import flops_summary, parse_lengths
+    from glmlab.config import load_config
+
+    cfg = load_config(config, set_)
+    if batch < 1:
+        raise GlmlabError(f"--batch must be at least 1, got {batch}")
+    seqs = parse_lengths(seq)
+    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp)
+    if plot:
+        from glmlab.accounting.plot import plot_flops_vs_context
+
+        path = plot_flops_vs_context(cfg, plot, convention, not no_mtp, max(seqs))
+        Console(stderr=True).print(f"wrote {path}")
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    _print_flops(summary)
+
+
+def _print_flops(s: dict) -> None:
+    mtp = "with MTP" if s["mtp"] else "no MTP"
+    console.print(
+        f"[bold]{s['name']}[/]: {s['convention']} convention ({mtp}): {s['convention_description']}"
+    )
+    sweep = s["sweep"]
+    table = Table(title="GFLOPs per token, training step (forward + backward) by component")
+    table.add_column("component")
+    for entry in sweep:
+        table.add_column(f"s={entry['seq_len']:,}", justify="right")
+        table.add_column("share", justify="right")
+    comps = list(dict.fromkeys(c for e in sweep for c in e["breakdown"]))
+    for comp in comps:
+        cells = []
+        for e in sweep:
+            v = e["breakdown"].get(comp, 0.0)
+            cells += [f"{v / 1e9:,.3f}", f"{v / e['training_flops_per_token']:.1%}"]
+        table.add_row(comp, *cells)
+    for key, label in (
+        ("training_flops_per_token", "training"),
+        ("forward_flops_per_token", "forward"),
+        ("prefill_flops_per_token", "prefill"),
+        ("decode_flops_per_token", "decode at s-1"),
+    ):
+        table.add_row(f"[bold]{label}", *[c for e in sweep for c in (f"[bold]{e[key] / 1e9:,.3f}", "")])
+    console.print(table)  # fmt: skip
+    first = sweep[0]
+    layers = Table(title=f"by layer at s={first['seq_len']:,} (training GFLOPs per token)")
+    for col in ("layers", "kind", "each", "total"):
+        layers.add_column(col, justify="left" if col in ("layers", "kind") else "right")
+    groups: list[list] = []
+    for row in first["by_layer"]:
+        if (
+            groups
+            and groups[-1][1] == row["kind"]
+            and abs(groups[-1][2] - row["flops"]) < 1e-9 * row["flops"] + 1
+        ):
+            groups[-1][0].append(row["layer"])
+        else:
+            groups.append([[row["layer"]], row["kind"], row["flops"]])
+    for names, kind, each in groups:
+        span = names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
+        layers.add_row(span, kind, f"{each / 1e9:,.3f}", f"{each * len(names) / 1e9:,.3f}")
+    console.print(layers)
+    mem = Table(title=f"training memory at s={first['seq_len']:,}, batch {first['batch']}")
+    for col in ("", "weights", "gradients", "optimizer", "activations", "total"):
+        mem.add_column(col, justify="left" if not col else "right")
+    for label, key in (("fp32 AdamW", "memory_fp32"), ("bf16 mixed, fp32 master", "memory_bf16_mixed")):
+        m = first[key]
+        mem.add_row(
+            label, *[_bytes(m[k]) for k in ("weights", "gradients", "optimizer", "activations", "total")]
+        )
+    console.print(mem)
+    kv = s["kv_cache_bf16"]
+    console.print(
+        f"KV cache per token (bf16): latent {kv['latent']:,} B + indexer keys {kv['indexer_keys']:,} B = "
+        f"{kv['total']:,} B (expanded K/V would be {kv['expanded']:,} B; MTP adds {kv['mtp']:,} B)"
+    )
+    p = s["params"]
+    console.print(
+        f"parameters: {p['total']:,} total, {p['active']:,} active, {p['total_with_mtp']:,} with MTP"
+    )
+    if s["claims"]:
+        claims = Table(title="the article's claims, for this config")
+        for col in ("claim", "here", "how"):
+            claims.add_column(col)
+        for row in s["claims"]:
+            claims.add_row(row["claim"], row["value"], row["note"])
+        console.print(claims)
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+@app.command()
+def profile(
+    config: str = CONFIG_ARG,
+    seq: Optional[int] = typer.Option(None, "--seq", help="Tokens per sequence (train.seq_len)."),  # noqa: UP045
+    batch: Optional[int] = typer.Option(None, "--batch", help="Sequences per step (train.batch_size)."),  # noqa: UP045
+    steps: int = typer.Option(2, "--steps", help="Timed training steps (after one counted step)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
+) -> None:
+    """Run real training and decoding steps; compare measured FLOPs, memory and time with the estimate."""
+    from glmlab.config import load_config
+    from glmlab.measure import profile as run_profile
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise GlmlabError(f"--device must be cpu or cuda, got '{device}'")
+    result = run_profile(load_config(config, set_), seq, batch, steps, device)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(
+        title=f"{result['config']} on {result['device']}: seq {result['seq_len']}, batch {result['batch']}"
+    )
+    for col in ("quantity", "estimated (glmlab)", "measured", "est / meas"):
+        table.add_column(col, justify="left" if col == "quantity" else "right")
+    table.add_row(
+        "training step FLOPs",
+        _fmt(result["flops_estimated"]),
+        _fmt(result["flops_measured"]),
+        f"{result['flops_ratio']:.3f}",
+    )
+    table.add_row(
+        "peak memory",
+        _bytes(result["peak_memory_estimated_bytes"]),
+        _bytes(result["peak_memory_measured_bytes"]),
+        f"{result['peak_memory_ratio']:.3f}",
+    )
+    table.add_row(
+        "decode step FLOPs",
+        _fmt(result["decode_flops_estimated"]),
+        _fmt(result["decode_flops_measured"]),
+        f"{result['decode_flops_estimated'] / max(result['decode_flops_measured'], 1):.3f}",
+    )
+    console.print(table)  # fmt: skip
+    line = (
+        f"step {result['step_time_s'] * 1000:.0f} ms, {result['tokens_per_s']:,.0f} tokens/s, "
+        f"{result['achieved_flops_per_s'] / 1e12:.3f} TFLOP/s; matmul peak "
+        f"{result['matmul_peak_flops_per_s'] / 1e12:.3f} TFLOP/s -> MFU {result['mfu_vs_measured_peak']:.1%}"
+    )
+    if "mfu_vs_table_peak" in result:
+        line += f" (vs 989 TFLOP/s table peak: {result['mfu_vs_table_peak']:.1%})"
+    console.print(line)
+    console.print(f"decoding: {result['decode_step_time_s'] * 1000:.1f} ms/step, "
+                  f"{result['decode_tokens_per_s']:,.1f} tokens/s")  # fmt: skip
+
+
 def main() -> None:
     """Entry point: run the app, turning GlmlabError into one line and exit status 2."""
     try:

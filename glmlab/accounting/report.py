@@ -1,0 +1,73 @@
+"""What `glmlab flops` prints: FLOPs, parameters, memory and the article's claims for a
+config at one or more context lengths (accounting spec)."""
+
+from __future__ import annotations
+
+from glmlab.accounting.claims import check_claims
+from glmlab.accounting.conventions import get_convention
+from glmlab.accounting.flops import flops_report
+from glmlab.accounting.memory import kv_cache_bytes_per_token, training_memory
+from glmlab.accounting.params import parameter_counts
+from glmlab.config import Config
+from glmlab.errors import GlmlabError
+
+
+def parse_lengths(text: str) -> list[int]:
+    """'4k,32k,128k' or '4096' -> token counts (k = 1024)."""
+    out = []
+    for part in str(text).split(","):
+        item = part.strip().lower()
+        scale = 1024 if item.endswith("k") else 1
+        try:
+            value = int(float(item[:-1] if scale > 1 else item) * scale)
+        except ValueError:
+            raise GlmlabError(f"--seq expects lengths like 4096 or 4k,32k,128k, got '{part}'") from None
+        if value < 1:
+            raise GlmlabError(f"--seq lengths must be positive, got '{part}'")
+        out.append(value)
+    return out
+
+
+def seq_summary(cfg: Config, seq: int, batch: int, convention: str, mtp: bool) -> dict:
+    """Per-token FLOPs of every mode at one context length, with the breakdowns."""
+    train = flops_report(cfg, seq, "train", convention, mtp)
+    forward = flops_report(cfg, seq, "forward", convention, mtp)
+    prefill = flops_report(cfg, seq, "prefill", convention, mtp)
+    decode = flops_report(cfg, seq, "decode", convention, mtp)
+    return {
+        "seq_len": seq,
+        "batch": batch,
+        "training_flops_per_token": train.per_token,
+        "forward_flops_per_token": forward.per_token,
+        "prefill_flops_per_token": prefill.per_token,
+        "decode_flops_per_token": decode.per_token,
+        "training_flops_per_step": train.total * batch,
+        "breakdown": train.to_dict()["by_component_per_token"],
+        "forward_breakdown": forward.to_dict()["by_component_per_token"],
+        "decode_breakdown": decode.to_dict()["by_component_per_token"],
+        "by_layer": train.to_dict()["by_layer_per_token"],
+        "memory_fp32": training_memory(cfg, seq, batch, "fp32", mtp),
+        "memory_bf16_mixed": training_memory(cfg, seq, batch, "bf16-mixed", mtp),
+    }
+
+
+def flops_summary(
+    cfg: Config, seqs: list[int], batch: int = 1, convention: str = "glmlab", mtp: bool = True
+) -> dict:
+    """Everything `glmlab flops --json` prints: one entry per context length in `sweep`,
+    the first also at the top level."""
+    conv = get_convention(convention)
+    sweep = [seq_summary(cfg, s, batch, convention, mtp) for s in seqs]
+    kv = kv_cache_bytes_per_token(cfg, "bf16")
+    return {
+        "name": cfg.name,
+        "convention": conv.name,
+        "convention_description": conv.description,
+        "mtp": mtp and cfg.model.num_nextn_predict_layers > 0,
+        **sweep[0],
+        "kv_cache_bytes_per_token": kv["latent"],
+        "kv_cache_bf16": kv,
+        "params": parameter_counts(cfg.model),
+        "claims": check_claims(cfg, max(131072, max(seqs))),
+        "sweep": sweep,
+    }

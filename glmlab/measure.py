@@ -1,0 +1,219 @@
+"""Measure real runs: executed FLOPs, time, peak memory, a matmul peak, and MFU (accounting
+spec, "What counting tools miss" and "Memory").
+
+FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` plus the formulas it lacks:
+CPU scaled_dot_product_attention (counted 0 by torch) and causal SDPA everywhere (torch counts
+the full S x T square; the kernels skip the masked half). Peak memory on CPU is the storage
+autograd saves for backward (distinct storages, parameters excluded) plus weights, gradients
+and optimiser states; on CUDA it is `torch.cuda.max_memory_allocated`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from glmlab.config import Config
+from glmlab.errors import GlmlabError
+
+aten = torch.ops.aten
+TABLE_PEAK_BF16 = {"cuda": 989e12}  # H100/H200 dense bf16 (accounting spec, MFU)
+
+
+def _causal_pairs(s_q: int, s_k: int) -> int:
+    """Pairs a top-left-aligned causal mask keeps: query i sees keys 0..i."""
+    full = min(s_q, s_k)
+    return full * (full + 1) // 2 + max(s_q - s_k, 0) * s_k
+
+
+def _sdpa_formula(first: int, causal_at: int, backward: bool) -> Callable[..., int]:
+    """FLOPs of an SDPA kernel from its argument shapes: QK^T and PV forward; recompute, dP,
+    dV, dQ, dK backward (torch's own formulas), over the causal pairs when `is_causal`."""
+
+    def formula(*args, out_shape=None, **kwargs) -> int:
+        q, k, v = args[first : first + 3]
+        causal = kwargs.get("is_causal", args[causal_at] if len(args) > causal_at else False)
+        b, h, s_q, d_qk = q
+        s_k, d_v = k[2], v[3]
+        pairs = _causal_pairs(s_q, s_k) if causal else s_q * s_k
+        per_pair = 2 * (3 * d_qk + 2 * d_v) if backward else 2 * (d_qk + d_v)
+        return b * h * pairs * per_pair
+
+    return formula
+
+
+def flop_formulas() -> dict:
+    """custom_mapping for FlopCounterMode: every SDPA kernel, causal-aware."""
+    ops = {
+        "_scaled_dot_product_flash_attention_for_cpu": (0, 4, False),
+        "_scaled_dot_product_flash_attention_for_cpu_backward": (1, 7, True),
+        "_scaled_dot_product_flash_attention": (0, 4, False),
+        "_scaled_dot_product_flash_attention_backward": (1, 11, True),
+        "_scaled_dot_product_efficient_attention": (0, 6, False),
+        "_scaled_dot_product_efficient_attention_backward": (1, 11, True),
+        "_scaled_dot_product_cudnn_attention": (0, 6, False),
+        "_scaled_dot_product_cudnn_attention_backward": (1, 14, True),
+    }
+    out = {}
+    for name, spec in ops.items():
+        op = getattr(aten, name, None)
+        if op is not None:
+            out[op] = _sdpa_formula(*spec)
+    return out
+
+
+def flop_counter() -> FlopCounterMode:
+    """A quiet FlopCounterMode with glmlab's extra formulas."""
+    return FlopCounterMode(display=False, custom_mapping=flop_formulas())
+
+
+@contextlib.contextmanager
+def saved_tensor_bytes(exclude: list[torch.Tensor]) -> Iterator[dict]:
+    """Within the block, sum the distinct storages autograd saves for backward, ignoring
+    those of `exclude` (the parameters). Yields a dict whose 'bytes' is filled on exit."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+    result = {"bytes": 0}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in skip and ptr not in seen:
+            seen[ptr] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield result
+    result["bytes"] = sum(seen.values())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: str | torch.device = "cpu", size: int | None = None, iters: int = 5) -> float:
+    """FLOP/s of a square matmul on `device` (bf16 on CUDA, fp32 on CPU): the honest MFU
+    denominator (accounting spec, MFU)."""
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n = size or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * iters / (time.perf_counter() - start)
+
+
+def _state_bytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def profile(
+    cfg: Config,
+    seq_len: int | None = None,
+    batch: int | None = None,
+    steps: int = 2,
+    device: str = "cpu",
+    decode_steps: int = 4,
+) -> dict:
+    """Run real training steps (forward with labels so every loss path runs, backward, AdamW
+    step; fp32 on CPU, bf16 autocast on CUDA, as the trainer does) and cached decoding steps;
+    return time, executed FLOPs, peak memory and MFU next to the `glmlab`-convention estimate."""
+    from glmlab.accounting import flops_report, training_memory
+    from glmlab.build import build_model
+    from glmlab.train.loop import total_loss
+
+    S, B = seq_len or cfg.train.seq_len, batch or cfg.train.batch_size
+    if S < 2 or B < 1 or steps < 1:
+        raise GlmlabError("profile needs --seq >= 2, --batch >= 1 and --steps >= 1")
+    if S + decode_steps > cfg.model.max_position_embeddings:
+        raise GlmlabError(f"--seq {S} leaves no room to decode within max_position_embeddings; lower --seq")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GlmlabError("--device cuda: no CUDA device is available here; use --device cpu")
+    cuda = dev.type == "cuda"
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, dev)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(
+        params, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), weight_decay=cfg.train.weight_decay
+    )
+    ids = torch.randint(0, cfg.model.vocab_size, (B, S), device=dev)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    def step() -> None:
+        with autocast():
+            out = model(ids, labels=ids)
+            loss = total_loss(out, cfg, "sparse").total
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    # one counted step (also the warm-up), then the timed ones
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    with saved_tensor_bytes(params) as saved, flop_counter() as counter:
+        step()
+    flops_measured = counter.get_total_flops()
+    states = _state_bytes([t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)])
+    weights = _state_bytes(params)
+    if cuda:
+        _sync(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    step_time = (time.perf_counter() - start) / steps
+    peak_measured = torch.cuda.max_memory_allocated(dev) if cuda else saved["bytes"] + 2 * weights + states
+
+    # decoding: prefill S - 1 tokens into a cache, then one token at a time
+    model.eval()
+    cache = model.new_cache(B, S + decode_steps)
+    with torch.no_grad(), autocast():
+        model(ids[:, : S - 1], cache=cache, logits_to_keep=1)
+        token = ids[:, -1:]
+        with flop_counter() as counter:
+            model(token, cache=cache)
+        decode_flops = counter.get_total_flops()
+        _sync(dev)
+        start = time.perf_counter()
+        for _ in range(decode_steps):
+            model(token, cache=cache)
+        _sync(dev)
+        decode_time = (time.perf_counter() - start) / decode_steps
+
+    estimate = flops_report(cfg, S, "train", "glmlab", device=device)
+    decode_estimate = flops_report(cfg, S, "decode", "glmlab", mtp=False, position=S - 1, device=device)
+    memory = training_memory(cfg, S, B, "fp32", activation_dtype="bf16" if cuda else "fp32")
+    peak = matmul_peak(dev)
+    achieved = flops_measured / step_time
+    result = {
+        "config": cfg.name, "device": str(dev), "seq_len": S, "batch": B, "steps": steps,
+        "step_time_s": step_time, "tokens_per_s": B * S / step_time,
+        "flops_estimated": estimate.total * B, "flops_measured": flops_measured,
+        "flops_ratio": estimate.total * B / flops_measured if flops_measured else None,
+        "peak_memory_estimated_bytes": memory["total"], "peak_memory_measured_bytes": peak_measured,
+        "peak_memory_ratio": memory["total"] / peak_measured,
+        "memory_estimated": {k: v for k, v in memory.items() if k != "activations_by_part"},
+        "memory_measured": {"activations": saved["bytes"], "weights": weights, "gradients": weights,
+                            "optimizer": states} if not cuda else {"max_memory_allocated": peak_measured},
+        "achieved_flops_per_s": achieved, "matmul_peak_flops_per_s": peak,
+        "mfu_vs_measured_peak": achieved / peak,
+        "decode_flops_estimated": decode_estimate.total * B, "decode_flops_measured": decode_flops,
+        "decode_step_time_s": decode_time, "decode_tokens_per_s": B / decode_time,
+    }  # fmt: skip
+    if dev.type in TABLE_PEAK_BF16:
+        result["mfu_vs_table_peak"] = achieved / TABLE_PEAK_BF16[dev.type]
+    return result
