@@ -363,3 +363,29 @@ def test_sigint_subprocess_exits_130_and_resumes(small, tmp_path):
     resumed = subprocess.run([*again, "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(records(run))[-1] == step + 2
+
+
+def test_load_model_from_checkpoint_and_hf_folder(small, tmp_path):
+    from glmlab.hf import save_pretrained
+
+    tr = make_trainer(small, tmp_path / "run", ["train.steps=1"])
+    tr.run(show_progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000001"
+    x = torch.randint(0, 257, (1, 16))
+    with torch.no_grad():
+        expected = tr.model.eval()(x).logits
+    by_ckpt = load_model(ckpt)
+    assert by_ckpt.path == ckpt and by_ckpt.tokenizer.decode(by_ckpt.tokenizer.encode("ok")) == "ok"
+    with torch.no_grad():
+        assert torch.allclose(by_ckpt.model(x).logits, expected, atol=1e-6)
+    hf = save_pretrained(by_ckpt.model, tmp_path / "hf")
+    assert load_model(hf).tokenizer is None
+    bpe_dir = tmp_path / "bpe"
+    from glmlab.data.tokenizer import train_bpe
+
+    train_bpe([Path(json.__file__).read_text()], 300).save(bpe_dir)
+    (hf / "tokenizer.json").write_bytes((bpe_dir / "tokenizer.json").read_bytes())
+    loaded = load_model(hf)
+    assert loaded.tokenizer.vocab_size == 300 and not loaded.model.training
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x).logits, expected, atol=1e-5)

@@ -301,7 +301,7 @@ class Trainer:
                 if out["counts"] is not None:
                     window_counts = out["counts"] if window_counts is None else window_counts + out["counts"]
                 progress.update(task, completed=self.step, info=f"loss {out['loss']:.3f}")
-                if self.step % t.log_interval == 0 or self.step == t.steps:
+                if self.step % t.log_interval == 0 or self.step in (1, t.steps):
                     last = self._log(out, window_time, window_steps, window_counts, tokens_per_step)
                     progress.console.print(self._line(last))
                     window_time, window_steps, window_counts = 0.0, 0, None
