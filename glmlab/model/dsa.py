@@ -50,7 +50,7 @@ class Indexer(nn.Module):
         q = self._rope(self.wq_b(q_latent).view(B, S, self.n_heads, self.head_dim), cos, sin)
         dots = torch.einsum("bshd,btd->bsht", q.float(), keys.float()).relu_()
         w = self.weights_proj(xn).float() * (self.n_heads**-0.5 * self.head_dim**-0.5)
-        index = torch.einsum("bsht,bsh->bst", dots, w)
+        index = (w[:, :, None, :] @ dots).squeeze(2)  # one [1,H] x [H,T] product per query
         return index.masked_fill(~causal, float("-inf"))
 
 
@@ -64,9 +64,69 @@ def select_topk(index: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return top.indices, torch.isfinite(top.values)
 
 
-def indexer_kl(
-    attn_probs: torch.Tensor, index: torch.Tensor, valid: torch.Tensor
-) -> torch.Tensor:
+class _GatheredAttention(torch.autograd.Function):
+    """Attention of each query over its own K gathered latents (absorbed MLA under DSA).
+
+    Memory traffic, not multiply-adds, is what this costs on a CPU: queries are processed in
+    chunks whose gathered latents ([chunk,K,R]) stay in cache while both products read them,
+    the gathered latents are not kept for the backward pass but gathered again, and their
+    gradient is one product scattered back with one index_add per chunk.
+    """
+
+    CHUNK_ELEMENTS = 1 << 17  # gathered values per chunk (512 KB in fp32)
+
+    @staticmethod
+    def forward(ctx, q, kv, idx, valid, scale: float, r: int):
+        (N, K), R = idx.shape, kv.shape[1]
+        step = max(1, _GatheredAttention.CHUNK_ELEMENTS // (K * R))
+        out = q.new_empty(N, q.shape[1], r)
+        probs = torch.empty(N, q.shape[1], K, device=q.device, dtype=torch.float32)
+        for a in range(0, N, step):
+            b = min(a + step, N)
+            sel = kv.index_select(0, idx[a:b].reshape(-1)).view(b - a, K, R)
+            scores = torch.bmm(q[a:b], sel.transpose(1, 2)).float() * scale
+            torch.softmax(scores.masked_fill_(~valid[a:b, None], float("-inf")), -1, out=probs[a:b])
+            torch.bmm(probs[a:b].to(q.dtype), sel[..., :r], out=out[a:b])
+        ctx.save_for_backward(q, kv, idx, probs)
+        ctx.scale, ctx.r, ctx.step = scale, r, step
+        ctx.mark_non_differentiable(probs)
+        return out, probs
+
+    @staticmethod
+    def backward(ctx, d_out, _d_probs):
+        q, kv, idx, probs = ctx.saved_tensors
+        (N, K), R, r = idx.shape, kv.shape[1], ctx.r
+        dq, d_kv = torch.empty_like(q), torch.zeros_like(kv)
+        for a in range(0, N, ctx.step):
+            b = min(a + ctx.step, N)
+            rows = idx[a:b].reshape(-1)
+            sel = kv.index_select(0, rows).view(b - a, K, R)
+            p, g = probs[a:b].to(q.dtype), d_out[a:b]
+            dp = torch.bmm(g, sel[..., :r].transpose(1, 2))
+            ds = p * (dp - (dp * p).sum(-1, keepdim=True)) * ctx.scale
+            torch.bmm(ds, sel, out=dq[a:b])
+            # d sel = ds^T q + p^T [d_out | 0], as one product of stacked factors
+            d_sel = torch.bmm(
+                torch.cat([ds, p], 1).transpose(1, 2), torch.cat([q[a:b], F.pad(g, (0, R - r))], 1)
+            )
+            d_kv.index_add_(0, rows, d_sel.view(-1, R))
+        return dq, d_kv, None, None, None, None
+
+
+def gathered_attention(
+    q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse attention over gathered latents (spec 2.2, step 6).
+
+    q [N,H,R] queries in latent space (N = batch x query positions, R = kv_rank + rope);
+    kv [M,R] the cached latents [c_kv ; k_pe] of all batches, flattened; idx [N,K] the rows of
+    kv each query reads; valid [N,K] marks real keys. Returns the latent output [N,H,r] (the
+    weighted sum of the first r = kv_rank columns) and the probabilities [N,H,K] (no gradient).
+    """
+    return _GatheredAttention.apply(q, kv, idx, valid, scale, r)
+
+
+def indexer_kl(attn_probs: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean over queries of KL(p || softmax(I)) over one key set (spec 2.2).
 
     attn_probs [B,H,S,K]: main attention probabilities (detached here); index [B,S,K]: the

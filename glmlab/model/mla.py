@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmlab.config import ModelConfig
-from glmlab.model.dsa import Indexer, indexer_kl, recall_at_k, select_topk
+from glmlab.model.dsa import Indexer, gathered_attention, indexer_kl, recall_at_k, select_topk
 from glmlab.model.layers import RMSNorm, apply_rotary
 
 # The query and key/value latent norms use a fixed eps, not `rms_norm_eps`: so do DeepSeek's
@@ -130,10 +130,13 @@ class MultiHeadLatentAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if not need_probs:
             attn_mask = None if mask is None else mask[:, None]
+            # Fused (flash) kernels want one head size for q, k and v: pad v with zeros.
+            pad = q.shape[-1] - self.d_v
             o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, is_causal=mask is None, scale=self.scale
-            )
-            return o.transpose(1, 2), None
+                q, k, F.pad(v, (0, pad)) if pad > 0 else v, attn_mask=attn_mask, is_causal=mask is None,
+                scale=self.scale,
+            )  # fmt: skip
+            return o[..., : self.d_v].transpose(1, 2), None
         if mask is None:
             S = q.shape[2]
             mask = torch.ones(S, T, dtype=torch.bool, device=q.device).tril(T - S)[None]
@@ -150,22 +153,22 @@ class MultiHeadLatentAttention(nn.Module):
         q_lat = torch.einsum("bshn,hnr->bshr", q_nope, w_uk)
         if select is not None:
             idx, valid = select
-            b = torch.arange(c_kv.shape[0], device=c_kv.device)[:, None, None]
-            c_sel, pe_sel = c_kv[b, idx], k_pe[b, idx]  # [B,S,K,r], [B,S,K,rope]
-            scores = torch.einsum("bshr,bskr->bhsk", q_lat, c_sel)
-            scores = scores + torch.einsum("bshp,bskp->bhsk", q_pe, pe_sel)
-            keep = valid[:, None]
+            (B, S, K), T = idx.shape, c_kv.shape[1]
+            q_full = torch.cat([q_lat, q_pe], dim=-1).reshape(B * S, self.n_heads, -1)
+            kv = torch.cat([c_kv, k_pe], dim=-1).reshape(B * T, -1)
+            rows = (idx + torch.arange(B, device=idx.device)[:, None, None] * T).reshape(B * S, K)
+            o_lat, probs = gathered_attention(
+                q_full, kv, rows, valid.reshape(B * S, K), self.scale, self.r_kv
+            )
+            o_lat, probs = (
+                o_lat.view(B, S, self.n_heads, -1),
+                probs.view(B, S, self.n_heads, K).transpose(1, 2),
+            )
         else:
-            c_sel, pe_sel = c_kv, k_pe
             scores = torch.einsum("bshr,btr->bhst", q_lat, c_kv)
             scores = scores + torch.einsum("bshp,btp->bhst", q_pe, k_pe)
-            keep = mask[:, None]
-        probs = (scores.float() * self.scale).masked_fill(~keep, float("-inf")).softmax(-1)
-        p = probs.to(c_kv.dtype)
-        if select is not None:
-            o_lat = torch.einsum("bhsk,bskr->bshr", p, c_sel)
-        else:
-            o_lat = torch.einsum("bhst,btr->bshr", p, c_sel)
+            probs = (scores.float() * self.scale).masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+            o_lat = torch.einsum("bhst,btr->bshr", probs.to(c_kv.dtype), c_kv)
         return torch.einsum("bshr,hvr->bshv", o_lat, w_uv), probs
 
     # ---- forward ---------------------------------------------------------------------------
@@ -193,9 +196,12 @@ class MultiHeadLatentAttention(nn.Module):
         q_latent, q_nope, q_pe, c_kv, k_pe = self._project(xn, cos, sin)
         dsa = cfg.use_dsa and (self.indexer is not None or shared_topk is not None)
 
+        # The indexer learns only from its own loss: without one, it runs outside autograd.
+        grad_indexer = index_loss and torch.is_grad_enabled()
         index_keys = None
         if self.indexer is not None:
-            index_keys = self.indexer.keys(xn.detach(), cos, sin)
+            with torch.set_grad_enabled(grad_indexer):
+                index_keys = self.indexer.keys(xn.detach(), cos, sin)
         if cache is not None:
             cache.append(c_kv, k_pe, index_keys)
             c_kv, k_pe = cache.c_kv[:, : cache.length], cache.k_pe[:, : cache.length]
@@ -207,7 +213,8 @@ class MultiHeadLatentAttention(nn.Module):
 
         index = None
         if self.indexer is not None and dsa:
-            index = self.indexer.scores(xn.detach(), q_latent.detach(), cos, sin, index_keys, causal)
+            with torch.set_grad_enabled(grad_indexer):
+                index = self.indexer.scores(xn.detach(), q_latent.detach(), cos, sin, index_keys, causal)
         sparse = dsa and not dsa_dense and T > cfg.index_topk
         if sparse and index is not None:
             topk = select_topk(index.detach(), cfg.index_topk)
@@ -226,8 +233,9 @@ class MultiHeadLatentAttention(nn.Module):
         elif topk is not None:  # masked-dense reference for the gathered path
             keep = torch.zeros(B, S, T, dtype=torch.bool, device=xn.device)
             keep.scatter_(-1, topk[0], topk[1])
-            o, probs = self._expanded(q_nope, q_pe, c_kv, k_pe, keep & causal, need_probs=True)
-            if index_loss and index is not None:
+            need = index_loss and index is not None
+            o, probs = self._expanded(q_nope, q_pe, c_kv, k_pe, keep & causal, need_probs=need)
+            if need:
                 loss = indexer_kl(
                     probs.gather(-1, topk[0][:, None].expand(-1, self.n_heads, -1, -1)),
                     index.gather(-1, topk[0]),

@@ -57,24 +57,29 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inter, d))
         self.down_proj = nn.Parameter(torch.empty(E, d, inter))
 
+    @staticmethod
+    def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, down)
+
     def run(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, self.gate_up_proj[e]).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, self.down_proj[e])
+        return self._swiglu(x, self.gate_up_proj[e], self.down_proj[e])
 
     def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
         """Dispatch: sort the (token, expert) pairs by expert and run each expert only on its
-        tokens; combine with the gates by a scatter-add."""
+        tokens; combine with the gates by a scatter-add.
+
+        The stacked weights are unbound and the sorted tokens split once, so the backward
+        pass stacks / concatenates the pieces once instead of zero-filling a full-size
+        gradient per expert."""
         N, k = routing.indices.shape
         flat = routing.indices.reshape(-1)
         order = flat.argsort(stable=True)
         token_of = order // k
         counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0]).tolist()
-        routed = x[token_of]
-        outputs, start = [], 0
-        for e, n in enumerate(counts):
-            if n:
-                outputs.append(self.run(e, routed[start : start + n]))
-                start += n
+        pieces = x.index_select(0, token_of).split(counts)
+        weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0), strict=True)
+        outputs = [self._swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, weights, strict=True) if len(p)]
         y = torch.cat(outputs) * routing.gates.reshape(-1)[order, None].to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, y)
 
