@@ -216,7 +216,7 @@ class Trainer:
         bf16 = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
         self.autocast = bf16 if self.device.type == "cuda" else nullcontext
         self.peak = measure_matmul_peak(self.device)
-        self.flops_per_token = training_flops_per_token(cfg, self.model)
+        self.flops_per_token = training_flops_per_token(cfg, self.device)
         self.last_eval: dict = {}
 
     # ---- one optimiser step ----------------------------------------------------------------

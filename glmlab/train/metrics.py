@@ -3,44 +3,26 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
 
-from glmlab.build import parameter_report
+from glmlab.accounting.flops import flops_report
 from glmlab.config import Config
-from glmlab.model import CausalLM
+from glmlab.measure import matmul_peak
 
 
 def measure_matmul_peak(device: torch.device) -> float:
-    """FLOP/s of a square matmul on `device` (bf16 on GPU, fp32 on CPU): the MFU denominator.
-    Uses its own generator so the training RNG stream is untouched."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
-    gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    best = float("inf")
-    for _ in range(5):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    """The MFU denominator: `glmlab.measure.matmul_peak` on this device, run on a forked RNG so
+    the training random stream (and so a resumed run) is untouched."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return matmul_peak(device)
 
 
-def training_flops_per_token(cfg: Config, model: CausalLM) -> float:
-    """6 * active non-embedding parameters plus causal attention over the keys each query reads
-    (at most index_topk under DSA), forward and backward: 6 * layers * heads * (qk + v) * keys."""
-    m, seq = cfg.model, cfg.train.seq_len
-    dense_keys = (seq + 1) / 2
-    keys = sum(min(t + 1, m.index_topk) for t in range(seq)) / seq if m.use_dsa else dense_keys
-    layers = m.num_hidden_layers + m.num_nextn_predict_layers
-    attention = 6 * layers * m.num_attention_heads * (m.qk_head_dim + m.v_head_dim) * keys
-    return 6 * parameter_report(model)["active_non_embedding"] + attention
+def training_flops_per_token(cfg: Config, device: torch.device) -> float:
+    """Model FLOPs per trained token (forward + backward, MTP included) from glmlab.accounting,
+    under its `dsa` convention: causal attention, top-k keys on DSA layers, indexer counted."""
+    return flops_report(cfg, cfg.train.seq_len, mode="train", convention="dsa", device=device.type).per_token
 
 
 def load_imbalance(counts: torch.Tensor) -> list[float]:
