@@ -14,6 +14,7 @@ from glmlab.config import load_config
 from glmlab.errors import GlmlabError
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SEQ = 24  # longer than index_topk (8): DSA really selects
 COMMON = dict(

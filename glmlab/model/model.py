@@ -35,7 +35,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MoE(cfg) if moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, x, cos, sin, positions, cache=None, shared_topk=None, dsa_dense=False, index_loss=False):
+    def forward(
+        self, x, cos, sin, positions, cache=None, shared_topk=None, dsa_dense=False, index_loss=False
+    ):
         attn = self.self_attn(
             self.input_layernorm(x), cos, sin, positions, cache, shared_topk, dsa_dense, index_loss
         )

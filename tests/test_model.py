@@ -1,0 +1,151 @@
+"""Model correctness: each mechanism's fast path equals its reference, causality, MTP, IndexShare,
+MoE statistics and where the indexer's gradient comes from (architecture spec, sections 2-3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glmlab.model.moe import MoE
+
+SEQ = 40  # > index_topk (8)
+
+
+def _ids(vocab: int = 128, batch: int = 2, seq: int = SEQ, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 2e-5) -> bool:
+    return (a - b).abs().max().item() < tol
+
+
+@pytest.mark.parametrize("dsa", ["use_dsa=false", "use_dsa=true"])
+@pytest.mark.parametrize("chunks", [[1] * SEQ, [5, 11, 1, 16, 7]])
+def test_latent_cache_decoding_equals_full_forward(tiny, dsa, chunks):
+    """Absorbed MLA over the latent cache (token by token, or chunked prefill) = expanded MLA."""
+    model = tiny(dsa)
+    ids = _ids()
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model.new_cache(ids.shape[0], SEQ)
+        parts, start = [], 0
+        for n in chunks:
+            parts.append(model(ids[:, start : start + n], cache=cache).logits)
+            start += n
+    assert cache.length == SEQ
+    assert _close(torch.cat(parts, dim=1), full)
+
+
+def test_gathered_dsa_equals_masked_dsa(tiny):
+    """dsa_impl gather (sparse) and mask (dense reference): same logits, losses and gradients."""
+    gather = tiny("dsa_impl=gather").train()
+    mask = tiny("dsa_impl=mask").train()
+    mask.load_state_dict(gather.state_dict())
+    ids = _ids()
+    a, b = gather(ids, labels=ids), mask(ids, labels=ids)
+    assert _close(a.logits, b.logits)
+    assert a.indexer_loss.item() > 0 and abs(a.indexer_loss.item() - b.indexer_loss.item()) < 1e-5
+    (a.loss + a.indexer_loss).backward()
+    (b.loss + b.indexer_loss).backward()
+    for (name, p), q in zip(gather.named_parameters(), mask.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert _close(p.grad, q.grad, 1e-5), name
+
+
+def test_dsa_with_topk_covering_the_sequence_is_dense_attention(tiny):
+    dsa = tiny("index_topk=64")
+    dense = tiny("use_dsa=false")
+    missing, unexpected = dense.load_state_dict(dsa.state_dict(), strict=False)
+    assert not missing and unexpected and all(".indexer." in n for n in unexpected)
+    ids = _ids()
+    with torch.no_grad():
+        assert _close(dsa(ids).logits, dense(ids).logits)
+        assert not _close(tiny("index_topk=4")(ids).logits, dense(ids).logits)  # k < T does select
+
+
+def test_dispatched_moe_equals_every_expert(tiny):
+    model = tiny("n_group=2", "topk_group=1")
+    moe = next(m for m in model.modules() if isinstance(m, MoE))
+    with torch.no_grad():
+        moe.gate.e_score_correction_bias.copy_(torch.randn_like(moe.gate.e_score_correction_bias))
+    x = torch.randn(50, model.config.hidden_size)
+    routing = moe.gate(x)
+    assert _close(moe.experts(x, routing), moe.experts.forward_every_expert(x, routing), 1e-6)
+
+
+@pytest.mark.parametrize("extra", [[], ["dsa_impl=mask"], ["indexer_types=FSF"]])
+def test_future_tokens_never_change_earlier_logits(tiny, extra):
+    model = tiny(*extra)
+    ids = _ids()
+    changed = ids.clone()
+    changed[:, 30:] = (changed[:, 30:] + 1) % 128
+    with torch.no_grad():
+        a, b = model(ids).logits, model(changed).logits
+    assert _close(a[:, :30], b[:, :30], 1e-6)
+    assert not _close(a[:, 30:], b[:, 30:])
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_mtp_losses_are_cross_entropies_of_mtp_steps(tiny, share):
+    D = 3
+    model = tiny(f"num_nextn_predict_layers={D}", f"mtp_share_modules={str(share).lower()}")
+    assert len(model.mtp) == (1 if share else D)
+    ids = _ids()
+    with torch.no_grad():
+        out = model(ids, labels=ids)
+        assert len(out.mtp_losses) == D
+        h = out.hidden_states
+        for depth in range(1, D + 1):
+            logits, h = model.mtp_step(depth, h[:, : SEQ - depth], ids[:, depth:])
+            assert logits.shape == (2, SEQ - depth, 128) and h.shape == (2, SEQ - depth, 64)
+            ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, depth + 1 :].flatten())
+            assert abs(ce.item() - out.mtp_losses[depth - 1].item()) < 1e-5
+    assert len({round(x.item(), 6) for x in out.mtp_losses}) == D
+
+
+def test_indexshare_layers_reuse_the_previous_full_layers_topk(tiny):
+    model = tiny("num_hidden_layers=4", "indexer_types=FSSF")
+    seen = {}
+    for i, layer in enumerate(model.model.layers):
+        assert (layer.self_attn.indexer is None) == (i in (1, 2))
+        layer.self_attn.register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out.topk))
+    with torch.no_grad():
+        model(_ids())
+    assert seen[1] is seen[0] and seen[2] is seen[0]
+    assert not torch.equal(seen[3][0], seen[0][0])
+
+
+def test_balance_loss_and_expert_counts(tiny):
+    model = tiny()
+    ids = _ids()
+    k = model.config.num_experts_per_tok
+    with torch.no_grad():
+        out = model(ids, labels=ids)
+        routers = model.routers()
+        assert out.expert_counts.shape == (len(routers), model.config.n_routed_experts)
+        main = len(routers) - len(model.mtp)
+        assert out.expert_counts[:main].sum(-1).tolist() == [ids.numel() * k] * main
+        assert out.expert_counts[main:].sum(-1).tolist() == [2 * (SEQ - 1) * k] * len(model.mtp)
+        assert out.balance_loss.item() > 1  # random routing is never perfectly balanced
+        for router in routers:  # uniform affinities: f_i * P_i sums to exactly 1
+            router.weight.zero_()
+        assert abs(model(ids, labels=ids).balance_loss.item() - 1) < 1e-6
+
+
+def test_indexer_learns_only_from_the_indexer_loss(tiny):
+    model = tiny().train()
+    ids = _ids()
+    indexer = {id(p) for p in model.indexer_parameters()}
+    assert indexer
+    out = model(ids, labels=ids)
+    out.loss.backward(retain_graph=True)
+    for name, p in model.named_parameters():
+        if id(p) in indexer:
+            assert p.grad is None or not p.grad.any(), name
+    model.zero_grad(set_to_none=True)
+    out.indexer_loss.backward()
+    for name, p in model.named_parameters():
+        has_grad = p.grad is not None and bool(p.grad.any())
+        assert has_grad == (id(p) in indexer), name
