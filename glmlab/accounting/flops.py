@@ -65,9 +65,23 @@ def attention_pair_flops(m: ModelConfig, form: str) -> int:
     return 2 * H * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
 
 
-def sdpa_backward_pair_flops(m: ModelConfig) -> int:
-    """Causal SDPA backward per pair, as flash kernels run it: recompute QK^T, then dP, dV, dQ, dK."""
-    return 2 * m.num_attention_heads * (3 * m.qk_head_dim + 2 * m.v_head_dim)
+def sdpa_value_width(m: ModelConfig) -> int:
+    """Value width SDPA runs with: mla.py pads v with zeros up to d_qk so fused kernels apply."""
+    return max(m.qk_head_dim, m.v_head_dim)
+
+
+def sdpa_pair_flops(m: ModelConfig) -> tuple[int, int]:
+    """A fused SDPA kernel per (query, key) pair: forward QK^T and PV over the padded values;
+    backward recomputes QK^T, then dP, dV, dQ, dK."""
+    H, qk, v = m.num_attention_heads, m.qk_head_dim, sdpa_value_width(m)
+    return 2 * H * (qk + v), 2 * H * (3 * qk + 2 * v)
+
+
+def gathered_backward_pair_flops(m: ModelConfig) -> int:
+    """Backward of dsa.gathered_attention per (query, selected key): dP against the latents
+    (r_kv), dQ against [c_kv; k_pe], and one stacked product for the latents' gradient (2x)."""
+    R = m.kv_lora_rank + m.qk_rope_head_dim
+    return 2 * m.num_attention_heads * (m.kv_lora_rank + 3 * R)
 
 
 def indexer_projection_flops(m: ModelConfig) -> int:
@@ -109,14 +123,16 @@ def _executed_attention(m: ModelConfig, p: Pass, indexer: bool) -> Terms:
         keys = min(m.index_topk, p.T) if sparse else p.T
         out["core_attention"] = _gemm(p.n * keys * absorbed)
     elif sparse and m.dsa_impl == "gather":
-        out["core_attention"] = _gemm(p.n * min(m.index_topk, p.T) * absorbed)
+        pairs = p.n * min(m.index_topk, p.T)
+        out["core_attention"] = (pairs * absorbed, pairs * (absorbed + gathered_backward_pair_flops(m)))
     elif sparse or (p.labels and indexer):  # explicit probabilities over the full n x T scores
         out["core_attention"] = _gemm(p.n * p.T * expanded)
     elif not p.fused_sdpa:  # SDPA's math fallback: two bmm over the full square
         out["core_attention"] = _gemm(p.n * p.T * expanded)
     else:  # a fused causal SDPA kernel skips the masked half
         pairs = p.causal_pairs
-        out["core_attention"] = (pairs * expanded, pairs * (expanded + sdpa_backward_pair_flops(m)))
+        forward, backward = sdpa_pair_flops(m)
+        out["core_attention"] = (pairs * forward, pairs * (forward + backward))
     return out
 
 
@@ -229,15 +245,15 @@ def flops_report(
     `seq_len` tokens into an empty cache, logits for the last token only, no MTP), `decode`
     (one token at `position`, default seq_len - 1, after that many cached tokens; with MTP,
     each depth drafts one token too). `device` matters to the `glmlab` convention only:
-    CUDA runs a fused causal SDPA kernel; CPU does too only when d_qk == d_v, else torch
-    falls back to its math path over the full square (what FlopCounterMode then counts).
+    CUDA runs a fused causal SDPA kernel; CPU does too when the (padded) value width equals
+    d_qk, else torch falls back to its math path over the full square.
     """
     m = cfg.model if isinstance(cfg, Config) else cfg
     conv = get_convention(convention, attention_form)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     S = seq_len
-    fused = torch_device_type(device) != "cpu" or m.qk_head_dim == m.v_head_dim
+    fused = torch_device_type(device) != "cpu" or sdpa_value_width(m) == m.qk_head_dim
     train = mode == "train"
     pick = (lambda t: t[1]) if train else (lambda t: t[0])  # noqa: E731
     depths = m.num_nextn_predict_layers if (mtp and m.num_mtp_modules) else 0

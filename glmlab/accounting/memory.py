@@ -74,13 +74,15 @@ def _attention_activations(m: ModelConfig, p: Pass, indexer: bool, b: int) -> fl
         token += 3 * m.index_head_dim + m.index_n_heads * (m.index_head_dim + 1)
         pair += m.index_n_heads + 1  # ReLU'd dots and the index scores
     if sparse and m.dsa_impl == "gather":
-        token += H * qk + 3 * H * r  # q parts, q in latent space, latent output
-        extra = p.n * keys_kept * ((r + rope + 3 * H) * b + 8 + 1)  # gathered latents, probs, indices
+        # q parts, [q_lat; q_pe], the [c_kv; k_pe] rows, the latent output; per selected key
+        # gathered_attention keeps the row indices and fp32 probabilities (latents re-gathered)
+        token += H * qk + H * (r + rope) + (r + rope) + H * r
+        extra = p.n * keys_kept * (8 + 4 * H)
     elif sparse or (p.labels and indexer) or not p.fused_sdpa:
         token += 2 * H * qk + 2 * H * v + r
         pair += 2 * H
-    else:
-        token += 2 * H * qk + 2 * H * v + r + H
+    else:  # fused SDPA: q, k, values padded to d_qk, the output and its log-sum-exp
+        token += 4 * H * qk + r + H
     return p.n * token * b + p.n * p.T * pair * b + extra
 
 
