@@ -1,0 +1,275 @@
+"""Generation: latent cache vs recomputation, sampling, MTP speculative decoding, stops, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from glmlab import cli
+from glmlab.build import build_model
+from glmlab.config import load_config
+from glmlab.generate import Generator, SamplingParams
+from glmlab.generate.sampling import probabilities
+from glmlab.generate.speculative import MTPDrafter, accept
+
+MICRO = [
+    "hidden_size=32", "num_hidden_layers=3", "index_topk=8", "max_position_embeddings=128",
+    "train.seq_len=64", "n_routed_experts=4", "intermediate_size=64", "moe_intermediate_size=16",
+    "num_attention_heads=2", "q_lora_rank=32", "kv_lora_rank=16", "index_n_heads=8", "index_head_dim=16",
+    "qk_nope_head_dim=16", "v_head_dim=16", "qk_rope_head_dim=8", "index_topk_freq=2",
+]  # fmt: skip
+
+
+def micro_model(vocab: int = 64, depth: int = 2, shared: bool = False, aligned_mtp: bool = True):
+    """A random micro model (fp32). `aligned_mtp` sets each MTP eh_proj to pass the token embedding
+    through, so its drafts match the main model often but not always: both verification outcomes."""
+    torch.manual_seed(0)
+    over = [f"vocab_size={vocab}", f"num_nextn_predict_layers={depth}", f"mtp_share_modules={shared}"]
+    cfg = load_config("glm5-tiny", MICRO + over)
+    model = build_model(cfg)
+    if aligned_mtp:
+        d = cfg.model.hidden_size
+        with torch.no_grad():
+            for module in model.mtp:
+                module.eh_proj.weight.zero_()
+                module.eh_proj.weight[:, :d] = torch.eye(d)
+    return model.eval()
+
+
+class Letters:
+    """A tokenizer over a..z; id 26 is EOS."""
+
+    vocab_size, eos_id = 27, 26
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) - 97 for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(chr(97 + i) for i in ids if i < 26)
+
+
+# ---- latent cache -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [40, 7])
+def test_cached_logits_match_full_recomputation_beyond_index_topk(chunk):
+    model = micro_model()
+    ids = torch.randint(0, 64, (1, 40), generator=torch.Generator().manual_seed(1))
+    assert ids.shape[1] > 4 * model.config.index_topk  # DSA is sparse over most of the sequence
+    with torch.inference_mode():
+        full = model(ids).logits[0]
+        cache = model.new_cache(1, 48)
+        prefill = 24
+        parts = [
+            model(ids[:, s : min(s + chunk, prefill)], cache=cache).logits[0]
+            for s in range(0, prefill, chunk)
+        ]
+        parts += [model(ids[:, t : t + 1], cache=cache).logits[0] for t in range(prefill, 40)]
+    torch.testing.assert_close(torch.cat(parts), full, atol=1e-4, rtol=0)
+
+
+def test_cached_greedy_equals_no_cache_and_chunked_prefill():
+    gen = Generator(micro_model())
+    prompt = list(range(1, 30))
+    ref = gen.generate(prompt, max_new_tokens=25, use_cache=False)
+    assert gen.generate(prompt, max_new_tokens=25).ids == ref.ids
+    assert gen.generate(prompt, max_new_tokens=25, prefill_chunk=6).ids == ref.ids
+    assert len(ref.ids) == 25 and ref.finish_reason == "length"
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
+    p = probabilities(logits, SamplingParams(temperature=1.0, top_k=2))
+    assert (p[0, 2:] == 0).all() and p[0, :2].sum().item() == pytest.approx(1.0)
+    base = logits.softmax(-1)[0]
+    top_p = base[0].item() + base[1].item() / 2  # needs the top two tokens, not the third
+    p = probabilities(logits, SamplingParams(temperature=1.0, top_p=top_p))
+    assert (p[0, :2] > 0).all() and (p[0, 2:] == 0).all()
+    p = probabilities(logits, SamplingParams(temperature=1.0, top_p=base[0].item() * 0.99))
+    assert p[0, 0].item() == pytest.approx(1.0)
+    hot = probabilities(logits, SamplingParams(temperature=5.0))
+    assert hot[0, -1] > base[-1]  # a higher temperature flattens
+    with pytest.raises(Exception, match="top-p"):
+        SamplingParams(top_p=0.0)
+
+
+def test_seeded_sampling_is_repeatable_and_differs_from_greedy():
+    gen = Generator(micro_model())
+    s = SamplingParams(temperature=1.5, top_k=20, seed=3)
+    a = gen.generate([5, 6, 7], max_new_tokens=20, sampling=s)
+    b = gen.generate([5, 6, 7], max_new_tokens=20, sampling=SamplingParams(temperature=1.5, top_k=20, seed=3))
+    assert a.ids == b.ids
+    assert a.ids != gen.generate([5, 6, 7], max_new_tokens=20).ids
+
+
+# ---- speculative decoding -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_speculative_greedy_equals_plain_greedy(shared):
+    gen = Generator(micro_model(shared=shared))
+    prompt = list(range(3, 20))
+    plain = gen.generate(prompt, max_new_tokens=20)
+    accepted = rejected = 0
+    for k in (1, 2, 3):
+        spec = gen.generate(prompt, max_new_tokens=20, speculative=k)
+        assert spec.ids == plain.ids, f"K={k}"
+        stats = spec.speculative
+        # the first token comes from the prefill, the last may need a plain step (no room to draft)
+        assert stats.tokens in (len(plain.ids) - 1, len(plain.ids) - 2)
+        accepted += sum(stats.accepted)
+        rejected += sum(v - a for a, v in zip(stats.accepted, stats.verified, strict=True))
+        assert (stats.note is not None) == (k > 2 and not shared)
+    assert accepted > 0 and rejected > 0  # both verification outcomes were exercised
+
+
+def test_drafts_equal_mtp_chain_recomputed_from_scratch(monkeypatch):
+    """After every verification and rollback, the cached MTP chain drafts exactly what the MTP
+    modules give over the whole committed sequence without any cache (spec 3 positions)."""
+    model = micro_model(depth=2)
+    seen = []
+    original = MTPDrafter.draft
+
+    def spy(self, tokens, n, count, params, gen):
+        drafts, probs = original(self, tokens, n, count, params, gen)
+        seen.append((tokens[:, : n + 1].clone(), drafts.tolist()))
+        return drafts, probs
+
+    monkeypatch.setattr(MTPDrafter, "draft", spy)
+    Generator(model).generate(list(range(3, 15)), max_new_tokens=24, speculative=3)
+    assert len(seen) > 5
+    with torch.inference_mode():
+        for seq, drafts in seen:
+            h = model(seq).hidden_states[:, :-1]
+            ids, expect = seq, []
+            for k in range(1, len(drafts) + 1):
+                logits, h = model.mtp_step(min(k, 2), h, ids[:, k:])
+                expect.append(int(logits[0, -1].argmax()))
+                ids = torch.cat([ids, torch.tensor([[expect[-1]]])], dim=1)
+            assert drafts == expect
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_rejection_sampling_keeps_the_target_distribution(k):
+    gen = torch.Generator().manual_seed(0)
+    V, N = 6, 3000
+    logits = torch.randn(k + 1, V, generator=gen) * 1.5
+    draft_probs = torch.randn(k, V, generator=gen).mul(1.5).softmax(-1)
+    params = SamplingParams(temperature=1.0)
+    target = probabilities(logits, params)
+    first = torch.zeros(V)
+    second = torch.zeros(V)
+    for _ in range(N):
+        drafts = torch.multinomial(draft_probs, 1, generator=gen).squeeze(-1)
+        a, nxt = accept(logits, drafts, draft_probs, params, gen)
+        emitted = [*drafts[: int(a)].tolist(), int(nxt)]
+        first[emitted[0]] += 1
+        if len(emitted) > 1:
+            second[emitted[1]] += 1
+    assert (first / N - target[0]).abs().max() < 0.04
+    if k == 2:
+        assert (second / second.sum() - target[1]).abs().max() < 0.05
+    assert (first / N - draft_probs[0]).abs().max() > 0.08  # the draft alone would be detectably off
+
+
+def test_speculative_sampling_runs_and_counts():
+    gen = Generator(micro_model())
+    r = gen.generate(
+        [4, 5, 6], max_new_tokens=20, sampling=SamplingParams(temperature=0.8, seed=0), speculative=2
+    )
+    assert len(r.ids) == 20 and r.speculative.steps > 0
+    assert 1.0 <= r.speculative.tokens_per_step <= 3.0
+
+
+def test_speculative_needs_mtp_and_cache():
+    gen = Generator(micro_model(depth=0))
+    with pytest.raises(Exception, match="no MTP"):
+        gen.generate([1, 2], max_new_tokens=4, speculative=1)
+    with pytest.raises(Exception, match="no-cache"):
+        Generator(micro_model()).generate([1, 2], max_new_tokens=4, speculative=1, use_cache=False)
+
+
+# ---- stops and streaming ------------------------------------------------------------------------------
+
+
+def test_stop_string_eos_and_streaming():
+    gen = Generator(micro_model(vocab=27), Letters())
+    full = gen.generate("abc", max_new_tokens=30)
+    assert full.finish_reason in ("length", "eos") and len(full.text) >= 6
+    stop = full.text[3:5]
+    chunks: list[str] = []
+    stopped = gen.generate("abc", max_new_tokens=30, stop=[stop], on_text=chunks.append, speculative=2)
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == full.text[: full.text.find(stop)]
+    assert "".join(chunks) == stopped.text
+    streamed: list[str] = []
+    again = gen.generate("abc", max_new_tokens=30, on_text=streamed.append)
+    assert "".join(streamed) == again.text == full.text and len(streamed) > 1
+
+    tok = Letters()
+    tok.eos_id = full.ids[4]  # pretend the fifth token is EOS
+    cut = full.ids.index(tok.eos_id)
+    for k in (0, 2):
+        r = Generator(gen.model, tok).generate("abc", max_new_tokens=30, speculative=k)
+        assert r.finish_reason == "eos" and r.ids == full.ids[:cut]
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    from glmlab.checkpoint import save_checkpoint
+    from glmlab.data.tokenizer import ByteTokenizer
+
+    cfg = load_config(
+        "glm5-tiny", [*MICRO, "vocab_size=257", "max_position_embeddings=64", "train.seq_len=64"]
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(tmp_path / "run", 1, model, opt, {}, cfg, ByteTokenizer())
+    return tmp_path / "run"
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["glmlab", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_cli_generate_json_and_no_cache_agree(checkpoint, monkeypatch, capsys):
+    args = ["generate", str(checkpoint), "--prompt", "def f(x):", "--max-new-tokens", "12", "--json"]
+    code, out, _ = run_cli(monkeypatch, capsys, *args, "--speculative", "2", "--device", "cpu")
+    assert code == 0
+    spec = json.loads(out)
+    assert {"text", "tokens_per_second", "new_tokens", "acceptance_per_position"} <= spec.keys()
+    code, out, _ = run_cli(monkeypatch, capsys, *args, "--no-cache")
+    assert code == 0 and json.loads(out)["ids"] == spec["ids"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", "x" * 80], "context"),
+        (["--prompt", "hello", "--max-new-tokens", "60"], "max-new-tokens"),
+        (["--prompt", "hi", "--top-p", "2"], "top-p"),
+        (["--prompts-file", "/nonexistent/prompts.txt"], "prompts-file"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(checkpoint, monkeypatch, capsys, args, message):
+    code, _, err = run_cli(monkeypatch, capsys, "generate", str(checkpoint), *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_missing_source(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "generate", str(tmp_path / "nope"), "--prompt", "hi")
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
