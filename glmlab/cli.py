@@ -204,6 +204,7 @@ def flops(
     batch: int = typer.Option(1, "--batch", help="Sequences per step (FLOPs and memory per step)."),
     convention: str = typer.Option("glmlab", "--convention", help="megatron, dsa or glmlab."),
     no_mtp: bool = typer.Option(False, "--no-mtp", help="Leave the MTP modules out."),
+    dtype: str = typer.Option("bf16", "--dtype", help="Inference weights and KV cache: bf16, fp8, fp32."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of FLOPs/token vs context."),  # noqa: UP045
     set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
@@ -216,7 +217,7 @@ def flops(
     if batch < 1:
         raise GlmlabError(f"--batch must be at least 1, got {batch}")
     seqs = parse_lengths(seq)
-    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp)
+    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp, dtype)
     if plot:
         from glmlab.accounting.plot import plot_flops_vs_context
 
@@ -281,10 +282,13 @@ def _print_flops(s: dict) -> None:
             label, *[_bytes(m[k]) for k in ("weights", "gradients", "optimizer", "activations", "total")]
         )
     console.print(mem)
-    kv = s["kv_cache_bf16"]
+    kv, inf = s["kv_cache_dtype"], first["memory_inference"]
     console.print(
-        f"KV cache per token (bf16): latent {kv['latent']:,} B + indexer keys {kv['indexer_keys']:,} B = "
-        f"{kv['total']:,} B (expanded K/V would be {kv['expanded']:,} B; MTP adds {kv['mtp']:,} B)"
+        f"KV cache per token ({kv['dtype']}): latent {kv['latent']:,} B + indexer keys "
+        f"{kv['indexer_keys']:,} B = {kv['total']:,} B (expanded K/V would be {kv['expanded']:,} B; "
+        f"MTP adds {kv['mtp']:,} B)\n"
+        f"inference at s={first['seq_len']:,}, batch {first['batch']}: weights {_bytes(inf['weights'])} + "
+        f"cache {_bytes(inf['kv_cache'])} = {_bytes(inf['total'])}"
     )
     p = s["params"]
     console.print(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from glmlab.accounting.claims import check_claims
 from glmlab.accounting.conventions import get_convention
 from glmlab.accounting.flops import flops_report
-from glmlab.accounting.memory import kv_cache_bytes_per_token, training_memory
+from glmlab.accounting.memory import inference_memory, kv_cache_bytes_per_token, training_memory
 from glmlab.accounting.params import parameter_counts
 from glmlab.config import Config
 from glmlab.errors import GlmlabError
@@ -28,7 +28,7 @@ def parse_lengths(text: str) -> list[int]:
     return out
 
 
-def seq_summary(cfg: Config, seq: int, batch: int, convention: str, mtp: bool) -> dict:
+def seq_summary(cfg: Config, seq: int, batch: int, convention: str, mtp: bool, dtype: str = "bf16") -> dict:
     """Per-token FLOPs of every mode at one context length, with the breakdowns."""
     train = flops_report(cfg, seq, "train", convention, mtp)
     forward = flops_report(cfg, seq, "forward", convention, mtp)
@@ -48,16 +48,23 @@ def seq_summary(cfg: Config, seq: int, batch: int, convention: str, mtp: bool) -
         "by_layer": train.to_dict()["by_layer_per_token"],
         "memory_fp32": training_memory(cfg, seq, batch, "fp32", mtp),
         "memory_bf16_mixed": training_memory(cfg, seq, batch, "bf16-mixed", mtp),
+        "memory_inference": inference_memory(cfg, seq, batch, dtype),
     }
 
 
 def flops_summary(
-    cfg: Config, seqs: list[int], batch: int = 1, convention: str = "glmlab", mtp: bool = True
+    cfg: Config,
+    seqs: list[int],
+    batch: int = 1,
+    convention: str = "glmlab",
+    mtp: bool = True,
+    dtype: str = "bf16",
 ) -> dict:
     """Everything `glmlab flops --json` prints: one entry per context length in `sweep`,
-    the first also at the top level."""
+    the first also at the top level. `dtype` sizes inference weights and the KV cache; the
+    headline `kv_cache_bytes_per_token` is always the bf16 latent cache of all main layers."""
     conv = get_convention(convention)
-    sweep = [seq_summary(cfg, s, batch, convention, mtp) for s in seqs]
+    sweep = [seq_summary(cfg, s, batch, convention, mtp, dtype) for s in seqs]
     kv = kv_cache_bytes_per_token(cfg, "bf16")
     return {
         "name": cfg.name,
@@ -67,6 +74,7 @@ def flops_summary(
         **sweep[0],
         "kv_cache_bytes_per_token": kv["latent"],
         "kv_cache_bf16": kv,
+        "kv_cache_dtype": {"dtype": dtype, **kv_cache_bytes_per_token(cfg, dtype)},
         "params": parameter_counts(cfg.model),
         "claims": check_claims(cfg, max(131072, max(seqs))),
         "sweep": sweep,
