@@ -123,7 +123,8 @@ def gathered_attention(
     kv each query reads; valid [N,K] marks real keys. Returns the latent output [N,H,r] (the
     weighted sum of the first r = kv_rank columns) and the probabilities [N,H,K] (no gradient).
     """
-    return _GatheredAttention.apply(q, kv, idx, valid, scale, r)
+    # Under autocast q arrives in bf16 while the normed latents are fp32: compute in q's dtype.
+    return _GatheredAttention.apply(q, kv.to(q.dtype), idx, valid, scale, r)
 
 
 def indexer_kl(attn_probs: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
