@@ -43,7 +43,7 @@ from glmlab.model import CausalLM, CausalLMOutput
 from glmlab.train.metrics import MetricsLog, load_imbalance, measure_matmul_peak, training_flops_per_token
 from glmlab.train.optim import build_optimizer
 from glmlab.train.rundir import ensure_writable
-from glmlab.train.schedule import DENSE_WARMUP, lr_at, stage_at
+from glmlab.train.schedule import DENSE_WARMUP, MAIN, SPARSE, lr_at, stage_at
 
 METRICS = "metrics.jsonl"
 
@@ -216,7 +216,8 @@ class Trainer:
         bf16 = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
         self.autocast = bf16 if self.device.type == "cuda" else nullcontext
         self.peak = measure_matmul_peak(self.device)
-        self.flops_per_token = training_flops_per_token(cfg, self.device)
+        self.flops_per_token = {stage: training_flops_per_token(cfg, self.device, stage)
+                                for stage in (DENSE_WARMUP, SPARSE, MAIN)}  # fmt: skip
         self.last_eval: dict = {}
 
     # ---- one optimiser step ----------------------------------------------------------------
@@ -324,7 +325,8 @@ class Trainer:
         tokens_per_s = tokens_per_step * window_steps / max(window_time, 1e-9)
         record = {"step": self.step, "stage": out["stage"]}
         record.update({k: v for k, v in out.items() if k not in ("counts", "x", "stage")})
-        record.update(tokens_per_s=tokens_per_s, mfu=tokens_per_s * self.flops_per_token / self.peak)
+        mfu = tokens_per_s * self.flops_per_token[out["stage"]] / self.peak
+        record.update(tokens_per_s=tokens_per_s, mfu=mfu)
         if counts is not None:
             per_layer = load_imbalance(counts)
             record["expert_imbalance"] = sum(per_layer) / len(per_layer)

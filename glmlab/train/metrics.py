@@ -10,6 +10,7 @@ import torch
 from glmlab.accounting.flops import flops_report
 from glmlab.config import Config
 from glmlab.measure import matmul_peak
+from glmlab.train.schedule import DENSE_WARMUP
 
 
 def measure_matmul_peak(device: torch.device) -> float:
@@ -19,10 +20,12 @@ def measure_matmul_peak(device: torch.device) -> float:
         return matmul_peak(device)
 
 
-def training_flops_per_token(cfg: Config, device: torch.device) -> float:
-    """Model FLOPs per trained token (forward + backward, MTP included) from glmlab.accounting,
-    under its `dsa` convention: causal attention, top-k keys on DSA layers, indexer counted."""
-    return flops_report(cfg, cfg.train.seq_len, mode="train", convention="dsa", device=device.type).per_token
+def training_flops_per_token(cfg: Config, device: torch.device, stage: str) -> float:
+    """Model FLOPs per trained token from glmlab.accounting under its `dsa` convention (causal
+    attention, top-k keys on DSA layers, indexer and MTP counted): forward + backward, except in
+    the dense warm-up, where the backward pass only reaches the indexer, so forward only."""
+    mode = "forward" if stage == DENSE_WARMUP else "train"
+    return flops_report(cfg, cfg.train.seq_len, mode=mode, convention="dsa", device=device.type).per_token
 
 
 def load_imbalance(counts: torch.Tensor) -> list[float]:
