@@ -204,6 +204,7 @@ def flops(
     batch: int = typer.Option(1, "--batch", help="Sequences per step (FLOPs and memory per step)."),
     convention: str = typer.Option("glmlab", "--convention", help="megatron, dsa or glmlab."),
     no_mtp: bool = typer.Option(False, "--no-mtp", help="Leave the MTP modules out."),
+    attention: Optional[str] = typer.Option(None, "--attention", help="dsa only: expanded or absorbed."),  # noqa: UP045
     dtype: str = typer.Option("bf16", "--dtype", help="Inference weights and KV cache: bf16, fp8, fp32."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of FLOPs/token vs context."),  # noqa: UP045
@@ -217,7 +218,7 @@ def flops(
     if batch < 1:
         raise GlmlabError(f"--batch must be at least 1, got {batch}")
     seqs = parse_lengths(seq)
-    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp, dtype)
+    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp, dtype, attention)
     if plot:
         from glmlab.accounting.plot import plot_flops_vs_context
 
@@ -232,7 +233,8 @@ def flops(
 def _print_flops(s: dict) -> None:
     mtp = "with MTP" if s["mtp"] else "no MTP"
     console.print(
-        f"[bold]{s['name']}[/]: {s['convention']} convention ({mtp}): {s['convention_description']}"
+        f"[bold]{s['name']}[/]: {s['convention']} convention ({mtp}; attention {s['attention_form']}): "
+        f"{s['convention_description']}"
     )
     sweep = s["sweep"]
     table = Table(title="GFLOPs per token, training step (forward + backward) by component")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from glmlab.accounting.claims import check_claims
 from glmlab.accounting.conventions import get_convention
-from glmlab.accounting.flops import flops_report
+from glmlab.accounting.flops import MODES, flops_report
 from glmlab.accounting.memory import inference_memory, kv_cache_bytes_per_token, training_memory
 from glmlab.accounting.params import parameter_counts
 from glmlab.config import Config
@@ -28,12 +28,19 @@ def parse_lengths(text: str) -> list[int]:
     return out
 
 
-def seq_summary(cfg: Config, seq: int, batch: int, convention: str, mtp: bool, dtype: str = "bf16") -> dict:
+def seq_summary(
+    cfg: Config,
+    seq: int,
+    batch: int,
+    convention: str,
+    mtp: bool,
+    dtype: str = "bf16",
+    attention: str | None = None,
+) -> dict:
     """Per-token FLOPs of every mode at one context length, with the breakdowns."""
-    train = flops_report(cfg, seq, "train", convention, mtp)
-    forward = flops_report(cfg, seq, "forward", convention, mtp)
-    prefill = flops_report(cfg, seq, "prefill", convention, mtp)
-    decode = flops_report(cfg, seq, "decode", convention, mtp)
+    train, forward, prefill, decode = (
+        flops_report(cfg, seq, mode, convention, mtp, attention_form=attention) for mode in MODES
+    )
     return {
         "seq_len": seq,
         "batch": batch,
@@ -59,17 +66,20 @@ def flops_summary(
     convention: str = "glmlab",
     mtp: bool = True,
     dtype: str = "bf16",
+    attention: str | None = None,
 ) -> dict:
     """Everything `glmlab flops --json` prints: one entry per context length in `sweep`,
     the first also at the top level. `dtype` sizes inference weights and the KV cache; the
-    headline `kv_cache_bytes_per_token` is always the bf16 latent cache of all main layers."""
-    conv = get_convention(convention)
-    sweep = [seq_summary(cfg, s, batch, convention, mtp, dtype) for s in seqs]
+    headline `kv_cache_bytes_per_token` is always the bf16 latent cache of all main layers.
+    `attention` (expanded / absorbed) sets the core-attention form of the `dsa` convention."""
+    conv = get_convention(convention, attention)
+    sweep = [seq_summary(cfg, s, batch, convention, mtp, dtype, attention) for s in seqs]
     kv = kv_cache_bytes_per_token(cfg, "bf16")
     return {
         "name": cfg.name,
         "convention": conv.name,
         "convention_description": conv.description,
+        "attention_form": conv.attention_form if not conv.executed else "as executed",
         "mtp": mtp and cfg.model.num_nextn_predict_layers > 0,
         **sweep[0],
         "kv_cache_bytes_per_token": kv["latent"],
