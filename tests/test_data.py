@@ -129,7 +129,8 @@ def test_batches_are_a_function_of_position():
     assert [v.shape[0] for v in val] == [3, 3] and val[0][0].tolist() == [0, 1, 2, 3]
 
 
-def test_prepare_data_saves_tokenizer_and_reuses_cache(tmp_path):
+def test_prepare_data_saves_tokenizer_and_reuses_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLMLAB_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "corpus"
     data.mkdir()
     for i, text in enumerate(_texts(40)):
@@ -138,9 +139,12 @@ def test_prepare_data_saves_tokenizer_and_reuses_cache(tmp_path):
     run = tmp_path / "run"
     first = prepare_data(cfg, run)
     assert first.tokenizer.vocab_size == 300 and (run / "tokenizer" / "tokenizer.json").is_file()
-    stamp = (run / "data" / "train.npy").stat().st_mtime_ns
-    again = prepare_data(cfg, run)
-    assert (run / "data" / "train.npy").stat().st_mtime_ns == stamp
-    assert np.array_equal(first.train, again.train) and np.array_equal(first.val, again.val)
+    (entry,) = (tmp_path / "cache" / "tokens").iterdir()
+    stamp = (entry / "train.npy").stat().st_mtime_ns
+    other_run = prepare_data(cfg, tmp_path / "run2")  # same text, same (deterministic) BPE: cache hit
+    assert (entry / "train.npy").stat().st_mtime_ns == stamp
+    assert np.array_equal(first.train, other_run.train) and np.array_equal(first.val, other_run.val)
     assert first.train[-1] == first.tokenizer.eos_id
-    assert first.tokenizer.decode(first.val.tolist()).replace(" ", "") != ""
+    (data / "f00.txt").write_text("changed text " * 50)  # new content: a new cache entry
+    prepare_data(cfg, run)
+    assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 2

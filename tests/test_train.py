@@ -69,8 +69,9 @@ def one_thread():
 
 
 @pytest.fixture
-def small(tmp_path) -> tuple[Path, Path]:
+def small(tmp_path, monkeypatch) -> tuple[Path, Path]:
     """(config path, data file) for a model that trains in well under a second per step."""
+    monkeypatch.setenv("GLMLAB_CACHE", str(tmp_path / "cache"))
     config = tmp_path / "small.yaml"
     config.write_text(SMALL)
     data = tmp_path / "text.txt"

@@ -1,11 +1,14 @@
 """A run's data: its tokenizer (trained once and saved in the run) and the tokenized, packed
-training and validation streams, cached in the run folder so a resumed run reads them back."""
+training and validation streams. The streams are cached under `$GLMLAB_CACHE/tokens/<hash>`
+(default ~/.cache/glmlab), keyed by the tokenizer and the exact text, so new runs on the same
+corpus and a resumed run skip tokenising (the stdlib is about 12 MB)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +16,12 @@ import numpy as np
 
 from glmlab.config import Config
 from glmlab.data.batching import pack
-from glmlab.data.corpus import load_corpus
+from glmlab.data.corpus import Corpus, load_corpus
 from glmlab.data.tokenizer import ByteTokenizer, Tokenizer, check_vocab, load_tokenizer, train_bpe
 
 BPE_TRAIN_CHARS = 3_000_000  # BPE learns its merges from about 3 MB of the training split
 TOKENIZER_DIR = "tokenizer"
-CACHE_DIR = "data"
+CACHE_ENV = "GLMLAB_CACHE"
 
 
 @dataclass
@@ -37,22 +40,37 @@ def _sample_for_bpe(docs: list[str]) -> list[str]:
     return docs[::stride]
 
 
-def _fingerprint(cfg: Config, tokenizer: Tokenizer, source: str, n_train: int, n_val: int) -> str:
-    t = cfg.train
-    key = json.dumps([t.data, t.val_fraction, t.seed if t.data == "synthetic" else 0, tokenizer.kind,
-                      tokenizer.vocab_size, source, n_train, n_val])  # fmt: skip
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "glmlab") / "tokens"
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+def _fingerprint(tokenizer: Tokenizer, corpus: Corpus) -> str:
+    """Hash of the tokenizer and of every document of both splits, in order."""
+    h = hashlib.sha256(tokenizer.identity().encode())
+    for split in (corpus.train, corpus.val):
+        h.update(b"\x00split")
+        for doc in split:
+            h.update(doc.encode("utf-8", errors="replace") + b"\x00")
+    return h.hexdigest()[:24]
+
+
+def _write_cache(folder: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> None:
+    """Write the streams into a temporary folder and rename it into place."""
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "train.npy", train)
+    np.save(tmp / "val.npy", val)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if folder.exists():
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, folder)
 
 
 def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     """Load the corpus named by `train.data`, get the run's tokenizer (load, or build and save),
-    and tokenize both splits, reusing `run_dir/data/` when it matches."""
+    and tokenize both splits, or read them from the cache."""
     t = cfg.train
     corpus = load_corpus(t.data, t.val_fraction, t.seed)
     tok_dir = run_dir / TOKENIZER_DIR
@@ -66,21 +84,19 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     if not tok_dir.is_dir():
         tokenizer.save(tok_dir)
 
-    cache = run_dir / CACHE_DIR
-    stamp = _fingerprint(cfg, tokenizer, corpus.source, len(corpus.train), len(corpus.val))
-    meta_path = cache / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta.get("fingerprint") == stamp:
-        train = np.load(cache / "train.npy", mmap_mode="r")
-        val = np.load(cache / "val.npy", mmap_mode="r")
+    folder = cache_root() / _fingerprint(tokenizer, corpus)
+    if (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        train = np.load(folder / "train.npy", mmap_mode="r")
+        val = np.load(folder / "val.npy", mmap_mode="r")
     else:
         vocab = cfg.model.vocab_size
         train = pack(tokenizer.encode_batch(corpus.train), tokenizer.eos_id, vocab)
         val = pack(tokenizer.encode_batch(corpus.val), tokenizer.eos_id, vocab)
-        cache.mkdir(parents=True, exist_ok=True)
-        _save_array(cache / "train.npy", train)
-        _save_array(cache / "val.npy", val)
-        meta = {"fingerprint": stamp, "source": corpus.source, "train_tokens": len(train),
-                "val_tokens": len(val), "val_bytes": sum(len(d.encode()) for d in corpus.val)}  # fmt: skip
-        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+        meta = {"source": corpus.source, "train_tokens": len(train), "val_tokens": len(val),
+                "val_bytes": sum(len(d.encode()) for d in corpus.val)}  # fmt: skip
+        try:
+            _write_cache(folder, train, val, meta)
+        except OSError:
+            pass  # an unwritable cache only costs the next run the tokenising time
     return RunData(tokenizer, train, val, corpus.source, meta["val_bytes"] / max(1, meta["val_tokens"]))

@@ -34,6 +34,10 @@ class Tokenizer:
         """UTF-8 bytes each token id stands for (0 for special tokens): for bits per byte."""
         raise NotImplementedError
 
+    def identity(self) -> str:
+        """A string that changes whenever the mapping from text to ids would (cache keys)."""
+        raise NotImplementedError
+
     def save(self, directory: str | Path) -> None:
         raise NotImplementedError
 
@@ -53,6 +57,9 @@ class ByteTokenizer(Tokenizer):
 
     def token_bytes(self) -> list[int]:
         return [1] * 256 + [0]
+
+    def identity(self) -> str:
+        return "byte"
 
     def save(self, directory: str | Path) -> None:
         path = Path(directory)
@@ -91,6 +98,9 @@ class BPETokenizer(Tokenizer):
         for token, idx in self.backend.get_vocab(with_added_tokens=True).items():
             out[idx] = 0 if token in special else len(token)
         return out
+
+    def identity(self) -> str:
+        return self.backend.to_str()
 
     def save(self, directory: str | Path) -> None:
         path = Path(directory)
