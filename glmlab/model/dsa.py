@@ -73,12 +73,16 @@ class _GatheredAttention(torch.autograd.Function):
     gradient is one product scattered back with one index_add per chunk.
     """
 
-    CHUNK_ELEMENTS = 1 << 17  # gathered values per chunk (512 KB in fp32)
+    # Gathered values per chunk: 512 KB in fp32 stays in a CPU core's cache; a GPU wants few,
+    # large launches instead (64 MB in bf16), or the Python loop dominates.
+    CHUNK_ELEMENTS = {"cpu": 1 << 17}
+    GPU_CHUNK_ELEMENTS = 1 << 25
 
     @staticmethod
     def forward(ctx, q, kv, idx, valid, scale: float, r: int):
         (N, K), R = idx.shape, kv.shape[1]
-        step = max(1, _GatheredAttention.CHUNK_ELEMENTS // (K * R))
+        budget = _GatheredAttention.CHUNK_ELEMENTS.get(q.device.type, _GatheredAttention.GPU_CHUNK_ELEMENTS)
+        step = max(1, budget // (K * R))
         out = q.new_empty(N, q.shape[1], r)
         probs = torch.empty(N, q.shape[1], K, device=q.device, dtype=torch.float32)
         for a in range(0, N, step):
