@@ -151,6 +151,8 @@ class Generator:
             raise GlmlabError(f"--speculative must be >= 0, got {speculative}")
         if speculative and not use_cache:
             raise GlmlabError("--speculative needs the latent cache: drop --no-cache")
+        if speculative and not len(self.model.mtp):
+            raise GlmlabError("this model has no MTP module, so --speculative cannot draft: drop it")
 
     @torch.inference_mode()
     def generate(

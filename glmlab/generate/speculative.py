@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from glmlab.errors import GlmlabError
 from glmlab.generate.sampling import SamplingParams, choose, probabilities
 from glmlab.model import CausalLM
 from glmlab.model.mla import LatentCache
@@ -68,15 +67,12 @@ class SpeculativeStats:
 
 class MTPDrafter:
     """The MTP chain's state while decoding: one latent cache per draft depth and the hidden
-    states h^0..h^{K-1} that feed the next depth, indexed by absolute position."""
+    states h^0..h^{K-1} that feed the next depth, indexed by absolute position. The model must
+    have MTP modules (`Generator.check` says so otherwise)."""
 
     def __init__(self, model: CausalLM, depth: int, capacity: int, chunk: int) -> None:
         cfg = model.config
-        stored = cfg.num_nextn_predict_layers if len(model.mtp) else 0
-        if stored == 0:
-            raise GlmlabError(
-                "this model has no MTP module, so --speculative cannot draft: drop --speculative"
-            )
+        stored = cfg.num_nextn_predict_layers
         p = model.lm_head.weight
         self.model, self.depth, self.chunk = model, depth, chunk
         self.module_depth = [min(k, stored) for k in range(1, depth + 1)]
