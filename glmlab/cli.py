@@ -140,7 +140,7 @@ def train(
         raise typer.Exit(128 + result.signum)
 
 
-STOP_OPT = typer.Option(None, "--stop", help="Stop when this text appears (repeatable).")
+STOP_OPT = typer.Option(None, "--stop", help="Stop when this text appears; \\n is a newline (repeatable).")
 
 
 @app.command()
@@ -176,11 +176,13 @@ def generate(
     sampling = SamplingParams(temperature, top_k, top_p, seed)
     gen = Generator.from_source(source, device)
     err = Console(stderr=True)
+    stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in stop or ()]
     for text in prompts:
+        gen.check(len(gen.encode(text)), max_new_tokens, speculative, not no_cache)
         stream = None if as_json else (lambda s: print(s, end="", flush=True))
         if stream is not None:
             print(text, end="", flush=True)
-        result = gen.generate(text, max_new_tokens, sampling, speculative, not no_cache, stop or (),
+        result = gen.generate(text, max_new_tokens, sampling, speculative, not no_cache, stops,
                               prefill_chunk, stream)  # fmt: skip
         if as_json:
             print(json.dumps(result.to_dict()))
