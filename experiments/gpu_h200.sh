@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# The H200 measurements recorded in experiments/results/: run on the device machine from the
-# repo root, with $OUT the folder whose files come back. Stages are timed so one call fits
-# the device's 10-minute limit.
+# The H200 measurements recorded in experiments/results/h200.md: run on the device machine from
+# the repo root, with $OUT the folder whose files come back. Each stage has a time limit so one
+# call fits the device's 10-minute limit. Usage: gpu_h200.sh [all|train|profile]
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 glm="python3 -m glmlab.cli"
 nvidia-smi -L; python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())'
 stage=${1:-all}
-if [ "$stage" = all ] || [ "$stage" = profile ]; then
-  timeout 200 $glm profile glm5-small --device cuda --steps 3 --json > "$OUT/profile_glm5-small.json" 2> "$OUT/profile_glm5-small.err"
-  timeout 200 $glm profile experiments/configs/glm5-h200-fill.yaml --device cuda --steps 2 --json \
-    > "$OUT/profile_glm5-h200-fill.json" 2> "$OUT/profile_glm5-h200-fill.err"
-fi
 if [ "$stage" = all ] || [ "$stage" = train ]; then
-  steps=${STEPS:-}
-  timeout 420 $glm train glm5-small --device cuda --out /tmp/small ${steps:+--steps $steps} > "$OUT/train_glm5-small.log" 2>&1
+  timeout 380 $glm train glm5-small --device cuda --out /tmp/small > "$OUT/train_glm5-small.log" 2>&1
   echo "train exit $?" >> "$OUT/train_glm5-small.log"
   cp /tmp/small/metrics.jsonl "$OUT/train_glm5-small_metrics.jsonl"
+fi
+if [ "$stage" = all ] || [ "$stage" = profile ]; then
+  timeout 90 $glm profile glm5-small --device cuda --steps 3 --json > "$OUT/profile_glm5-small.json" 2> "$OUT/profile_glm5-small.err"
+  timeout 90 $glm profile experiments/configs/glm5-h200-fill.yaml --device cuda --steps 2 --json \
+    > "$OUT/profile_glm5-h200-fill.json" 2> "$OUT/profile_glm5-h200-fill.err"
 fi
 ls -la "$OUT"
