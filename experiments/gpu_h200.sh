@@ -8,9 +8,9 @@ glm="python3 -m glmlab.cli"
 nvidia-smi -L; python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())'
 stage=${1:-all}
 if [ "$stage" = all ] || [ "$stage" = train ]; then
-  timeout 380 $glm train glm5-small --device cuda --out /tmp/small > "$OUT/train_glm5-small.log" 2>&1
+  timeout 380 $glm train glm5-small --device cuda --out /tmp/small-$$ > "$OUT/train_glm5-small.log" 2>&1
   echo "train exit $?" >> "$OUT/train_glm5-small.log"
-  cp /tmp/small/metrics.jsonl "$OUT/train_glm5-small_metrics.jsonl"
+  cp /tmp/small-$$/metrics.jsonl "$OUT/train_glm5-small_metrics.jsonl"
 fi
 if [ "$stage" = all ] || [ "$stage" = profile ]; then
   timeout 90 $glm profile glm5-small --device cuda --steps 3 --json > "$OUT/profile_glm5-small.json" 2> "$OUT/profile_glm5-small.err"
