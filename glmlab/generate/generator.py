@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -26,7 +26,6 @@ class GenerationResult:
     prefill_seconds: float
     decode_seconds: float
     speculative: SpeculativeStats | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def new_tokens(self) -> int:
@@ -174,6 +173,8 @@ class Generator:
         ids = self.encode(prompt)
         P, K = len(ids), speculative
         self.check(P, max_new_tokens, K, use_cache)
+        if (stop or on_text is not None) and self.tokenizer is None:
+            raise GlmlabError("stop strings and streaming need text: give the Generator a tokenizer")
         if prefill_chunk < 1:
             raise GlmlabError(f"--prefill-chunk must be >= 1, got {prefill_chunk}")
         capacity = P + max_new_tokens + K + 1
