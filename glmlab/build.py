@@ -8,13 +8,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from glmlab.accounting.params import summarize
 from glmlab.config import Config
 from glmlab.model import CausalLM
-
-COMPONENTS = [
-    "embedding", "lm_head", "attention", "indexer", "norms", "dense_mlp", "router",
-    "routed_experts", "shared_experts", "mtp_projection",
-]  # fmt: skip
 
 
 def build_model(cfg: Config, device: str | torch.device = "cpu") -> CausalLM:
@@ -54,32 +50,12 @@ def _counted(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 
 def parameter_report(model: CausalLM) -> dict:
-    """Totals and per-component counts. `active` is per token: all but the (E - k) routed
-    experts a token skips in each MoE layer; embedding and LM head included."""
-    cfg = model.config
-    skipped_share = 1 - cfg.num_experts_per_tok / cfg.n_routed_experts
+    """Totals and per-component counts of the built module (see `summarize`)."""
     main: dict[str, int] = defaultdict(int)
     mtp: dict[str, int] = defaultdict(int)
     for name, tensor in _counted(model):
         (mtp if name.startswith("mtp.") else main)[component_of(name)] += tensor.numel()
-    total = sum(main.values())
-    routed_active = round(main["routed_experts"] * (1 - skipped_share))
-    active = total - main["routed_experts"] + routed_active
-    head = main["embedding"] + main["lm_head"]
-    if cfg.tie_word_embeddings:
-        head = main["embedding"]
-    return {
-        "total": total,
-        "active": active,
-        "active_non_embedding": active - head,
-        "total_with_mtp": total + sum(mtp.values()),
-        "mtp": sum(mtp.values()),
-        "by_component": {c: main[c] for c in COMPONENTS if main[c]},
-        "active_by_component": {
-            c: (routed_active if c == "routed_experts" else main[c]) for c in COMPONENTS if main[c]
-        },
-        "mtp_by_component": {c: mtp[c] for c in COMPONENTS if mtp[c]},
-    }
+    return summarize(main, mtp, model.config)
 
 
 def layer_summary(model: CausalLM) -> list[dict]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
+from glmlab import cli
 from glmlab.build import build_model
 from glmlab.config import load_config
 from glmlab.model import CausalLM
@@ -31,3 +34,21 @@ def tiny(one_thread):
         return build_model(load_config("glm5-tiny", [*SMALL, *overrides])).eval()
 
     return make
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """`run_cli(*args)` runs `glmlab ARGS` in-process through the real entry point (so user
+    errors exit 2 with one line) and returns (status, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["glmlab", *args])
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

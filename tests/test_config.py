@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from glmlab import cli
 from glmlab.config import load_config, preset_names
 from glmlab.errors import GlmlabError
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run `glmlab ARGS` in-process through the real entry point; return (status, out, err)."""
-    old = sys.argv
-    sys.argv = ["glmlab", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_presets_all_load():
@@ -81,11 +64,11 @@ BAD = [
 
 
 @pytest.mark.parametrize("overrides,field", BAD)
-def test_invalid_values_exit_2_with_one_line(overrides, field, capsys):
+def test_invalid_values_exit_2_with_one_line(overrides, field, run_cli):
     args = ["build", "glm5-tiny"]
     for item in overrides:
         args += ["--set", item]
-    code, out, err = run_cli(args, capsys)
+    code, out, err = run_cli(*args)
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -93,8 +76,8 @@ def test_invalid_values_exit_2_with_one_line(overrides, field, capsys):
     assert "Traceback" not in err and out == ""
 
 
-def test_unknown_field_suggests_closest(capsys):
-    _, _, err = run_cli(["build", "glm5-tiny", "--set", "index_topkk=3"], capsys)
+def test_unknown_field_suggests_closest(run_cli):
+    _, _, err = run_cli("build", "glm5-tiny", "--set", "index_topkk=3")
     assert "did you mean 'index_topk'" in err
 
 
@@ -108,15 +91,15 @@ def test_unknown_field_suggests_closest(capsys):
         ("extends: missing.yaml\n", "not found"),
     ],
 )
-def test_bad_files_exit_2(tmp_path, capsys, content, needle):
+def test_bad_files_exit_2(tmp_path, run_cli, content, needle):
     path = tmp_path / "bad.yaml"
     path.write_text(content)
-    code, _, err = run_cli(["build", str(path)], capsys)
+    code, _, err = run_cli("build", str(path))
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_file_and_extends_cycle(tmp_path, capsys):
-    code, _, err = run_cli(["build", str(tmp_path / "nope.yaml")], capsys)
+def test_missing_file_and_extends_cycle(tmp_path, run_cli):
+    code, _, err = run_cli("build", str(tmp_path / "nope.yaml"))
     assert code == 2 and "not found" in err
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
@@ -124,19 +107,19 @@ def test_missing_file_and_extends_cycle(tmp_path, capsys):
         load_config(str(tmp_path / "a.yaml"))
 
 
-def test_build_json_reproduces_published_counts(capsys):
-    code, out, _ = run_cli(["build", "presets/glm5.yaml", "--json"], capsys)
+def test_build_json_reproduces_published_counts(run_cli):
+    code, out, _ = run_cli("build", "presets/glm5.yaml", "--json")
     params = json.loads(out)["params"]
     assert code == 0
     assert params["total"] == 743_911_218_432
     assert params["total_with_mtp"] == 753_864_139_008
     assert abs(params["active_non_embedding"] - 39.88e9) < 0.01e9
-    code, out, _ = run_cli(["build", "deepseek-v3", "--json"], capsys)
+    code, out, _ = run_cli("build", "deepseek-v3", "--json")
     assert json.loads(out)["params"]["total"] == 671_026_419_200
 
 
-def test_build_tree_and_presets_table(capsys):
-    code, out, _ = run_cli(["build", "glm5-tiny"], capsys)
+def test_build_tree_and_presets_table(run_cli):
+    code, out, _ = run_cli("build", "glm5-tiny")
     assert code == 0 and "routed experts" in out and "MTP" in out
-    code, out, _ = run_cli(["presets"], capsys)
+    code, out, _ = run_cli("presets")
     assert code == 0 and "glm5-tiny" in out and "deepseek-v3.2" in out

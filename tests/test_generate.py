@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 
-from glmlab import cli
 from glmlab.build import build_model
 from glmlab.config import load_config
 from glmlab.generate import Generator, SamplingParams
@@ -238,21 +236,13 @@ def checkpoint(tmp_path):
     return tmp_path / "run"
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["glmlab", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def test_cli_generate_json_and_no_cache_agree(checkpoint, monkeypatch, capsys):
+def test_cli_generate_json_and_no_cache_agree(checkpoint, run_cli):
     args = ["generate", str(checkpoint), "--prompt", "def f(x):", "--max-new-tokens", "12", "--json"]
-    code, out, _ = run_cli(monkeypatch, capsys, *args, "--speculative", "2", "--device", "cpu")
+    code, out, _ = run_cli(*args, "--speculative", "2", "--device", "cpu")
     assert code == 0
     spec = json.loads(out)
     assert {"text", "tokens_per_second", "new_tokens", "acceptance_per_position"} <= spec.keys()
-    code, out, _ = run_cli(monkeypatch, capsys, *args, "--no-cache")
+    code, out, _ = run_cli(*args, "--no-cache")
     assert code == 0 and json.loads(out)["ids"] == spec["ids"]
 
 
@@ -265,11 +255,11 @@ def test_cli_generate_json_and_no_cache_agree(checkpoint, monkeypatch, capsys):
         (["--prompts-file", "/nonexistent/prompts.txt"], "prompts-file"),
     ],
 )
-def test_cli_errors_are_one_line_exit_2(checkpoint, monkeypatch, capsys, args, message):
-    code, _, err = run_cli(monkeypatch, capsys, "generate", str(checkpoint), *args)
+def test_cli_errors_are_one_line_exit_2(checkpoint, run_cli, args, message):
+    code, _, err = run_cli("generate", str(checkpoint), *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_missing_source(monkeypatch, capsys, tmp_path):
-    code, _, err = run_cli(monkeypatch, capsys, "generate", str(tmp_path / "nope"), "--prompt", "hi")
+def test_cli_missing_source(run_cli, tmp_path):
+    code, _, err = run_cli("generate", str(tmp_path / "nope"), "--prompt", "hi")
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1

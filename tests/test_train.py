@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from glmlab import cli
 from glmlab.checkpoint import load_model
 from glmlab.config import load_config
 from glmlab.model import CausalLMOutput
@@ -77,21 +76,6 @@ def small(tmp_path, monkeypatch) -> tuple[Path, Path]:
     data = tmp_path / "text.txt"
     data.write_text(Path(json.__file__).read_text() * 3)
     return config, data
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """`glmlab ARGS` in-process through the real entry point: (status, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["glmlab", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def records(run: Path) -> dict[int, dict]:
@@ -223,14 +207,14 @@ def test_muon_orthogonalises_matrices_and_trains(small, tmp_path):
 # ---- runs, resume, signals ----------------------------------------------------------------
 
 
-def test_run_folder_and_resume_reproduce_a_straight_run(small, tmp_path, capsys):
+def test_run_folder_and_resume_reproduce_a_straight_run(small, tmp_path, run_cli):
     config, data = small
     base = ["train", str(config), "--data", str(data), "--device", "cpu"]
-    code, out, err = run_cli([*base, "--steps", "16", "--out", str(tmp_path / "straight")], capsys)
+    code, out, err = run_cli(*base, "--steps", "16", "--out", str(tmp_path / "straight"))
     assert code == 0, err
-    code, _, err = run_cli([*base, "--steps", "8", "--out", str(tmp_path / "split")], capsys)
+    code, _, err = run_cli(*base, "--steps", "8", "--out", str(tmp_path / "split"))
     assert code == 0, err
-    code, _, err = run_cli([*base, "--steps", "16", "--out", str(tmp_path / "split"), "--resume"], capsys)
+    code, _, err = run_cli(*base, "--steps", "16", "--out", str(tmp_path / "split"), "--resume")
     assert code == 0, err
     straight, split = records(tmp_path / "straight"), records(tmp_path / "split")
     assert sorted(split) == list(range(1, 17))
@@ -276,7 +260,7 @@ def test_interrupt_saves_a_resumable_checkpoint(small, tmp_path, monkeypatch):
     assert [round(b[s]["loss"], 5) for s in range(1, 7)] == [round(a[s]["loss"], 5) for s in range(1, 7)]
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(small, tmp_path, monkeypatch, capsys):
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(small, tmp_path, monkeypatch, run_cli):
     config, data = small
     real = loop.total_loss
     calls = {"n": 0}
@@ -290,9 +274,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(small, tmp_path, monkey
 
     monkeypatch.setattr(loop, "total_loss", poisoned)
     run = tmp_path / "run"
-    code, _, err = run_cli(
-        ["train", str(config), "--data", str(data), "--out", str(run), "--device", "cpu"], capsys
-    )
+    code, _, err = run_cli("train", str(config), "--data", str(data), "--out", str(run), "--device", "cpu")
     assert code == 2 and "nan" in err and "step-00000004" in err
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000004"
 
@@ -310,12 +292,12 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(small, tmp_path, monkey
         "byte_vocab",
     ],
 )
-def test_errors_are_one_line_exit_2(case, small, tmp_path, capsys):
+def test_errors_are_one_line_exit_2(case, small, tmp_path, run_cli):
     config, data = small
     base = ["train", str(config), "--device", "cpu", "--steps", "4"]
     run = tmp_path / "run"
     if case in ("existing_run", "corrupt", "mismatch"):
-        assert run_cli([*base, "--data", str(data), "--out", str(run)], capsys)[0] == 0
+        assert run_cli(*base, "--data", str(data), "--out", str(run))[0] == 0
     args = {
         "missing_data": [*base, "--data", str(tmp_path / "nope.txt"), "--out", str(run)],
         "empty_data": [*base, "--data", str(tmp_path / "empty.txt"), "--out", str(run)],
@@ -335,7 +317,7 @@ def test_errors_are_one_line_exit_2(case, small, tmp_path, capsys):
             (run / "config.yaml").read_text().replace("hidden_size: 32", "hidden_size: 64")
         )
         args = ["train", str(run), "--resume", "--steps", "8", "--device", "cpu"]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = run_cli(*args)
     assert code == 2, err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     hint = {"existing_run": "--resume", "corrupt": "corrupt", "mismatch": "another model",

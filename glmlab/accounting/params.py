@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from glmlab.build import COMPONENTS
 from glmlab.config import ModelConfig
+
+COMPONENTS = [
+    "embedding", "lm_head", "attention", "indexer", "norms", "dense_mlp", "router",
+    "routed_experts", "shared_experts", "mtp_projection",
+]  # fmt: skip
 
 
 def attention_params(m: ModelConfig) -> dict[str, int]:
@@ -83,11 +87,16 @@ def parameter_counts(m: ModelConfig) -> dict:
         mtp["mtp_projection"] += 2 * d * d
         for comp, n in layer_params(m, m.mtp_uses_moe, m.use_dsa).items():
             mtp[comp] += n
-    skipped_share = 1 - m.num_experts_per_tok / m.n_routed_experts
+    return summarize(main, mtp, m)
+
+
+def summarize(main: dict[str, int], mtp: dict[str, int], m: ModelConfig) -> dict:
+    """Totals from per-component counts of the main model and the MTP modules. `active` is per
+    token: all but the (E - k) routed experts a token skips; embedding and LM head included."""
     total = sum(main.values())
-    routed_active = round(main["routed_experts"] * (1 - skipped_share))
+    routed_active = round(main["routed_experts"] * m.num_experts_per_tok / m.n_routed_experts)
     active = total - main["routed_experts"] + routed_active
-    head = main["embedding"] + main["lm_head"]
+    head = main["embedding"] + (0 if m.tie_word_embeddings else main["lm_head"])
     return {
         "total": total,
         "active": active,
