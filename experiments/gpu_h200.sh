@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The H200 measurements recorded in experiments/results/h200.md: run on the device machine from
+# The H200 measurements recorded in experiments/README.md and experiments/results/: run on the device machine from
 # the repo root, with $OUT the folder whose files come back. Each stage has a time limit so one
 # call fits the device's 10-minute limit: run `train` and `profile` as separate calls (`all` does both
 # and needs more than one call's 600 s). Usage: gpu_h200.sh [all|train|profile]
