@@ -84,10 +84,12 @@ def gathered_backward_pair_flops(m: ModelConfig) -> int:
     return 2 * m.num_attention_heads * (m.kv_lora_rank + 3 * R)
 
 
-def indexer_projection_flops(m: ModelConfig) -> int:
-    """Per token: wq_b from the query latent, wk and weights_proj from the normed input."""
+def indexer_projection_flops(m: ModelConfig, scoring: bool = True) -> int:
+    """Per token: wk from the normed input (the keys, always computed) and, when the indexer
+    scores, wq_b from the query latent and weights_proj from the normed input."""
     d, H_I, d_I = m.hidden_size, m.index_n_heads, m.index_head_dim
-    return 2 * ((m.q_lora_rank or d) * H_I * d_I + d * d_I + d * H_I)
+    query = (m.q_lora_rank or d) * H_I * d_I + d * H_I
+    return 2 * (d * d_I + (query if scoring else 0))
 
 
 def indexer_pair_flops(m: ModelConfig) -> int:
@@ -111,13 +113,16 @@ def ffn_terms(m: ModelConfig, n: float, moe: bool, conv: Convention) -> Terms:
 
 def _executed_attention(m: ModelConfig, p: Pass, indexer: bool) -> Terms:
     """What MultiHeadLatentAttention.forward runs (mla.py): the branch taken decides the form
-    and the pairs; the indexer always scores the full n x T matrix."""
+    and the pairs; the indexer scores the full n x T matrix when the top-k selects (T > k) or
+    its loss runs (labels), and otherwise only computes its keys."""
     out: Terms = {"mla_projections": _gemm(p.n * mla_projection_flops(m))}
     sparse = m.use_dsa and p.T > m.index_topk
     if indexer:
-        proj = p.n * indexer_projection_flops(m)
+        scoring = sparse or p.labels
+        proj = p.n * indexer_projection_flops(m, scoring)
         out["indexer_projections"] = _gemm(proj, 2.0)  # detached inputs: weight gradients only
-        out["indexer_scoring"] = _gemm(p.n * p.T * indexer_pair_flops(m))
+        if scoring:
+            out["indexer_scoring"] = _gemm(p.n * p.T * indexer_pair_flops(m))
     expanded, absorbed = attention_pair_flops(m, "expanded"), attention_pair_flops(m, "absorbed")
     if p.cache:
         keys = min(m.index_topk, p.T) if sparse else p.T

@@ -211,11 +211,13 @@ class MultiHeadLatentAttention(nn.Module):
         query_pos = positions if cache is not None else torch.arange(S, device=xn.device)
         causal = torch.arange(T, device=xn.device)[None, :] <= query_pos[:, None]  # [S,T]
 
+        # Score only when the top-k selects (T > k) or the indexer's loss needs the scores; the
+        # keys above are always kept, since the cache needs them once the context outgrows k.
+        sparse = dsa and not dsa_dense and T > cfg.index_topk
         index = None
-        if self.indexer is not None and dsa:
+        if self.indexer is not None and dsa and (sparse or index_loss):
             with torch.set_grad_enabled(grad_indexer):
                 index = self.indexer.scores(xn.detach(), q_latent.detach(), cos, sin, index_keys, causal)
-        sparse = dsa and not dsa_dense and T > cfg.index_topk
         if sparse and index is not None:
             topk = select_topk(index.detach(), cfg.index_topk)
         elif sparse:
