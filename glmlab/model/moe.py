@@ -18,6 +18,7 @@ class Routing:
     indices: torch.Tensor  # [N,k] chosen experts
     gates: torch.Tensor  # [N,k] fp32 gate weights (unbiased, normalised, scaled)
     affinity: torch.Tensor  # [N,E] fp32 sigmoid scores (no bias), for the balance loss
+    counts: torch.Tensor  # [E] tokens routed to each expert (dispatch sizes, balance statistics)
 
 
 class Router(nn.Module):
@@ -45,7 +46,8 @@ class Router(nn.Module):
         gates = affinity.gather(1, indices)
         if cfg.norm_topk_prob:
             gates = gates / (gates.sum(-1, keepdim=True) + 1e-20)
-        return Routing(indices, gates * cfg.routed_scaling_factor, affinity)
+        counts = torch.bincount(indices.reshape(-1), minlength=cfg.n_routed_experts)
+        return Routing(indices, gates * cfg.routed_scaling_factor, affinity, counts)
 
 
 class Experts(nn.Module):
@@ -76,8 +78,7 @@ class Experts(nn.Module):
         flat = routing.indices.reshape(-1)
         order = flat.argsort(stable=True)
         token_of = order // k
-        counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0]).tolist()
-        pieces = x.index_select(0, token_of).split(counts)
+        pieces = x.index_select(0, token_of).split(routing.counts.tolist())
         weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0), strict=True)
         outputs = [self._swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, weights, strict=True) if len(p)]
         y = torch.cat(outputs) * routing.gates.reshape(-1)[order, None].to(x.dtype)
@@ -116,9 +117,7 @@ class MoE(nn.Module):
         y = self.experts(flat, routing)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
-        E = self.cfg.n_routed_experts
-        counts = torch.bincount(routing.indices.reshape(-1), minlength=E)
-        return MoEOutput(y.view(B, S, d), counts, self.balance_loss(routing, B, S))
+        return MoEOutput(y.view(B, S, d), routing.counts, self.balance_loss(routing, B, S))
 
     def balance_loss(self, routing: Routing, B: int, S: int) -> torch.Tensor:
         """DeepSeek-V3's sequence-wise loss: sum_i f_i * P_i per sequence, averaged.
