@@ -57,14 +57,7 @@ train:
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny matmuls gain nothing from more, and on a shared machine extra
-    threads spin against the other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one thread
 
 
 @pytest.fixture
