@@ -2,7 +2,9 @@
 # The H200 measurements recorded in experiments/README.md and experiments/results/: run on the device machine from
 # the repo root, with $OUT the folder whose files come back. Each stage has a time limit so one
 # call fits the device's 10-minute limit: run `train` and `profile` as separate calls (`all` does both
-# and needs more than one call's 600 s). Usage: gpu_h200.sh [all|train|profile]
+# and needs more than one call's 600 s). `tiny-long` trains glm5-tiny far longer than its CPU default
+# (batch 32, 3000 steps) for the speculative-decoding benchmark, and sends back its last checkpoint
+# without the optimizer state. Usage: gpu_h200.sh [all|train|profile|tiny-long]
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 glm="python3 -m glmlab.cli"
@@ -17,5 +19,15 @@ if [ "$stage" = all ] || [ "$stage" = profile ]; then
   timeout 90 $glm profile glm5-small --device cuda --steps 3 --json > "$OUT/profile_glm5-small.json" 2> "$OUT/profile_glm5-small.err"
   timeout 90 $glm profile experiments/configs/glm5-h200-fill.yaml --device cuda --steps 2 --json \
     > "$OUT/profile_glm5-h200-fill.json" 2> "$OUT/profile_glm5-h200-fill.err"
+fi
+if [ "$stage" = tiny-long ]; then
+  timeout 540 $glm train glm5-tiny --device cuda --out /tmp/tiny-$$ --steps 3000 \
+    --set train.batch_size=32 --set train.warmup_steps=50 --set train.eval_interval=500 \
+    --set train.checkpoint_interval=500 --set train.log_interval=100 > "$OUT/train_tiny-long.log" 2>&1
+  echo "train exit $?" >> "$OUT/train_tiny-long.log"
+  cp /tmp/tiny-$$/metrics.jsonl "$OUT/train_tiny-long_metrics.jsonl"
+  ckpt=/tmp/tiny-$$/checkpoints/$(cat /tmp/tiny-$$/checkpoints/latest)
+  mkdir -p "$OUT/tiny-long"
+  cp -r "$ckpt"/config.yaml "$ckpt"/model.safetensors "$ckpt"/trainer_state.pt "$ckpt"/tokenizer "$OUT/tiny-long/"
 fi
 ls -la "$OUT"

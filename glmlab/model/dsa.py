@@ -79,10 +79,14 @@ class _GatheredAttention(torch.autograd.Function):
     GPU_CHUNK_ELEMENTS = 1 << 25
 
     @staticmethod
-    def forward(ctx, q, kv, idx, valid, scale: float, r: int):
-        (N, K), R = idx.shape, kv.shape[1]
+    def chunk_rows(q: torch.Tensor, K: int, R: int) -> int:
         budget = _GatheredAttention.CHUNK_ELEMENTS.get(q.device.type, _GatheredAttention.GPU_CHUNK_ELEMENTS)
-        step = max(1, budget // (K * R))
+        return max(1, budget // (K * R))
+
+    @staticmethod
+    def attend(q, kv, idx, valid, scale: float, r: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward computation, chunk by chunk: output [N,H,r], probabilities [N,H,K]."""
+        (N, K), R = idx.shape, kv.shape[1]
         out = q.new_empty(N, q.shape[1], r)
         probs = torch.empty(N, q.shape[1], K, device=q.device, dtype=torch.float32)
         for a in range(0, N, step):
@@ -91,6 +95,12 @@ class _GatheredAttention(torch.autograd.Function):
             scores = torch.bmm(q[a:b], sel.transpose(1, 2)).float() * scale
             torch.softmax(scores.masked_fill_(~valid[a:b, None], float("-inf")), -1, out=probs[a:b])
             torch.bmm(probs[a:b].to(q.dtype), sel[..., :r], out=out[a:b])
+        return out, probs
+
+    @staticmethod
+    def forward(ctx, q, kv, idx, valid, scale: float, r: int):
+        step = _GatheredAttention.chunk_rows(q, idx.shape[1], kv.shape[1])
+        out, probs = _GatheredAttention.attend(q, kv, idx, valid, scale, r, step)
         ctx.save_for_backward(q, kv, idx, probs)
         ctx.scale, ctx.r, ctx.step = scale, r, step
         ctx.mark_non_differentiable(probs)
@@ -128,7 +138,11 @@ def gathered_attention(
     weighted sum of the first r = kv_rank columns) and the probabilities [N,H,K] (no gradient).
     """
     # Under autocast q arrives in bf16 while the normed latents are fp32: compute in q's dtype.
-    return _GatheredAttention.apply(q, kv.to(q.dtype), idx, valid, scale, r)
+    kv = kv.to(q.dtype)
+    if torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad):
+        return _GatheredAttention.apply(q, kv, idx, valid, scale, r)
+    step = _GatheredAttention.chunk_rows(q, idx.shape[1], kv.shape[1])  # decoding: no autograd node
+    return _GatheredAttention.attend(q, kv, idx, valid, scale, r, step)
 
 
 def indexer_kl(attn_probs: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ LATENT_NORM_EPS = 1e-6
 
 
 class LatentCache:
-    """One layer's decoding cache: [c_kv ; k_pe] latents and, under DSA, the indexer keys.
+    """One layer's decoding cache: the latents [c_kv ; k_pe] in one buffer (what the absorbed
+    form reads, with no per-step concatenation) and, under DSA, the indexer keys.
 
     Buffers are preallocated to `capacity`; `length` says how many positions are valid, so a
     rejected speculative draft is undone by `truncate`.
@@ -31,8 +32,8 @@ class LatentCache:
 
     def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device, dtype, with_index_keys: bool):
         self.length = 0
-        self.c_kv = torch.zeros(batch, capacity, cfg.kv_lora_rank, device=device, dtype=dtype)
-        self.k_pe = torch.zeros(batch, capacity, cfg.qk_rope_head_dim, device=device, dtype=dtype)
+        width = cfg.kv_lora_rank + cfg.qk_rope_head_dim
+        self.latent = torch.zeros(batch, capacity, width, device=device, dtype=dtype)
         self.index_keys = (
             torch.zeros(batch, capacity, cfg.index_head_dim, device=device, dtype=dtype)
             if with_index_keys
@@ -41,15 +42,16 @@ class LatentCache:
 
     @property
     def capacity(self) -> int:
-        return self.c_kv.shape[1]
+        return self.latent.shape[1]
 
     def append(self, c_kv: torch.Tensor, k_pe: torch.Tensor, index_keys: torch.Tensor | None) -> None:
-        n = c_kv.shape[1]
+        """Write n new positions' latents (and the indexer's keys) after the valid ones."""
+        n, r = c_kv.shape[1], c_kv.shape[-1]
         if self.length + n > self.capacity:
             raise ValueError(f"cache full: {self.length} + {n} > capacity {self.capacity}")
         end = self.length + n
-        self.c_kv[:, self.length : end] = c_kv
-        self.k_pe[:, self.length : end] = k_pe
+        self.latent[:, self.length : end, :r] = c_kv
+        self.latent[:, self.length : end, r:] = k_pe
         if self.index_keys is not None and index_keys is not None:
             self.index_keys[:, self.length : end] = index_keys
         self.length = end
@@ -59,10 +61,10 @@ class LatentCache:
 
     def nbytes(self) -> int:
         """Bytes of the valid part of the cache (latents plus indexer keys)."""
-        per_pos = self.c_kv.shape[-1] + self.k_pe.shape[-1]
+        per_pos = self.latent.shape[-1]
         if self.index_keys is not None:
             per_pos += self.index_keys.shape[-1]
-        return self.c_kv.shape[0] * self.length * per_pos * self.c_kv.element_size()
+        return self.latent.shape[0] * self.length * per_pos * self.latent.element_size()
 
 
 @dataclass
@@ -145,31 +147,29 @@ class MultiHeadLatentAttention(nn.Module):
         o = probs.to(v.dtype) @ v
         return o.transpose(1, 2), probs
 
-    def _absorbed(self, q_nope, q_pe, c_kv, k_pe, select, mask):
-        """Scores against the latents themselves (decoding, sparse DSA). Either `select` =
-        (indices [B,S,K], valid [B,S,K]) gathers K latents per query, or `mask` [B|1,S,T]
-        attends to all cached latents. Returns o [B,S,H,v] and probs [B,H,S,K|T]."""
+    def _absorbed(self, q_nope, q_pe, kv, select, mask):
+        """Scores against the latents kv [B,T,r+rope] = [c_kv ; k_pe] themselves (decoding,
+        sparse DSA). Either `select` = (indices [B,S,K], valid [B,S,K]) gathers K latents per
+        query, or `mask` [B|1,S,T] attends to all of them. Returns o [B,S,H,v] and probs
+        [B,H,S,K|T]."""
         w_uk, w_uv = self._absorbed_weights()
-        q_lat = torch.einsum("bshn,hnr->bshr", q_nope, w_uk)
+        (B, S, H, _), R = q_nope.shape, kv.shape[-1]
+        q_lat = q_nope.transpose(1, 2) @ w_uk  # [B,H,S,r]: W_UK moved onto the query
+        q_full = torch.cat([q_lat, q_pe.transpose(1, 2)], dim=-1)  # [B,H,S,R]
         if select is not None:
             idx, valid = select
-            (B, S, K), T = idx.shape, c_kv.shape[1]
-            q_full = torch.cat([q_lat, q_pe], dim=-1).reshape(B * S, self.n_heads, -1)
-            kv = torch.cat([c_kv, k_pe], dim=-1).reshape(B * T, -1)
+            K, T = idx.shape[-1], kv.shape[1]
             rows = (idx + torch.arange(B, device=idx.device)[:, None, None] * T).reshape(B * S, K)
             o_lat, probs = gathered_attention(
-                q_full, kv, rows, valid.reshape(B * S, K), self.scale, self.r_kv
-            )
-            o_lat, probs = (
-                o_lat.view(B, S, self.n_heads, -1),
-                probs.view(B, S, self.n_heads, K).transpose(1, 2),
-            )
+                q_full.transpose(1, 2).reshape(B * S, H, R), kv.reshape(B * T, R), rows,
+                valid.reshape(B * S, K), self.scale, self.r_kv,
+            )  # fmt: skip
+            o_lat, probs = o_lat.view(B, S, H, -1).transpose(1, 2), probs.view(B, S, H, K).transpose(1, 2)
         else:
-            scores = torch.einsum("bshr,btr->bhst", q_lat, c_kv)
-            scores = scores + torch.einsum("bshp,btp->bhst", q_pe, k_pe)
-            probs = (scores.float() * self.scale).masked_fill(~mask[:, None], float("-inf")).softmax(-1)
-            o_lat = torch.einsum("bhst,btr->bshr", probs.to(c_kv.dtype), c_kv)
-        return torch.einsum("bshr,hvr->bshv", o_lat, w_uv), probs
+            scores = (q_full @ kv[:, None].transpose(-1, -2)).float() * self.scale  # [B,H,S,T]
+            probs = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+            o_lat = probs.to(kv.dtype) @ kv[:, None, :, : self.r_kv]
+        return (o_lat @ w_uv.transpose(1, 2)).transpose(1, 2), probs  # W_UV after the sum
 
     # ---- forward ---------------------------------------------------------------------------
 
@@ -202,12 +202,13 @@ class MultiHeadLatentAttention(nn.Module):
         if self.indexer is not None:
             with torch.set_grad_enabled(grad_indexer):
                 index_keys = self.indexer.keys(xn.detach(), cos, sin)
+        latent = None  # [c_kv ; k_pe], what the absorbed form reads
         if cache is not None:
             cache.append(c_kv, k_pe, index_keys)
-            c_kv, k_pe = cache.c_kv[:, : cache.length], cache.k_pe[:, : cache.length]
+            latent = cache.latent[:, : cache.length]
             if index_keys is not None:
                 index_keys = cache.index_keys[:, : cache.length]
-        T = c_kv.shape[1]
+        T = cache.length if cache is not None else S
         query_pos = positions if cache is not None else torch.arange(S, device=xn.device)
         causal = torch.arange(T, device=xn.device)[None, :] <= query_pos[:, None]  # [S,T]
 
@@ -227,9 +228,9 @@ class MultiHeadLatentAttention(nn.Module):
 
         loss = recall = None
         if cache is not None:  # decoding and chunked prefill: absorbed over the latent cache
-            o, probs = self._absorbed(q_nope, q_pe, c_kv, k_pe, topk, None if topk else causal[None])
+            o, probs = self._absorbed(q_nope, q_pe, latent, topk, None if topk else causal[None])
         elif topk is not None and cfg.dsa_impl == "gather":
-            o, probs = self._absorbed(q_nope, q_pe, c_kv, k_pe, topk, None)
+            o, probs = self._absorbed(q_nope, q_pe, torch.cat([c_kv, k_pe], dim=-1), topk, None)
             if index_loss and index is not None:
                 loss = indexer_kl(probs, index.gather(-1, topk[0]), topk[1])
         elif topk is not None:  # masked-dense reference for the gathered path

@@ -36,15 +36,17 @@ class DecoderLayer(nn.Module):
         self.mlp = MoE(cfg) if moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(
-        self, x, cos, sin, positions, cache=None, shared_topk=None, dsa_dense=False, index_loss=False
-    ):
+        self, x, cos, sin, positions, cache=None, shared_topk=None, dsa_dense=False, index_loss=False,
+        aux=True,
+    ):  # fmt: skip
+        """`aux=False` (no labels) skips the MoE balance loss."""
         attn = self.self_attn(
             self.input_layernorm(x), cos, sin, positions, cache, shared_topk, dsa_dense, index_loss
         )
         h = x + attn.out
         ffn_in = self.post_attention_layernorm(h)
         if isinstance(self.mlp, MoE):
-            moe = self.mlp(ffn_in)
+            moe = self.mlp(ffn_in, balance=aux)
             return LayerOutput(h + moe.out, attn.topk, attn.index_loss, attn.index_recall, moe.counts,
                                moe.balance_loss)  # fmt: skip
         return LayerOutput(h + self.mlp(ffn_in), attn.topk, attn.index_loss, attn.index_recall, None, None)
@@ -111,8 +113,9 @@ class _Collector:
             self.index_losses.append(out.index_loss)
         if out.index_recall is not None:
             self.recalls.append(out.index_recall)
-        if out.counts is not None:
+        if out.balance_loss is not None:
             self.balance.append(out.balance_loss)
+        if out.counts is not None:
             prev = self.counts[router_row]
             self.counts[router_row] = out.counts if prev is None else prev + out.counts
 
@@ -209,7 +212,9 @@ class CausalLM(nn.Module):
         topk = None
         for i, layer in enumerate(self.model.layers):
             layer_cache = cache.layers[i] if cache is not None else None
-            out = layer(x, cos, sin, positions, layer_cache, topk, dsa_dense, want_aux and cfg.use_dsa)
+            out = layer(
+                x, cos, sin, positions, layer_cache, topk, dsa_dense, want_aux and cfg.use_dsa, want_aux
+            )
             x, topk = out.hidden, out.topk
             col.add(out, row_of.get(id(getattr(layer.mlp, "gate", None))))
         hidden = self.model.norm(x)
@@ -244,15 +249,15 @@ class CausalLM(nn.Module):
             result.expert_counts = torch.stack([c if c is not None else zero for c in col.counts])
         return result
 
-    def _mtp_apply(self, module, hidden, next_ids, dsa_dense=False, index_loss=False, cache=None):
+    def _mtp_apply(self, module, hidden, next_ids, dsa_dense=False, aux=False, cache=None):
         """Run one MTP depth over a (shortened) sequence: returns its hidden states and the
-        layer's auxiliary outputs."""
+        layer's auxiliary outputs (its losses when `aux`, as in training)."""
         S = hidden.shape[1]
         start = cache.length if cache is not None else 0
         positions = torch.arange(start, start + S, device=hidden.device)
         cos, sin = self.model.rotary_emb(positions)
         x = module.combine(self.model.embed_tokens(next_ids), hidden)
-        out = module.layer(x, cos, sin, positions, cache, None, dsa_dense, index_loss and self.config.use_dsa)
+        out = module.layer(x, cos, sin, positions, cache, None, dsa_dense, aux and self.config.use_dsa, aux)
         return out.hidden, out
 
     def mtp_step(

@@ -96,7 +96,7 @@ class Experts(nn.Module):
 class MoEOutput:
     out: torch.Tensor
     counts: torch.Tensor  # [E] tokens routed to each expert
-    balance_loss: torch.Tensor  # sequence-wise balance loss, before alpha
+    balance_loss: torch.Tensor | None  # sequence-wise balance loss, before alpha (when asked)
 
 
 class MoE(nn.Module):
@@ -110,14 +110,16 @@ class MoE(nn.Module):
         n_shared = cfg.n_shared_experts * cfg.moe_intermediate_size
         self.shared_experts = SwiGLU(cfg.hidden_size, n_shared) if n_shared else None
 
-    def forward(self, x: torch.Tensor) -> MoEOutput:
+    def forward(self, x: torch.Tensor, balance: bool = True) -> MoEOutput:
+        """x [B,S,d]; `balance=False` skips the balance loss (decoding has no use for it)."""
         B, S, d = x.shape
         flat = x.reshape(-1, d)
         routing = self.gate(flat)
         y = self.experts(flat, routing)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
-        return MoEOutput(y.view(B, S, d), routing.counts, self.balance_loss(routing, B, S))
+        loss = self.balance_loss(routing, B, S) if balance else None
+        return MoEOutput(y.view(B, S, d), routing.counts, loss)
 
     def balance_loss(self, routing: Routing, B: int, S: int) -> torch.Tensor:
         """DeepSeek-V3's sequence-wise loss: sum_i f_i * P_i per sequence, averaged.
