@@ -37,8 +37,8 @@ def test_indexshare_pattern_matches_spec():
 
 
 def test_fs_pattern_string_is_accepted():
-    cfg = load_config("glm5-tiny", ["indexer_types=FSFS"])
-    assert cfg.model.resolved_indexer_types == ["full", "shared", "full", "shared"]
+    cfg = load_config("glm5-tiny", ["indexer_types=FSFSSF"])
+    assert cfg.model.resolved_indexer_types == ["full", "shared", "full", "shared", "shared", "full"]
 
 
 BAD = [

@@ -101,6 +101,14 @@ class CausalLMOutput:
     expert_counts: torch.Tensor | None = None  # [routers, E], rows as in CausalLM.routers()
 
 
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, shift: int) -> torch.Tensor:
+    """Mean cross-entropy of logits [B,S,V] at i against labels [B,S] at i + shift (-100
+    ignored). The labels move, not the logits: slicing the logits would copy them, and zero-fill
+    a full-size gradient in the backward pass (about a third of the LM head's cost on a CPU)."""
+    targets = F.pad(labels[:, shift:], (0, shift), value=-100)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
 class _Collector:
     """Gathers per-layer auxiliary outputs into the model's output."""
 
@@ -222,9 +230,7 @@ class CausalLM(nn.Module):
         logits = self.lm_head(kept)
         result = CausalLMOutput(logits=logits, hidden_states=hidden)
         if labels is not None:
-            result.loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
+            result.loss = next_token_loss(logits, labels, shift=1)
             h = hidden
             for depth in range(1, cfg.num_nextn_predict_layers + 1 if self.mtp else 1):
                 if S - depth < 2:
@@ -233,13 +239,7 @@ class CausalLM(nn.Module):
                 h, outs = self._mtp_apply(module, h[:, : S - depth], input_ids[:, depth:], dsa_dense, True)
                 col.add(outs, row_of.get(id(getattr(module.layer.mlp, "gate", None))))
                 mtp_logits = self.lm_head(module.shared_head_norm(h))
-                result.mtp_losses.append(
-                    F.cross_entropy(
-                        mtp_logits[:, :-1].flatten(0, 1).float(),
-                        labels[:, depth + 1 :].flatten(),
-                        ignore_index=-100,
-                    )
-                )
+                result.mtp_losses.append(next_token_loss(mtp_logits, labels[:, depth:], shift=1))
         result.balance_loss = col._mean(col.balance)
         result.indexer_loss = col._mean(col.index_losses)
         result.indexer_recall = col._mean(col.recalls)
