@@ -158,6 +158,7 @@ class TrainConfig:
     log_interval: int = 10
     checkpoint_interval: int = 50
     seed: int = 1337
+    compile: bool = False  # torch.compile each decoder layer (model/compile.py); pays off on long runs
 
 
 @dataclass

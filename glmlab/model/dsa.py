@@ -60,7 +60,7 @@ def select_topk(index: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     k' = min(k, T). Early queries have fewer than k causal keys; their extra picks point at
     masked keys and are marked invalid, so the set is top min(k, t+1) (spec 2.2, step 5).
     """
-    top = index.topk(min(k, index.shape[-1]), dim=-1)
+    top = index.topk(min(k, index.shape[-1]), dim=-1, sorted=False)  # a set: order is irrelevant
     return top.indices, torch.isfinite(top.values)
 
 

@@ -40,6 +40,7 @@ from glmlab.data.batching import Batches, validation_batches
 from glmlab.data.prepare import RunData, prepare_data
 from glmlab.errors import GlmlabError
 from glmlab.model import CausalLM, CausalLMOutput
+from glmlab.model.compile import compile_layers
 from glmlab.train.metrics import MetricsLog, load_imbalance, measure_matmul_peak, training_flops_per_token
 from glmlab.train.optim import build_optimizer
 from glmlab.train.rundir import ensure_writable
@@ -197,6 +198,8 @@ class Trainer:
         write_config(cfg, self.run_dir / CONFIG)
         torch.manual_seed(t.seed)
         self.model = build_model(cfg, self.device).train()
+        if t.compile:
+            compile_layers(self.model)
         self.optimizer = build_optimizer(self.model, t)
         self.batches = Batches(self.data.train, t.seq_len, t.batch_size, t.seed)
         self.val = validation_batches(self.data.val, t.seq_len, t.batch_size, t.eval_batches)
