@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from glmlab.model.compile import compile_layers
 from glmlab.model.moe import MoE
 
 SEQ = 40  # > index_topk (8)
@@ -149,3 +150,27 @@ def test_indexer_learns_only_from_the_indexer_loss(tiny):
     for name, p in model.named_parameters():
         has_grad = p.grad is not None and bool(p.grad.any())
         assert has_grad == (id(p) in indexer), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["gather", "mask"])
+def test_compiled_layers_train_like_eager_ones(tiny, impl):
+    """`train.compile`: the same losses and gradients as the eager model, state dict unchanged."""
+    eager = tiny(f"dsa_impl={impl}").train()
+    compiled = tiny(f"dsa_impl={impl}").train()
+    compiled.load_state_dict(eager.state_dict())
+    compile_layers(compiled)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    ids = torch.randint(0, 128, (2, SEQ), generator=torch.Generator().manual_seed(3))
+    results = []
+    for model in (eager, compiled):
+        out = model(ids, labels=ids)
+        total = out.loss + 0.3 * sum(out.mtp_losses) + 1e-2 * out.balance_loss + out.indexer_loss
+        total.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((total.detach(), grads))
+    (loss_e, grads_e), (loss_c, grads_c) = results
+    assert torch.allclose(loss_e, loss_c, atol=1e-5)
+    assert grads_e.keys() == grads_c.keys()
+    for name, g in grads_e.items():
+        assert torch.allclose(g, grads_c[name], atol=1e-4, rtol=1e-3), name
