@@ -4,7 +4,8 @@
 # call fits the device's 10-minute limit: run `train` and `profile` as separate calls (`all` does both
 # and needs more than one call's 600 s). `tiny-long` trains glm5-tiny far longer than its CPU default
 # (batch 32, 3000 steps) for the speculative-decoding benchmark, and sends back its last checkpoint
-# without the optimizer state. Usage: gpu_h200.sh [all|train|profile|tiny-long]
+# without the optimizer state. `compile` trains glm5-small 80 steps eagerly, then with
+# train.compile, for the tokens/s of each. Usage: gpu_h200.sh [all|train|profile|tiny-long|compile]
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 glm="python3 -m glmlab.cli"
@@ -29,5 +30,13 @@ if [ "$stage" = tiny-long ]; then
   ckpt=/tmp/tiny-$$/checkpoints/$(cat /tmp/tiny-$$/checkpoints/latest)
   mkdir -p "$OUT/tiny-long"
   cp -r "$ckpt"/config.yaml "$ckpt"/model.safetensors "$ckpt"/trainer_state.pt "$ckpt"/tokenizer "$OUT/tiny-long/"
+fi
+if [ "$stage" = compile ]; then
+  for c in false true; do
+    timeout 270 $glm train glm5-small --device cuda --out /tmp/compile-$c-$$ --steps 80 --set train.compile=$c \
+      --set train.eval_interval=1000 --set train.checkpoint_interval=1000 > "$OUT/compile_$c.log" 2>&1
+    echo "train exit $?" >> "$OUT/compile_$c.log"
+    cp /tmp/compile-$c-$$/metrics.jsonl "$OUT/compile_${c}_metrics.jsonl"
+  done
 fi
 ls -la "$OUT"
