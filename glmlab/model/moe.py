@@ -46,7 +46,10 @@ class Router(nn.Module):
         gates = affinity.gather(1, indices)
         if cfg.norm_topk_prob:
             gates = gates / (gates.sum(-1, keepdim=True) + 1e-20)
-        counts = torch.bincount(indices.reshape(-1), minlength=cfg.n_routed_experts)
+        flat = indices.reshape(-1)  # a scatter, not bincount: its size is fixed (no compile break)
+        counts = torch.zeros(cfg.n_routed_experts, dtype=torch.long, device=x.device).scatter_add_(
+            0, flat, torch.ones_like(flat)
+        )
         return Routing(indices, gates * cfg.routed_scaling_factor, affinity, counts)
 
 
