@@ -12,7 +12,8 @@ first step pays the compilation). transformers runs eagerly. Prints both times a
 hf_time / glmlab_time (the issue asks for >= 1.5); `--profile` adds the time of the matrix
 products, the same FLOPs on both sides, which with the shared loss bound any implementation.
 
-    python benchmarks/bench_forward_backward.py [--impl mask|gather] [--compile] [--runs 7] [--profile]
+    python benchmarks/bench_forward_backward.py [--impl mask|gather] [--compile] [--runs 7]
+        [--warmup 2] [--threads N] [--profile]
 """
 
 from __future__ import annotations

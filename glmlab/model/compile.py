@@ -2,26 +2,20 @@
 
 Each main and MTP decoder layer becomes one compiled region, so its element-wise work (norms,
 rotary, softmax, SwiGLU, the residual adds) is fused into a few kernels forward and backward.
-The routed experts stay eager: their dispatch splits tokens by counts known only at run time,
-which would recompile on every new split. Parameter names and checkpoints are unchanged
-(`nn.Module.compile` compiles in place). The first step pays the compilation (85 s for the
-CPU benchmark model on 2 cores with an empty inductor cache, 20-40 s with a warm one); a new
-input shape or a DSA stage change compiles again.
+The routed experts stay eager (`Experts.forward` is marked `torch.compiler.disable`): their
+dispatch splits tokens by counts known only at run time, which would recompile on every split.
+Parameter names and checkpoints are unchanged (`nn.Module.compile` compiles in place). The
+first step pays the compilation (85 s for the CPU benchmark model on 2 cores with an empty
+inductor cache, 6-40 s with a warm one); a new input shape or a DSA stage change compiles again.
 """
 
 from __future__ import annotations
 
-import torch
-
 from glmlab.model.model import CausalLM
-from glmlab.model.moe import MoE
 
 
 def compile_layers(model: CausalLM) -> CausalLM:
     """Compile every decoder layer of `model` in place; returns the model."""
     for layer in [*model.model.layers, *(m.layer for m in model.mtp)]:
-        if isinstance(layer.mlp, MoE):
-            experts = layer.mlp.experts
-            experts.forward = torch.compiler.disable(experts.forward)
         layer.compile()
     return model

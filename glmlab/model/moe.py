@@ -70,6 +70,7 @@ class Experts(nn.Module):
     def run(self, e: int, x: torch.Tensor) -> torch.Tensor:
         return self._swiglu(x, self.gate_up_proj[e], self.down_proj[e])
 
+    @torch.compiler.disable  # data-dependent split sizes: torch.compile leaves this eager
     def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
         """Dispatch: sort the (token, expert) pairs by expert and run each expert only on its
         tokens; combine with the gates by a scatter-add.

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,6 +40,7 @@ from glmlab.data.prepare import RunData, prepare_data
 from glmlab.errors import GlmlabError
 from glmlab.model import CausalLM, CausalLMOutput
 from glmlab.model.compile import compile_layers
+from glmlab.model.model import next_token_loss
 from glmlab.train.metrics import MetricsLog, load_imbalance, measure_matmul_peak, training_flops_per_token
 from glmlab.train.optim import build_optimizer
 from glmlab.train.rundir import ensure_writable
@@ -104,8 +104,7 @@ def evaluate(model: CausalLM, batches: list[torch.Tensor], token_bytes: torch.Te
         with autocast():
             logits = model(x, dsa_dense=dense).logits
         targets = x[:, 1:]
-        ce = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="sum")
-        nats += float(ce)
+        nats += float(next_token_loss(logits, x, shift=1, reduction="sum"))
         tokens += targets.numel()
         n_bytes += int(token_bytes[targets].sum())
     model.train()
