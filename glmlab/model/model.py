@@ -35,14 +35,10 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MoE(cfg) if moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(
-        self, x, cos, sin, positions, cache=None, shared_topk=None, dsa_dense=False, index_loss=False,
-        aux=True,
-    ):  # fmt: skip
-        """`aux=False` (no labels) skips the MoE balance loss."""
-        attn = self.self_attn(
-            self.input_layernorm(x), cos, sin, positions, cache, shared_topk, dsa_dense, index_loss
-        )
+    def forward(self, x, cos, sin, positions, cache=None, shared_topk=None, dsa_dense=False, aux=False):
+        """`aux` (training, labels given) adds the indexer's KL and the MoE balance loss."""
+        xn = self.input_layernorm(x)
+        attn = self.self_attn(xn, cos, sin, positions, cache, shared_topk, dsa_dense, aux)
         h = x + attn.out
         ffn_in = self.post_attention_layernorm(h)
         if isinstance(self.mlp, MoE):
@@ -225,9 +221,7 @@ class CausalLM(nn.Module):
         topk = None
         for i, layer in enumerate(self.model.layers):
             layer_cache = cache.layers[i] if cache is not None else None
-            out = layer(
-                x, cos, sin, positions, layer_cache, topk, dsa_dense, want_aux and cfg.use_dsa, want_aux
-            )
+            out = layer(x, cos, sin, positions, layer_cache, topk, dsa_dense, want_aux)
             x, topk = out.hidden, out.topk
             col.add(out, row_of.get(id(getattr(layer.mlp, "gate", None))))
         hidden = self.model.norm(x)
@@ -262,7 +256,7 @@ class CausalLM(nn.Module):
         positions = torch.arange(start, start + S, device=hidden.device)
         cos, sin = self.model.rotary_emb(positions)
         x = module.combine(self.model.embed_tokens(next_ids), hidden)
-        out = module.layer(x, cos, sin, positions, cache, None, dsa_dense, aux and self.config.use_dsa, aux)
+        out = module.layer(x, cos, sin, positions, cache, None, dsa_dense, aux)
         return out.hidden, out
 
     def mtp_step(
