@@ -212,7 +212,7 @@ def profile(
 
     estimate = flops_report(cfg, S, "train", "glmlab", device=device)
     decode_estimate = flops_report(cfg, S, "decode", "glmlab", mtp=False, position=S - 1, device=device)
-    memory = training_memory(cfg, S, B, "fp32", activation_dtype="bf16" if cuda else "fp32")
+    memory = training_memory(cfg, S, B, "fp32", activation_dtype="bf16" if cuda else "fp32", device=dev.type)
     peak = matmul_peak(dev)
     achieved = flops_measured / step_time
     result = {

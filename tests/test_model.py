@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from glmlab.model.compile import compile_layers
+from glmlab.model.dsa import score_chunks
+from glmlab.model.layers import RMSNorm, _RMSNormFP32
 from glmlab.model.moe import MoE
 
 SEQ = 40  # > index_topk (8)
@@ -64,6 +66,45 @@ def test_dsa_with_topk_covering_the_sequence_is_dense_attention(tiny):
     with torch.no_grad():
         assert _close(dsa(ids).logits, dense(ids).logits)
         assert not _close(tiny("index_topk=4")(ids).logits, dense(ids).logits)  # k < T does select
+
+
+@pytest.mark.parametrize("new", [300, 40])
+def test_indexer_chunked_scores_equal_the_full_score_matrix(tiny, new):
+    """Chunks scored only up to their last query = the full [S,T] formula (spec 2.2), for a
+    sequence on its own and for new tokens after a cache."""
+    indexer = tiny().model.layers[0].self_attn.indexer
+    T, H = 300, indexer.n_heads
+    assert len(score_chunks(new, T, H, "cpu")) > 1
+    xn, q_latent = torch.randn(2, new, 64), torch.randn(2, new, indexer.wq_b.in_features)
+    positions = torch.arange(T - new, T)
+    angles = positions[:, None].float() * torch.rand(indexer.rope_dim // 2)
+    cos, sin = angles.cos(), angles.sin()
+    keys = torch.randn(2, T, indexer.head_dim)
+    causal = torch.arange(T)[None, :] <= positions[:, None]
+    q = indexer._rope(indexer.wq_b(q_latent).view(2, new, H, -1), cos, sin)
+    dots = torch.einsum("bshd,btd->bsht", q, keys).relu()
+    w = indexer.weights_proj(xn) * (H**-0.5 * indexer.head_dim**-0.5)
+    reference = torch.einsum("bsh,bsht->bst", w, dots).masked_fill(~causal, float("-inf"))
+    with torch.no_grad():
+        ours = indexer.scores(xn, q_latent, cos, sin, keys, causal)
+    assert torch.equal(ours.isinf(), reference.isinf())
+    assert _close(ours.nan_to_num(neginf=0), reference.detach().nan_to_num(neginf=0), 1e-4)
+
+
+def test_rmsnorm_hand_written_backward_is_the_gradient():
+    """The CPU fp32 RMSNorm (its own backward) = torch's rms_norm, values and gradients."""
+    norm = RMSNorm(24, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(24))
+    x = torch.randn(3, 5, 24, requires_grad=True)
+    grad = torch.randn(3, 5, 24)
+    ours = torch.autograd.grad(norm(x), (x, norm.weight), grad)
+    reference = F.rms_norm(x, (24,), norm.weight, 1e-6)
+    assert _close(norm(x), reference, 1e-6)
+    for a, b in zip(ours, torch.autograd.grad(reference, (x, norm.weight), grad), strict=True):
+        assert _close(a, b, 1e-5)
+    args = (x.detach().double().requires_grad_(), norm.weight.detach().double().requires_grad_(), 1e-6)
+    assert torch.autograd.gradcheck(_RMSNormFP32.apply, args)  # the backward itself, in fp64
 
 
 def test_dispatched_moe_equals_every_expert(tiny):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from glmlab.accounting.conventions import Convention, get_convention
 from glmlab.accounting.params import main_layer_kinds
 from glmlab.config import Config, ModelConfig
+from glmlab.model.dsa import scored_pairs
 
 COMPONENTS = [
     "mla_projections", "core_attention", "indexer_projections", "indexer_scoring", "norms", "router",
@@ -33,6 +34,7 @@ class Pass:
     cache: bool
     labels: bool
     fused_sdpa: bool = True  # SDPA runs a fused causal kernel (else the math path: full n x T bmm)
+    device: str = "cpu"  # device type: how the indexer chunks its scoring
 
     @property
     def causal_pairs(self) -> int:
@@ -113,8 +115,9 @@ def ffn_terms(m: ModelConfig, n: float, moe: bool, conv: Convention) -> Terms:
 
 def _executed_attention(m: ModelConfig, p: Pass, indexer: bool) -> Terms:
     """What MultiHeadLatentAttention.forward runs (mla.py): the branch taken decides the form
-    and the pairs; the indexer scores the full n x T matrix when the top-k selects (T > k) or
-    its loss runs (labels), and otherwise only computes its keys."""
+    and the pairs; the indexer scores when the top-k selects (T > k) or its loss runs
+    (labels), each chunk of queries against the keys up to the chunk's last query
+    (`dsa.score_chunks`), and otherwise only computes its keys."""
     out: Terms = {"mla_projections": _gemm(p.n * mla_projection_flops(m))}
     sparse = m.use_dsa and p.T > m.index_topk
     if indexer:
@@ -122,7 +125,8 @@ def _executed_attention(m: ModelConfig, p: Pass, indexer: bool) -> Terms:
         proj = p.n * indexer_projection_flops(m, scoring)
         out["indexer_projections"] = _gemm(proj, 2.0)  # detached inputs: weight gradients only
         if scoring:
-            out["indexer_scoring"] = _gemm(p.n * p.T * indexer_pair_flops(m))
+            pairs = scored_pairs(p.n, p.T, m.index_n_heads, p.device)
+            out["indexer_scoring"] = _gemm(pairs * indexer_pair_flops(m))
     expanded, absorbed = attention_pair_flops(m, "expanded"), attention_pair_flops(m, "absorbed")
     if p.cache:
         keys = min(m.index_topk, p.T) if sparse else p.T
@@ -258,17 +262,18 @@ def flops_report(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     S = seq_len
-    fused = torch_device_type(device) != "cpu" or sdpa_value_width(m) == m.qk_head_dim
+    dev = torch_device_type(device)
+    fused = dev != "cpu" or sdpa_value_width(m) == m.qk_head_dim
     train = mode == "train"
     pick = (lambda t: t[1]) if train else (lambda t: t[0])  # noqa: E731
     depths = m.num_nextn_predict_layers if (mtp and m.num_mtp_modules) else 0
     if mode == "decode":
         pos = S - 1 if position is None else position
-        main = Pass(1, pos + 1, cache=True, labels=False, fused_sdpa=fused)
+        main = Pass(1, pos + 1, cache=True, labels=False, fused_sdpa=fused, device=dev)
         tokens, head_tokens = 1, 1
     else:
         pos = None
-        main = Pass(S, S, cache=mode == "prefill", labels=mode != "prefill", fused_sdpa=fused)
+        main = Pass(S, S, cache=mode == "prefill", labels=mode != "prefill", fused_sdpa=fused, device=dev)
         tokens, head_tokens = S, (1 if mode == "prefill" else S)
         if mode == "prefill":
             depths = 0
@@ -286,7 +291,7 @@ def flops_report(
             n = S - depth
             if n < 2:
                 break
-            p = Pass(n, n, cache=False, labels=True, fused_sdpa=fused)
+            p = Pass(n, n, cache=False, labels=True, fused_sdpa=fused, device=dev)
         else:
             p = main
         terms = layer_terms(m, conv, p, S, mtp_moe, m.use_dsa)

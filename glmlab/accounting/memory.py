@@ -13,6 +13,7 @@ from glmlab.accounting.flops import Pass
 from glmlab.accounting.params import main_layer_kinds, parameter_counts
 from glmlab.config import Config, ModelConfig
 from glmlab.errors import GlmlabError
+from glmlab.model.dsa import scored_pairs
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 # bytes per parameter: weights, gradients, optimiser states (AdamW: two fp32 moments, plus an
@@ -72,12 +73,13 @@ def _attention_activations(m: ModelConfig, p: Pass, indexer: bool, b: int) -> fl
     extra = 0.0
     if indexer:
         token += 3 * m.index_head_dim + m.index_n_heads * (m.index_head_dim + 1)
-        pair += m.index_n_heads + 1  # ReLU'd dots and the index scores
+        pair += 1  # the index scores; the ReLU'd dots cover the pairs each chunk scores
+        extra += scored_pairs(p.n, p.T, m.index_n_heads, p.device) * m.index_n_heads * b
     if sparse and m.dsa_impl == "gather":
         # q parts, [q_lat; q_pe], the [c_kv; k_pe] rows, the latent output; per selected key
         # gathered_attention keeps the row indices and fp32 probabilities (latents re-gathered)
         token += H * qk + H * (r + rope) + (r + rope) + H * r
-        extra = p.n * keys_kept * (8 + 4 * H)
+        extra += p.n * keys_kept * (8 + 4 * H)
     elif sparse or (p.labels and indexer) or not p.fused_sdpa:
         token += 2 * H * qk + 2 * H * v + r
         pair += 2 * H
@@ -98,14 +100,20 @@ def _ffn_activations(m: ModelConfig, n: int, moe: bool, b: int) -> float:
 
 
 def activation_bytes(
-    cfg: Config | ModelConfig, seq_len: int, batch: int = 1, dtype: str = "fp32", mtp: bool = True
+    cfg: Config | ModelConfig,
+    seq_len: int,
+    batch: int = 1,
+    dtype: str = "fp32",
+    mtp: bool = True,
+    device: str = "cpu",
 ) -> dict[str, float]:
-    """Bytes saved for backward by one training step's forward (labels given), by part."""
+    """Bytes saved for backward by one training step's forward (labels given), by part.
+    `device` (a type: cpu, cuda) sets how the indexer chunks its scores."""
     m = cfg.model if isinstance(cfg, Config) else cfg
     b = dtype_bytes(dtype)
     d, V, S = m.hidden_size, m.vocab_size, seq_len
     fused = m.qk_head_dim == m.v_head_dim
-    main = Pass(S, S, cache=False, labels=True, fused_sdpa=fused)
+    main = Pass(S, S, cache=False, labels=True, fused_sdpa=fused, device=device)
     out = {"layers": 0.0, "mtp": 0.0, "head": 0.0}
     for moe, indexer in main_layer_kinds(m):
         norms = 4 * d * S * b
@@ -116,7 +124,7 @@ def activation_bytes(
         n = S - depth
         if n < 2:
             break
-        p = Pass(n, n, cache=False, labels=True, fused_sdpa=fused)
+        p = Pass(n, n, cache=False, labels=True, fused_sdpa=fused, device=device)
         layer = (
             4 * d * n * b
             + _attention_activations(m, p, m.use_dsa, b)
@@ -133,12 +141,13 @@ def training_memory(
     precision: str = "fp32",
     mtp: bool = True,
     activation_dtype: str | None = None,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """Peak of a training step: weights, gradients, optimiser states and saved activations
     (in `activation_dtype`, by default that of the weights: fp32, or bf16 when mixed)."""
     states = state_bytes(cfg, precision, mtp)
     act_dtype = activation_dtype or ("fp32" if precision == "fp32" else "bf16")
-    act = activation_bytes(cfg, seq_len, batch, act_dtype, mtp)
+    act = activation_bytes(cfg, seq_len, batch, act_dtype, mtp, device)
     total = states["weights"] + states["gradients"] + states["optimizer"] + act["total"]
     return {**states, "activations": act["total"], "activations_by_part": act, "total": total}
 
