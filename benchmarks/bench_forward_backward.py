@@ -117,16 +117,17 @@ def worker(side: str, args: argparse.Namespace, folder: str, conn: Connection) -
             conn.send(profile_side(model, ids))
 
 
-def profile_side(model: torch.nn.Module, ids: torch.Tensor) -> tuple[str, dict[str, float]]:
-    """Top ops of one step, and the time of the work any implementation of the step must do:
-    matrix products, attention kernels and the loss."""
+def profile_side(model: torch.nn.Module, ids: torch.Tensor, steps: int = 3) -> tuple[str, dict[str, float]]:
+    """Top ops of `steps` steps, and the time per step of the work any implementation of the
+    step must do: matrix products, attention kernels and the loss."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step(model, ids)
+        for _ in range(steps):
+            step(model, ids)
     events = prof.key_averages()
     parts = {
-        part: sum(e.self_cpu_time_total for e in events if match(e.key)) / 1e6
+        part: sum(e.self_cpu_time_total for e in events if match(e.key)) / 1e6 / steps
         for part, match in FLOOR.items()
     }
     return events.table(sort_by="self_cpu_time_total", row_limit=12), parts
