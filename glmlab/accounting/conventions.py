@@ -44,7 +44,8 @@ CONVENTIONS = {
     "glmlab": Convention(
         "glmlab",
         "what glmlab's implementation executes: expanded causal SDPA when T <= index_topk (or no DSA), "
-        "gathered absorbed attention when T > index_topk, the full S x T indexer score matrix, router GEMM",
+        "gathered absorbed attention when T > index_topk, indexer scores for each chunk of queries up to "
+        "its last query (about the causal half of S x T), router GEMM",
         executed=True,
         sparse=True,
         count_indexer=True,
