@@ -203,6 +203,9 @@ def flops(
     no_mtp: bool = typer.Option(False, "--no-mtp", help="Leave the MTP modules out."),
     attention: Optional[str] = typer.Option(None, "--attention", help="dsa only: expanded or absorbed."),  # noqa: UP045
     dtype: str = typer.Option("bf16", "--dtype", help="Inference weights and KV cache: bf16, fp8, fp32."),
+    device: str = typer.Option(
+        "cpu", "--device", help="cpu or cuda: whose execution the glmlab convention counts."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of FLOPs/token vs context."),  # noqa: UP045
     set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
@@ -214,12 +217,14 @@ def flops(
     cfg = load_config(config, set_)
     if batch < 1:
         raise GlmlabError(f"--batch must be at least 1, got {batch}")
+    if device not in ("cpu", "cuda"):
+        raise GlmlabError(f"--device must be cpu or cuda, got '{device}'")
     seqs = parse_lengths(seq)
-    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp, dtype, attention)
+    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp, dtype, attention, device)
     if plot:
         from glmlab.accounting.plot import plot_flops_vs_context
 
-        path = plot_flops_vs_context(cfg, plot, convention, not no_mtp, max(seqs))
+        path = plot_flops_vs_context(cfg, plot, convention, not no_mtp, max(seqs), device)
         Console(stderr=True).print(f"wrote {path}")
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -230,7 +235,8 @@ def flops(
 def _print_flops(s: dict) -> None:
     mtp = "with MTP" if s["mtp"] else "no MTP"
     console.print(
-        f"[bold]{s['name']}[/]: {s['convention']} convention ({mtp}; attention {s['attention_form']}): "
+        f"[bold]{s['name']}[/]: {s['convention']} convention ({mtp}; attention {s['attention_form']}; "
+        f"{s['device']}): "
         f"{s['convention_description']}"
     )
     sweep = s["sweep"]

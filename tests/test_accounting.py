@@ -143,7 +143,7 @@ def test_article_claims_for_glm5():
 
 # Every preset, T below and above index_topk (8), MTP on and off. With MTP, depth j runs over
 # S - j tokens, so glm5 at S=10 (depths over 9, 8, 7) and deepseek-v3.2 at S=9 cross the
-# threshold within one step. At S=200 the indexer scores in several chunks (dsa.score_chunks).
+# threshold within one step. At S=200 the indexer scores in several chunks (chunking.score_chunks).
 # A fast cross-section by default, the full grid with -m slow.
 FAST_GRID = [("glm5", 10, True), ("glm5.2", 12, False), ("glm5.2", 6, True), ("deepseek-v3", 12, True),
              ("deepseek-v3.2", 9, True), ("glm5", 200, True)]  # fmt: skip
@@ -219,6 +219,14 @@ def test_flops_cli_json_sweep_and_errors(tmp_path):
     assert sweep[1]["training_flops_per_token"] > sweep[0]["training_flops_per_token"]
     res = runner.invoke(app, ["flops", "glm5", "--seq", "4q"])
     assert res.exit_code != 0 and "--seq expects" in str(res.exception)
+    # glm5-small at 1,024 tokens: the indexer scores in one chunk on a GPU, in 16-row ones on a CPU
+    scoring = {}
+    for device in ("cpu", "cuda"):
+        res = runner.invoke(app, ["flops", "glm5-small", "--seq", "1024", "--device", device, "--json"])
+        scoring[device] = json.loads(res.output)["breakdown"]["indexer_scoring"]
+    assert scoring["cuda"] > 1.8 * scoring["cpu"]
+    res = runner.invoke(app, ["flops", "glm5", "--device", "tpu"])
+    assert "--device must be cpu or cuda" in str(res.exception)
     res = runner.invoke(app, ["flops", "glm5", "--convention", "palm"])
     assert "unknown convention" in str(res.exception)
 

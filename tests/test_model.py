@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from glmlab.chunking import score_chunks
 from glmlab.model.compile import compile_layers
-from glmlab.model.dsa import score_chunks
 from glmlab.model.layers import RMSNorm, _RMSNormFP32
 from glmlab.model.moe import MoE
 
@@ -70,25 +70,31 @@ def test_dsa_with_topk_covering_the_sequence_is_dense_attention(tiny):
 
 @pytest.mark.parametrize("new", [300, 40])
 def test_indexer_chunked_scores_equal_the_full_score_matrix(tiny, new):
-    """Chunks scored only up to their last query = the full [S,T] formula (spec 2.2), for a
-    sequence on its own and for new tokens after a cache."""
+    """Chunks scored only up to their last query = the full [S,T] formula (spec 2.2), values
+    and gradients, for a sequence on its own and for new tokens after a cache."""
     indexer = tiny().model.layers[0].self_attn.indexer
     T, H = 300, indexer.n_heads
     assert len(score_chunks(new, T, H, "cpu")) > 1
-    xn, q_latent = torch.randn(2, new, 64), torch.randn(2, new, indexer.wq_b.in_features)
+    xn = torch.randn(2, new, 64, requires_grad=True)
+    q_latent = torch.randn(2, new, indexer.wq_b.in_features, requires_grad=True)
+    keys = torch.randn(2, T, indexer.head_dim, requires_grad=True)
     positions = torch.arange(T - new, T)
     angles = positions[:, None].float() * torch.rand(indexer.rope_dim // 2)
     cos, sin = angles.cos(), angles.sin()
-    keys = torch.randn(2, T, indexer.head_dim)
     causal = torch.arange(T)[None, :] <= positions[:, None]
     q = indexer._rope(indexer.wq_b(q_latent).view(2, new, H, -1), cos, sin)
     dots = torch.einsum("bshd,btd->bsht", q, keys).relu()
     w = indexer.weights_proj(xn) * (H**-0.5 * indexer.head_dim**-0.5)
     reference = torch.einsum("bsh,bsht->bst", w, dots).masked_fill(~causal, float("-inf"))
-    with torch.no_grad():
-        ours = indexer.scores(xn, q_latent, cos, sin, keys, causal)
+    ours = indexer.scores(xn, q_latent, cos, sin, keys, causal)
     assert torch.equal(ours.isinf(), reference.isinf())
-    assert _close(ours.nan_to_num(neginf=0), reference.detach().nan_to_num(neginf=0), 1e-4)
+    assert _close(ours.nan_to_num(neginf=0), reference.nan_to_num(neginf=0), 1e-4)
+    inputs = (xn, q_latent, keys, indexer.wq_b.weight, indexer.weights_proj.weight)
+    grad = torch.randn_like(ours).masked_fill(~causal, 0)
+    for a, b in zip(
+        torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(reference, inputs, grad), strict=True
+    ):
+        assert _close(a, b, 1e-3 * b.abs().max().item())
 
 
 def test_rmsnorm_hand_written_backward_is_the_gradient():

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from glmlab.accounting.conventions import Convention, get_convention
 from glmlab.accounting.params import main_layer_kinds
+from glmlab.chunking import scored_pairs
 from glmlab.config import Config, ModelConfig
-from glmlab.model.dsa import scored_pairs
 
 COMPONENTS = [
     "mla_projections", "core_attention", "indexer_projections", "indexer_scoring", "norms", "router",
@@ -117,7 +117,7 @@ def _executed_attention(m: ModelConfig, p: Pass, indexer: bool) -> Terms:
     """What MultiHeadLatentAttention.forward runs (mla.py): the branch taken decides the form
     and the pairs; the indexer scores when the top-k selects (T > k) or its loss runs
     (labels), each chunk of queries against the keys up to the chunk's last query
-    (`dsa.score_chunks`), and otherwise only computes its keys."""
+    (`chunking.score_chunks`), and otherwise only computes its keys."""
     out: Terms = {"mla_projections": _gemm(p.n * mla_projection_flops(m))}
     sparse = m.use_dsa and p.T > m.index_topk
     if indexer:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from glmlab.accounting.flops import Pass
 from glmlab.accounting.params import main_layer_kinds, parameter_counts
+from glmlab.chunking import scored_pairs
 from glmlab.config import Config, ModelConfig
 from glmlab.errors import GlmlabError
-from glmlab.model.dsa import scored_pairs
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 # bytes per parameter: weights, gradients, optimiser states (AdamW: two fp32 moments, plus an
@@ -144,7 +144,8 @@ def training_memory(
     device: str = "cpu",
 ) -> dict[str, float]:
     """Peak of a training step: weights, gradients, optimiser states and saved activations
-    (in `activation_dtype`, by default that of the weights: fp32, or bf16 when mixed)."""
+    (in `activation_dtype`, by default that of the weights: fp32, or bf16 when mixed) on
+    `device` (a type: cpu, cuda)."""
     states = state_bytes(cfg, precision, mtp)
     act_dtype = activation_dtype or ("fp32" if precision == "fp32" else "bf16")
     act = activation_bytes(cfg, seq_len, batch, act_dtype, mtp, device)

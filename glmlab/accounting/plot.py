@@ -10,9 +10,12 @@ from glmlab.config import Config
 from glmlab.errors import GlmlabError
 
 
-def plot_flops_vs_context(cfg: Config, out: str | Path, convention: str, mtp: bool, max_context: int) -> Path:
+def plot_flops_vs_context(
+    cfg: Config, out: str | Path, convention: str, mtp: bool, max_context: int, device: str = "cpu"
+) -> Path:
     """Write a PNG of training GFLOPs per token from 1K to `max_context` tokens for the model
-    as configured and for the same model with dense attention."""
+    as configured and for the same model with dense attention (executed on `device`, for the
+    glmlab convention)."""
     try:
         import matplotlib
 
@@ -26,7 +29,7 @@ def plot_flops_vs_context(cfg: Config, out: str | Path, convention: str, mtp: bo
     variants["dense attention"] = replace(cfg.model, use_dsa=False)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, m in variants.items():
-        ys = [flops_report(m, s, "train", convention, mtp).per_token / 1e9 for s in contexts]
+        ys = [flops_report(m, s, "train", convention, mtp, device=device).per_token / 1e9 for s in contexts]
         ax.plot(contexts, ys, marker=".", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context length (tokens)")

@@ -36,10 +36,12 @@ def seq_summary(
     mtp: bool,
     dtype: str = "bf16",
     attention: str | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Per-token FLOPs of every mode at one context length, with the breakdowns."""
     train, forward, prefill, decode = (
-        flops_report(cfg, seq, mode, convention, mtp, attention_form=attention) for mode in MODES
+        flops_report(cfg, seq, mode, convention, mtp, attention_form=attention, device=device)
+        for mode in MODES
     )
     return {
         "seq_len": seq,
@@ -53,8 +55,8 @@ def seq_summary(
         "forward_breakdown": forward.to_dict()["by_component_per_token"],
         "decode_breakdown": decode.to_dict()["by_component_per_token"],
         "by_layer": train.to_dict()["by_layer_per_token"],
-        "memory_fp32": training_memory(cfg, seq, batch, "fp32", mtp),
-        "memory_bf16_mixed": training_memory(cfg, seq, batch, "bf16-mixed", mtp),
+        "memory_fp32": training_memory(cfg, seq, batch, "fp32", mtp, device=device),
+        "memory_bf16_mixed": training_memory(cfg, seq, batch, "bf16-mixed", mtp, device=device),
         "memory_inference": inference_memory(cfg, seq, batch, dtype),
     }
 
@@ -67,19 +69,22 @@ def flops_summary(
     mtp: bool = True,
     dtype: str = "bf16",
     attention: str | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Everything `glmlab flops --json` prints: one entry per context length in `sweep`,
     the first also at the top level. `dtype` sizes inference weights and the KV cache; the
     headline `kv_cache_bytes_per_token` is always the bf16 latent cache of all main layers.
-    `attention` (expanded / absorbed) sets the core-attention form of the `dsa` convention."""
+    `attention` (expanded / absorbed) sets the core-attention form of the `dsa` convention;
+    `device` (cpu, cuda), whose execution the `glmlab` convention and the activations count."""
     conv = get_convention(convention, attention)
-    sweep = [seq_summary(cfg, s, batch, convention, mtp, dtype, attention) for s in seqs]
+    sweep = [seq_summary(cfg, s, batch, convention, mtp, dtype, attention, device) for s in seqs]
     kv = kv_cache_bytes_per_token(cfg, "bf16")
     return {
         "name": cfg.name,
         "convention": conv.name,
         "convention_description": conv.description,
         "attention_form": conv.attention_form if not conv.executed else "as executed",
+        "device": device,
         "mtp": mtp and cfg.model.num_nextn_predict_layers > 0,
         **sweep[0],
         "kv_cache_bytes_per_token": kv["latent"],

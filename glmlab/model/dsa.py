@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glmlab.chunking import GATHERED_LATENTS, rows_per_chunk, score_chunks
 from glmlab.config import ModelConfig
 from glmlab.model.layers import apply_rotary
 
@@ -45,44 +46,26 @@ class Indexer(nn.Module):
         keys: torch.Tensor,
         causal: torch.Tensor,
     ) -> torch.Tensor:
-        """Index scores [B,S,T] in fp32; -inf where `causal` [S,T] is False.
+        """Index scores [B,S,T] (fp32, or autocast's dtype); -inf where `causal` [S,T] is False.
 
-        The S queries are the last S of the T positions. They are scored in chunks of rows,
-        each against the keys up to its last query only: the [B,chunk,H,keys] ReLU'd dots stay
-        in cache, and the keys above the diagonal (half of them in training) are never scored.
+        The S queries are the last S of the T positions. They are scored in chunks of rows
+        (glmlab/chunking.py), each against the keys up to its last query only: the chunk's
+        [B,rows,H,keys] ReLU'd dots stay in cache on a CPU, and the keys above the diagonal
+        (about half of them in training) are never scored.
         """
         B, S, _ = xn.shape
         T = keys.shape[1]
         q = self._rope(self.wq_b(q_latent).view(B, S, self.n_heads, self.head_dim), cos, sin).float()
         w = self.weights_proj(xn).float() * (self.n_heads**-0.5 * self.head_dim**-0.5)
         keys_t = keys.float().transpose(1, 2)  # [B,d_I,T]
-        index = torch.full((B, S, T), float("-inf"), device=xn.device)
+        index = None  # allocated at the first chunk, in its dtype (autocast's, if on)
         for a, b, end in score_chunks(S, T, self.n_heads, xn.device.type):
             dots = torch.bmm(q[:, a:b].flatten(1, 2), keys_t[:, :, :end]).relu_()  # [B,chunk*H,end]
             weighted = w[:, a:b].reshape(-1, 1, self.n_heads) @ dots.view(-1, self.n_heads, end)
+            if index is None:
+                index = weighted.new_full((B, S, T), float("-inf"))
             index[:, a:b, :end] = weighted.view(B, b - a, end)  # one [1,H] x [H,end] product per query
         return index.masked_fill_(~causal, float("-inf"))
-
-
-# Index scores per chunk and sequence: on a CPU the chunk's ReLU'd dots (2 MB at batch 8) stay
-# in cache; a GPU wants few, large launches (most training shapes run in one chunk).
-SCORE_CHUNK_ELEMENTS = {"cpu": 1 << 16}
-GPU_SCORE_CHUNK_ELEMENTS = 1 << 24
-
-
-def score_chunks(n: int, T: int, heads: int, device_type: str) -> list[tuple[int, int, int]]:
-    """How the indexer cuts n queries (the last n of T positions) into chunks: (first query,
-    end query, keys scored). A chunk scores the keys up to its last query's position. The
-    chunking depends on neither the batch nor the data, so the FLOP and memory estimates
-    (glmlab/accounting) count exactly these pairs."""
-    budget = SCORE_CHUNK_ELEMENTS.get(device_type, GPU_SCORE_CHUNK_ELEMENTS)
-    rows = max(16, budget // (heads * T))
-    return [(a, min(a + rows, n), T - n + min(a + rows, n)) for a in range(0, n, rows)]
-
-
-def scored_pairs(n: int, T: int, heads: int, device_type: str) -> int:
-    """(query, key) pairs the indexer scores over n queries and T keys."""
-    return sum((b - a) * end for a, b, end in score_chunks(n, T, heads, device_type))
 
 
 def select_topk(index: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,15 +87,9 @@ class _GatheredAttention(torch.autograd.Function):
     gradient is one product scattered back with one index_add per chunk.
     """
 
-    # Gathered values per chunk: 512 KB in fp32 stays in a CPU core's cache; a GPU wants few,
-    # large launches instead (64 MB in bf16), or the Python loop dominates.
-    CHUNK_ELEMENTS = {"cpu": 1 << 17}
-    GPU_CHUNK_ELEMENTS = 1 << 25
-
     @staticmethod
     def chunk_rows(q: torch.Tensor, K: int, R: int) -> int:
-        budget = _GatheredAttention.CHUNK_ELEMENTS.get(q.device.type, _GatheredAttention.GPU_CHUNK_ELEMENTS)
-        return max(1, budget // (K * R))
+        return rows_per_chunk(q.device.type, K * R, GATHERED_LATENTS)
 
     @staticmethod
     def attend(q, kv, idx, valid, scale: float, r: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
