@@ -14,7 +14,8 @@ first; the figure is the median over turns of hf_time / glmlab_time (the issue a
 - `--keep-memory`: both processes keep freed memory (glibc mallopt) instead of faulting in
   fresh pages each step. glmlab's process faults in 10-25K pages per step otherwise, a number
   that changes from run to run with the allocator's state; without the faults, the
-  interquartile range of the turns' ratios fell from 0.16-0.25 to 0.04-0.08 in our runs.
+  interquartile range of the turns' ratios was 0.04-0.15 (median 0.06) in six runs, against
+  0.16-0.25 in three without.
 - `--impl` picks glmlab's sparse attention path; `--compile` compiles glmlab per decoder
   layer (`train.compile`; the first step pays the compilation). transformers runs eagerly.
 - `--profile` adds each side's top ops and, for each, the time of the work any
@@ -110,11 +111,11 @@ def worker(side: str, args: argparse.Namespace, folder: str, conn: Connection) -
     with torch.no_grad():
         logits = model(ids).logits
     conn.send((logits[0, :4], torch.get_num_threads(), getattr(model.config, "_attn_implementation", None)))
-    while (request := conn.recv()) != "stop":
-        if request == "step":
-            conn.send(step(model, ids))
-        else:
-            conn.send(profile_side(model, ids))
+    try:
+        while (request := conn.recv()) != "stop":
+            conn.send(step(model, ids) if request == "step" else profile_side(model, ids))
+    except EOFError:  # the parent stopped early
+        return
 
 
 def profile_side(model: torch.nn.Module, ids: torch.Tensor, steps: int = 3) -> tuple[str, dict[str, float]]:
@@ -133,6 +134,14 @@ def profile_side(model: torch.nn.Module, ids: torch.Tensor, steps: int = 3) -> t
     return events.table(sort_by="self_cpu_time_total", row_limit=12), parts
 
 
+def receive(conn: Connection, side: str):
+    """The worker's answer, or a one-line exit if its process died (its traceback is above)."""
+    try:
+        return conn.recv()
+    except EOFError:
+        raise SystemExit(f"the {side} process died; its error is printed above") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impl", choices=["mask", "gather"], default="mask", help="glmlab's dsa_impl")
@@ -144,6 +153,8 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print every timed step")
     parser.add_argument("--keep-memory", action="store_true", help="both processes: no page faults")
     args = parser.parse_args()
+    if args.runs < 2 or args.warmup < 0:
+        parser.error("--runs must be at least 2 and --warmup at least 0")
     import glmlab
     from glmlab.build import build_model, parameter_report
     from glmlab.config import load_config
@@ -162,7 +173,8 @@ def main() -> None:
             conn, child = ctx.Pipe()
             process = ctx.Process(target=worker, args=(side, args, folder, child), daemon=True)
             process.start()
-            logits, threads, attn = conn.recv()  # built (one at a time: loading is not timed)
+            child.close()  # the worker holds the other end: if it dies, recv() raises EOFError
+            logits, threads, attn = receive(conn, side)  # built (one at a time: loading is not timed)
             sides[side] = (conn, process, logits)
     diff = (sides["glmlab"][2] - sides["transformers"][2]).abs().max().item()
     print(
@@ -172,12 +184,13 @@ def main() -> None:
     )
     if args.compile:
         sides["glmlab"][0].send("step")
-        print(f"compiling glmlab's layers (first step): {sides['glmlab'][0].recv():.1f} s")
+        print(f"compiling glmlab's layers (first step): {receive(sides['glmlab'][0], 'glmlab'):.1f} s")
     times: dict[str, list[float]] = {side: [] for side in sides}
     for i in range(args.warmup + args.runs):
-        for side, (conn, _, _) in sides.items():
+        for side in list(sides)[:: 1 if i % 2 else -1]:  # who goes first alternates
+            conn = sides[side][0]
             conn.send("step")
-            t = conn.recv()
+            t = receive(conn, side)
             if i >= args.warmup:
                 times[side].append(t)
     median = {side: statistics.median(ts) for side, ts in times.items()}
@@ -185,8 +198,8 @@ def main() -> None:
         print(f"{label:<26} forward+backward: {median[side] * 1000:8.1f} ms (median of {args.runs})")
     # Each turn's ratio compares two steps a second apart: the median of those is the figure
     # least moved by the machine's drift; the quartiles show how much the turns disagree.
-    turns = sorted(h / g for h, g in zip(times["transformers"], times["glmlab"], strict=True))
-    q1, q3 = (turns[round(f * (len(turns) - 1))] for f in (0.25, 0.75))
+    turns = [h / g for h, g in zip(times["transformers"], times["glmlab"], strict=True)]
+    q1, _, q3 = statistics.quantiles(turns, n=4, method="inclusive")
     of_medians = median["transformers"] / median["glmlab"]
     print(
         f"ratio hf_time / glmlab_time: {statistics.median(turns):.2f}x, median of {len(turns)} turns "
@@ -198,7 +211,7 @@ def main() -> None:
     if args.profile:
         for side, (conn, _, _) in sides.items():
             conn.send("profile")
-            table, parts = conn.recv()
+            table, parts = receive(conn, side)
             floor = sum(parts.values())
             print(side, table, sep="\n")
             print(f"{side}: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in parts.items()))
