@@ -58,13 +58,16 @@ class Indexer(nn.Module):
         q = self._rope(self.wq_b(q_latent).view(B, S, self.n_heads, self.head_dim), cos, sin).float()
         w = self.weights_proj(xn).float() * (self.n_heads**-0.5 * self.head_dim**-0.5)
         keys_t = keys.float().transpose(1, 2)  # [B,d_I,T]
-        index = None  # allocated at the first chunk, in its dtype (autocast's, if on)
+        index = None  # the first chunk allocates it, in its dtype (autocast's, if on)
         for a, b, end in score_chunks(S, T, self.n_heads, xn.device.type):
             dots = torch.bmm(q[:, a:b].flatten(1, 2), keys_t[:, :, :end]).relu_()  # [B,chunk*H,end]
             weighted = w[:, a:b].reshape(-1, 1, self.n_heads) @ dots.view(-1, self.n_heads, end)
+            scores = weighted.view(B, b - a, end)  # one [1,H] x [H,end] product per query
+            if b - a == S:  # one chunk holds every score (decoding, short sequences)
+                return scores.masked_fill_(~causal, float("-inf"))
             if index is None:
-                index = weighted.new_full((B, S, T), float("-inf"))
-            index[:, a:b, :end] = weighted.view(B, b - a, end)  # one [1,H] x [H,end] product per query
+                index = scores.new_full((B, S, T), float("-inf"))
+            index[:, a:b, :end] = scores
         return index.masked_fill_(~causal, float("-inf"))
 
 
