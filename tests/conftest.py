@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
 import torch
+
+# Triton kernels run on the CPU through Triton's interpreter; it must be chosen before triton is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from glmlab import cli
 from glmlab.build import build_model
