@@ -159,6 +159,7 @@ class TrainConfig:
     checkpoint_interval: int = 50
     seed: int = 1337
     compile: bool = False  # torch.compile each decoder layer (model/compile.py); pays off on long runs
+    tensorboard: bool = False  # also log to TensorBoard in <run>/tensorboard (the `tensorboard` extra)
 
 
 @dataclass
