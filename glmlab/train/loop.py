@@ -215,6 +215,10 @@ class Trainer:
             self.step, self.position, self.elapsed = state["step"], state["position"], state["elapsed"]
             _set_rng_state(state["rng"], self.device)
             self.log.truncate_after(self.step)
+        if t.tensorboard:
+            from glmlab.viz.tensorboard import TensorBoardLog
+
+            self.log.sink = TensorBoardLog(self.run_dir, self.model, start_step=self.step)
         bf16 = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
         self.autocast = bf16 if self.device.type == "cuda" else nullcontext
         self.peak = measure_matmul_peak(self.device)
@@ -243,7 +247,9 @@ class Trainer:
             if not torch.isfinite(losses.total):
                 raise NonFiniteLoss(self.step + 1, float(losses.total.detach()))
             (losses.total / t.grad_accum).backward()
-            for k, v in {"loss": float(losses.total.detach()), **losses.parts}.items():
+            depths = {f"mtp_loss_{d}": float(v.detach()) for d, v in enumerate(out.mtp_losses, 1)}
+            parts = {**losses.parts, **(depths if len(depths) > 1 else {})}  # per depth when D > 1
+            for k, v in {"loss": float(losses.total.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v / t.grad_accum
             if out.expert_counts is not None:
                 counts = out.expert_counts if counts is None else counts + out.expert_counts
@@ -316,6 +322,7 @@ class Trainer:
                     self.log.write(record)
                     progress.console.print(f"step {self.step:>6} | val loss {record['val_loss']:.4f} | "
                                            f"val bits/byte {record['val_bpb']:.4f}")  # fmt: skip
+        self.log.close()
         if stop.signum is not None:
             path = self.save()
             name = signal.Signals(stop.signum).name
@@ -333,6 +340,7 @@ class Trainer:
             per_layer = load_imbalance(counts)
             record["expert_imbalance"] = sum(per_layer) / len(per_layer)
             record["expert_imbalance_per_layer"] = per_layer
+            record["expert_load"] = counts.tolist()  # tokens per expert since the last record
         if self.cfg.model.use_dsa:
             record["indexer_recall"] = indexer_recall(self.model, out["x"], self.autocast)
         self.log.write(record)

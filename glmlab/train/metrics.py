@@ -35,10 +35,12 @@ def load_imbalance(counts: torch.Tensor) -> list[float]:
 
 
 class MetricsLog:
-    """`metrics.jsonl`: one JSON object per line, appended and flushed as it is written."""
+    """`metrics.jsonl`: one JSON object per line, appended and flushed as it is written. A `sink`
+    (glmlab.viz.tensorboard.TensorBoardLog) receives each record as well."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.sink = None  # the trainer sets it when train.tensorboard is on
 
     def truncate_after(self, step: int) -> None:
         """Drop records beyond `step` (written after the checkpoint a resumed run starts from)."""
@@ -51,3 +53,9 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.sink is not None:
+            self.sink.write(record)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
