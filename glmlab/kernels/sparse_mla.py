@@ -1,0 +1,298 @@
+"""Sparse MLA attention in Triton: each query's heads attend to its own K selected latent rows.
+
+DeepSeek Sparse Attention in the absorbed MLA form (`docs/architecture.md`, DeepSeek Sparse
+Attention): a query n has H heads q[n] [H,R] in latent space and reads the K rows kv[idx[n]] of
+the latents [c_kv ; k_pe] (R = r + rope columns); scores are over all R columns, values are the
+first r columns of the same rows. All heads share one gathered tile of rows, as in FlashMLA: the
+heads are the M dimension of each matrix product and the keys its N dimension, so a tile of rows
+read once feeds an [H,BLOCK_K] product. Softmax is online (running maximum and sum), inputs stay
+in their dtype (bf16 on a GPU) with fp32 accumulation, and only the log-sum-exp per (query, head)
+is kept for the backward pass, never the [N,H,K] probabilities.
+
+The plain torch twin is glmlab/kernels/sparse_mla_ref.py. On a machine without CUDA the kernels
+run through Triton's interpreter (TRITON_INTERPRET=1, set before triton is imported), which is
+how the tests check them on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch.utils.flop_counter import register_flop_formula
+
+LOG2E = math.log2(math.e)
+
+
+class Tiles(NamedTuple):
+    """One kernel's launch shape: heads per program, keys per tile, warps, pipeline stages."""
+
+    block_h: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+
+
+# Measured on an H200 at GLM-5's shape (benchmarks/bench_sparse_mla.py; the results are in
+# experiments/results/h200-kernels-sparse-mla/).
+FORWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=2)
+BACKWARD_TILES = Tiles(block_h=32, block_k=32, num_warps=8, num_stages=1)
+
+
+@triton.jit
+def _scores(qn, qp, kv_row, offs_v, offs_p, r, col_v, col_p, keep, scale_log2, PRECISION: tl.constexpr):
+    """One tile's gathered value columns [BK,BV], rope columns [BK,BP] and scores [BH,BK] in
+    log2 units (-inf at keys that are not kept)."""
+    kvn = tl.load(kv_row + offs_v[None, :], mask=keep[:, None] & col_v[None, :], other=0.0)
+    kvp = tl.load(kv_row + r + offs_p[None, :], mask=keep[:, None] & col_p[None, :], other=0.0)
+    s = tl.dot(qn, tl.trans(kvn), input_precision=PRECISION)
+    s = tl.dot(qp, tl.trans(kvp), s, input_precision=PRECISION)
+    return kvn, kvp, tl.where(keep[None, :], s * scale_log2, float("-inf"))
+
+
+@triton.jit
+def _forward_kernel(
+    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr,
+    H, K, R, r, scale_log2,
+    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
+    MASS: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
+    row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
+    q_row = q_ptr + (n * H + heads[:, None]) * R
+    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
+    qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
+
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running maximum (log2 units)
+    total = tl.zeros([BLOCK_H], tl.float32)  # running sum of exp2(s - m)
+    acc = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        keep = tl.load(valid_ptr + n * K + offs_k, mask=offs_k < K, other=0) != 0
+        rows = tl.load(idx_ptr + n * K + offs_k, mask=keep, other=0)
+        kvn, kvp, s = _scores(qn, qp, kv_ptr + rows[:, None] * R, offs_v, offs_p, r, col_v, col_p, keep,
+                              scale_log2, PRECISION)  # fmt: skip
+        m_new = tl.maximum(m, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid key so far
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m - m_use)
+        total = total * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
+        m = m_new
+    lse = m + tl.log2(total)
+    out_row = out_ptr + (n * H + heads[:, None]) * r
+    tl.store(out_row + offs_v[None, :], (acc / total[:, None]).to(out_ptr.dtype.element_ty),
+             mask=row_h[:, None] & col_v[None, :])  # fmt: skip
+    tl.store(lse_ptr + n * H + heads, lse, mask=row_h)
+
+    if MASS:  # a second pass: the probabilities need the final log-sum-exp
+        lse = tl.where(row_h, lse, float("inf"))  # padded heads weigh nothing
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            keep = tl.load(valid_ptr + n * K + offs_k, mask=offs_k < K, other=0) != 0
+            rows = tl.load(idx_ptr + n * K + offs_k, mask=keep, other=0)
+            _, _, s = _scores(qn, qp, kv_ptr + rows[:, None] * R, offs_v, offs_p, r, col_v, col_p, keep,
+                              scale_log2, PRECISION)  # fmt: skip
+            mass = tl.sum(tl.exp2(s - lse[:, None]), 0)
+            if ONE_HEAD_BLOCK:
+                tl.store(mass_ptr + n * K + offs_k, mass, mask=offs_k < K)
+            else:
+                tl.atomic_add(mass_ptr + n * K + offs_k, mass, mask=offs_k < K)
+
+
+@triton.jit
+def _backward_kernel(
+    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, dout_ptr, dq_ptr, dkv_ptr,
+    H, K, R, r, scale, scale_log2,
+    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
+    row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
+    q_row = q_ptr + (n * H + heads[:, None]) * R
+    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
+    qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
+    o_offs = (n * H + heads[:, None]) * r + offs_v[None, :]
+    o_mask = row_h[:, None] & col_v[None, :]
+    do = tl.load(dout_ptr + o_offs, mask=o_mask, other=0.0)
+    delta = tl.sum(do.to(tl.float32) * tl.load(out_ptr + o_offs, mask=o_mask, other=0.0).to(tl.float32), 1)
+    lse = tl.load(lse_ptr + n * H + heads, mask=row_h, other=float("inf"))
+
+    dqn = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
+    dqp = tl.zeros([BLOCK_H, BLOCK_P], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        keep = tl.load(valid_ptr + n * K + offs_k, mask=offs_k < K, other=0) != 0
+        rows = tl.load(idx_ptr + n * K + offs_k, mask=keep, other=0)
+        kv_row = kv_ptr + rows[:, None] * R
+        kvn, kvp, s = _scores(qn, qp, kv_row, offs_v, offs_p, r, col_v, col_p, keep, scale_log2, PRECISION)
+        p = tl.exp2(s - lse[:, None])  # [BH,BK], 0 at invalid keys and padded heads
+        dp = tl.dot(do, tl.trans(kvn), input_precision=PRECISION)
+        ds = (p * (dp - delta[:, None]) * scale).to(kvn.dtype)
+        dqn = tl.dot(ds, kvn, dqn, input_precision=PRECISION)
+        dqp = tl.dot(ds, kvp, dqp, input_precision=PRECISION)
+        ds_t = tl.trans(ds)
+        dkvn = tl.dot(ds_t, qn, input_precision=PRECISION)
+        dkvn = tl.dot(tl.trans(p.to(kvn.dtype)), do, dkvn, input_precision=PRECISION)
+        dkvp = tl.dot(ds_t, qp, input_precision=PRECISION)
+        dkv_row = dkv_ptr + rows[:, None] * R
+        tl.atomic_add(dkv_row + offs_v[None, :], dkvn, mask=keep[:, None] & col_v[None, :], sem="relaxed")
+        tl.atomic_add(dkv_row + r + offs_p[None, :], dkvp, mask=keep[:, None] & col_p[None, :], sem="relaxed")
+    dq_row = dq_ptr + (n * H + heads[:, None]) * R
+    dq_type = dq_ptr.dtype.element_ty
+    tl.store(dq_row + offs_v[None, :], dqn.to(dq_type), mask=row_h[:, None] & col_v[None, :])
+    tl.store(dq_row + r + offs_p[None, :], dqp.to(dq_type), mask=row_h[:, None] & col_p[None, :])
+
+
+def _launch_shape(H: int, R: int, r: int, tiles: Tiles) -> tuple[int, dict]:
+    """Heads per program and the kernel's compile-time sizes (tl.dot wants at least 16 rows)."""
+    block_h = min(tiles.block_h, max(16, triton.next_power_of_2(H)))
+    sizes = dict(BLOCK_H=block_h, BLOCK_K=tiles.block_k, BLOCK_V=max(16, triton.next_power_of_2(r)))
+    sizes["BLOCK_P"] = max(16, triton.next_power_of_2(R - r))
+    return block_h, sizes
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"  # fp32 inputs stay exact; bf16 ignores it
+
+
+@torch.library.custom_op("glmlab::sparse_mla_fwd", mutates_args=())
+def _forward(
+    q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int,
+    mass: bool, tiles: list[int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """out [N,H,r], log-sum-exp [N,H] (fp32, log2 units), key mass [N,K] (or [N,0] without
+    `mass`). `tiles` is the forward's Tiles followed by the backward's."""
+    (N, H, R), K = q.shape, idx.shape[1]
+    fwd = Tiles(*tiles[:4])
+    block_h, sizes = _launch_shape(H, R, r, fwd)
+    heads_blocks = triton.cdiv(H, block_h)
+    out = q.new_empty(N, H, r)
+    lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
+    key_mass = torch.zeros(N, K if mass else 0, device=q.device, dtype=torch.float32)
+    _forward_kernel[(N, heads_blocks)](
+        q, kv, idx, valid, out, lse, key_mass, H, K, R, r, scale * LOG2E, **sizes,
+        MASS=mass, ONE_HEAD_BLOCK=heads_blocks == 1, PRECISION=_precision(q.dtype),
+        num_warps=fwd.num_warps, num_stages=fwd.num_stages,
+    )  # fmt: skip
+    return out, lse, key_mass
+
+
+@_forward.register_fake
+def _forward_fake(q, kv, idx, valid, scale, r, mass, tiles):
+    (N, H, _), K = q.shape, idx.shape[1]
+    lse = q.new_empty(N, H, dtype=torch.float32)
+    return q.new_empty(N, H, r), lse, q.new_empty(N, K if mass else 0, dtype=torch.float32)
+
+
+@torch.library.custom_op("glmlab::sparse_mla_bwd", mutates_args=())
+def _backward(
+    q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, out: torch.Tensor,
+    lse: torch.Tensor, d_out: torch.Tensor, scale: float, r: int, tiles: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """dq [N,H,R] and dkv [M,R] (accumulated in fp32 with atomic adds, returned in kv's dtype)."""
+    (N, H, R), bwd = q.shape, Tiles(*tiles)
+    block_h, sizes = _launch_shape(H, R, r, bwd)
+    dq = torch.empty_like(q)
+    dkv = torch.zeros(kv.shape, device=kv.device, dtype=torch.float32)
+    _backward_kernel[(N, triton.cdiv(H, block_h))](
+        q, kv, idx, valid, out, lse, d_out, dq, dkv, H, idx.shape[1], R, r, scale, scale * LOG2E, **sizes,
+        PRECISION=_precision(q.dtype), num_warps=bwd.num_warps, num_stages=bwd.num_stages,
+    )  # fmt: skip
+    return dq, dkv.to(kv.dtype)
+
+
+@_backward.register_fake
+def _backward_fake(q, kv, idx, valid, out, lse, d_out, scale, r, tiles):
+    return torch.empty_like(q), torch.empty_like(kv)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, kv, idx, valid, scale, r, _mass, tiles = inputs
+    out, lse, _ = output
+    ctx.save_for_backward(q, kv, idx, valid, out, lse)
+    ctx.scale, ctx.r, ctx.tiles = scale, r, tiles[4:]
+
+
+def _differentiate(ctx, d_out, _d_lse, _d_mass):
+    q, kv, idx, valid, out, lse = ctx.saved_tensors
+    d_out = d_out.to(q.dtype).contiguous()  # under autocast the gradient may arrive in fp32
+    dq, dkv = _backward(q, kv, idx, valid, out, lse, d_out, ctx.scale, ctx.r, ctx.tiles)
+    return dq, dkv, None, None, None, None, None, None
+
+
+torch.library.register_autograd("glmlab::sparse_mla_fwd", _differentiate, setup_context=_setup_context)
+
+
+def forward_flops(N: int, K: int, H: int, R: int, r: int) -> int:
+    """Useful forward work: per (query, selected key) pair, 2H(R) for q . k and 2H(r) for p . v,
+    i.e. 2H(2r + rope). The key-mass pass recomputes q . k (another 2HR per pair) and is not
+    counted: it is not part of the attention, and the calculator's absorbed form omits it."""
+    return N * K * 2 * H * (R + r)
+
+
+def backward_flops(N: int, K: int, H: int, R: int, r: int) -> int:
+    """The backward's multiply-adds per pair: recompute q . k (R), dP = dO . v (r), dQ = dS . k (R),
+    dKV = dS^T q (R) + P^T dO (r): 2H(3R + 2r) = 2H(5r + 3 rope)."""
+    return N * K * 2 * H * (3 * R + 2 * r)
+
+
+@register_flop_formula(torch.ops.glmlab.sparse_mla_fwd)
+def _forward_flop_formula(q_shape, kv_shape, idx_shape, *args, r: int | None = None, **kwargs) -> int:
+    r = args[2] if r is None else r  # (valid, scale, r, ...) when r is positional
+    (N, H, R), K = q_shape, idx_shape[1]
+    return forward_flops(N, K, H, R, r)
+
+
+@register_flop_formula(torch.ops.glmlab.sparse_mla_bwd)
+def _backward_flop_formula(q_shape, kv_shape, idx_shape, *args, r: int | None = None, **kwargs) -> int:
+    r = args[5] if r is None else r  # (valid, out, lse, d_out, scale, r, ...) when r is positional
+    (N, H, R), K = q_shape, idx_shape[1]
+    return backward_flops(N, K, H, R, r)
+
+
+def sparse_mla(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    idx: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    scale: float,
+    r: int,
+    mass: bool = True,
+    forward_tiles: Tiles = FORWARD_TILES,
+    backward_tiles: Tiles = BACKWARD_TILES,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sparse attention over selected latent rows, differentiable in q and kv.
+
+    q [N,H,R] queries in latent space (bf16 or fp32); kv [M,R] the latents [c_kv ; k_pe] of all
+    sequences, batch folded into rows (cast to q's dtype, as under autocast); idx [N,K] int64
+    rows of kv per query; valid [N,K] bool marks real keys (at least one per row). Returns
+    out [N,H,r] in q's dtype, the softmax over valid keys of (q . kv[idx]) * scale applied to the
+    first r columns of kv[idx], and key_mass [N,K] fp32, the probabilities summed over heads
+    (0 at invalid keys, no gradient; None with `mass=False`, which skips the second pass).
+
+    Kept for backward: q, kv, idx and valid (the caller's tensors), out and the log-sum-exp, that
+    is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of which out and the
+    log-sum-exp (2r + 4) are new allocations. FLOPs are registered for FlopCounterMode:
+    `forward_flops` and `backward_flops`.
+    """
+    if q.dim() != 3 or kv.dim() != 2 or q.shape[2] != kv.shape[1] or not 0 < r < kv.shape[1]:
+        raise ValueError(
+            f"sparse_mla: q {tuple(q.shape)} kv {tuple(kv.shape)}, r {r}: want [N,H,R], [M,R], 0 < r < R"
+        )
+    if idx.shape != valid.shape or idx.shape[0] != q.shape[0]:
+        raise ValueError(f"sparse_mla: idx {tuple(idx.shape)} and valid {tuple(valid.shape)} must be [N,K]")
+    kv = kv.to(q.dtype)
+    out, _, key_mass = _forward(
+        q.contiguous(), kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass,
+        [*forward_tiles, *backward_tiles],
+    )  # fmt: skip
+    return out, key_mass if mass else None
