@@ -1,5 +1,6 @@
-"""Mixture of Experts: sigmoid router with selection-only bias and groups, routed dispatch,
-shared experts, balance statistics (spec 2.3)."""
+"""Mixture of Experts: sigmoid router with selection-only bias and groups, routed experts as
+grouped matrix products (or a loop over experts on the CPU), shared experts, the balance loss
+(docs/architecture.md, "Mixture of Experts")."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from torch import nn
 
 from glmlab.config import ModelConfig
 from glmlab.model.layers import SwiGLU
+
+# Each expert's rows in the grouped layout start at a multiple of this: bf16 rows 16 bytes apart,
+# which the grouped kernels' backward needs (it splits the contraction dimension at these rows).
+GROUP_ALIGN = 8
 
 
 @dataclass
@@ -53,8 +58,19 @@ class Router(nn.Module):
         return Routing(indices, gates * cfg.routed_scaling_factor, affinity, counts)
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matrix products run in: autocast's on this device when it is on, else x's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 class Experts(nn.Module):
-    """E SwiGLU experts stored stacked: gate_up_proj [E, 2I, d] (gate rows first), down_proj [E, d, I]."""
+    """E SwiGLU experts stored stacked: gate_up_proj [E, 2I, d] (gate rows first), down_proj [E, d, I].
+
+    Two implementations of the same function: `grouped` (CUDA in bf16: two grouped matrix
+    products over all experts, every size computed on the device, no host synchronisation) and
+    `looped` (elsewhere: one product per expert, sized on the host, the fastest form on a CPU).
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -62,18 +78,49 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inter, d))
         self.down_proj = nn.Parameter(torch.empty(E, d, inter))
 
-    @staticmethod
-    def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, down)
-
-    def run(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        return self._swiglu(x, self.gate_up_proj[e], self.down_proj[e])
-
-    @torch.compiler.disable  # data-dependent split sizes: torch.compile leaves this eager
     def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
-        """Dispatch: sort the (token, expert) pairs by expert and run each expert only on its
-        tokens; combine with the gates by a scatter-add.
+        """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d]."""
+        if x.is_cuda and compute_dtype(x) == torch.bfloat16:
+            return self.grouped(x, routing)
+        return self.looped(x, routing)
+
+    def grouped(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """Grouped matrix products (`torch._grouped_mm`) over a padded expert-sorted layout.
+
+        The (token, expert) pairs are sorted by expert into a buffer of a fixed number of rows,
+        N*k + E*(GROUP_ALIGN-1), where each expert's rows start at a multiple of GROUP_ALIGN; the
+        padding rows are zeros (their outputs are never read) and the last expert's group runs
+        to the end of the buffer. Offsets are int32 cumulative row counts. The combine reads each
+        pair's output row back (a gather, also in the backward pass) and sums the k weighted
+        outputs of each token."""
+        N, d = x.shape
+        k = routing.indices.shape[1]
+        E = self.gate_up_proj.shape[0]
+        dtype = compute_dtype(x)
+        rows = N * k + E * (GROUP_ALIGN - 1)
+        flat = routing.indices.reshape(-1)  # pair p: token p // k, its (p % k)-th expert
+        order = flat.argsort(stable=True)
+        counts = routing.counts
+        padded = (counts + GROUP_ALIGN - 1) // GROUP_ALIGN * GROUP_ALIGN
+        group_end = padded.cumsum(0)
+        # the j-th pair in expert order: its rank inside its expert, moved to its group's start
+        expert = flat[order]
+        rank = torch.arange(N * k, device=x.device) - (counts.cumsum(0) - counts)[expert]
+        row = torch.empty_like(order).scatter_(0, order, rank + (group_end - padded)[expert])
+        offs = group_end.to(torch.int32)
+        offs[-1] = rows
+        pairs = x.to(dtype).repeat_interleave(k, dim=0)
+        sorted_x = pairs.new_zeros(rows, d).index_copy(0, row, pairs)
+        gate_up = torch._grouped_mm(sorted_x, self.gate_up_proj.to(dtype).mT, offs=offs)
+        gate, up = gate_up.chunk(2, dim=-1)
+        out = torch._grouped_mm(F.silu(gate) * up, self.down_proj.to(dtype).mT, offs=offs)
+        per_pair = out.index_select(0, row).view(N, k, d)
+        return (per_pair * routing.gates.to(dtype).unsqueeze(-1)).sum(1).to(x.dtype)
+
+    @torch.compiler.disable  # split sizes read on the host: torch.compile leaves this eager
+    def looped(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """Sort the (token, expert) pairs by expert and run each expert only on its tokens;
+        combine with the gates by a scatter-add.
 
         The stacked weights are unbound and the sorted tokens split once, so the backward
         pass stacks / concatenates the pieces once instead of zero-filling a full-size
@@ -84,16 +131,14 @@ class Experts(nn.Module):
         token_of = order // k
         pieces = x.index_select(0, token_of).split(routing.counts.tolist())
         weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0), strict=True)
-        outputs = [self._swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, weights, strict=True) if len(p)]
+        outputs = [_swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, weights, strict=True) if len(p)]
         y = torch.cat(outputs) * routing.gates.reshape(-1)[order, None].to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, y)
 
-    def forward_every_expert(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
-        """Reference: run every expert on every token, then weight (tests only)."""
-        E = self.gate_up_proj.shape[0]
-        dense_gates = torch.zeros(x.shape[0], E, dtype=routing.gates.dtype, device=x.device)
-        dense_gates.scatter_(1, routing.indices, routing.gates)
-        return sum(self.run(e, x) * dense_gates[:, e : e + 1].to(x.dtype) for e in range(E))
+
+def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, down)
 
 
 @dataclass
@@ -114,7 +159,7 @@ class MoE(nn.Module):
         n_shared = cfg.n_shared_experts * cfg.moe_intermediate_size
         self.shared_experts = SwiGLU(cfg.hidden_size, n_shared) if n_shared else None
 
-    def forward(self, x: torch.Tensor, balance: bool = True) -> MoEOutput:
+    def forward(self, x: torch.Tensor, *, balance: bool = True) -> MoEOutput:
         """x [B,S,d]; `balance=False` skips the balance loss (decoding has no use for it)."""
         B, S, d = x.shape
         flat = x.reshape(-1, d)

@@ -1,0 +1,132 @@
+"""Routed experts: the grouped (CUDA) and looped (CPU) implementations equal a reference that runs
+every expert on every token, in outputs and gradients; the grouped layout's sizes stay on the device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glmlab.config import load_config
+from glmlab.model.moe import GROUP_ALIGN, MoE, Routing
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny shapes on one thread
+
+CUDA = torch.cuda.is_available()
+
+
+def every_expert(moe: MoE, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+    """Reference: every expert on every token, weighted by its gate for the token (0 if unchosen)."""
+    experts = moe.experts
+    dense_gates = torch.zeros(x.shape[0], experts.gate_up_proj.shape[0], dtype=routing.gates.dtype,
+                              device=x.device).scatter(1, routing.indices, routing.gates)  # fmt: skip
+    out = torch.zeros_like(x)
+    for e, (gate_up, down) in enumerate(zip(experts.gate_up_proj, experts.down_proj, strict=True)):
+        gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+        out = out + F.linear(F.silu(gate) * up, down) * dense_gates[:, e : e + 1].to(x.dtype)
+    return out
+
+
+def make_moe(*overrides: str, device: str = "cpu", seed: int = 0) -> MoE:
+    """A seeded MoE layer of glm5-tiny's shape family with random weights and selection biases."""
+    cfg = load_config("glm5-tiny", ["hidden_size=64", "moe_intermediate_size=24", "n_routed_experts=8",
+                                    "num_experts_per_tok=3", *overrides]).model  # fmt: skip
+    torch.manual_seed(seed)
+    moe = MoE(cfg).to(device)
+    with torch.no_grad():
+        for p in moe.parameters():
+            p.normal_(0.0, 0.2)
+        moe.gate.e_score_correction_bias.normal_(0.0, 0.1)
+    return moe
+
+
+def outputs_and_grads(moe: MoE, impl, x: torch.Tensor) -> list[torch.Tensor]:
+    """The experts' output and the gradients of a fixed function of it for x, both expert
+    weights and the router (through the gates)."""
+    x = x.detach().requires_grad_()
+    y = impl(x, moe.gate(x))
+    wanted = [x, moe.experts.gate_up_proj, moe.experts.down_proj, moe.gate.weight]
+    weights = torch.linspace(-1, 1, y.numel(), device=y.device).view_as(y)
+    grads = torch.autograd.grad((y.float() * weights).sum(), wanted)
+    return [y.detach(), *grads]
+
+
+def assert_close(ours: list[torch.Tensor], reference: list[torch.Tensor], tol: float) -> None:
+    names = ["output", "x", "gate_up_proj", "down_proj", "router"]
+    for name, a, b in zip(names, ours, reference, strict=True):
+        scale = b.float().abs().max().item()
+        assert (a.float() - b.float()).abs().max().item() <= tol * scale, name
+
+
+@pytest.mark.parametrize("impl", ["looped", "grouped"])
+@pytest.mark.parametrize("overrides", [[], ["n_group=2", "topk_group=1"]])
+def test_experts_equal_every_expert_reference(impl, overrides):
+    moe = make_moe(*overrides)
+    x = torch.randn(37, 64)  # 111 pairs: groups of every size, none a multiple of GROUP_ALIGN
+    reference = outputs_and_grads(moe, lambda x, r: every_expert(moe, x, r), x)
+    assert_close(outputs_and_grads(moe, getattr(moe.experts, impl), x), reference, 1e-5)
+
+
+def test_grouped_experts_with_empty_experts():
+    """Experts that receive no token (here all but three) leave empty groups in the layout."""
+    moe = make_moe()
+    with torch.no_grad():
+        moe.gate.e_score_correction_bias.copy_(torch.tensor([0.0, 0, 9, 9, 0, 0, 9, 0]))
+    x = torch.randn(5, 64)
+    assert moe.gate(x).counts.tolist() == [0, 0, 5, 5, 0, 0, 5, 0]
+    reference = outputs_and_grads(moe, lambda x, r: every_expert(moe, x, r), x)
+    assert_close(outputs_and_grads(moe, moe.experts.grouped, x), reference, 1e-5)
+
+
+def test_grouped_layout_is_aligned_and_sized_on_the_device(monkeypatch):
+    """The grouped products see int32 offsets at multiples of GROUP_ALIGN, ending at a row count
+    fixed by the shapes alone (so nothing is read back to the host)."""
+    moe = make_moe()
+    x = torch.randn(37, 64)
+    seen = []
+    real = torch._grouped_mm
+
+    def spy(a, b, *, offs):
+        seen.append((a.shape[0], offs.clone()))
+        return real(a, b, offs=offs)
+
+    monkeypatch.setattr(torch, "_grouped_mm", spy)
+    routing = moe.gate(x)
+    moe.experts.grouped(x, routing)
+    rows = 37 * 3 + 8 * (GROUP_ALIGN - 1)
+    for n, offs in seen:
+        assert n == rows and offs.dtype == torch.int32 and offs[-1] == rows
+        assert (offs[:-1] % GROUP_ALIGN == 0).all()
+        sizes = torch.diff(offs[:-1], prepend=offs.new_zeros(1))
+        assert (sizes >= routing.counts[:-1]).all() and (sizes < routing.counts[:-1] + GROUP_ALIGN).all()
+
+
+def test_forward_picks_grouped_only_for_cuda_bf16(monkeypatch):
+    moe = make_moe()
+    called = []
+    monkeypatch.setattr(moe.experts, "grouped", lambda x, r: called.append("grouped"))
+    monkeypatch.setattr(moe.experts, "looped", lambda x, r: called.append("looped"))
+    x = torch.randn(4, 64)
+    moe.experts(x, moe.gate(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        moe.experts(x, moe.gate(x))
+    assert called == ["looped", "looped"]
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_grouped_experts_on_cuda_bf16_without_host_syncs():
+    """On the GPU, under bf16 autocast: the grouped kernels equal the fp32 reference to bf16's
+    precision, and forward and backward never wait for the device."""
+    moe = make_moe(device="cuda")
+    x = torch.randn(300, 64, device="cuda")
+    reference = outputs_and_grads(moe, lambda x, r: every_expert(moe, x, r), x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        routing = moe.gate(x)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            y = moe.experts(x.requires_grad_(), routing)
+            y.float().sum().backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        ours = outputs_and_grads(moe, moe.experts, x)
+    assert_close(ours, reference, 2e-2)
