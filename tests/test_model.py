@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from glmlab.chunking import score_chunks
 from glmlab.model.compile import compile_layers
 from glmlab.model.layers import RMSNorm, _RMSNormFP32
-from glmlab.model.moe import MoE
 
 SEQ = 40  # > index_topk (8)
 
@@ -111,16 +110,6 @@ def test_rmsnorm_hand_written_backward_is_the_gradient():
         assert _close(a, b, 1e-5)
     args = (x.detach().double().requires_grad_(), norm.weight.detach().double().requires_grad_(), 1e-6)
     assert torch.autograd.gradcheck(_RMSNormFP32.apply, args)  # the backward itself, in fp64
-
-
-def test_dispatched_moe_equals_every_expert(tiny):
-    model = tiny("n_group=2", "topk_group=1")
-    moe = next(m for m in model.modules() if isinstance(m, MoE))
-    with torch.no_grad():
-        moe.gate.e_score_correction_bias.copy_(torch.randn_like(moe.gate.e_score_correction_bias))
-    x = torch.randn(50, model.config.hidden_size)
-    routing = moe.gate(x)
-    assert _close(moe.experts(x, routing), moe.experts.forward_every_expert(x, routing), 1e-6)
 
 
 @pytest.mark.parametrize("extra", [[], ["dsa_impl=mask"], ["indexer_types=FSF"]])
