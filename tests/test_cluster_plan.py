@@ -1,0 +1,115 @@
+"""`glmlab plan`: hand-computed memory, traffic and bubble on small layouts, errors, the search."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from glmlab.accounting.cluster import GPUS, Layout, PlanOptions, plan_layout, plan_summary, search_layouts
+from glmlab.accounting.params import layer_params, parameter_counts
+from glmlab.cli import app
+from glmlab.config import load_config
+from glmlab.errors import GlmlabError
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_config("glm5-tiny")
+
+
+def _routed(cfg) -> int:
+    """Routed-expert parameters of the main layers and the MTP layer of glm5-tiny."""
+    m = cfg.model
+    per_layer = layer_params(m, True, True)["routed_experts"]
+    return per_layer * (m.num_hidden_layers - m.first_k_dense_replace + m.num_mtp_modules)
+
+
+def test_one_gpu_replicated_states_are_18_bytes_per_parameter(tiny):
+    opts = PlanOptions(seq_len=256, global_batch=4, sharding="none", optimizer="adamw")
+    plan = plan_layout(tiny, Layout(), opts)
+    P = parameter_counts(tiny.model)["total_with_mtp"]
+    assert plan.memory["weights"] == 2 * P
+    assert plan.memory["gradients"] == 4 * P
+    assert plan.memory["optimizer"] == 12 * P
+    assert plan.memory["transient"] == 0
+    assert plan.bubble == 0 and plan.micro_batches == 4
+    assert all(v == 0 for v in plan.comm_bytes.values())
+
+
+def test_fsdp_and_expert_parallel_split_the_states(tiny):
+    """DP2 x EP2: experts halve by EP (one replica each, nothing left to shard), the rest halves by FSDP."""
+    P = parameter_counts(tiny.model)["total_with_mtp"]
+    routed = _routed(tiny)
+    opts = PlanOptions(seq_len=256, global_batch=4, sharding="fsdp", optimizer="muon")
+    plan = plan_layout(tiny, Layout(dp=2, ep=2), opts)
+    assert plan.memory["weights"] == pytest.approx(4 * ((P - routed) / 2 + routed / 2))
+    assert plan.memory["optimizer"] == pytest.approx(4 * P / 2)  # Muon: one fp32 momentum
+    # all-to-all: 2 micro-batches x 6 MoE layers (5 main + MTP) x 4 passes x 256 tokens x k=2
+    # copies x d=128 x 2 bytes, half of them to the other rank
+    assert plan.comm_bytes["ep_all_to_all"] == 2 * 6 * 4 * 256 * 2 * 128 * 2 / 2
+    # FSDP: each micro-batch gathers the other half of the non-expert weights twice in bf16
+    # and reduce-scatters their fp32 gradients
+    assert plan.comm_bytes["fsdp_all_gather"] == pytest.approx(2 * 2 * 2 * (P - routed) / 2)
+    assert plan.comm_bytes["fsdp_reduce_scatter"] == pytest.approx(2 * 4 * (P - routed) / 2)
+
+
+def test_pipeline_bubble_and_sends(tiny):
+    opts = PlanOptions(seq_len=256, global_batch=8, micro_batch=1, sharding="zero1")
+    plan = plan_layout(tiny, Layout(pp=2), opts)
+    assert plan.micro_batches == 8
+    assert plan.bubble == pytest.approx(1 / 9)
+    assert plan.comm_bytes["pp_send"] == 8 * 2 * 256 * 128 * 2  # activations forward, gradients back
+    assert plan.times["with_bubble"] == pytest.approx(plan.times["compute"] * 9 / 8)
+
+
+def test_step_time_is_compute_at_the_efficiency_on_one_gpu(tiny):
+    from glmlab.accounting.flops import flops_report
+
+    opts = PlanOptions(seq_len=256, global_batch=4, gpu=GPUS["h100"], efficiency=0.5)
+    plan = plan_layout(tiny, Layout(), opts)
+    flops = flops_report(tiny, 256, "train", "glmlab", True, device="cuda").per_token * 4 * 256
+    assert plan.times["step"] == pytest.approx(flops / (989e12 * 0.5))
+    assert plan.mfu == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [(Layout(dp=3, ep=3), "does not divide the 8 routed experts"), (Layout(tp=3), "attention heads"),
+     (Layout(dp=3), "not a multiple of DP"), (Layout(pp=7), "exceeds the 6 layers")],
+)  # fmt: skip
+def test_impossible_layouts_are_one_line_errors(tiny, layout, message):
+    with pytest.raises(GlmlabError, match=message):
+        plan_layout(tiny, layout, PlanOptions(seq_len=256, global_batch=4))
+
+
+def test_search_lists_fitting_layouts_fastest_first(tiny):
+    opts = PlanOptions(seq_len=256, global_batch=4)
+    plans = search_layouts(tiny, 2, opts, {})
+    steps = [p.times["step"] for p in plans]
+    assert steps == sorted(steps) and all(p.fits for p in plans)
+    assert {str(p.layout) for p in plans} >= {
+        "TP1 PP1 CP1 DP2 EP1",
+        "TP1 PP1 CP1 DP2 EP2",
+        "TP1 PP2 CP1 DP1 EP1",
+    }
+    pinned = search_layouts(tiny, 2, opts, {"ep": 2})
+    assert pinned and all(p.layout.ep == 2 for p in pinned)
+
+
+def test_glm5_does_not_fit_one_gpu_but_fits_a_cluster():
+    cfg = load_config("glm5")
+    one = plan_summary(cfg, 1, PlanOptions(seq_len=4096, global_batch=8), {})
+    assert not one["plans"][0]["fits"]
+    opts = PlanOptions(seq_len=4096, global_batch=1024, gpu=GPUS["h100"], optimizer="muon")
+    found = plan_summary(cfg, 256, opts, {"pp": 16}, search=True, top=3)
+    assert found["plans"] and all(p["fits"] and p["layout"]["pp"] == 16 for p in found["plans"])
+
+
+def test_cli_plan_json_and_errors():
+    runner = CliRunner()
+    out = runner.invoke(app, ["plan", "glm5-tiny", "--gpus", "2", "--ep", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output)
+    assert summary["plans"][0]["layout"] == {"tp": 1, "pp": 1, "cp": 1, "dp": 2, "ep": 2, "gpus": 2, "edp": 1}
+    bad = runner.invoke(app, ["plan", "glm5-tiny", "--gpus", "4", "--dp", "3"])
+    assert bad.exit_code != 0 and "does not match --gpus 4" in str(bad.exception)
