@@ -1,7 +1,9 @@
 """Optimisers: AdamW, or Muon (Newton-Schulz orthogonalised momentum) on the hidden matrices
-with AdamW on embeddings, head, norms, biases and routers (GLM-5 report, spec 5)."""
+with AdamW on embeddings, head, norms, biases and routers (GLM-5 report; docs/architecture.md)."""
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import torch
 from torch import nn
@@ -39,19 +41,35 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """Matrices of one shape are updated together, a batch at a time: a few dozen kernels per
+        batch instead of per matrix."""
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.mul_(group["momentum"]).add_(p.grad)
-                update = newton_schulz(p.grad.add(buf, alpha=group["momentum"]), group["ns_steps"])
-                scale = 0.2 * max(p.shape[-2], p.shape[-1]) ** 0.5
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"] * scale)
+            for batch in _same_shape_batches([p for p in group["params"] if p.grad is not None]):
+                grads = [p.grad for p in batch]
+                for p in batch:
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                bufs = [self.state[p]["momentum_buffer"] for p in batch]
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, grads)
+                nesterov = torch._foreach_add(grads, bufs, alpha=group["momentum"])
+                update = newton_schulz(torch.stack(nesterov), group["ns_steps"])
+                scale = 0.2 * max(batch[0].shape[-2], batch[0].shape[-1]) ** 0.5
+                torch._foreach_mul_(batch, 1 - group["lr"] * group["weight_decay"])
+                torch._foreach_add_(batch, update.unbind(0), alpha=-group["lr"] * scale)
+
+
+def _same_shape_batches(params: list[torch.Tensor], max_elements: int = 1 << 26) -> list[list[torch.Tensor]]:
+    """Parameters grouped by shape and dtype, each group cut into batches of at most
+    `max_elements` (or one parameter), so that the stacked fp32 Newton-Schulz iterates stay small."""
+    by_shape: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    for p in params:
+        by_shape[(p.shape, p.dtype)].append(p)
+    batches = []
+    for same in by_shape.values():
+        per_batch = max(1, max_elements // same[0].numel())
+        batches += [same[i : i + per_batch] for i in range(0, len(same), per_batch)]
+    return batches
 
 
 class Combined:
@@ -87,16 +105,21 @@ def _is_muon_matrix(name: str, p: nn.Parameter) -> bool:
 
 
 def build_optimizer(model: nn.Module, t: TrainConfig) -> Combined:
-    """AdamW (decay on matrices only), or Muon on hidden matrices plus AdamW on the rest."""
+    """AdamW (decay on matrices only), or Muon on hidden matrices plus AdamW on the rest; AdamW is
+    fused on CUDA."""
     named = list(model.named_parameters())
     muon = [p for n, p in named if t.optimizer == "muon" and _is_muon_matrix(n, p)]
     taken = {id(p) for p in muon}
     decay = [p for n, p in named if id(p) not in taken and p.ndim >= 2]
     no_decay = [p for n, p in named if id(p) not in taken and p.ndim < 2]
+    # One fused kernel per parameter group on a GPU; multi-tensor (foreach) steps elsewhere.
+    cuda = all(p.is_cuda for _, p in named)
     adamw = torch.optim.AdamW(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=t.lr,
         betas=(t.beta1, t.beta2),
+        fused=cuda,
+        foreach=not cuda,
     )
     if not muon:
         return Combined(adamw=adamw)
