@@ -216,7 +216,8 @@ def _backward_fake(q, kv, idx, valid, out, lse, d_out, scale, r, tiles):
 
 def _setup_context(ctx, inputs, output) -> None:
     q, kv, idx, valid, scale, r, _mass, tiles = inputs
-    out, lse, _ = output
+    out, lse, key_mass = output
+    ctx.mark_non_differentiable(lse, key_mass)
     ctx.save_for_backward(q, kv, idx, valid, out, lse)
     ctx.scale, ctx.r, ctx.tiles = scale, r, tiles[4:]
 

@@ -1,0 +1,194 @@
+"""The Triton sparse MLA attention against its torch twin and the model's gathered path.
+
+Without CUDA the kernels run through Triton's interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1), on tiny shapes with tiny tiles so that every branch (several key tiles, a
+partial last tile, several head blocks) is exercised in a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from glmlab.kernels.sparse_mla import Tiles, backward_flops, forward_flops, sparse_mla
+from glmlab.kernels.sparse_mla_ref import sparse_mla_ref
+from glmlab.model.dsa import gathered_attention
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TINY = {"forward_tiles": Tiles(16, 16, 4, 1), "backward_tiles": Tiles(16, 16, 4, 1)}
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+@pytest.fixture(autouse=True)
+def interpreter_fixes(monkeypatch):
+    """Two bugs of Triton 3.6's interpreter, patched for these tests: a runtime loop bound is a
+    1-element array, which numpy >= 2.4 refuses to turn into an int; and tl.dot multiplies
+    bf16 operands as their raw uint16 bits. On a GPU nothing is patched."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    patch_tensor, dot = interpreter._patch_lang_tensor, interpreter.InterpreterBuilder.create_dot
+
+    def patch_lang_tensor(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+
+    def create_dot(self, a, b, d, *args):
+        widen = lambda x: self.cast_impl(x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x
+        return dot(self, widen(a), widen(b), d, *args)
+
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", patch_lang_tensor)
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
+    """Equal up to `tol` times the largest expected magnitude."""
+    err = (actual.float() - expected.float()).abs().max().item()
+    assert err <= tol * expected.float().abs().max().item(), err
+
+
+def inputs(N: int, H: int, K: int, M: int, dtype: torch.dtype, seed: int = 0, batch_rows: int = 0):
+    """Random q [N,H,48], kv [M,48] (r = 32), idx [N,K], valid [N,K]. Row 1 has a single valid key,
+    row 2 (if any) only its last; with `batch_rows` query n reads rows of its own block of kv."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(N, H, 48, generator=g).to(DEVICE, dtype).requires_grad_()
+    kv = torch.randn(M, 48, generator=g).to(DEVICE, dtype).requires_grad_()
+    if batch_rows:
+        idx = torch.randint(0, batch_rows, (N, K), generator=g) + torch.arange(N)[:, None] * batch_rows
+    else:
+        idx = torch.randint(0, M, (N, K), generator=g)
+    valid = torch.rand(N, K, generator=g) < 0.7
+    valid[:, 0] = True
+    if N > 1:
+        valid[1] = False
+        valid[1, K // 2] = True
+    if N > 2:
+        valid[2] = False
+        valid[2, -1] = True
+    return q, kv, idx.to(DEVICE), valid.to(DEVICE)
+
+
+def grads(out: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, seed: int = 1):
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
+    return torch.autograd.grad(out, (q, kv), g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "N,H,K,M,batch_rows",
+    [
+        (6, 4, 37, 20, 0),  # prefill: K not a tile multiple, many queries reading the same rows
+        (3, 4, 16, 3 * 24, 24),  # decoding: batch 3, one query each, its own sequence's rows
+        (3, 18, 20, 9, 0),  # two head blocks: key mass summed across programs
+    ],
+)
+def test_matches_twin(dtype, N, H, K, M, batch_rows):
+    q, kv, idx, valid = inputs(N, H, K, M, dtype, batch_rows=batch_rows)
+    out, mass = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, **TINY)
+    ref_out, ref_mass = sparse_mla_ref(q, kv, idx, valid, scale=0.2, r=32)
+    assert out.dtype == dtype and mass.dtype == torch.float32 and not mass.requires_grad
+    tol = TOLERANCE[dtype]
+    close(out, ref_out, tol)
+    close(mass, ref_mass, tol)
+    assert (mass[~valid] == 0).all()
+    for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
+        close(got, want, tol)
+
+
+def test_matches_gathered_attention():
+    """The model's torch path: same output and gradients; key mass = its probabilities summed over heads."""
+    q, kv, idx, valid = inputs(5, 4, 21, 12, torch.float32)
+    out, mass = sparse_mla(q, kv, idx, valid, scale=0.3, r=32, **TINY)
+    ref_out, probs = gathered_attention(q, kv, idx, valid, 0.3, 32)
+    close(out, ref_out, 1e-5)
+    close(mass, probs.sum(1), 1e-5)
+    for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
+        close(got, want, 1e-5)
+
+
+def test_without_mass():
+    q, kv, idx, valid = inputs(3, 4, 16, 10, torch.float32)
+    out, mass = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, mass=False, **TINY)
+    assert mass is None
+    close(out, sparse_mla_ref(q, kv, idx, valid, scale=0.2, r=32)[0], 1e-5)
+
+
+def autocast_step(attend, backward_inside: bool):
+    """The model's pattern: q from a projection under bf16 autocast, fp32 latents, the output
+    projected again; backward inside or after the autocast context. Returns leaf gradients."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 4, 40, generator=g).to(DEVICE).requires_grad_()
+    w = (0.15 * torch.randn(40, 48, generator=g)).to(DEVICE).requires_grad_()
+    kv = torch.randn(10, 48, generator=g).to(DEVICE).requires_grad_()
+    w_out = torch.randn(32, 8, generator=g).to(DEVICE).requires_grad_()
+    idx = torch.randint(0, 10, (4, 12), generator=g).to(DEVICE)
+    valid = torch.ones(4, 12, dtype=torch.bool, device=DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        out = attend(x @ w, kv, idx, valid)[0]
+        loss = (out @ w_out).float().square().sum()
+        if backward_inside:
+            loss.backward()
+    if not backward_inside:
+        loss.backward()
+    return [t.grad for t in (x, w, kv, w_out)]
+
+
+@pytest.mark.parametrize("backward_inside", [True, False])
+def test_autocast(backward_inside):
+    got = autocast_step(lambda *a: sparse_mla(*a, scale=0.2, r=32, **TINY), backward_inside)
+
+    def twin(*args):  # the twin in fp32 from the same bf16 q, not in autocast's bf16 products
+        with torch.autocast(DEVICE, enabled=False):
+            return sparse_mla_ref(*args, scale=0.2, r=32)
+
+    want = autocast_step(twin, backward_inside)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == torch.float32
+        close(a, b, 2e-2)
+
+
+@pytest.mark.xfail(raises=RuntimeError, strict=True, reason="issue 16: the torch path's backward under autocast")
+def test_gathered_attention_backward_inside_autocast():
+    """The crash reported in issue 16: fp32 q (a concatenation of bf16 and fp32 parts promotes to
+    fp32) under autocast, backward inside the context, where the backward's products come out in
+    bf16 while its buffers are fp32. Running the backward with autocast disabled fixes it."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(4, 4, 48, generator=g).to(DEVICE).requires_grad_()
+    kv = torch.randn(10, 48, generator=g).to(DEVICE).requires_grad_()
+    idx = torch.randint(0, 10, (4, 12), generator=g).to(DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        out, _ = gathered_attention(q, kv, idx, torch.ones_like(idx, dtype=torch.bool), 0.2, 32)
+        (out.float() @ torch.ones(32, 8, device=DEVICE)).sum().backward()
+
+
+def test_flop_count():
+    N, H, K, M = 3, 4, 20, 9
+    q, kv, idx, valid = inputs(N, H, K, M, torch.float32)
+    with FlopCounterMode(display=False) as counter:
+        out, _ = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, **TINY)
+    assert counter.get_total_flops() == forward_flops(N, K, H, 48, 32) == N * K * 2 * H * (2 * 32 + 16)
+    with FlopCounterMode(display=False) as counter:
+        out.sum().backward()
+    assert counter.get_total_flops() == backward_flops(N, K, H, 48, 32) == N * K * 2 * H * (5 * 32 + 3 * 16)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="GLM-5's shape with the default tiles needs a GPU")
+def test_glm5_shape_on_gpu():
+    """H=64, R=576, r=512, K=2048 with the tuned default tiles, bf16."""
+    N, H, K, M = 64, 64, 2048, 4096
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16).requires_grad_()
+    kv = torch.randn(M, 576, generator=g).to(DEVICE, torch.bfloat16).requires_grad_()
+    idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
+    valid = (torch.rand(N, K, generator=g) < 0.9).to(DEVICE)
+    out, mass = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512)
+    ref_out, ref_mass = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
+    close(out, ref_out, 2e-2)
+    close(mass, ref_mass, 2e-2)
+    for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
+        close(got, want, 2e-2)
