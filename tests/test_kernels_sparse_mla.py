@@ -152,7 +152,7 @@ def test_autocast(backward_inside):
         close(a, b, 2e-2)
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=True, reason="issue 16: the torch path's backward under autocast")
+@pytest.mark.xfail(raises=RuntimeError, strict=True, reason="issue 16: torch path backward in autocast")
 def test_gathered_attention_backward_inside_autocast():
     """The crash reported in issue 16: fp32 q (a concatenation of bf16 and fp32 parts promotes to
     fp32) under autocast, backward inside the context, where the backward's products come out in
