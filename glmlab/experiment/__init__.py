@@ -1,0 +1,54 @@
+"""Ablation experiments: a YAML spec of variants and seeds, run cell by cell (resumable, several
+at once), summarised with intervals and paired differences, plotted and reported in markdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from glmlab.experiment.plots import write_plots
+from glmlab.experiment.report import write_report
+from glmlab.experiment.results import load_results, table, write_tables
+from glmlab.experiment.runner import RunOutcome, run_spec
+from glmlab.experiment.spec import Spec, load_spec
+
+
+@dataclass
+class Experiment:
+    spec: Spec
+    out_dir: Path
+    outcome: RunOutcome | None
+    report: Path
+    plots: list[Path]
+
+
+def experiment_dir(spec: Spec, out: str | Path) -> Path:
+    """Where a spec's cells and reports go: OUT/<spec name>, or OUT/<spec name>-quick."""
+    return Path(out) / f"{spec.name}{'-quick' if spec.quick else ''}"
+
+
+def summarize_experiment(spec: Spec, out_dir: Path) -> tuple[Path, list[Path]]:
+    """Tables, plots and report from the finished cells under out_dir."""
+    results = load_results(spec, out_dir)
+    rows = table(spec, results)
+    write_tables(rows, out_dir)
+    plots = write_plots(spec, results, rows, out_dir)
+    return write_report(spec, results, rows, out_dir, plots), plots
+
+
+def run_experiment(
+    spec_path: str | Path, *, out: str | Path = "runs/experiments", quick: bool = False, parallel: int = 1,
+    device: str = "auto", report_only: bool = False, echo=print, command: str = "",
+) -> Experiment:  # fmt: skip
+    """Load the spec, run its unfinished cells (unless `report_only`), write tables, plots and report."""
+    spec = load_spec(spec_path, quick=quick)
+    out_dir = experiment_dir(spec, out)
+    outcome = None
+    if not report_only:
+        outcome = run_spec(spec, out_dir, parallel=parallel, device=device, echo=echo, command=command)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, plots = summarize_experiment(spec, out_dir)
+    return Experiment(spec, out_dir, outcome, report, plots)
+
+
+__all__ = ["Experiment", "Spec", "experiment_dir", "load_spec", "run_experiment", "summarize_experiment"]

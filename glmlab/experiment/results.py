@@ -1,0 +1,90 @@
+"""The results table of a spec: every metric of every variant over its seeds (mean, spread, 95%
+interval) and its paired difference against the variant's baseline, as CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from glmlab.experiment.cell import RESULT
+from glmlab.experiment.runner import cell_dir
+from glmlab.experiment.spec import Spec
+from glmlab.experiment.stats import Summary, paired_difference, summarize
+
+CSV_COLUMNS = ["variant", "metric", "n", "mean", "sd", "ci95_low", "ci95_high", "baseline", "diff_n",
+               "diff_mean", "diff_ci95_low", "diff_ci95_high", "significant"]  # fmt: skip
+
+
+@dataclass
+class Row:
+    variant: str
+    metric: str
+    values: dict[int, float]  # seed -> value
+    summary: Summary
+    baseline: str
+    diff: Summary | None  # variant - baseline over shared seeds; None for the baseline itself
+
+    def csv(self) -> dict:
+        s, d = self.summary, self.diff
+        return {
+            "variant": self.variant, "metric": self.metric, "n": s.n, "mean": s.mean, "sd": s.sd,
+            "ci95_low": s.ci_low, "ci95_high": s.ci_high, "baseline": self.baseline,
+            "diff_n": d.n if d else None, "diff_mean": d.mean if d else None,
+            "diff_ci95_low": d.ci_low if d else None, "diff_ci95_high": d.ci_high if d else None,
+            "significant": d.significant if d else None,
+        }  # fmt: skip
+
+
+def load_results(spec: Spec, out_dir: Path) -> dict[str, dict]:
+    """The finished cells' result.json, by cell key."""
+    found = {}
+    for cell in spec.cells:
+        path = cell_dir(out_dir, cell) / RESULT
+        if path.is_file():
+            found[cell.key] = json.loads(path.read_text())
+    return found
+
+
+def metric_names(results: dict[str, dict]) -> list[str]:
+    """Every scalar metric any cell measured, in first-seen order."""
+    names: dict[str, None] = {}
+    for r in results.values():
+        names.update(dict.fromkeys(r["metrics"]))
+    return list(names)
+
+
+def table(spec: Spec, results: dict[str, dict]) -> list[Row]:
+    """One row per (variant, metric) that has at least one finished seed."""
+    values: dict[tuple[str, str], dict[int, float]] = {}
+    for r in results.values():
+        for metric, value in r["metrics"].items():
+            if value is not None:
+                values.setdefault((r["variant"], metric), {})[r["seed"]] = float(value)
+    rows = []
+    for v in spec.variants:
+        for metric in metric_names(results):
+            seeds = values.get((v.name, metric))
+            if not seeds:
+                continue
+            base = spec.baseline[v.name]
+            diff = None
+            if base != v.name and (base, metric) in values:
+                diff = paired_difference(seeds, values[(base, metric)])
+            ordered = [seeds[s] for s in sorted(seeds)]
+            rows.append(Row(v.name, metric, seeds, summarize(ordered), base, diff))
+    return rows
+
+
+def write_tables(rows: list[Row], out_dir: Path) -> tuple[Path, Path]:
+    """results.csv (one line per variant and metric) and results.json (the same with per-seed values)."""
+    csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.csv())
+    data = [{**row.csv(), "values": {str(k): v for k, v in sorted(row.values.items())}} for row in rows]
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
+    return csv_path, json_path
