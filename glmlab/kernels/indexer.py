@@ -1,0 +1,772 @@
+"""Triton kernels for DSA's lightning indexer: fused scores, streaming top-k, scores at picked keys and
+the dense warm-up KL, with their backward passes. Twins: glmlab/kernels/indexer_ref.py. The maths is
+docs/architecture.md, section "DSA: the lightning indexer and top-k"; the counting conventions are
+docs/accounting.md.
+
+Shapes are batch-first; the S queries are the last S of T positions: query s sits at position
+T-S+s and sees the keys t <= T-S+s. q [B,S,H,D] (bf16 or fp32), w [B,S,H] (fp32, already scaled),
+k [B,T,D]; k is cast to q's dtype, and every product accumulates in fp32.
+
+The kernels are `torch.library.custom_op`s in the `glmlab` namespace with fake implementations and
+FLOP formulas, so FlopCounterMode counts them: scored causal (query, key) pairs x 2*H*(D+1) forward
+(a multiply-add per head and dimension, plus the head weight), twice that backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch.utils.flop_counter import register_flop_formula
+
+from glmlab.errors import GlmlabError
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Tile sizes (powers of two). The defaults suit an H200; the tests use small ones.
+
+    rows: queries per program of the scoring kernels (all their heads form the product's M side,
+    at least 16 rows); keys: keys per tile; tiles: key tiles per scoring program; picks: picked
+    keys per tile in `index_scores_at`; select: scores per step of the top-k selection.
+    """
+
+    rows: int = 4
+    keys: int = 128
+    tiles: int = 4
+    picks: int = 64
+    select: int = 4096
+    warps: int = 8
+    stages: int = 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+
+
+@triton.jit
+def _scores_fwd_kernel(
+    q_ptr,
+    w_ptr,
+    k_ptr,
+    out_ptr,
+    stride_qb,
+    stride_wb,
+    stride_kb,
+    S,
+    T,
+    n_cols,
+    stride_ob,
+    stride_os,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    HP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    TILES: tl.constexpr,
+    FILL_MASKED: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """One program: BLOCK_S queries (x HP heads = the M side of the product) against TILES key
+    tiles; tiles above the causal diagonal are skipped (written as -inf when FILL_MASKED)."""
+    pid_s = tl.num_programs(0) - 1 - tl.program_id(0)  # the longest rows first
+    pid_t = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    M: tl.constexpr = BLOCK_S * HP
+    m = tl.arange(0, M)
+    rows = pid_s * BLOCK_S + m // HP
+    heads = m % HP
+    d = tl.arange(0, BLOCK_D)
+    row_ok = (rows < S) & (heads < H)
+    q = tl.load(
+        q_ptr + b * stride_qb + (rows * H + heads)[:, None] * D + d[None, :],
+        mask=row_ok[:, None] & (d[None, :] < D),
+        other=0.0,
+    )
+    w = tl.load(w_ptr + b * stride_wb + rows * H + heads, mask=row_ok, other=0.0)
+    s_idx = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    pos = T - S + s_idx
+    out_rows = out_ptr + b * stride_ob + s_idx.to(tl.int64)[:, None] * stride_os
+    last = tl.minimum(T - S + pid_s * BLOCK_S + BLOCK_S - 1, T - 1)  # the block's last visible key
+    t_lo = pid_t * TILES * BLOCK_T
+    t_hi = tl.minimum(t_lo + TILES * BLOCK_T, n_cols)
+    t_vis = tl.minimum(t_hi, last + 1)
+    for t0 in range(t_lo, t_vis, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        kt = tl.load(
+            k_ptr + b * stride_kb + t[:, None] * D + d[None, :],
+            mask=(t[:, None] < T) & (d[None, :] < D),
+            other=0.0,
+        )
+        z = tl.dot(q, tl.trans(kt), input_precision=PRECISION)
+        z = tl.maximum(z, 0.0) * w[:, None]
+        sc = tl.sum(tl.reshape(z, (BLOCK_S, HP, BLOCK_T)), axis=1)
+        sc = tl.where(t[None, :] <= pos[:, None], sc, float("-inf"))
+        tl.store(out_rows + t[None, :], sc, mask=(s_idx[:, None] < S) & (t[None, :] < n_cols))
+    if FILL_MASKED:
+        first = t_lo + tl.cdiv(tl.maximum(t_vis - t_lo, 0), BLOCK_T) * BLOCK_T
+        for t0 in range(first, t_hi, BLOCK_T):
+            t = t0 + tl.arange(0, BLOCK_T)
+            fill = tl.full((BLOCK_S, BLOCK_T), float("-inf"), tl.float32)
+            tl.store(out_rows + t[None, :], fill, mask=(s_idx[:, None] < S) & (t[None, :] < n_cols))
+
+
+@triton.jit
+def _scores_bwd_dq_kernel(
+    q_ptr,
+    w_ptr,
+    k_ptr,
+    g_ptr,
+    dq_ptr,
+    dw_ptr,
+    stride_qb,
+    stride_wb,
+    stride_kb,
+    S,
+    T,
+    stride_gb,
+    stride_gs,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    HP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """dq and dw of BLOCK_S queries, recomputing their dots key tile by key tile."""
+    pid_s = tl.num_programs(0) - 1 - tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    M: tl.constexpr = BLOCK_S * HP
+    m = tl.arange(0, M)
+    rows = pid_s * BLOCK_S + m // HP
+    heads = m % HP
+    d = tl.arange(0, BLOCK_D)
+    row_ok = (rows < S) & (heads < H)
+    qd_off = (rows * H + heads)[:, None] * D + d[None, :]
+    qd_mask = row_ok[:, None] & (d[None, :] < D)
+    q = tl.load(q_ptr + b * stride_qb + qd_off, mask=qd_mask, other=0.0)
+    w = tl.load(w_ptr + b * stride_wb + rows * H + heads, mask=row_ok, other=0.0)
+    g_rows = g_ptr + b * stride_gb + rows.to(tl.int64)[:, None] * stride_gs
+    pos = T - S + rows
+    last = tl.minimum(T - S + pid_s * BLOCK_S + BLOCK_S - 1, T - 1)
+    dq = tl.zeros((M, BLOCK_D), tl.float32)
+    dw = tl.zeros((M,), tl.float32)
+    for t0 in range(0, last + 1, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        kt = tl.load(
+            k_ptr + b * stride_kb + t[:, None] * D + d[None, :],
+            mask=(t[:, None] < T) & (d[None, :] < D),
+            other=0.0,
+        )
+        z = tl.dot(q, tl.trans(kt), input_precision=PRECISION)
+        seen = row_ok[:, None] & (t[None, :] <= pos[:, None])
+        g = tl.load(g_rows + t[None, :], mask=seen, other=0.0)
+        dw += tl.sum(g * tl.maximum(z, 0.0), axis=1)
+        dz = tl.where(z > 0.0, g * w[:, None], 0.0)
+        dq += tl.dot(dz.to(kt.dtype), kt, input_precision=PRECISION)
+    tl.store(dq_ptr + b * S * H * D + qd_off, dq, mask=qd_mask)
+    tl.store(dw_ptr + b * S * H + rows * H + heads, dw, mask=row_ok)
+
+
+@triton.jit
+def _scores_bwd_dk_kernel(
+    q_ptr,
+    w_ptr,
+    k_ptr,
+    g_ptr,
+    dk_ptr,
+    stride_qb,
+    stride_wb,
+    stride_kb,
+    S,
+    T,
+    stride_gb,
+    stride_gs,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    HP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """dk of one key tile, over the query blocks that see it (recomputing their dots)."""
+    pid_t = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    M: tl.constexpr = BLOCK_S * HP
+    m = tl.arange(0, M)
+    d = tl.arange(0, BLOCK_D)
+    t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    kd_off = t[:, None] * D + d[None, :]
+    kd_mask = (t[:, None] < T) & (d[None, :] < D)
+    kt = tl.load(k_ptr + b * stride_kb + kd_off, mask=kd_mask, other=0.0)
+    dk = tl.zeros((BLOCK_T, BLOCK_D), tl.float32)
+    first = tl.maximum(pid_t * BLOCK_T - (T - S), 0)  # the first query that sees the tile
+    for s0 in range((first // BLOCK_S) * BLOCK_S, S, BLOCK_S):
+        rows = s0 + m // HP
+        heads = m % HP
+        row_ok = (rows < S) & (heads < H)
+        q = tl.load(
+            q_ptr + b * stride_qb + (rows * H + heads)[:, None] * D + d[None, :],
+            mask=row_ok[:, None] & (d[None, :] < D),
+            other=0.0,
+        )
+        w = tl.load(w_ptr + b * stride_wb + rows * H + heads, mask=row_ok, other=0.0)
+        seen = row_ok[:, None] & (t[None, :] <= (T - S + rows)[:, None]) & (t[None, :] < T)
+        g = tl.load(
+            g_ptr + b * stride_gb + rows.to(tl.int64)[:, None] * stride_gs + t[None, :], mask=seen, other=0.0
+        )
+        z = tl.dot(q, tl.trans(kt), input_precision=PRECISION)
+        dz = tl.where(z > 0.0, g * w[:, None], 0.0)
+        dk += tl.dot(tl.trans(dz).to(q.dtype), q, input_precision=PRECISION)
+    tl.store(dk_ptr + b * T * D + kd_off, dk, mask=kd_mask)
+
+
+@triton.jit
+def _at_fwd_kernel(
+    q_ptr,
+    w_ptr,
+    k_ptr,
+    idx_ptr,
+    out_ptr,
+    S,
+    T,
+    K,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    HP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """One query's heads against BLOCK_K of its picked keys, loaded straight from k by index."""
+    s = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    b = tl.program_id(2).to(tl.int64)
+    h = tl.arange(0, HP)
+    d = tl.arange(0, BLOCK_D)
+    q = tl.load(
+        q_ptr + (b * S + s) * H * D + h[:, None] * D + d[None, :],
+        mask=(h[:, None] < H) & (d[None, :] < D),
+        other=0.0,
+    )
+    w = tl.load(w_ptr + (b * S + s) * H + h, mask=h < H, other=0.0)
+    pick = tl.load(idx_ptr + (b * S + s) * K + j, mask=j < K, other=0)
+    kp = tl.load(
+        k_ptr + b * T * D + pick[:, None] * D + d[None, :],
+        mask=(j[:, None] < K) & (d[None, :] < D),
+        other=0.0,
+    )
+    z = tl.dot(q, tl.trans(kp), input_precision=PRECISION)
+    out = tl.sum(tl.maximum(z, 0.0) * w[:, None], axis=0)
+    tl.store(out_ptr + (b * S + s) * K + j, out, mask=j < K)
+
+
+@triton.jit
+def _at_bwd_kernel(
+    q_ptr,
+    w_ptr,
+    k_ptr,
+    idx_ptr,
+    g_ptr,
+    dq_ptr,
+    dw_ptr,
+    dk_ptr,
+    S,
+    T,
+    K,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    HP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """dq, dw of one query over all its picks; dk scattered into the picked rows with atomic adds."""
+    s = tl.program_id(0).to(tl.int64)
+    b = tl.program_id(1).to(tl.int64)
+    h = tl.arange(0, HP)
+    d = tl.arange(0, BLOCK_D)
+    qd_off = (b * S + s) * H * D + h[:, None] * D + d[None, :]
+    qd_mask = (h[:, None] < H) & (d[None, :] < D)
+    q = tl.load(q_ptr + qd_off, mask=qd_mask, other=0.0)
+    w = tl.load(w_ptr + (b * S + s) * H + h, mask=h < H, other=0.0)
+    dq = tl.zeros((HP, BLOCK_D), tl.float32)
+    dw = tl.zeros((HP,), tl.float32)
+    for j0 in range(0, K, BLOCK_K):
+        j = j0 + tl.arange(0, BLOCK_K)
+        pick = tl.load(idx_ptr + (b * S + s) * K + j, mask=j < K, other=0)
+        kd_off = b * T * D + pick[:, None] * D + d[None, :]
+        kd_mask = (j[:, None] < K) & (d[None, :] < D)
+        kp = tl.load(k_ptr + kd_off, mask=kd_mask, other=0.0)
+        g = tl.load(g_ptr + (b * S + s) * K + j, mask=j < K, other=0.0)
+        z = tl.dot(q, tl.trans(kp), input_precision=PRECISION)
+        dw += tl.sum(g[None, :] * tl.maximum(z, 0.0), axis=1)
+        dz = tl.where(z > 0.0, g[None, :] * w[:, None], 0.0)
+        dq += tl.dot(dz.to(kp.dtype), kp, input_precision=PRECISION)
+        tl.atomic_add(
+            dk_ptr + kd_off, tl.dot(tl.trans(dz).to(q.dtype), q, input_precision=PRECISION), mask=kd_mask
+        )
+    tl.store(dq_ptr + qd_off, dq, mask=qd_mask)
+    tl.store(dw_ptr + (b * S + s) * H + h, dw, mask=h < H)
+
+
+@triton.jit
+def _digit_pass(row_ptr, n, prefix, SHIFT: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr, remaining):
+    """One radix pass: among the keys whose bits above SHIFT+BITS equal `prefix`, the histogram of
+    the next BITS bits; returns the digit holding the `remaining`-th largest and what remains to take
+    inside it. Keys are the scores' fp32 bits made order-preserving as int32."""
+    hist = tl.zeros((1 << BITS,), tl.int32)
+    for t0 in range(0, n, BLOCK):
+        t = t0 + tl.arange(0, BLOCK)
+        bits = tl.load(row_ptr + t, mask=t < n, other=0.0).to(tl.int32, bitcast=True)
+        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        if SHIFT + BITS == 32:
+            digit = (key >> SHIFT) + (1 << (BITS - 1))  # the sign bit flipped: unsigned order
+            match = t < n
+        else:
+            digit = (key >> SHIFT) & ((1 << BITS) - 1)
+            match = (t < n) & ((key >> (SHIFT + BITS)) == prefix)
+        hist += tl.histogram(digit, 1 << BITS, mask=match)
+    at_least = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # keys with a digit >= each digit
+    digit = tl.sum((at_least >= remaining).to(tl.int32), 0) - 1
+    above = tl.sum(tl.where(tl.arange(0, 1 << BITS) == digit, at_least - hist, 0), 0)
+    if SHIFT + BITS == 32:
+        digit = digit - (1 << (BITS - 1))
+    return prefix * (1 << BITS) + digit, remaining - above
+
+
+@triton.jit
+def _select_kernel(
+    scores_ptr,
+    idx_ptr,
+    valid_ptr,
+    n_rows,
+    first_pos,
+    row0,
+    S,
+    K,
+    stride_sb,
+    stride_ss,
+    BLOCK: tl.constexpr,
+):
+    """Top-K of one score row by radix select over the visible keys: three histogram passes find
+    the K-th largest score exactly, a fourth writes the keys above it and the lowest-indexed ties."""
+    r = tl.program_id(0) % n_rows
+    b = (tl.program_id(0) // n_rows).to(tl.int64)
+    n = first_pos + r + 1  # visible keys
+    row_ptr = scores_ptr + b * stride_sb + r.to(tl.int64) * stride_ss
+    out = (b * S + row0 + r) * K
+    if n <= K:  # every visible key is picked; the rest are invalid
+        for j0 in range(0, K, BLOCK):
+            j = j0 + tl.arange(0, BLOCK)
+            tl.store(idx_ptr + out + j, j.to(tl.int64), mask=j < K)
+            tl.store(valid_ptr + out + j, (j < n).to(tl.int8), mask=j < K)
+    else:
+        kth, ties = _digit_pass(row_ptr, n, 0, 21, 11, BLOCK, K)
+        kth, ties = _digit_pass(row_ptr, n, kth, 10, 11, BLOCK, ties)
+        kth, ties = _digit_pass(row_ptr, n, kth, 0, 10, BLOCK, ties)
+        above = tl.full((), 0, tl.int32)
+        tied = tl.full((), 0, tl.int32)
+        for t0 in range(0, n, BLOCK):
+            t = t0 + tl.arange(0, BLOCK)
+            bits = tl.load(row_ptr + t, mask=t < n, other=0.0).to(tl.int32, bitcast=True)
+            key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+            gt = (key > kth) & (t < n)
+            eq = (key == kth) & (t < n)
+            gt_slot = above + tl.cumsum(gt.to(tl.int32), 0) - 1
+            eq_rank = tied + tl.cumsum(eq.to(tl.int32), 0) - 1
+            take_eq = eq & (eq_rank < ties)
+            slot = tl.where(gt, gt_slot, K - ties + eq_rank)
+            tl.store(idx_ptr + out + slot, t.to(tl.int64), mask=gt | take_eq)
+            tl.store(valid_ptr + out + slot, tl.full((BLOCK,), 1, tl.int8), mask=gt | take_eq)
+            above += tl.sum(gt.to(tl.int32), 0)
+            tied += tl.sum(eq.to(tl.int32), 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers
+
+
+def _pow2(n: int, least: int = 16) -> int:
+    return max(least, triton.next_power_of_2(n))
+
+
+def _precision(q: torch.Tensor) -> str:
+    return "ieee" if q.dtype == torch.float32 else "tf32"
+
+
+def _rows(tiles: Tiles, heads: int) -> int:
+    """Queries per scoring program: at least 16 (query, head) rows for the product."""
+    return max(tiles.rows, 16 // heads)
+
+
+def _launch_scores(
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, T: int, tiles: Tiles, fill: bool
+) -> None:
+    """Scores of the S queries of q (the last S of T positions) into out [B,S,n_cols], n_cols <= T."""
+    B, S, H, D = q.shape
+    HP, rows = _pow2(H, 1), _rows(tiles, _pow2(H, 1))
+    grid = (triton.cdiv(S, rows), triton.cdiv(triton.cdiv(out.shape[2], tiles.keys), tiles.tiles), B)
+    _scores_fwd_kernel[grid](
+        q, w, k, out, q.stride(0), w.stride(0), k.stride(0), S, T, out.shape[2], out.stride(0), out.stride(1),
+        H=H, D=D, HP=HP, BLOCK_D=_pow2(D), BLOCK_S=rows, BLOCK_T=tiles.keys, TILES=tiles.tiles,
+        FILL_MASKED=fill, PRECISION=_precision(q), num_warps=tiles.warps, num_stages=tiles.stages,
+    )  # fmt: skip
+
+
+def _tiles(args: list[int]) -> Tiles:
+    return Tiles(*args)
+
+
+def _causal_pairs(S: int, T: int) -> int:
+    """(query, key) pairs that S queries, the last S of T positions, see."""
+    return S * (T - S) + S * (S + 1) // 2
+
+
+def _pair_flops(q_shape, k_shape) -> int:  # noqa: ANN001 (shapes)
+    B, S, H, D = q_shape
+    return B * _causal_pairs(S, k_shape[1]) * 2 * H * (D + 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom ops (tile sizes travel as a list of ints, the fields of Tiles)
+
+
+@torch.library.custom_op("glmlab::index_scores", mutates_args=())
+def _scores_op(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, tiles: list[int]) -> torch.Tensor:
+    B, S, _, _ = q.shape
+    out = torch.empty(B, S, k.shape[1], device=q.device, dtype=torch.float32)
+    _launch_scores(q, w, k, out, k.shape[1], _tiles(tiles), fill=True)
+    return out
+
+
+@_scores_op.register_fake
+def _(q, w, k, tiles):  # noqa: ANN001, ANN202
+    return q.new_empty(q.shape[0], q.shape[1], k.shape[1], dtype=torch.float32)
+
+
+@torch.library.custom_op("glmlab::index_scores_backward", mutates_args=())
+def _scores_bwd_op(
+    g: torch.Tensor, q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, tiles: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, S, H, D = q.shape
+    T, t = k.shape[1], _tiles(tiles)
+    HP = _pow2(H, 1)
+    rows, prec = _rows(t, HP), _precision(q)
+    dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+    dw = torch.empty(w.shape, device=q.device, dtype=torch.float32)
+    dk = torch.empty(k.shape, device=q.device, dtype=torch.float32)
+    common = dict(H=H, D=D, HP=HP, BLOCK_D=_pow2(D), BLOCK_S=rows, BLOCK_T=t.keys, PRECISION=prec)
+    common |= dict(num_warps=t.warps, num_stages=t.stages)
+    strides = (q.stride(0), w.stride(0), k.stride(0), S, T, g.stride(0), g.stride(1))
+    _scores_bwd_dq_kernel[(triton.cdiv(S, rows), B)](q, w, k, g, dq, dw, *strides, **common)
+    _scores_bwd_dk_kernel[(triton.cdiv(T, t.keys), B)](q, w, k, g, dk, *strides, **common)
+    return dq, dw, dk
+
+
+@_scores_bwd_op.register_fake
+def _(g, q, w, k, tiles):  # noqa: ANN001, ANN202
+    return tuple(torch.empty_like(x, dtype=torch.float32) for x in (q, w, k))
+
+
+def _scores_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    q, w, k, tiles = inputs
+    ctx.save_for_backward(q, w, k)
+    ctx.tiles = tiles
+
+
+def _scores_backward(ctx, g):  # noqa: ANN001, ANN202
+    q, w, k = ctx.saved_tensors
+    dq, dw, dk = torch.ops.glmlab.index_scores_backward(g.contiguous(), q, w, k, ctx.tiles)
+    return dq.to(q.dtype), dw, dk.to(k.dtype), None
+
+
+_scores_op.register_autograd(_scores_backward, setup_context=_scores_setup)
+
+
+@torch.library.custom_op("glmlab::index_scores_at", mutates_args=())
+def _at_op(
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, idx: torch.Tensor, tiles: list[int]
+) -> torch.Tensor:
+    B, S, H, D = q.shape
+    K, t = idx.shape[2], _tiles(tiles)
+    out = torch.empty(B, S, K, device=q.device, dtype=torch.float32)
+    if S * K:
+        _at_fwd_kernel[(S, triton.cdiv(K, t.picks), B)](
+            q, w, k, idx, out, S, k.shape[1], K, H=H, D=D, HP=_pow2(H), BLOCK_D=_pow2(D), BLOCK_K=t.picks,
+            PRECISION=_precision(q), num_warps=4,
+        )  # fmt: skip
+    return out
+
+
+@_at_op.register_fake
+def _(q, w, k, idx, tiles):  # noqa: ANN001, ANN202
+    return q.new_empty(idx.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("glmlab::index_scores_at_backward", mutates_args=())
+def _at_bwd_op(
+    g: torch.Tensor, q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, idx: torch.Tensor, tiles: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, S, H, D = q.shape
+    K, t = idx.shape[2], _tiles(tiles)
+    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    dw = torch.zeros(w.shape, device=q.device, dtype=torch.float32)
+    dk = torch.zeros(k.shape, device=q.device, dtype=torch.float32)
+    if S * K:
+        _at_bwd_kernel[(S, B)](
+            q, w, k, idx, g, dq, dw, dk, S, k.shape[1], K, H=H, D=D, HP=_pow2(H), BLOCK_D=_pow2(D),
+            BLOCK_K=t.picks, PRECISION=_precision(q), num_warps=4,
+        )  # fmt: skip
+    return dq, dw, dk
+
+
+@_at_bwd_op.register_fake
+def _(g, q, w, k, idx, tiles):  # noqa: ANN001, ANN202
+    return tuple(torch.empty_like(x, dtype=torch.float32) for x in (q, w, k))
+
+
+def _at_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    q, w, k, idx, tiles = inputs
+    ctx.save_for_backward(q, w, k, idx)
+    ctx.tiles = tiles
+
+
+def _at_backward(ctx, g):  # noqa: ANN001, ANN202
+    q, w, k, idx = ctx.saved_tensors
+    dq, dw, dk = torch.ops.glmlab.index_scores_at_backward(g.contiguous(), q, w, k, idx, ctx.tiles)
+    return dq.to(q.dtype), dw, dk.to(k.dtype), None, None
+
+
+_at_op.register_autograd(_at_backward, setup_context=_at_setup)
+
+
+@torch.library.custom_op("glmlab::index_topk", mutates_args=())
+def _topk_op(
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, topk: int, buffer_bytes: int, tiles: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    B, S, _, _ = q.shape
+    T, t = k.shape[1], _tiles(tiles)
+    K = min(topk, T)
+    idx = torch.empty(B, S, K, device=q.device, dtype=torch.int64)
+    valid = torch.empty(B, S, K, device=q.device, dtype=torch.int8)
+    rows = min(S, max(1, buffer_bytes // (4 * B * T)))
+    buffer = torch.empty(B * rows * T, device=q.device, dtype=torch.float32)
+    for a in range(0, S, rows):
+        b = min(a + rows, S)
+        end = T - S + b  # the chunk's keys: up to its last query
+        chunk = buffer[: B * (b - a) * end].view(B, b - a, end)
+        _launch_scores(q[:, a:b], w[:, a:b], k[:, :end], chunk, end, t, fill=False)
+        _select_kernel[(B * (b - a),)](
+            chunk, idx, valid, b - a, T - S + a, a, S, K, chunk.stride(0), chunk.stride(1), BLOCK=t.select,
+            num_warps=8,
+        )  # fmt: skip
+    return idx, valid.view(torch.bool)
+
+
+@_topk_op.register_fake
+def _(q, w, k, topk, buffer_bytes, tiles):  # noqa: ANN001, ANN202
+    shape = (q.shape[0], q.shape[1], min(topk, k.shape[1]))
+    return q.new_empty(shape, dtype=torch.int64), q.new_empty(shape, dtype=torch.bool)
+
+
+@register_flop_formula(torch.ops.glmlab.index_scores)
+def _scores_flops(q_shape, w_shape, k_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+    return _pair_flops(q_shape, k_shape)
+
+
+@register_flop_formula(torch.ops.glmlab.index_scores_backward)
+def _scores_bwd_flops(g_shape, q_shape, w_shape, k_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+    return 2 * _pair_flops(q_shape, k_shape)
+
+
+@register_flop_formula(torch.ops.glmlab.index_topk)
+def _topk_flops(q_shape, w_shape, k_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+    return _pair_flops(q_shape, k_shape)
+
+
+def _at_flops(q_shape, idx_shape) -> int:  # noqa: ANN001
+    B, S, H, D = q_shape
+    return B * S * idx_shape[2] * 2 * H * (D + 1)
+
+
+@register_flop_formula(torch.ops.glmlab.index_scores_at)
+def _at_fwd_flops(q_shape, w_shape, k_shape, idx_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+    return _at_flops(q_shape, idx_shape)
+
+
+@register_flop_formula(torch.ops.glmlab.index_scores_at_backward)
+def _at_bwd_flops(g_shape, q_shape, w_shape, k_shape, idx_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+    return 2 * _at_flops(q_shape, idx_shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public functions
+
+
+def _inputs(
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checked, contiguous q, fp32 w and k in q's dtype (the casts are differentiable)."""
+    if q.dim() != 4 or w.shape != q.shape[:3] or k.dim() != 3 or k.shape[::2] != q.shape[::3]:
+        raise GlmlabError(
+            f"indexer inputs q {tuple(q.shape)}, w {tuple(w.shape)}, k {tuple(k.shape)} do not fit: "
+            "pass q [B,S,H,D], w [B,S,H], k [B,T,D]"
+        )
+    if q.shape[1] > k.shape[1]:
+        raise GlmlabError(
+            f"{q.shape[1]} queries but {k.shape[1]} keys: the queries are the last S of T positions"
+        )
+    if q.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise GlmlabError(f"indexer queries in {q.dtype}: pass bf16, fp16 or fp32")
+    return q.contiguous(), w.float().contiguous(), k.to(q.dtype).contiguous()
+
+
+def index_scores(
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, *, tiles: Tiles | None = None
+) -> torch.Tensor:
+    """I[b,s,t] = sum_h w[b,s,h] * relu(q[b,s,h] . k[b,t]), fp32 [B,S,T], -inf where t is not visible.
+
+    Fused: each program takes a block of queries with all their heads as one product against key
+    tiles, never forming [S,H,T], and skips tiles above the causal diagonal. Differentiable in q, w, k.
+
+    Memory: the output, 4 bytes per (query, key) pair (all S x T); nothing is kept for backward but
+    the inputs. Backward allocates fp32 gradients (4*H*D + 4*H bytes per query, 4*D per key) and their
+    casts to the inputs' dtypes; it recomputes the dots instead of storing them.
+    """
+    q, w, k = _inputs(q, w, k)
+    return torch.ops.glmlab.index_scores(q, w, k, list(_astuple(tiles)))
+
+
+def index_topk(
+    q: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    topk: int,
+    buffer_bytes: int = 1 << 28,
+    tiles: Tiles | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K = min(topk, T) best visible keys per query: indices int64 [B,S,K], valid bool [B,S,K].
+
+    Queries are scored in chunks into a buffer of at most `buffer_bytes` (never a full [S,T] at long
+    context), and each chunk row is selected by an exact radix select (three histogram passes over
+    the fp32 bits, then one pass that writes the picks), cheaper than sorting. Ties go to the lower
+    key index; the output is deterministic. Rows seeing fewer than K keys pick them all, in slots
+    0..n-1, and mark the remaining slots invalid (their indices are in range but meaningless).
+    No gradient.
+
+    Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, 4*B*S*T)
+    rounded up to one row of 4*B*T bytes.
+    """
+    if topk < 1:
+        raise GlmlabError(f"topk {topk}: pass at least 1")
+    q, w, k = _inputs(q.detach(), w.detach(), k.detach())
+    return torch.ops.glmlab.index_topk(q, w, k, topk, buffer_bytes, list(_astuple(tiles)))
+
+
+def index_scores_at(
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, idx: torch.Tensor, *, tiles: Tiles | None = None
+) -> torch.Tensor:
+    """Scores fp32 [B,S,K] at the keys idx [B,S,K] (int64 in [0,T)); no causal mask, the caller
+    masks invalid picks. Picked keys are loaded by index, never gathered into [B,S,K,D].
+    Differentiable in q, w, k.
+
+    Memory: the output, 4 bytes per (query, pick); backward keeps the inputs (idx: 8 bytes per pick)
+    and allocates fp32 gradients (4*H*D + 4*H bytes per query, 4*D per key, the keys' summed with
+    atomic adds, so their low bits may vary between runs).
+    """
+    q, w, k = _inputs(q, w, k)
+    if idx.shape[:2] != q.shape[:2] or idx.dim() != 3:
+        raise GlmlabError(f"picks {tuple(idx.shape)} for queries {tuple(q.shape[:2])}: pass idx [B,S,K]")
+    return torch.ops.glmlab.index_scores_at(q, w, k, idx.long().contiguous(), list(_astuple(tiles)))
+
+
+def _astuple(tiles: Tiles | None) -> tuple[int, ...]:
+    t = tiles or Tiles()
+    return (t.rows, t.keys, t.tiles, t.picks, t.select, t.warps, t.stages)
+
+
+class _DenseIndexKL(torch.autograd.Function):
+    """The stage-1 KL chunk by chunk; its gradient is computed in the forward pass (it is
+    (softmax(I) - p) / N once a chunk's p and I exist), so p is computed once and backward scales."""
+
+    @staticmethod
+    def forward(ctx, q, w, k, q_lat, kv, scale: float, buffer_bytes: int, tiles: list[int], want_grad: bool):  # noqa: ANN001, ANN205
+        B, S = q.shape[:2]
+        T, Ha = k.shape[1], q_lat.shape[2]
+        dq, dw, dk = (torch.zeros(x.shape, device=x.device, dtype=torch.float32) for x in (q, w, k))
+        total = q.new_zeros((), dtype=torch.float32)
+        rows = min(S, max(1, buffer_bytes // (6 * B * Ha * T)))  # bf16 scores + fp32 probabilities
+        for a in range(0, S, rows):
+            b = min(a + rows, S)
+            end = T - S + b
+            p = _attention_target(q_lat[:, a:b], kv[:, :end], scale)
+            index = torch.ops.glmlab.index_scores(q[:, a:b], w[:, a:b], k[:, :end], tiles)
+            log_q = F.log_softmax(index, dim=-1)
+            total += torch.where(p > 0, p * (p.clamp_min(1e-30).log() - log_q), 0.0).sum()
+            if want_grad:
+                grad = (log_q.exp_() - p).div_(B * S)
+                gq, gw, gk = torch.ops.glmlab.index_scores_backward(
+                    grad, q[:, a:b], w[:, a:b], k[:, :end], tiles
+                )
+                dq[:, a:b], dw[:, a:b] = gq, gw
+                dk[:, :end] += gk
+        ctx.save_for_backward(dq.to(q.dtype), dw, dk.to(k.dtype))
+        return total / (B * S)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: ANN001, ANN205
+        dq, dw, dk = ctx.saved_tensors
+        return dq * g, dw * g, dk * g, None, None, None, None, None, None
+
+
+def _attention_target(q_lat: torch.Tensor, kv: torch.Tensor, scale: float) -> torch.Tensor:
+    """p [B,C,T'] for the C queries of q_lat [B,C,H,R], the last C of kv's T' positions: softmax over
+    keys per head (matrix product in the inputs' dtype, softmax in fp32), summed over heads, renormalised."""
+    B, C, H, _ = q_lat.shape
+    T = kv.shape[1]
+    scores = torch.bmm(q_lat.reshape(B, C * H, -1), kv.transpose(1, 2)).view(B, C, H, T)
+    hidden = torch.arange(T, device=kv.device)[None, :] > torch.arange(T - C, T, device=kv.device)[:, None]
+    scores.masked_fill_(hidden[:, None], float("-inf"))
+    p = torch.softmax(scores.mul_(scale), dim=-1, dtype=torch.float32).sum(2)
+    return p.div_(p.sum(-1, keepdim=True))
+
+
+def dense_index_kl(
+    q: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    q_lat: torch.Tensor,
+    kv: torch.Tensor,
+    *,
+    scale: float,
+    buffer_bytes: int = 1 << 28,
+    tiles: Tiles | None = None,
+) -> torch.Tensor:
+    """DSA stage 1's loss at long context: mean over queries of KL(p || softmax(I)) over visible keys.
+
+    I = index_scores(q, w, k); p is the main attention's probability summed over heads and
+    renormalised (detached), from the absorbed MLA query q_lat [B,S,Ha,R] and latents kv [B,T,R]:
+    scores = q_lat . kv * scale, causal softmax per head. Both are computed for chunks of query rows,
+    so neither [S,T] nor [S,Ha,T] is ever held. The gradient reaches q, w and k only.
+
+    Memory: per chunk of C rows about 6*B*C*Ha*T bytes (bf16 scores, fp32 probabilities; C is chosen
+    to fit `buffer_bytes`) plus a few [B,C,T] fp32 tensors; kept for backward: the gradients of q, w
+    and k (the size of the inputs, plus fp32 accumulators while the forward runs).
+    """
+    q, w, k = _inputs(q, w, k)
+    q_lat, kv = q_lat.detach(), kv.detach().to(q_lat.dtype)
+    if q_lat.shape[:2] != q.shape[:2] or kv.shape[:2] != k.shape[:2] or q_lat.shape[3] != kv.shape[2]:
+        raise GlmlabError(
+            f"attention inputs q_lat {tuple(q_lat.shape)}, kv {tuple(kv.shape)} do not fit the indexer's "
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}: pass q_lat [B,S,H,R], kv [B,T,R]"
+        )
+    want_grad = torch.is_grad_enabled() and (q.requires_grad or w.requires_grad or k.requires_grad)
+    return _DenseIndexKL.apply(q, w, k, q_lat, kv, scale, buffer_bytes, list(_astuple(tiles)), want_grad)

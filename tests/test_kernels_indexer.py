@@ -1,0 +1,195 @@
+"""The Triton indexer kernels (glmlab/kernels/indexer.py) against their torch twins.
+
+Without CUDA the kernels run through Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1),
+on tiny shapes with 16-wide tiles so that several key tiles, partial tiles, skipped tiles above the
+diagonal and several chunks are all exercised.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from glmlab.errors import GlmlabError
+from glmlab.kernels import indexer as kernels
+from glmlab.kernels import indexer_ref as ref
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TILES = kernels.Tiles(rows=4, keys=16, tiles=2, picks=16, select=16)
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+@pytest.fixture(autouse=True)
+def interpreter_fixes(monkeypatch):
+    """Two bugs of Triton 3.6's interpreter, patched for these tests (the same patch as
+    tests/test_kernels_sparse_mla.py): a runtime loop bound is a 1-element array, which numpy >= 2.4
+    will not turn into an int; and tl.dot multiplies bf16 operands as raw bits. Nothing on a GPU."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    patch_tensor, dot = interpreter._patch_lang_tensor, interpreter.InterpreterBuilder.create_dot
+
+    def patch_lang_tensor(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+
+    def create_dot(self, a, b, d, *args):
+        widen = lambda x: self.cast_impl(x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x  # noqa: E731
+        return dot(self, widen(a), widen(b), d, *args)
+
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", patch_lang_tensor)
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
+
+
+def inputs(B: int, S: int, T: int, *, H: int = 2, D: int = 16, dtype=torch.float32, seed: int = 0):
+    """Random q [B,S,H,D], w [B,S,H] (fp32), k [B,T,D], all requiring gradients."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, S, H, D, generator=g).to(DEVICE, dtype).requires_grad_()
+    w = torch.randn(B, S, H, generator=g).to(DEVICE).requires_grad_()
+    k = torch.randn(B, T, D, generator=g).to(DEVICE, dtype).requires_grad_()
+    return q, w, k
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
+    """Equal up to `tol` times the largest expected magnitude."""
+    err = (actual.float() - expected.float()).abs().max().item()
+    assert err <= tol * max(expected.float().abs().max().item(), 1.0), err
+
+
+def finite_grads(out: torch.Tensor, tensors, seed: int = 1):
+    """Gradients of a random projection of out's finite entries."""
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device)
+    return torch.autograd.grad(out.masked_fill(~torch.isfinite(out), 0).mul(g).sum(), tensors)
+
+
+@pytest.mark.parametrize(
+    ("B", "S", "T", "dtype"),
+    [
+        (1, 21, 21, torch.float32),  # S = T, not a tile multiple
+        (2, 7, 40, torch.float32),  # a cache offset, batch 2, key tiles skipped above the diagonal
+        (1, 1, 23, torch.float32),  # decoding
+        (2, 9, 33, torch.bfloat16),
+    ],
+)
+def test_index_scores_matches_twin(B, S, T, dtype):
+    q, w, k = inputs(B, S, T, dtype=dtype)
+    out = kernels.index_scores(q, w, k, tiles=TILES)
+    expected = ref.index_scores(q, w, k)
+    assert out.dtype == torch.float32 and out.shape == (B, S, T)
+    assert torch.equal(torch.isinf(out), ~ref.visible(S, T, DEVICE).expand(B, S, T))
+    tol = TOLERANCE[dtype]
+    close(out.masked_fill(torch.isinf(out), 0), expected.masked_fill(torch.isinf(expected), 0), tol)
+    for got, want in zip(finite_grads(out, (q, w, k)), finite_grads(expected, (q, w, k)), strict=True):
+        assert got.dtype == want.dtype
+        close(got, want, 2 * tol)
+
+
+def same_picks(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The valid masks are equal and the valid indices form the same sets."""
+    (idx, valid), (ref_idx, ref_valid) = got, want
+    assert idx.dtype == torch.int64 and valid.dtype == torch.bool
+    assert torch.equal(valid, ref_valid)
+    assert ((idx >= 0) & (idx < 1 << 40)).all()
+    sets = idx.masked_fill(~valid, -1).sort(-1).values
+    assert torch.equal(sets, ref_idx.masked_fill(~ref_valid, -1).sort(-1).values)
+
+
+@pytest.mark.parametrize(
+    ("B", "S", "T", "topk", "buffer_bytes"),
+    [
+        (1, 6, 6, 8, 1 << 20),  # T < K
+        (2, 5, 8, 8, 1 << 20),  # T = K, batch 2
+        (2, 3, 37, 8, 2 * 4 * 37 * 4),  # S < T, chunks of two rows, rows longer than K and not tile multiples
+        (1, 1, 30, 8, 1 << 20),  # decoding
+    ],
+)
+def test_index_topk_matches_twin(B, S, T, topk, buffer_bytes):
+    q, w, k = inputs(B, S, T, seed=3)
+    got = kernels.index_topk(q, w, k, topk=topk, buffer_bytes=buffer_bytes, tiles=TILES)
+    assert got[0].shape == (B, S, min(topk, T))
+    same_picks(got, ref.index_topk(q, w, k, topk=topk))
+    again = kernels.index_topk(q, w, k, topk=topk, buffer_bytes=buffer_bytes, tiles=TILES)
+    assert torch.equal(got[0], again[0]) and torch.equal(got[1], again[1])
+
+
+def test_index_topk_ties_go_to_lower_keys():
+    """Negative head weights zero many scores (ReLU of positive dots weighted below zero, and
+    exactly zero where every dot is negative); equal scores are picked from the lowest key up."""
+    q, w, k = inputs(1, 3, 40, seed=5)
+    with torch.no_grad():
+        w.copy_(-w.abs())
+        q[:, 1].zero_()  # query 1 scores 0 everywhere: it must pick keys 0..K-1
+    idx, valid = kernels.index_topk(q, w, k, topk=8, tiles=TILES)
+    same_picks((idx, valid), ref.index_topk(q, w, k, topk=8))
+    assert torch.equal(idx[0, 1].sort().values, torch.arange(8, device=DEVICE))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_index_scores_at_matches_twin(dtype):
+    """Batch 2, K not a tile multiple, repeated picks (their key gradients add up)."""
+    B, S, T, K = 2, 3, 29, 21
+    q, w, k = inputs(B, S, T, dtype=dtype, seed=7)
+    idx = torch.randint(0, T, (B, S, K), generator=torch.Generator().manual_seed(8)).to(DEVICE)
+    idx[0, 0, :4] = 5
+    out = kernels.index_scores_at(q, w, k, idx, tiles=TILES)
+    expected = ref.index_scores_at(q, w, k, idx)
+    tol = TOLERANCE[dtype]
+    close(out, expected, tol)
+    for got, want in zip(finite_grads(out, (q, w, k)), finite_grads(expected, (q, w, k)), strict=True):
+        close(got, want, 2 * tol)
+
+
+def test_dense_index_kl_matches_twin():
+    """Batch 2, a cache offset, chunks of two query rows (the budget fits two)."""
+    B, S, T, Ha, R = 2, 5, 19, 3, 24
+    q, w, k = inputs(B, S, T, seed=9)
+    g = torch.Generator().manual_seed(10)
+    q_lat, kv = torch.randn(B, S, Ha, R, generator=g).to(DEVICE), torch.randn(B, T, R, generator=g).to(DEVICE)
+    budget = 6 * B * Ha * T * 2
+    loss = kernels.dense_index_kl(q, w, k, q_lat, kv, scale=0.3, buffer_bytes=budget, tiles=TILES)
+    expected = ref.dense_index_kl(q, w, k, q_lat, kv, scale=0.3)
+    close(loss, expected, 1e-5)
+    grads = torch.autograd.grad(2 * loss, (q, w, k)), torch.autograd.grad(2 * expected, (q, w, k))
+    for got, want in zip(*grads, strict=True):
+        close(got, want, 1e-5)
+
+
+def test_flop_counter_sees_the_kernels():
+    """FlopCounterMode counts each op by its formula (fake tensors: nothing runs); a training step
+    of index_scores is three forwards."""
+    B, S, T, H, D, K = 1, 4096, 8192, 32, 128, 2048
+    with FakeTensorMode():
+        q = torch.empty(B, S, H, D, dtype=torch.bfloat16, requires_grad=True)
+        w = torch.empty(B, S, H, requires_grad=True)
+        k = torch.empty(B, T, D, dtype=torch.bfloat16, requires_grad=True)
+        idx = torch.empty(B, S, K, dtype=torch.int64)
+        pairs = S * (T - S) + S * (S + 1) // 2
+        for run, forward in [
+            (lambda: kernels.index_scores(q, w, k).sum().backward(), 3 * pairs * 2 * H * (D + 1)),
+            (lambda: kernels.index_scores_at(q, w, k, idx).sum().backward(), 3 * S * K * 2 * H * (D + 1)),
+            (lambda: kernels.index_topk(q, w, k, topk=K), pairs * 2 * H * (D + 1)),
+        ]:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                run()
+            kernel_flops = sum(
+                n for op, n in counter.get_flop_counts()["Global"].items() if "glmlab" in str(op)
+            )
+            assert kernel_flops == forward
+
+
+def test_bad_inputs_are_one_line_errors():
+    q, w, k = inputs(1, 4, 3)
+    with pytest.raises(GlmlabError, match="queries but 3 keys"):
+        kernels.index_scores(q, w, k)
+    q, w, k = inputs(1, 3, 5)
+    with pytest.raises(GlmlabError, match="do not fit"):
+        kernels.index_topk(q, w[:, :, :1], k, topk=2)
+    with pytest.raises(GlmlabError, match="pass idx"):
+        kernels.index_scores_at(q, w, k, torch.zeros(1, 3, dtype=torch.int64))
