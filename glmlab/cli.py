@@ -1,5 +1,5 @@
-"""The `glmlab` command: a thin typer layer over the library. Errors in the user's input
-print one line and exit with status 2."""
+"""The `glmlab` command: a thin map from commands to library functions and their renderers
+(glmlab/report/). Errors in the user's input print one line and exit with status 2."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import sys
 from typing import Optional
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree
+from rich.markup import escape
 
+from glmlab.device import DEVICE_HELP, parse_device
 from glmlab.errors import GlmlabError
 
 app = typer.Typer(
@@ -25,112 +24,85 @@ console = Console()
 
 CONFIG_ARG = typer.Argument(..., help="A preset name (glm5-tiny) or a YAML file.")
 SET_OPT = typer.Option(None, "--set", help="Override a field: --set index_topk=64 (repeatable).")
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+DEVICE_OPT = typer.Option("auto", "--device", help=DEVICE_HELP)
 
 
-def _fmt(n: float) -> str:
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(int(n))
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"glmlab {version('glmlab')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """glmlab: build, train, generate with and account for GLM-5-style models."""
 
 
 @app.command()
 def presets() -> None:
-    """List the presets with their headline numbers."""
-    from glmlab.build import build_model, parameter_report
-    from glmlab.config import load_config, preset_names
+    """List the presets with their parameter counts (analytic: no model is built)."""
+    from glmlab.report.build import preset_rows, print_presets
 
-    table = Table(title="glmlab presets", box=box.SIMPLE)
-    for col in ("preset", "layers", "experts", "DSA k", "MTP D", "total", "active"):
-        table.add_column(col, justify="left" if col == "preset" else "right", no_wrap=True)
-    for name in preset_names():
-        cfg = load_config(name)
-        m = cfg.model
-        report = parameter_report(build_model(cfg, "meta"))
-        experts = f"{m.num_experts_per_tok}/{m.n_routed_experts}" if m.use_moe else "dense"
-        table.add_row(
-            name, str(m.num_hidden_layers), experts,
-            str(m.index_topk) if m.use_dsa else "-", str(m.num_nextn_predict_layers),
-            _fmt(report["total"]), _fmt(report["active"]),
-        )  # fmt: skip
-    console.print(table)
+    print_presets(preset_rows(), console)
 
 
 @app.command()
 def build(
     config: str = CONFIG_ARG,
     set_: Optional[list[str]] = SET_OPT,  # noqa: UP045 (typer needs Optional here)
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Validate a config, build the model on the meta device, and count its parameters."""
     from glmlab.build import build_model, layer_summary, parameter_report
     from glmlab.config import load_config
+    from glmlab.report.build import print_build
 
     cfg = load_config(config, set_)
     model = build_model(cfg, "meta")
-    report = parameter_report(model)
-    layers = layer_summary(model)
+    report, layers = parameter_report(model), layer_summary(model)
     if as_json:
-        out = {"name": cfg.name, "config": cfg.to_dict(), "params": report, "layers": layers}
-        print(json.dumps(out, indent=2))
-        return
-    m = cfg.model
-    tree = Tree(f"[bold]{cfg.name}[/] ({m.model_type}): {_fmt(report['total'])} total, "
-                f"{_fmt(report['active'])} active per token")  # fmt: skip
-    tree.add(f"embedding  {m.vocab_size} x {m.hidden_size} = {_fmt(report['by_component']['embedding'])}")
-    for row in layers:
-        first, last = row["layers"][0], row["layers"][-1]
-        span = f"layer {first}" if first == last else f"layers {first}-{last}"
-        node = tree.add(
-            f"{span} ({len(row['layers'])} x {_fmt(row['params'])}): {row['attention']}, {row['kind']} FFN"
+        print(
+            json.dumps(
+                {"name": cfg.name, "config": cfg.to_dict(), "params": report, "layers": layers}, indent=2
+            )
         )
-        if row["kind"] == "MoE":
-            node.add(f"{m.n_routed_experts} routed experts (top-{m.num_experts_per_tok}) of width "
-                     f"{m.moe_intermediate_size}, {m.n_shared_experts} shared")  # fmt: skip
-    tree.add(
-        f"final norm, lm_head {m.hidden_size} x {m.vocab_size} = {_fmt(report['by_component']['lm_head'])}"
-    )
-    if m.num_mtp_modules:
-        how = "shared across depths" if m.mtp_share_modules else "one per depth"
-        tree.add(f"MTP: {m.num_mtp_modules} module(s), depth {m.num_nextn_predict_layers} ({how}) "
-                 f"= {_fmt(report['mtp'])}")  # fmt: skip
-    console.print(tree)
-    table = Table(title="parameters by component")
-    for col in ("component", "total", "active / token", "MTP"):
-        table.add_column(col, justify="left" if col == "component" else "right")
-    mtp_parts = report["mtp_by_component"]
-    for comp in [*report["by_component"], *(c for c in mtp_parts if c not in report["by_component"])]:
-        n, active = report["by_component"].get(comp, 0), report["active_by_component"].get(comp, 0)
-        table.add_row(comp, f"{n:,}", f"{active:,}", f"{mtp_parts.get(comp, 0):,}")
-    table.add_row("[bold]total", f"[bold]{report['total']:,}", f"[bold]{report['active']:,}",
-                  f"[bold]{report['mtp']:,}")  # fmt: skip
-    console.print(table)
-    console.print(
-        f"total {report['total']:,} | with MTP {report['total_with_mtp']:,} | "
-        f"active {report['active']:,} | active without embedding and head {report['active_non_embedding']:,}"
-    )
+        return
+    print_build(cfg, report, layers, console)
 
 
 @app.command()
 def train(
-    config: str = typer.Argument(..., help="A preset, a YAML file, or (with --resume) a run folder."),
+    config: str = typer.Argument(..., help="A preset or YAML file (a new run), or a run folder (--resume)."),
     set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
     data: Optional[str] = typer.Option(None, "--data", help="stdlib, synthetic, or a file/folder/glob."),  # noqa: UP045
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimiser steps of the run."),  # noqa: UP045
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/<name>-<time>)."),  # noqa: UP045
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the run folder given first: glmlab train RUN_DIR --resume [--steps N].",
+    ),
+    device: str = DEVICE_OPT,
     seed: Optional[int] = typer.Option(None, "--seed", help="Overrides train.seed."),  # noqa: UP045
 ) -> None:
     """Train a model on the built-in corpus or your own text; Ctrl-C saves a resumable checkpoint
     (exit 130; SIGTERM exits 143)."""
+    from glmlab.report.train import print_summary
     from glmlab.train import resolve_run
     from glmlab.train import train as run_training
 
-    cfg, run_dir = resolve_run(config, set_, out, resume, data, steps, seed)
+    parse_device(device)
+    cfg, run_dir = resolve_run(config, set_, out=out, resume=resume, data=data, steps=steps, seed=seed)
     console.print(f"run folder [bold]{run_dir}[/] ({'resuming' if resume else 'new run'})")
     result = run_training(cfg, run_dir, resume, device, console)
-    print_summary(cfg.name, result.summary)
+    print_summary(cfg.name, result.summary, console)
     if result.signum is not None:
         raise typer.Exit(128 + result.signum)
 
@@ -153,13 +125,16 @@ def generate(
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute everything each step (reference)."),
     prefill_chunk: int = typer.Option(512, "--prefill-chunk", help="Prompt tokens per prefill pass."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt, no streaming."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(8, "--batch-size", help="--prompts-file: prompts decoded together."),
+    device: str = DEVICE_OPT,
 ) -> None:
     """Continue a prompt: latent-cache decoding, sampling, MTP speculative decoding."""
     from pathlib import Path
 
     from glmlab.generate import Generator, SamplingParams
+    from glmlab.report.generate import stats_line
 
+    parse_device(device)
     if (prompt is None) == (prompts_file is None):
         raise GlmlabError("give exactly one of --prompt TEXT or --prompts-file FILE")
     if prompts_file is not None:
@@ -172,8 +147,19 @@ def generate(
     gen = Generator.from_source(source, device)
     err = Console(stderr=True)
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in stop or ()]
-    for text in prompts:
+    for text in prompts:  # every prompt is checked before any is decoded
         gen.check(len(gen.encode(text)), max_new_tokens, speculative, not no_cache)
+    if prompts_file is not None:  # decoded in batches, printed as each batch ends
+        for result in gen.generate_batch(prompts, max_new_tokens=max_new_tokens, sampling=sampling,
+                                         speculative=speculative, use_cache=not no_cache, stop=stops,
+                                         prefill_chunk=prefill_chunk, batch_size=batch_size):  # fmt: skip
+            if as_json:
+                print(json.dumps(result.to_dict()))
+            else:
+                print(result.prompt + result.text, flush=True)
+                err.print(f"[dim]{escape(stats_line(result))}[/]", highlight=False)
+        return
+    for text in prompts:
         stream = None if as_json else (lambda s: print(s, end="", flush=True))
         if stream is not None:
             print(text, end="", flush=True)
@@ -183,15 +169,7 @@ def generate(
             print(json.dumps(result.to_dict()))
             continue
         print(flush=True)
-        line = (f"{result.new_tokens} tokens ({result.finish_reason}), {result.tokens_per_second:.1f} "
-                f"tokens/s, prefill {result.prefill_seconds * 1000:.0f} ms")  # fmt: skip
-        if result.speculative is not None:
-            spec = result.speculative
-            rates = ", ".join(f"{r:.0%}" for r in spec.acceptance)
-            line += f"; MTP K={spec.depth}: acceptance [{rates}], {spec.tokens_per_step:.2f} tokens/step"
-            if spec.note:
-                line += f" ({spec.note})"
-        err.print(f"[dim]{line}[/]", highlight=False)
+        err.print(f"[dim]{escape(stats_line(result))}[/]", highlight=False)
 
 
 @app.command()
@@ -204,115 +182,37 @@ def flops(
     attention: Optional[str] = typer.Option(None, "--attention", help="dsa only: expanded or absorbed."),  # noqa: UP045
     dtype: str = typer.Option("bf16", "--dtype", help="Inference weights and KV cache: bf16, fp8, fp32."),
     device: str = typer.Option(
-        "cpu", "--device", help="cpu or cuda: whose execution the glmlab convention counts."
+        "cpu", "--device", help=f"Whose execution the glmlab convention counts: {DEVICE_HELP}"
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-    plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of FLOPs/token vs context."),  # noqa: UP045
+    as_json: bool = JSON_OPT,
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write a .png/.pdf/.svg of FLOPs vs context."),  # noqa: UP045
     set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
 ) -> None:
     """Analytic FLOPs, parameters and memory of a config (no model is built)."""
     from glmlab.accounting.report import flops_summary, parse_lengths
     from glmlab.config import load_config
+    from glmlab.device import device_type
+    from glmlab.report.flops import print_flops
 
     cfg = load_config(config, set_)
     if batch < 1:
         raise GlmlabError(f"--batch must be at least 1, got {batch}")
-    if device not in ("cpu", "cuda"):
-        raise GlmlabError(f"--device must be cpu or cuda, got '{device}'")
+    kind = device_type(device)
     seqs = parse_lengths(seq)
-    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp, dtype, attention, device)
+    if plot:
+        from glmlab.accounting.plot import check_plot_target
+
+        check_plot_target(plot)
+    summary = flops_summary(cfg, seqs, batch, convention, not no_mtp, dtype, attention, kind)
     if plot:
         from glmlab.accounting.plot import plot_flops_vs_context
 
-        path = plot_flops_vs_context(cfg, plot, convention, not no_mtp, max(seqs), device)
+        path = plot_flops_vs_context(cfg, plot, convention, not no_mtp, max(seqs), kind)
         Console(stderr=True).print(f"wrote {path}")
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    _print_flops(summary)
-
-
-def _print_flops(s: dict) -> None:
-    mtp = "with MTP" if s["mtp"] else "no MTP"
-    console.print(
-        f"[bold]{s['name']}[/]: {s['convention']} convention ({mtp}; attention {s['attention_form']}; "
-        f"{s['device']}): "
-        f"{s['convention_description']}"
-    )
-    sweep = s["sweep"]
-    table = Table(title="GFLOPs per token, training step (forward + backward) by component")
-    table.add_column("component")
-    for entry in sweep:
-        table.add_column(f"s={entry['seq_len']:,}", justify="right")
-        table.add_column("share", justify="right")
-    comps = list(dict.fromkeys(c for e in sweep for c in e["breakdown"]))
-    for comp in comps:
-        cells = []
-        for e in sweep:
-            v = e["breakdown"].get(comp, 0.0)
-            cells += [f"{v / 1e9:,.3f}", f"{v / e['training_flops_per_token']:.1%}"]
-        table.add_row(comp, *cells)
-    for key, label in (
-        ("training_flops_per_token", "training"),
-        ("forward_flops_per_token", "forward"),
-        ("prefill_flops_per_token", "prefill"),
-        ("decode_flops_per_token", "decode at s-1"),
-    ):
-        table.add_row(f"[bold]{label}", *[c for e in sweep for c in (f"[bold]{e[key] / 1e9:,.3f}", "")])
-    console.print(table)  # fmt: skip
-    first = sweep[0]
-    layers = Table(title=f"by layer at s={first['seq_len']:,} (training GFLOPs per token)")
-    for col in ("layers", "kind", "each", "total"):
-        layers.add_column(col, justify="left" if col in ("layers", "kind") else "right")
-    groups: list[list] = []
-    for row in first["by_layer"]:
-        if (
-            groups
-            and groups[-1][1] == row["kind"]
-            and abs(groups[-1][2] - row["flops"]) < 1e-9 * row["flops"] + 1
-        ):
-            groups[-1][0].append(row["layer"])
-        else:
-            groups.append([[row["layer"]], row["kind"], row["flops"]])
-    for names, kind, each in groups:
-        span = names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
-        layers.add_row(span, kind, f"{each / 1e9:,.3f}", f"{each * len(names) / 1e9:,.3f}")
-    console.print(layers)
-    mem = Table(title=f"training memory at s={first['seq_len']:,}, batch {first['batch']}")
-    for col in ("", "weights", "gradients", "optimizer", "activations", "total"):
-        mem.add_column(col, justify="left" if not col else "right")
-    for label, key in (("fp32 AdamW", "memory_fp32"), ("bf16 mixed, fp32 master", "memory_bf16_mixed")):
-        m = first[key]
-        mem.add_row(
-            label, *[_bytes(m[k]) for k in ("weights", "gradients", "optimizer", "activations", "total")]
-        )
-    console.print(mem)
-    kv, inf = s["kv_cache_dtype"], first["memory_inference"]
-    console.print(
-        f"KV cache per token ({kv['dtype']}): latent {kv['latent']:,} B + indexer keys "
-        f"{kv['indexer_keys']:,} B = {kv['total']:,} B (expanded K/V would be {kv['expanded']:,} B; "
-        f"MTP adds {kv['mtp']:,} B)\n"
-        f"inference at s={first['seq_len']:,}, batch {first['batch']}: weights {_bytes(inf['weights'])} + "
-        f"cache {_bytes(inf['kv_cache'])} = {_bytes(inf['total'])}"
-    )
-    p = s["params"]
-    console.print(
-        f"parameters: {p['total']:,} total, {p['active']:,} active, {p['total_with_mtp']:,} with MTP"
-    )
-    if s["claims"]:
-        claims = Table(title="the article's claims, for this config")
-        for col in ("claim", "here", "how"):
-            claims.add_column(col)
-        for row in s["claims"]:
-            claims.add_row(row["claim"], row["value"], row["note"])
-        console.print(claims)
-
-
-def _bytes(n: float) -> str:
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
+    print_flops(summary, console)
 
 
 @app.command()
@@ -321,45 +221,92 @@ def profile(
     seq: Optional[int] = typer.Option(None, "--seq", help="Tokens per sequence (train.seq_len)."),  # noqa: UP045
     batch: Optional[int] = typer.Option(None, "--batch", help="Sequences per step (train.batch_size)."),  # noqa: UP045
     steps: int = typer.Option(2, "--steps", help="Timed training steps (after one counted step)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = DEVICE_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
 ) -> None:
     """Run real training and decoding steps; compare measured FLOPs, memory and time with the estimate."""
     from glmlab.config import load_config
     from glmlab.measure import profile as run_profile
+    from glmlab.report.profile import print_profile
 
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise GlmlabError(f"--device must be cpu or cuda, got '{device}'")
+    parse_device(device)
     result = run_profile(load_config(config, set_), seq, batch, steps, device)
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    print_profile(result)
+    print_profile(result, console)
+
+
+DEGREE = {k: typer.Option(None, f"--{k}", help=f"{k.upper()} degree ({h}).") for k, h in (
+    ("tp", "tensor parallel"), ("pp", "pipeline stages"), ("cp", "context parallel"),
+    ("dp", "data parallel; default GPUs / (TP x PP x CP)"), ("ep", "expert parallel"))}  # fmt: skip
+
+
+@app.command()
+def plan(
+    config: str = CONFIG_ARG,
+    gpus: int = typer.Option(..., "--gpus", help="GPUs in all."),
+    tp: Optional[int] = DEGREE["tp"],  # noqa: UP045
+    pp: Optional[int] = DEGREE["pp"],  # noqa: UP045
+    cp: Optional[int] = DEGREE["cp"],  # noqa: UP045
+    dp: Optional[int] = DEGREE["dp"],  # noqa: UP045
+    ep: Optional[int] = DEGREE["ep"],  # noqa: UP045
+    gpu: str = typer.Option("h200", "--gpu", help="h100, h200, h800, a100 or b200."),
+    seq: Optional[int] = typer.Option(None, "--seq", help="Tokens per sequence (train.seq_len)."),  # noqa: UP045
+    batch: Optional[int] = typer.Option(None, "--batch", help="Sequences per step (train.batch_size)."),  # noqa: UP045
+    micro_batch: int = typer.Option(1, "--micro-batch", help="Sequences per forward pass."),
+    recompute: str = typer.Option("none", "--recompute", help="none or full (keep only layer inputs)."),
+    sharding: str = typer.Option("fsdp", "--sharding", help="fsdp, zero1 or none."),
+    efficiency: float = typer.Option(0.8, "--efficiency", help="Share of peak the matmuls reach."),
+    search: bool = typer.Option(False, "--search", help="List the layouts that fit, fastest first."),
+    top: int = typer.Option(10, "--top", help="Layouts --search lists."),
+    as_json: bool = JSON_OPT,
+    set_: Optional[list[str]] = SET_OPT,  # noqa: UP045
+) -> None:
+    """Lay a config out on many GPUs (analytic): memory per GPU, communication, bubble, step time, MFU."""
+    from glmlab.accounting.cluster import PlanOptions, gpu_named, plan_summary
+    from glmlab.config import load_config
+    from glmlab.report.plan import print_plan
+
+    cfg = load_config(config, set_)
+    t = cfg.train
+    opts = PlanOptions(seq or t.seq_len, batch or t.batch_size * t.grad_accum, micro_batch, recompute,
+                       sharding, gpu_named(gpu), efficiency, t.optimizer)  # fmt: skip
+    degrees = {"tp": tp, "pp": pp, "cp": cp, "dp": dp, "ep": ep}
+    summary = plan_summary(cfg, gpus, opts, degrees, search=search, top=top)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print_plan(summary, console)
 
 
 @app.command()
 def quickstart(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: glm5-tiny's)."),  # noqa: UP045
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/quickstart-<time>)."),  # noqa: UP045
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = DEVICE_OPT,
     prompt: str = typer.Option("def __init__(self", "--prompt", help="Text to continue after training."),
 ) -> None:
     """The tour in one command: train glm5-tiny on the built-in corpus, generate from it (plain and
     MTP-speculative), and compare the FLOP and memory estimates with a measured training step."""
-    import time as _time
+    import time
 
     from glmlab.generate import Generator
     from glmlab.measure import profile as run_profile
+    from glmlab.report.generate import stats_line
+    from glmlab.report.profile import print_profile
+    from glmlab.report.train import print_summary
     from glmlab.train import resolve_run
     from glmlab.train import train as run_training
 
-    out = out or f"runs/quickstart-{_time.strftime('%Y%m%d-%H%M%S')}"
-    cfg, run_dir = resolve_run("glm5-tiny", None, out, False, None, steps, None)
+    parse_device(device)
+    out = out or f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg, run_dir = resolve_run("glm5-tiny", out=out, steps=steps)
     console.rule("1. train glm5-tiny on the Python standard library")
     console.print(f"run folder [bold]{run_dir}[/]")
     result = run_training(cfg, run_dir, False, device, console)
-    print_summary(cfg.name, result.summary)
+    print_summary(cfg.name, result.summary, console)
     if result.signum is not None:
         raise typer.Exit(128 + result.signum)
 
@@ -369,68 +316,15 @@ def quickstart(
     plain = gen.generate(prompt, 64, on_text=lambda s: print(s, end="", flush=True))
     print(flush=True)
     spec = gen.generate(prompt, 64, speculative=2)
-    rates = ", ".join(f"{r:.0%}" for r in spec.speculative.acceptance)
-    console.print(
-        f"plain: {plain.tokens_per_second:.1f} tokens/s | MTP K=2: {spec.tokens_per_second:.1f} tokens/s, "
-        f"acceptance [{rates}], {spec.speculative.tokens_per_step:.2f} tokens/step, "
-        f"same text: {spec.text == plain.text}",
-        highlight=False,
-    )
+    console.print(f"plain: {escape(stats_line(plain))}\nMTP K=2: {escape(stats_line(spec))}; "
+                  f"same text: {spec.text == plain.text}", highlight=False)  # fmt: skip
     if spec.tokens_per_second < plain.tokens_per_second:
         console.print("[dim]drafts pay off once most are accepted: this short run's are not "
                       "(README, Benchmarks: a 3,000-step glm5-tiny decodes 1.3-1.4x faster)[/]")  # fmt: skip
 
     console.rule("3. estimate vs measured: one training step and one decoding step")
-    print_profile(run_profile(cfg, None, None, 1, "cuda" if gen.device.type == "cuda" else "cpu"))
+    print_profile(run_profile(cfg, None, None, 1, str(gen.device)), console)
     console.print(f"next: glmlab generate {run_dir} --prompt 'import ' | glmlab flops glm5 --seq 4k,128k")
-
-
-def print_summary(name: str, summary: dict) -> None:
-    """The final table of a training run."""
-    table = Table(title=f"{name}: summary")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    console.print(table)
-
-
-def print_profile(result: dict) -> None:
-    """Estimate beside measurement for one `glmlab.measure.profile` result."""
-    table = Table(
-        title=f"{result['config']} on {result['device']}: seq {result['seq_len']}, batch {result['batch']}"
-    )
-    for col in ("quantity", "estimated (glmlab)", "measured", "est / meas"):
-        table.add_column(col, justify="left" if col == "quantity" else "right")
-    table.add_row(
-        "training step FLOPs",
-        _fmt(result["flops_estimated"]),
-        _fmt(result["flops_measured"]),
-        f"{result['flops_ratio']:.3f}",
-    )
-    table.add_row(
-        "peak memory",
-        _bytes(result["peak_memory_estimated_bytes"]),
-        _bytes(result["peak_memory_measured_bytes"]),
-        f"{result['peak_memory_ratio']:.3f}",
-    )
-    table.add_row(
-        "decode step FLOPs",
-        _fmt(result["decode_flops_estimated"]),
-        _fmt(result["decode_flops_measured"]),
-        f"{result['decode_flops_estimated'] / max(result['decode_flops_measured'], 1):.3f}",
-    )
-    console.print(table)  # fmt: skip
-    line = (
-        f"step {result['step_time_s'] * 1000:.0f} ms, {result['tokens_per_s']:,.0f} tokens/s, "
-        f"{result['achieved_flops_per_s'] / 1e12:.3f} TFLOP/s; matmul peak "
-        f"{result['matmul_peak_flops_per_s'] / 1e12:.3f} TFLOP/s -> MFU {result['mfu_vs_measured_peak']:.1%}"
-    )
-    if "mfu_vs_table_peak" in result:
-        line += f" (vs 989 TFLOP/s table peak: {result['mfu_vs_table_peak']:.1%})"
-    console.print(line)
-    console.print(f"decoding: {result['decode_step_time_s'] * 1000:.1f} ms/step, "
-                  f"{result['decode_tokens_per_s']:,.1f} tokens/s")  # fmt: skip
 
 
 def main() -> None:
@@ -438,7 +332,7 @@ def main() -> None:
     try:
         app()
     except GlmlabError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -1,16 +1,21 @@
-"""Measure real runs: executed FLOPs, time, peak memory, a matmul peak, and MFU (accounting
-spec, "What counting tools miss" and "Memory").
+"""Measure real runs: executed FLOPs, time, peak memory, a matmul peak, and MFU
+(docs/accounting.md, "Checking against measurement").
 
 FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` plus the formulas it lacks:
 CPU scaled_dot_product_attention (counted 0 by torch) and causal SDPA everywhere (torch counts
 the full S x T square; the kernels skip the masked half). Peak memory on CPU is the storage
 autograd saves for backward (distinct storages, parameters excluded) plus weights, gradients
 and optimiser states; on CUDA it is `torch.cuda.max_memory_allocated`.
+
+MFU, for `glmlab train` and `glmlab profile` alike, is tokens per second times the calculator's
+training FLOPs per token (`glmlab.accounting.training_flops_per_token`, glmlab convention: what
+glmlab executes, MTP included) over `device_peak`, a square matmul timed once per process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 
@@ -18,10 +23,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from glmlab.config import Config
+from glmlab.device import autocast, available_memory, resolve_device, synchronize
 from glmlab.errors import GlmlabError
 
 aten = torch.ops.aten
-TABLE_PEAK_BF16 = {"cuda": 989e12}  # H100/H200 dense bf16 (accounting spec, MFU)
 
 
 def _causal_pairs(s_q: int, s_k: int) -> int:
@@ -107,26 +112,34 @@ def saved_tensor_bytes(exclude: list[torch.Tensor]) -> Iterator[dict]:
     result["bytes"] = sum(seen.values())
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak(device: str | torch.device = "cpu", size: int | None = None, iters: int = 5) -> float:
-    """FLOP/s of a square matmul on `device` (bf16 on CUDA, fp32 on CPU): the honest MFU
-    denominator (accounting spec, MFU)."""
+    """FLOP/s of a square matmul on `device` (bf16 on CUDA, fp32 on CPU)."""
     device = torch.device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n = size or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(iters):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * n**3 * iters / (time.perf_counter() - start)
+
+
+@functools.cache
+def device_peak(device: torch.device) -> float:
+    """The MFU denominator: `matmul_peak` on `device`, timed once per process (so a training run
+    and a profile in one command share it), on a forked RNG so that a training run's random
+    stream, and so its resumption, stays untouched."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return matmul_peak(device)
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak: float) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s over the peak (see the module docstring)."""
+    return tokens_per_s * flops_per_token / peak
 
 
 def _state_bytes(tensors: list[torch.Tensor]) -> int:
@@ -138,25 +151,35 @@ def profile(
     seq_len: int | None = None,
     batch: int | None = None,
     steps: int = 2,
-    device: str = "cpu",
+    device: str = "auto",
     decode_steps: int = 4,
 ) -> dict:
     """Run real training steps (forward with labels so every loss path runs, backward, AdamW
     step; fp32 on CPU, bf16 autocast on CUDA, as the trainer does) and cached decoding steps;
-    return time, executed FLOPs, peak memory and MFU next to the `glmlab`-convention estimate."""
-    from glmlab.accounting import flops_report, training_memory
+    return time, executed FLOPs, peak memory and MFU next to the `glmlab`-convention estimate.
+    A config whose estimated training memory exceeds what the device has free is refused first."""
+    from glmlab.accounting import flops_report, training_flops_per_token, training_memory
     from glmlab.build import build_model
-    from glmlab.train.loop import total_loss
+    from glmlab.model.losses import total_loss
 
-    S, B = seq_len or cfg.train.seq_len, batch or cfg.train.batch_size
+    S = cfg.train.seq_len if seq_len is None else seq_len
+    B = cfg.train.batch_size if batch is None else batch
     if S < 2 or B < 1 or steps < 1:
-        raise GlmlabError("profile needs --seq >= 2, --batch >= 1 and --steps >= 1")
+        raise GlmlabError(
+            f"profile needs --seq >= 2, --batch >= 1 and --steps >= 1, got {S}, {B} and {steps}"
+        )
     if S + decode_steps > cfg.model.max_position_embeddings:
         raise GlmlabError(f"--seq {S} leaves no room to decode within max_position_embeddings; lower --seq")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GlmlabError("--device cuda: no CUDA device is available here; use --device cpu")
+    dev = resolve_device(device)
     cuda = dev.type == "cuda"
+    memory = training_memory(cfg, S, B, "fp32", activation_dtype="bf16" if cuda else "fp32", device=dev.type)
+    free = available_memory(dev)
+    if memory["total"] > free:
+        raise GlmlabError(
+            f"profiling {cfg.name} at seq {S}, batch {B} needs about {memory['total'] / 1e9:,.1f} GB, and "
+            f"{dev} has {free / 1e9:,.1f} GB free: profile a smaller config (glm5-tiny, lower --seq or "
+            f"--batch), or get the estimate alone with glmlab flops {cfg.name}"
+        )
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dev)
     params = list(model.parameters())
@@ -165,13 +188,10 @@ def profile(
     )
     ids = torch.randint(0, cfg.model.vocab_size, (B, S), device=dev)
 
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-
     def step() -> None:
-        with autocast():
+        with autocast(dev, "bf16-mixed"):
             out = model(ids, labels=ids)
-            loss = total_loss(out, cfg, "sparse").total
+            loss = total_loss(out, cfg.train, dense_warmup=False).total
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -185,39 +205,38 @@ def profile(
     states = _state_bytes([t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)])
     weights = _state_bytes(params)
     if cuda:
-        _sync(dev)
+        synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(dev)
+    synchronize(dev)
     step_time = (time.perf_counter() - start) / steps
     peak_measured = torch.cuda.max_memory_allocated(dev) if cuda else saved["bytes"] + 2 * weights + states
 
     # decoding: prefill S - 1 tokens into a cache, then one token at a time
     model.eval()
     cache = model.new_cache(B, S + decode_steps)
-    with torch.no_grad(), autocast():
+    with torch.no_grad(), autocast(dev, "bf16-mixed"):
         model(ids[:, : S - 1], cache=cache, logits_to_keep=1)
         token = ids[:, -1:]
         with flop_counter() as counter:
             model(token, cache=cache)
         decode_flops = counter.get_total_flops()
-        _sync(dev)
+        synchronize(dev)
         start = time.perf_counter()
         for _ in range(decode_steps):
             model(token, cache=cache)
-        _sync(dev)
+        synchronize(dev)
         decode_time = (time.perf_counter() - start) / decode_steps
 
-    estimate = flops_report(cfg, S, "train", "glmlab", device=device)
-    decode_estimate = flops_report(cfg, S, "decode", "glmlab", mtp=False, position=S - 1, device=device)
-    memory = training_memory(cfg, S, B, "fp32", activation_dtype="bf16" if cuda else "fp32", device=dev.type)
-    peak = matmul_peak(dev)
-    achieved = flops_measured / step_time
+    estimate = flops_report(cfg, S, "train", "glmlab", device=dev.type)
+    decode_estimate = flops_report(cfg, S, "decode", "glmlab", mtp=False, position=S - 1, device=dev.type)
+    peak = device_peak(dev)
+    tokens_per_s = B * S / step_time
     result = {
         "config": cfg.name, "device": str(dev), "seq_len": S, "batch": B, "steps": steps,
-        "step_time_s": step_time, "tokens_per_s": B * S / step_time,
+        "step_time_s": step_time, "tokens_per_s": tokens_per_s,
         "flops_estimated": estimate.total * B, "flops_measured": flops_measured,
         "flops_ratio": estimate.total * B / flops_measured if flops_measured else None,
         "peak_memory_estimated_bytes": memory["total"], "peak_memory_measured_bytes": peak_measured,
@@ -225,11 +244,9 @@ def profile(
         "memory_estimated": {k: v for k, v in memory.items() if k != "activations_by_part"},
         "memory_measured": {"activations": saved["bytes"], "weights": weights, "gradients": weights,
                             "optimizer": states} if not cuda else {"max_memory_allocated": peak_measured},
-        "achieved_flops_per_s": achieved, "matmul_peak_flops_per_s": peak,
-        "mfu_vs_measured_peak": achieved / peak,
+        "achieved_flops_per_s": flops_measured / step_time, "matmul_peak_flops_per_s": peak,
+        "mfu": mfu(tokens_per_s, training_flops_per_token(cfg, S, device=dev.type), peak),
         "decode_flops_estimated": decode_estimate.total * B, "decode_flops_measured": decode_flops,
         "decode_step_time_s": decode_time, "decode_tokens_per_s": B / decode_time,
     }  # fmt: skip
-    if dev.type in TABLE_PEAK_BF16:
-        result["mfu_vs_table_peak"] = achieved / TABLE_PEAK_BF16[dev.type]
     return result

@@ -226,7 +226,7 @@ def test_flops_cli_json_sweep_and_errors(tmp_path):
         scoring[device] = json.loads(res.output)["breakdown"]["indexer_scoring"]
     assert scoring["cuda"] > 1.8 * scoring["cpu"]
     res = runner.invoke(app, ["flops", "glm5", "--device", "tpu"])
-    assert "--device must be cpu or cuda" in str(res.exception)
+    assert "use auto, cpu, cuda or cuda:N" in str(res.exception)
     res = runner.invoke(app, ["flops", "glm5", "--convention", "palm"])
     assert "unknown convention" in str(res.exception)
 

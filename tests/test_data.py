@@ -53,8 +53,8 @@ def test_bpe_trains_to_exact_vocab_and_round_trips(tmp_path):
 
 
 def test_tokenizer_errors(tmp_path):
-    with pytest.raises(GlmlabError, match="reached only"):
-        train_bpe(["tiny text"], 4000)
+    small = train_bpe(["tiny text"], 4000)  # too little text for 4000 tokens: what it can learn
+    assert 257 <= small.vocab_size < 4000 and small.decode(small.encode("tiny text")) == "tiny text"
     with pytest.raises(GlmlabError, match="257"):
         check_vocab(ByteTokenizer(), 200)
     check_vocab(ByteTokenizer(), 300)  # a larger embedding is fine for bytes
@@ -95,6 +95,21 @@ def test_user_data_file_dir_glob_and_errors(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n")
     with pytest.raises(GlmlabError, match="empty"):
         load_corpus(str(tmp_path / "empty.txt"), 0.1, 0)
+
+
+def test_a_binary_file_is_refused_alone_and_skipped_in_a_folder(tmp_path):
+    """Issue 11 item 2: the folder rule (binary files are not text) holds for a single file too,
+    including random bytes with no NUL; UTF-8 text with a character cut by the sample is text."""
+    rng = np.random.default_rng(0)
+    noise = bytes(b for b in rng.integers(1, 256, 20000, dtype=np.uint8).tobytes())  # no NUL byte
+    (tmp_path / "blob.bin").write_bytes(noise)
+    (tmp_path / "nul.dat").write_bytes(b"text\0more")
+    for name in ("blob.bin", "nul.dat"):
+        with pytest.raises(GlmlabError, match="not UTF-8 text"):
+            user_files(str(tmp_path / name))
+    (tmp_path / "notes.md").write_text("é" * 10000)  # 2-byte characters: the 8 KB sample cuts none...
+    (tmp_path / "odd.md").write_text("a" + "é" * 10000)  # ...this one's sample ends mid-character
+    assert user_files(str(tmp_path)) == [tmp_path / "notes.md", tmp_path / "odd.md"]
 
 
 def test_synthetic_is_seeded_structured_text():
@@ -139,6 +154,7 @@ def test_prepare_data_saves_tokenizer_and_reuses_cache(tmp_path, monkeypatch):
     run = tmp_path / "run"
     first = prepare_data(cfg, run)
     assert first.tokenizer.vocab_size == 300 and (run / "tokenizer" / "tokenizer.json").is_file()
+    assert first.config == cfg and first.note is None
     (entry,) = (tmp_path / "cache" / "tokens").iterdir()
     stamp = (entry / "train.npy").stat().st_mtime_ns
     other_run = prepare_data(cfg, tmp_path / "run2")  # same text, same (deterministic) BPE: cache hit
@@ -148,3 +164,26 @@ def test_prepare_data_saves_tokenizer_and_reuses_cache(tmp_path, monkeypatch):
     (data / "f00.txt").write_text("changed text " * 50)  # new content: a new cache entry
     prepare_data(cfg, run)
     assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 2
+
+
+@pytest.mark.parametrize("tokenizer", ["bpe", "byte"])
+def test_vocab_size_follows_the_tokenizer_of_a_new_run(tokenizer, tmp_path, monkeypatch):
+    """Issue 11 item 7: a modest folder cannot fill glm5-tiny's 4096 BPE tokens: the run gets the
+    vocabulary its data yields, and says so; with bytes the model has exactly 257 rows."""
+    monkeypatch.setenv("GLMLAB_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "notes"
+    data.mkdir()
+    for i, text in enumerate(_texts(10)):
+        (data / f"n{i}.md").write_text(text)
+    cfg = load_config("glm5-tiny", [f"train.data={data}", f"train.tokenizer={tokenizer}"])
+    assert cfg.model.vocab_size == 4096
+    got = prepare_data(cfg, tmp_path / "run")
+    size = got.tokenizer.vocab_size
+    assert got.config.model.vocab_size == size
+    assert size == 257 if tokenizer == "byte" else 257 < size < 4096
+    assert got.note is not None and str(size) in got.note and "4096" in got.note
+    again = prepare_data(got.config, tmp_path / "run")  # a resumed run: its saved tokenizer, no change
+    assert again.config == got.config and again.note is None
+    if tokenizer == "bpe":
+        with pytest.raises(GlmlabError, match="vocab_size"):
+            prepare_data(cfg, tmp_path / "run")  # the saved tokenizer does not fit another vocabulary

@@ -18,8 +18,9 @@ import torch
 from glmlab.checkpoint import load_model
 from glmlab.config import load_config
 from glmlab.model import CausalLMOutput
+from glmlab.model.losses import total_loss
 from glmlab.train import loop
-from glmlab.train.loop import Trainer, total_loss, update_router_biases
+from glmlab.train.loop import Trainer, update_router_biases
 from glmlab.train.schedule import DENSE_WARMUP, SPARSE, lr_at, stage_at
 
 SMALL = """
@@ -91,7 +92,7 @@ def test_each_loss_term_enters_with_its_weight():
     t = lambda v: torch.tensor(v)  # noqa: E731
     out = CausalLMOutput(logits=t(0.0), hidden_states=t(0.0), loss=t(2.0), mtp_losses=[t(3.0), t(5.0)],
                          balance_loss=t(1.5), indexer_loss=t(0.25))  # fmt: skip
-    main = total_loss(out, cfg, SPARSE)
+    main = total_loss(out, cfg.train, dense_warmup=False)
     assert math.isclose(
         float(main.total), 2.0 + 0.3 * (3.0 + 5.0) / 2 + 0.01 * 1.5 + 2.0 * 0.25, rel_tol=1e-6
     )
@@ -100,9 +101,11 @@ def test_each_loss_term_enters_with_its_weight():
         bumped = load_config("glm5-tiny", ["mtp_lambda=0.3", "balance_alpha=0.01", "indexer_loss_weight=2.0",
                                            f"{field}={getattr(cfg.train, field) + 1}"])  # fmt: skip
         assert math.isclose(
-            float(total_loss(out, bumped, SPARSE).total) - float(main.total), term, rel_tol=1e-5
+            float(total_loss(out, bumped.train, dense_warmup=False).total) - float(main.total),
+            term,
+            rel_tol=1e-5,
         )
-    assert float(total_loss(out, cfg, DENSE_WARMUP).total) == 0.25  # stage 1: the indexer KL only
+    assert float(total_loss(out, cfg.train, dense_warmup=True).total) == 0.25  # stage 1: the indexer KL only
 
 
 # ---- balancing ----------------------------------------------------------------------------
@@ -231,7 +234,7 @@ def test_run_folder_and_resume_reproduce_a_straight_run(small, tmp_path, run_cli
     assert code == 0, err
     code, _, err = run_cli(*base, "--steps", "8", "--out", str(tmp_path / "split"))
     assert code == 0, err
-    code, _, err = run_cli(*base, "--steps", "16", "--out", str(tmp_path / "split"), "--resume")
+    code, _, err = run_cli("train", str(tmp_path / "split"), "--resume", "--steps", "16", "--device", "cpu")
     assert code == 0, err
     straight, split = records(tmp_path / "straight"), records(tmp_path / "split")
     assert sorted(split) == list(range(1, 17))
@@ -282,9 +285,9 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(small, tmp_path, monkey
     real = loop.total_loss
     calls = {"n": 0}
 
-    def poisoned(out, cfg, stage):
+    def poisoned(out, train, *, dense_warmup):
         calls["n"] += 1
-        losses = real(out, cfg, stage)
+        losses = real(out, train, dense_warmup=dense_warmup)
         if calls["n"] == 6:
             losses.total = losses.total * float("nan")
         return losses
@@ -306,7 +309,6 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(small, tmp_path, monkey
         "existing_run",
         "corrupt",
         "mismatch",
-        "byte_vocab",
     ],
 )
 def test_errors_are_one_line_exit_2(case, small, tmp_path, run_cli):
@@ -321,9 +323,8 @@ def test_errors_are_one_line_exit_2(case, small, tmp_path, run_cli):
         "too_long": [*base, "--data", str(data), "--set", "train.seq_len=4096", "--out", str(run)],
         "unwritable": [*base, "--data", str(data), "--out", str(data / "sub")],
         "existing_run": [*base, "--data", str(data), "--out", str(run)],
-        "corrupt": [*base, "--data", str(data), "--steps", "8", "--out", str(run), "--resume"],
+        "corrupt": ["train", str(run), "--resume", "--steps", "8", "--device", "cpu"],
         "mismatch": [*base, "--data", str(data), "--steps", "8", "--out", str(run), "--resume"],
-        "byte_vocab": [*base, "--data", str(data), "--set", "vocab_size=200", "--out", str(run)],
     }[case]
     (tmp_path / "empty.txt").write_text("")
     if case == "corrupt":
@@ -338,7 +339,7 @@ def test_errors_are_one_line_exit_2(case, small, tmp_path, run_cli):
     assert code == 2, err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     hint = {"existing_run": "--resume", "corrupt": "corrupt", "mismatch": "another model",
-            "too_long": "seq_len", "byte_vocab": "257", "unwritable": "output folder"}.get(case)  # fmt: skip
+            "too_long": "seq_len", "unwritable": "output folder"}.get(case)  # fmt: skip
     if hint:
         assert hint in err
 

@@ -9,6 +9,23 @@ from glmlab.accounting.flops import flops_report
 from glmlab.config import Config
 from glmlab.errors import GlmlabError
 
+# The file types matplotlib writes with its own dependencies (savefig infers the type from the name).
+FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+INSTALL_HINT = "pip install 'glmlab[plot]'"
+
+
+def check_plot_target(out: str | Path) -> None:
+    """Reject, before any work, a plot path whose type matplotlib cannot write, and a missing
+    matplotlib."""
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        kind = f"'.{suffix}'" if suffix else "no extension"
+        raise GlmlabError(f"--plot {out} has {kind}: name a .png, .pdf or .svg file")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise GlmlabError(f"--plot needs matplotlib: {INSTALL_HINT}") from None
+
 
 def plot_flops_vs_context(
     cfg: Config, out: str | Path, convention: str, mtp: bool, max_context: int, device: str = "cpu"
@@ -16,13 +33,12 @@ def plot_flops_vs_context(
     """Write a PNG of training GFLOPs per token from 1K to `max_context` tokens for the model
     as configured and for the same model with dense attention (executed on `device`, for the
     glmlab convention)."""
-    try:
-        import matplotlib
+    check_plot_target(out)
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise GlmlabError("--plot needs matplotlib: pip install 'glmlab[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     top = max(max_context, 2048)
     contexts = sorted({int(1024 * 2 ** (i / 4)) for i in range(0, 64) if 1024 * 2 ** (i / 4) <= top} | {top})
     variants = {"DSA" if cfg.model.use_dsa else "as configured": cfg.model}

@@ -36,9 +36,12 @@ def stdlib_files() -> list[Path]:
 
 
 def user_files(spec: str) -> list[Path]:
-    """A file, a directory (every text file below it) or a glob -> sorted list of files."""
+    """A file, a directory (every text file below it) or a glob -> sorted list of files. Binary
+    files are skipped in a folder or glob, and refused when named alone."""
     path = Path(spec).expanduser()
     if path.is_file():
+        if not _is_text(path):
+            raise GlmlabError(f"data file {spec} is not UTF-8 text (it looks binary): point --data at text")
         return [path]
     if path.is_dir():
         found = [p for p in sorted(path.rglob("*")) if p.is_file() and not _hidden(p.relative_to(path))]
@@ -56,12 +59,20 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
-def _is_text(path: Path) -> bool:
+def _is_text(path: Path, sample: int = 8192) -> bool:
+    """No NUL byte in the first `sample` bytes, and at most 1% of them undecodable as UTF-8 (a
+    multi-byte character cut by the sample's end is not counted)."""
     try:
         with open(path, "rb") as f:
-            return b"\0" not in f.read(8192)
+            head = f.read(sample)
     except OSError:
         return False
+    if b"\0" in head:
+        return False
+    text = head.decode("utf-8", errors="replace")
+    if len(head) == sample:
+        text = text[:-3] + text[-3:].rstrip("\ufffd")
+    return text.count("\ufffd") <= 0.01 * max(1, len(head))
 
 
 def _read(path: Path) -> str:

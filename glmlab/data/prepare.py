@@ -1,10 +1,12 @@
-"""A run's data: its tokenizer (trained once and saved in the run) and the tokenized, packed
-training and validation streams. The streams are cached under `$GLMLAB_CACHE/tokens/<hash>`
-(default ~/.cache/glmlab), keyed by the tokenizer and the exact text, so new runs on the same
-corpus and a resumed run skip tokenising (the stdlib is about 12 MB)."""
+"""A run's data: its tokenizer (trained once and saved in the run), the config with the model's
+vocabulary sized to that tokenizer, and the tokenized, packed training and validation streams.
+The streams are cached under `$GLMLAB_CACHE/tokens/<hash>` (default ~/.cache/glmlab), keyed by
+the tokenizer and the exact text, so new runs on the same corpus and a resumed run skip
+tokenising (the stdlib is about 12 MB)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,6 +28,8 @@ CACHE_ENV = "GLMLAB_CACHE"
 
 @dataclass
 class RunData:
+    config: Config  # the run's config, vocab_size equal to the tokenizer's
+    note: str | None  # what changed in the config, for the user (None: nothing)
     tokenizer: Tokenizer
     train: np.ndarray  # packed token stream
     val: np.ndarray
@@ -68,20 +72,36 @@ def _write_cache(folder: Path, train: np.ndarray, val: np.ndarray, meta: dict) -
         os.replace(tmp, folder)
 
 
+def _sized_vocab(cfg: Config, tokenizer: Tokenizer) -> tuple[Config, str | None]:
+    """A new run's model gets exactly the tokenizer's vocabulary: 257 for bytes, and what BPE
+    could learn when the data holds fewer distinct tokens than the config asks for."""
+    want, have = cfg.model.vocab_size, tokenizer.vocab_size
+    if want == have:
+        return cfg, None
+    if tokenizer.kind == "byte":
+        note = f"train.tokenizer=byte: vocab_size is {have} (256 bytes + EOS), not the config's {want}"
+    else:
+        note = (f"the data yields only {have:,} BPE tokens: vocab_size is {have}, not the config's {want} "
+                "(more text gives a larger vocabulary)")  # fmt: skip
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=have)), note
+
+
 def prepare_data(cfg: Config, run_dir: Path) -> RunData:
-    """Load the corpus named by `train.data`, get the run's tokenizer (load, or build and save),
-    and tokenize both splits, or read them from the cache."""
+    """Load the corpus named by `train.data`, get the run's tokenizer (load, or build and save;
+    a new run's vocab_size follows it), and tokenize both splits, or read them from the cache."""
     t = cfg.train
     corpus = load_corpus(t.data, t.val_fraction, t.seed)
     tok_dir = run_dir / TOKENIZER_DIR
+    note = None
     if tok_dir.is_dir():
         tokenizer = load_tokenizer(tok_dir)
-    elif t.tokenizer == "byte":
-        tokenizer = ByteTokenizer()
+        check_vocab(tokenizer, cfg.model.vocab_size)
     else:
-        tokenizer = train_bpe(_sample_for_bpe(corpus.train), cfg.model.vocab_size)
-    check_vocab(tokenizer, cfg.model.vocab_size)
-    if not tok_dir.is_dir():
+        if t.tokenizer == "byte":
+            tokenizer = ByteTokenizer()
+        else:
+            tokenizer = train_bpe(_sample_for_bpe(corpus.train), cfg.model.vocab_size)
+        cfg, note = _sized_vocab(cfg, tokenizer)
         tokenizer.save(tok_dir)
 
     folder = cache_root() / _fingerprint(tokenizer, corpus)
@@ -90,7 +110,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
         train = np.load(folder / "train.npy", mmap_mode="r")
         val = np.load(folder / "val.npy", mmap_mode="r")
     else:
-        vocab = cfg.model.vocab_size
+        vocab = tokenizer.vocab_size
         train = pack(tokenizer.encode_batch(corpus.train), tokenizer.eos_id, vocab)
         val = pack(tokenizer.encode_batch(corpus.val), tokenizer.eos_id, vocab)
         meta = {"source": corpus.source, "train_tokens": len(train), "val_tokens": len(val),
@@ -99,4 +119,5 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
             _write_cache(folder, train, val, meta)
         except OSError:
             pass  # an unwritable cache only costs the next run the tokenising time
-    return RunData(tokenizer, train, val, corpus.source, meta["val_bytes"] / max(1, meta["val_tokens"]))
+    bytes_per_token = meta["val_bytes"] / max(1, meta["val_tokens"])
+    return RunData(cfg, note, tokenizer, train, val, corpus.source, bytes_per_token)

@@ -118,7 +118,7 @@ class Generator:
     def from_source(cls, source: str, device: str = "auto") -> Generator:
         """Load a run directory, a checkpoint or a Hugging Face folder; it must carry a tokenizer."""
         from glmlab.checkpoint import load_model
-        from glmlab.train.loop import resolve_device
+        from glmlab.device import resolve_device
 
         loaded = load_model(source, resolve_device(device))
         if loaded.tokenizer is None:

@@ -1,5 +1,5 @@
-"""The training loop: losses, DSA stages, the auxiliary-loss-free bias update, evaluation,
-checkpoints, signals and the progress display (spec 2.2, 2.3, 3)."""
+"""The training loop: DSA stages, the auxiliary-loss-free bias update, evaluation, checkpoints,
+signals and the progress display (docs/architecture.md, "Training")."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 import random
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from glmlab.accounting import training_flops_per_token
 from glmlab.build import build_model
 from glmlab.checkpoint import (
     CONFIG,
@@ -37,44 +37,19 @@ from glmlab.checkpoint import (
 from glmlab.config import Config
 from glmlab.data.batching import Batches, validation_batches
 from glmlab.data.prepare import RunData, prepare_data
+from glmlab.device import autocast, resolve_device, synchronize
 from glmlab.errors import GlmlabError
-from glmlab.model import CausalLM, CausalLMOutput
+from glmlab.measure import device_peak, mfu
+from glmlab.model import CausalLM
 from glmlab.model.compile import compile_layers
-from glmlab.model.model import next_token_loss
-from glmlab.train.metrics import MetricsLog, load_imbalance, measure_matmul_peak, training_flops_per_token
+from glmlab.model.losses import next_token_loss, total_loss
+from glmlab.report.train import eval_line, step_lines
+from glmlab.train.metrics import MetricsLog, load_imbalance
 from glmlab.train.optim import build_optimizer
-from glmlab.train.rundir import ensure_writable
-from glmlab.train.schedule import DENSE_WARMUP, MAIN, SPARSE, lr_at, stage_at
+from glmlab.train.rundir import ensure_writable, removed_on_failure, resume_hint
+from glmlab.train.schedule import DENSE_WARMUP, lr_at, stage_at
 
 METRICS = "metrics.jsonl"
-
-
-@dataclass
-class Losses:
-    """One micro-batch's weighted total and its parts (floats are for logging)."""
-
-    total: torch.Tensor
-    parts: dict[str, float]
-
-
-def total_loss(out: CausalLMOutput, cfg: Config, stage: str) -> Losses:
-    """Stage 1: the indexer KL alone. Otherwise L = L_LM + (lambda/D) * sum_k L_MTP,k
-    + alpha * L_balance + w_I * L_indexer (spec 2.2, 2.3, 3)."""
-    t = cfg.train
-    parts = {"lm_loss": out.loss}
-    if out.mtp_losses:
-        parts["mtp_loss"] = torch.stack(out.mtp_losses).mean()
-    if out.balance_loss is not None:
-        parts["balance_loss"] = out.balance_loss
-    if out.indexer_loss is not None:
-        parts["indexer_loss"] = out.indexer_loss
-    if stage == DENSE_WARMUP:
-        total = out.indexer_loss
-    else:
-        weights = {"lm_loss": 1.0, "mtp_loss": t.mtp_lambda, "balance_loss": t.balance_alpha,
-                   "indexer_loss": t.indexer_loss_weight}  # fmt: skip
-        total = sum(weights[k] * v for k, v in parts.items())
-    return Losses(total, {k: float(v.detach()) for k, v in parts.items()})
 
 
 @torch.no_grad()
@@ -169,16 +144,6 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise GlmlabError(f"--device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GlmlabError("--device cuda: no CUDA device is available here; use --device cpu")
-    return torch.device(name)
-
-
 class Trainer:
     """Owns the model, optimiser, data and run folder of one `glmlab train` invocation."""
 
@@ -194,7 +159,11 @@ class Trainer:
             if saved.model != cfg.model:
                 raise GlmlabError(f"checkpoint {checkpoint} is for another model config: use a new --out")
         self.data: RunData = prepare_data(cfg, self.run_dir)
+        cfg = self.cfg = self.data.config  # a new run's vocab_size follows its tokenizer
+        if self.data.note:
+            self.console.print(self.data.note)
         write_config(cfg, self.run_dir / CONFIG)
+        self.horizon = t.steps  # the LR schedule's length, fixed when the run starts (schedule.py)
         torch.manual_seed(t.seed)
         self.model = build_model(cfg, self.device).train()
         if t.compile:
@@ -213,17 +182,16 @@ class Trainer:
                 raise GlmlabError(f"optimizer state in {checkpoint} does not match this run: {err}") from None
             state = load_state(checkpoint)
             self.step, self.position, self.elapsed = state["step"], state["position"], state["elapsed"]
+            self.horizon = state.get("horizon", saved.train.steps)
             _set_rng_state(state["rng"], self.device)
             self.log.truncate_after(self.step)
         if t.tensorboard:
             from glmlab.viz.tensorboard import TensorBoardLog
 
             self.log.sink = TensorBoardLog(self.run_dir, self.model, start_step=self.step)
-        bf16 = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
-        self.autocast = bf16 if self.device.type == "cuda" else nullcontext
-        self.peak = measure_matmul_peak(self.device)
-        self.flops_per_token = {stage: training_flops_per_token(cfg, self.device, stage)
-                                for stage in (DENSE_WARMUP, SPARSE, MAIN)}  # fmt: skip
+        self.autocast = lambda: autocast(self.device, "bf16-mixed")
+        self.peak = device_peak(self.device)
+        self.flops_per_token = training_flops_per_token(cfg, t.seq_len, device=self.device.type)
         self.last_eval: dict = {}
 
     # ---- one optimiser step ----------------------------------------------------------------
@@ -233,7 +201,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         stage = stage_at(self.step, cfg)
         set_stage(self.model, stage)
-        lr = lr_at(self.step, cfg)
+        lr = lr_at(self.step, cfg, horizon=self.horizon)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         sums: dict[str, float] = {}
@@ -243,7 +211,7 @@ class Trainer:
             self.position += t.batch_size
             with self.autocast():
                 out = self.model(x, labels=x, dsa_dense=stage == DENSE_WARMUP)
-            losses = total_loss(out, cfg, stage)
+            losses = total_loss(out, t, dense_warmup=stage == DENSE_WARMUP)
             if not torch.isfinite(losses.total):
                 raise NonFiniteLoss(self.step + 1, float(losses.total.detach()))
             (losses.total / t.grad_accum).backward()
@@ -267,7 +235,8 @@ class Trainer:
 
     def save(self) -> Path:
         state = {"position": self.position, "stage": stage_at(max(self.step - 1, 0), self.cfg),
-                 "elapsed": self.elapsed, "rng": _rng_state(self.device)}  # fmt: skip
+                 "elapsed": self.elapsed, "rng": _rng_state(self.device),
+                 "horizon": self.horizon}  # fmt: skip
         return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, state, self.cfg,
                                self.data.tokenizer)  # fmt: skip
 
@@ -282,9 +251,14 @@ class Trainer:
     def run(self, show_progress: bool = True) -> TrainResult:
         t = self.cfg.train
         if self.step >= t.steps:
-            self.console.print(f"run {self.run_dir} is already at step {self.step} of {t.steps}: "
-                               "pass a larger --steps to continue")  # fmt: skip
+            self.console.print(f"run {self.run_dir} is already at step {self.step} of {t.steps}: continue "
+                               f"with {resume_hint(self.run_dir)}, N > {self.step}")  # fmt: skip
             return TrainResult(self.run_dir, self.step, summary=self._summary({}, 0.0))
+        if t.steps > self.horizon:
+            final = lr_at(self.horizon, self.cfg, horizon=self.horizon)
+            self.console.print(f"extending the run from {self.horizon} to {t.steps} steps: the learning "
+                               f"rate keeps its {self.horizon}-step schedule, and steps {self.horizon + 1}-"
+                               f"{t.steps} run at its final value {final:.2e}")  # fmt: skip
         tokens_per_step = t.batch_size * t.grad_accum * t.seq_len
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -302,17 +276,18 @@ class Trainer:
                     kept = latest_checkpoint(self.run_dir)
                     where = f"last good checkpoint {kept}" if kept else "no checkpoint was written yet"
                     raise GlmlabError(f"{err}; {where}; lower train.lr or raise warmup_steps") from None
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(self.device)
                 took = time.perf_counter() - start
                 self.elapsed += took
                 window_time, window_steps = window_time + took, window_steps + 1
                 if out["counts"] is not None:
                     window_counts = out["counts"] if window_counts is None else window_counts + out["counts"]
-                progress.update(task, completed=self.step, info=f"loss {out['loss']:.3f}")
+                objective = "indexer KL" if out["stage"] == DENSE_WARMUP else "loss"
+                progress.update(task, completed=self.step, info=f"{objective} {out['loss']:.3f}")
                 if self.step % t.log_interval == 0 or self.step in (1, t.steps):
                     last = self._log(out, window_time, window_steps, window_counts, tokens_per_step)
-                    progress.console.print(self._line(last))
+                    for line in step_lines(last, dense_warmup=last["stage"] == DENSE_WARMUP):
+                        progress.console.print(line, highlight=False)
                     window_time, window_steps, window_counts = 0.0, 0, None
                 done = self.step == t.steps
                 if (t.checkpoint_interval and self.step % t.checkpoint_interval == 0) or done:
@@ -320,8 +295,7 @@ class Trainer:
                 if (t.eval_interval and self.step % t.eval_interval == 0) or done:
                     record = {"step": self.step, **self.evaluate()}
                     self.log.write(record)
-                    progress.console.print(f"step {self.step:>6} | val loss {record['val_loss']:.4f} | "
-                                           f"val bits/byte {record['val_bpb']:.4f}")  # fmt: skip
+                    progress.console.print(eval_line(record), highlight=False)
         self.log.close()
         if stop.signum is not None:
             path = self.save()
@@ -334,8 +308,10 @@ class Trainer:
         tokens_per_s = tokens_per_step * window_steps / max(window_time, 1e-9)
         record = {"step": self.step, "stage": out["stage"]}
         record.update({k: v for k, v in out.items() if k not in ("counts", "x", "stage")})
-        mfu = tokens_per_s * self.flops_per_token[out["stage"]] / self.peak
-        record.update(tokens_per_s=tokens_per_s, mfu=mfu)
+        # the calculator counts sparse training steps; the dense warm-up runs other FLOPs (no MFU)
+        warmup = out["stage"] == DENSE_WARMUP
+        record.update(tokens_per_s=tokens_per_s,
+                      mfu=None if warmup else mfu(tokens_per_s, self.flops_per_token, self.peak))  # fmt: skip
         if counts is not None:
             per_layer = load_imbalance(counts)
             record["expert_imbalance"] = sum(per_layer) / len(per_layer)
@@ -345,21 +321,6 @@ class Trainer:
             record["indexer_recall"] = indexer_recall(self.model, out["x"], self.autocast)
         self.log.write(record)
         return record
-
-    @staticmethod
-    def _line(r: dict) -> str:
-        parts = [f"step {r['step']:>6}", f"loss {r['loss']:.4f}", f"lm {r['lm_loss']:.4f}"]
-        if "mtp_loss" in r:
-            parts.append(f"mtp {r['mtp_loss']:.4f}")
-        if "indexer_loss" in r:
-            parts.append(f"idx {r['indexer_loss']:.4f}")
-        parts += [f"lr {r['lr']:.2e}", f"|g| {r['grad_norm']:.2f}", f"{r['tokens_per_s']:,.0f} tok/s",
-                  f"mfu {100 * r['mfu']:.1f}%"]  # fmt: skip
-        if "expert_imbalance" in r:
-            parts.append(f"load max/mean {r['expert_imbalance']:.2f}")
-        if r.get("indexer_recall") is not None:
-            parts.append(f"recall {r['indexer_recall']:.3f}")
-        return " | ".join([*parts, r["stage"]])
 
     def _summary(self, last: dict, tokens_per_step: int) -> dict:
         out = {"run_dir": str(self.run_dir), "steps": self.step, "tokens": self.step * tokens_per_step,
@@ -381,5 +342,9 @@ class NonFiniteLoss(Exception):
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, device: str = "auto",
           console: Console | None = None, show_progress: bool = True) -> TrainResult:  # fmt: skip
-    """Train `cfg` in `run_dir` (new, or resumed from its latest checkpoint) to train.steps."""
-    return Trainer(cfg, run_dir, resume, device, console).run(show_progress)
+    """Train `cfg` in `run_dir` (new, or resumed from its latest checkpoint) to train.steps. A new
+    run that fails before its first checkpoint leaves no folder behind."""
+    if resume:
+        return Trainer(cfg, run_dir, resume, device, console).run(show_progress)
+    with removed_on_failure(Path(run_dir)):
+        return Trainer(cfg, run_dir, resume, device, console).run(show_progress)

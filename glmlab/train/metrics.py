@@ -1,4 +1,5 @@
-"""What a training run measures: matmul peak and MFU, expert load imbalance, the metrics log."""
+"""What a training run records beside its losses: expert load imbalance and the metrics log
+(MFU is `glmlab.measure.mfu`, shared with `glmlab profile`)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,6 @@ import json
 from pathlib import Path
 
 import torch
-
-from glmlab.accounting.flops import flops_report
-from glmlab.config import Config
-from glmlab.measure import matmul_peak
-from glmlab.train.schedule import DENSE_WARMUP
-
-
-def measure_matmul_peak(device: torch.device) -> float:
-    """The MFU denominator: `glmlab.measure.matmul_peak` on this device, run on a forked RNG so
-    the training random stream (and so a resumed run) is untouched."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return matmul_peak(device)
-
-
-def training_flops_per_token(cfg: Config, device: torch.device, stage: str) -> float:
-    """Model FLOPs per trained token from glmlab.accounting under its `dsa` convention (causal
-    attention, top-k keys on DSA layers, indexer and MTP counted): forward + backward, except in
-    the dense warm-up, where the backward pass only reaches the indexer, so forward only."""
-    mode = "forward" if stage == DENSE_WARMUP else "train"
-    return flops_report(cfg, cfg.train.seq_len, mode=mode, convention="dsa", device=device.type).per_token
 
 
 def load_imbalance(counts: torch.Tensor) -> list[float]:

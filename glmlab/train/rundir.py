@@ -1,14 +1,17 @@
-"""The run directory: choosing it, refusing to overwrite a run, and resolving the config of a
-new or resumed run (design: "never lose a run")."""
+"""The run directory: choosing it, refusing to overwrite a run, resolving the config of a new or
+resumed run, and leaving nothing behind when a new run fails before its first checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from glmlab.checkpoint import CONFIG
+from glmlab.checkpoint import CHECKPOINTS, CONFIG
 from glmlab.config import Config, load_config, validate
 from glmlab.errors import GlmlabError
 
@@ -33,53 +36,72 @@ def ensure_writable(path: Path) -> None:
         raise GlmlabError(msg) from None
 
 
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
-    for key in sorted(set(a) | set(b)):
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict) and key == "train":
-            found = _first_difference(a[key], b[key], "train.")
-            if found:
-                return found
-        elif a.get(key) != b.get(key):
-            return f"{prefix}{key} ({a.get(key)!r} in the run, {b.get(key)!r} now)"
-    return None
+def resume_hint(run_dir: str | Path, steps: int | None = None) -> str:
+    """The one way to continue a run, spelled out for error messages."""
+    return f"glmlab train {run_dir} --resume" + (f" --steps {steps}" if steps is not None else " [--steps N]")
 
 
 def resolve_run(
     config: str,
     overrides: list[str] | None = None,
+    *,
     out: str | None = None,
     resume: bool = False,
     data: str | None = None,
     steps: int | None = None,
     seed: int | None = None,
 ) -> tuple[Config, Path]:
-    """The config and run folder for `glmlab train`. A new run needs a fresh (or empty) folder;
-    `resume` reads the run's own config.yaml, lets only the total number of steps change and
-    rejects any other difference from CONFIG/--set/--data/--seed."""
+    """The config and run folder for `glmlab train`. A new run needs a fresh (or empty) folder.
+    `resume` continues the run folder `config` from its own config.yaml; only the total number of
+    steps may change (`glmlab train RUN_DIR --resume [--steps N]`): every other spelling is an
+    error that names this one."""
+    if steps is not None and steps < 1:
+        raise GlmlabError(f"--steps must be at least 1, got {steps}: it is the run's total number of steps")
     if resume:
-        run_dir = Path(out) if out else Path(config)
-        if not is_run(run_dir):
-            where = f"--out {out}" if out else config
-            raise GlmlabError(f"{where} is not a run to resume (no {CONFIG}): give the run folder with --out")
-        saved = load_config(run_dir / CONFIG)
-        if out and not Path(config).is_dir():
-            wanted = _apply(load_config(config, overrides), data, steps, seed)
-            a, b = saved.to_dict(), wanted.to_dict()
-            a["train"].pop("steps"), b["train"].pop("steps")
-            a.pop("name"), b.pop("name")
-            diff = _first_difference(a, b)
-            if diff:
-                raise GlmlabError(f"--resume with a changed recipe: {diff}; drop it or use a new --out")
-        elif overrides or data or seed is not None:
-            raise GlmlabError("--resume keeps the run's recipe: drop --set/--data/--seed (not --steps)")
-        return _apply(saved, None, steps, None), run_dir
+        if out is not None:
+            run = out if is_run(Path(out)) else "RUN_DIR"
+            raise GlmlabError(
+                f"--resume takes the run folder in place of the config, not --out: {resume_hint(run)}"
+            )
+        if not is_run(Path(config)):
+            raise GlmlabError(
+                f"{config} is not a run folder (no {CONFIG}): continue a run with {resume_hint('RUN_DIR')}"
+            )
+        if overrides or data or seed is not None:
+            raise GlmlabError(
+                f"--resume keeps the run's recipe, so drop --set/--data/--seed: {resume_hint(config)}"
+            )
+        return _apply(load_config(Path(config) / CONFIG), None, steps, None), Path(config)
+    if is_run(Path(config)):
+        raise GlmlabError(f"{config} is a run folder: continue it with {resume_hint(config, steps)}")
     cfg = _apply(load_config(config, overrides), data, steps, seed)
+    if cfg.train.steps < 1:
+        raise GlmlabError(f"train.steps is {cfg.train.steps}: a run needs at least 1 step (--steps N)")
     run_dir = Path(out) if out else default_run_dir(cfg)
     if is_run(run_dir):
-        raise GlmlabError(f"{run_dir} already holds a run: add --resume to continue it, or use a new --out")
+        raise GlmlabError(
+            f"{run_dir} already holds a run: continue it with {resume_hint(run_dir)}, or use a new --out"
+        )
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise GlmlabError(f"output folder {run_dir} is not empty: choose a new --out")
     return cfg, run_dir
+
+
+@contextlib.contextmanager
+def removed_on_failure(run_dir: Path) -> Iterator[None]:
+    """Around the start of a new run: if it fails (or is interrupted) before writing its first
+    checkpoint, remove the folder it created, so that failed attempts leave nothing behind."""
+    existed = run_dir.is_dir()
+    try:
+        yield
+    except BaseException:
+        if run_dir.is_dir() and not (run_dir / CHECKPOINTS).is_dir():
+            for path in list(run_dir.iterdir()) if existed else [run_dir]:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
 
 
 def _apply(cfg: Config, data: str | None, steps: int | None, seed: int | None) -> Config:
