@@ -1,8 +1,14 @@
-"""The article's claims, checked for one config (accounting spec, "Claims from the article")."""
+"""The article's claims, checked for one config (docs/accounting.md, "Claims from the article"),
+and the claims report: each claim's analytic check beside the measured check from the studies
+in experiments/ (their results.json), with a verdict and its evidence."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from glmlab.accounting.flops import attention_pair_flops, flops_report, indexer_pair_flops
+from glmlab.accounting.memory import kv_cache_bytes_per_token
 from glmlab.accounting.params import parameter_counts
 from glmlab.config import Config, ModelConfig
 
@@ -10,7 +16,7 @@ from glmlab.config import Config, ModelConfig
 def check_claims(
     cfg: Config | ModelConfig, long_context: int = 131072, convention: str = "dsa"
 ) -> list[dict]:
-    """Rows of (claim, figure for this config, what it means). Sparse figures use the
+    """Rows of (id, claim, figure for this config, what it means). Sparse figures use the
     config's index_topk; the training saving compares DSA with the same model run dense."""
     m = cfg.model if isinstance(cfg, Config) else cfg
     rows = []
@@ -18,6 +24,7 @@ def check_claims(
     if m.use_dsa:
         idx = indexer_pair_flops(m)
         rows.append({
+            "id": "indexer_cost",
             "claim": "the indexer costs about 5% of self-attention",
             "value": f"{idx / absorbed:.1%} absorbed, {idx / expanded:.1%} expanded",
             "note": f"per scored pair: {idx:,} vs {absorbed:,} (absorbed) / {expanded:,} (expanded) FLOPs",
@@ -25,6 +32,7 @@ def check_claims(
         K, s = m.index_topk, long_context
         avg_sparse = K - K * (K - 1) / (2 * s)
         rows.append({
+            "id": "sparse_attention",
             "claim": f"{s // 1024}K context with k = {K} cuts computation by up to 98%",
             "value": f"{1 - K / s:.1%} at the last query; {1 - avg_sparse / ((s + 1) / 2):.1%} of pairs",
             "note": "keys attended by the query at the end of the context; causal prefill average",
@@ -33,6 +41,7 @@ def check_claims(
         sparse_t = flops_report(m, s, "train", convention).per_token
         dense_t = flops_report(dense_cfg, s, "train", convention).per_token
         rows.append({
+            "id": "dsa_training_flops",
             "claim": f"training FLOPs per token at {s // 1024}K, DSA vs dense",
             "value": f"{1 - sparse_t / dense_t:.1%} fewer",
             "note": f"{sparse_t / 1e9:,.1f} vs {dense_t / 1e9:,.1f} GFLOPs/token ({convention} convention)",
@@ -41,9 +50,132 @@ def check_claims(
         counts = parameter_counts(m)
         routed = counts["by_component"].get("routed_experts", 0)
         rows.append({
+            "id": "experts_active",
             "claim": "only a few experts run per token",
             "value": f"{m.num_experts_per_tok / m.n_routed_experts:.1%} of routed experts",
             "note": f"active parameters {counts['active'] / counts['total']:.1%} of total; routed "
                     f"experts are {routed / counts['total']:.1%} of all parameters",
         })  # fmt: skip
+    kv = kv_cache_bytes_per_token(m, "bf16")
+    rows.append({
+        "id": "latent_cache",
+        "claim": "the latent KV cache is a small fraction of per-head keys and values",
+        "value": f"{kv['total'] / kv['expanded']:.1%} of an expanded cache",
+        "note": f"{kv['total']:,} B/token (latent {kv['latent']:,} + indexer keys {kv['indexer_keys']:,}) "
+                f"vs {kv['expanded']:,} B/token expanded, bf16",
+    })  # fmt: skip
+    D = m.num_nextn_predict_layers
+    if D:
+        rows.append({
+            "id": "mtp_speedup",
+            "claim": "MTP speeds up structured text 2-3x",
+            "value": f"at most {D + 1} tokens per verification step (depth {D})",
+            "note": "tokens per step = 1 + a1 + a1 a2 + ... for acceptance a_j at draft depth j; the "
+                    "speed-up is that over the cost of a step with drafts",
+        })  # fmt: skip
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Measured checks: the studies' results.json (experiments/results/<study>/)
+
+
+def _study(results_dir: Path, study: str) -> dict[tuple[str, str], dict] | None:
+    path = results_dir / study / "results.json"
+    if not path.is_file():
+        return None
+    return {(r["variant"], r["metric"]): r for r in json.loads(path.read_text())}
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return f"[{low:.4g}, {high:.4g}]" if low is not None else "one seed, no interval"
+
+
+def _ci(r: dict) -> str:
+    return f"{r['mean']:.4g} {_interval(r['ci95_low'], r['ci95_high'])}"
+
+
+def _diff(r: dict) -> str:
+    verdict = {True: "significant", False: "not significant", None: "no interval"}[r["significant"]]
+    interval = _interval(r["diff_ci95_low"], r["diff_ci95_high"])
+    return f"{r['diff_mean']:+.4g} vs {r['baseline']} ({interval}, {verdict})"
+
+
+def _measure_sparse(rows: dict) -> tuple[str, str]:
+    speeds = [r for (v, m), r in rows.items() if m == "tokens_per_s" and r.get("diff_mean") is not None]
+    flops = {v: r["mean"] for (v, m), r in rows.items() if m == "train_flops_per_token"}
+    parts = [f"k={r['variant']}: tokens/s {_diff(r)}" for r in speeds]
+    base = next((r["baseline"] for r in speeds), None)
+    if base in flops:
+        parts += [f"FLOPs/token k={v} {f / flops[base]:.1%} of {base}" for v, f in flops.items() if v != base]
+    faster = [r for r in speeds if r["significant"] and r["diff_mean"] > 0]
+    verdict = ("sparse attention trained faster at this context" if faster else
+               "no measured time saving at this size: the saving is in counted FLOPs")  # fmt: skip
+    return verdict, "; ".join(parts)
+
+
+def _measure_experts(rows: dict) -> tuple[str, str]:
+    share = {v: r["mean"] for (v, m), r in rows.items() if m == "experts_active_share"}
+    losses = [r for (v, m), r in rows.items() if m == "val_loss" and r.get("diff_mean") is not None]
+    parts = [f"{v}: {s:.1%} of experts active" for v, s in share.items()]
+    parts += [f"{r['variant']} val loss {_diff(r)}" for r in losses]
+    return "the share follows top-k / experts; loss differences as listed", "; ".join(parts)
+
+
+def _measure_mtp(rows: dict) -> tuple[str, str]:
+    speed = [r for (v, m), r in rows.items() if m in ("spec_speedup_json", "spec_speedup_sql")]
+    if not speed:
+        return "not measured (no speed-up in the study's results)", ""
+    best = max(speed, key=lambda r: r["mean"])
+    parts = [f"{r['variant']} {r['metric'].removeprefix('spec_speedup_')}: {_ci(r)}x" for r in speed]
+    high = best["ci95_low"] if best["ci95_low"] is not None else best["mean"]
+    verdict = ("reproduced: the 95% interval lies at or above 2x" if high >= 2 else
+               f"not reproduced at this scale: best {best['mean']:.2f}x ({best['variant']})")  # fmt: skip
+    return verdict, "; ".join(parts)
+
+
+def _measure_cache(rows: dict) -> tuple[str, str]:
+    kv = [r for (v, m), r in rows.items() if m == "kv_cache_bytes_per_token"]
+    loss = [r for (v, m), r in rows.items() if m == "val_loss" and r.get("diff_mean") is not None]
+    parts = [f"{r['variant']}: {r['mean']:,.0f} B/token" for r in kv]
+    parts += [f"{r['variant']} val loss {_diff(r)}" for r in loss]
+    return "cache sizes from the calculator for each trained variant; loss as listed", "; ".join(parts)
+
+
+MEASURED = {  # claim id -> (study, what it measures)
+    "sparse_attention": ("dsa_topk", _measure_sparse),
+    "experts_active": ("moe_granularity", _measure_experts),
+    "mtp_speedup": ("mtp_depth", _measure_mtp),
+    "latent_cache": ("attention", _measure_cache),
+}
+
+
+def claims_report(cfg: Config | ModelConfig, results_dir: str | Path = "experiments/results") -> list[dict]:
+    """Each claim of `check_claims` with its measured check: the study that tests it, a verdict
+    and the evidence (means, 95% intervals, paired differences), or why there is none."""
+    out = []
+    for row in check_claims(cfg):
+        entry = {**row, "study": None, "measured": "", "verdict": "analytic only: no study measures it"}
+        if row["id"] in MEASURED:
+            study, measure = MEASURED[row["id"]]
+            rows = _study(Path(results_dir), study)
+            entry["study"] = study
+            if rows is None:
+                entry["verdict"] = f"not measured yet: glmlab experiment experiments/{study}.yaml"
+            else:
+                entry["verdict"], entry["measured"] = measure(rows)
+        out.append(entry)
+    return out
+
+
+def claims_markdown(rows: list[dict], name: str, results_dir: str | Path) -> str:
+    """The report as markdown: one section per claim."""
+    lines = [f"# The article's claims, checked for {name}", "",
+             f"Analytic checks from the calculator; measured checks from "
+             f"`{results_dir}/<study>/results.json` "
+             "(`glmlab claims` regenerates this file).", ""]  # fmt: skip
+    for r in rows:
+        lines += [f"## {r['claim']}", "", f"- Analytic: {r['value']} ({r['note']}).",
+                  f"- Measured ({r['study'] or 'no study'}): {r['measured'] or '-'}.",
+                  f"- Verdict: {r['verdict']}.", ""]  # fmt: skip
+    return "\n".join(lines)
