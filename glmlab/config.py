@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from glmlab.device import PRECISIONS
 from glmlab.errors import GlmlabError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -159,6 +160,9 @@ class TrainConfig:
     checkpoint_interval: int = 50
     seed: int = 1337
     compile: bool = False  # torch.compile each decoder layer (model/compile.py); pays off on long runs
+    # bf16-mixed: fp32 weights, bf16 autocast on a GPU (plain fp32 on the CPU, where autocast is
+    # slower); bf16: bf16 weights and compute; fp32: no autocast anywhere
+    precision: str = "bf16-mixed"
     tensorboard: bool = False  # also log to TensorBoard in <run>/tensorboard (the `tensorboard` extra)
 
 
@@ -474,6 +478,8 @@ def validate(cfg: Config) -> None:
         _fail("train.val_fraction", "must be between 0 and 1", "0.05 holds out 5% of files")
     if not 0 <= t.decay_fraction <= 1:
         _fail("train.decay_fraction", "must be in [0, 1]", "0.2 decays over the last fifth")
+    if t.precision not in PRECISIONS:
+        _fail("train.precision", f"is {t.precision!r}", f"use one of {', '.join(PRECISIONS)}")
     if t.optimizer not in ("adamw", "muon"):
         _fail("train.optimizer", f"must be adamw or muon, got {t.optimizer!r}", "use adamw")
     if t.schedule not in ("cosine", "wsd"):
