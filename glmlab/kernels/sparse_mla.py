@@ -278,7 +278,9 @@ def sparse_mla(
     rows of kv per query; valid [N,K] bool marks real keys (at least one per row). Returns
     out [N,H,r] in q's dtype, the softmax over valid keys of (q . kv[idx]) * scale applied to the
     first r columns of kv[idx], and key_mass [N,K] fp32, the probabilities summed over heads
-    (0 at invalid keys, no gradient; None with `mass=False`, which skips the second pass).
+    (0 at invalid keys, no gradient; None with `mass=False`, which skips the second pass over
+    the gathered rows: on an H200 that pass takes about as long as the attention itself, see
+    experiments/results/h200-kernels-sparse-mla/).
 
     Kept for backward: q, kv, idx and valid (the caller's tensors), out and the log-sum-exp, that
     is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of which out and the
