@@ -134,9 +134,9 @@ def test_drafts_equal_mtp_chain_recomputed_from_scratch(monkeypatch):
     seen = []
     original = MTPDrafter.draft
 
-    def spy(self, tokens, n, count, params, gen):
-        drafts, probs = original(self, tokens, n, count, params, gen)
-        seen.append((tokens[:, : n + 1].clone(), drafts.tolist()))
+    def spy(self, n, params, gen):
+        drafts, probs = original(self, n, params, gen)
+        seen.append((self.tokens[:, : n + 1].clone(), drafts.tolist()))
         return drafts, probs
 
     monkeypatch.setattr(MTPDrafter, "draft", spy)

@@ -1,17 +1,19 @@
-"""The decoding loop: chunked prefill into the latent cache, one token (or one verified draft
-run) per step, stop conditions, streaming text (spec 2.1 absorbed form, spec 3)."""
+"""The decoding loops: chunked prefill into the latent cache, then one token per row (or one
+verified draft run) per step, stop conditions, streaming text (docs/architecture.md,
+"Decoding"). Prompts decode together in batches, each row at its own length."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from glmlab.errors import GlmlabError
 from glmlab.generate.sampling import SamplingParams, choose
-from glmlab.generate.speculative import MTPDrafter, SpeculativeStats, accept
+from glmlab.generate.session import DecodeSession, session_capacity
+from glmlab.generate.speculative import SpeculativeStats, accept
 from glmlab.model import CausalLM
 
 
@@ -26,6 +28,7 @@ class GenerationResult:
     prefill_seconds: float
     decode_seconds: float
     speculative: SpeculativeStats | None = None
+    prompt: str | list[int] | None = None
 
     @property
     def new_tokens(self) -> int:
@@ -43,6 +46,7 @@ class GenerationResult:
 
     def to_dict(self) -> dict:
         out = {
+            "prompt": self.prompt,
             "text": self.text,
             "new_tokens": self.new_tokens,
             "prompt_tokens": self.prompt_tokens,
@@ -100,11 +104,56 @@ class _TextStream:
         return self.text
 
 
+@dataclass
+class _Row:
+    """One prompt being decoded: its ids, what it has produced, and why it stopped."""
+
+    prompt: str | list[int]
+    ids: list[int]
+    stream: _TextStream | None
+    gen: torch.Generator | None
+    out: list[int]
+    reason: str = "length"
+    done: bool = False
+    prefill_seconds: float = 0.0
+
+    def emit(self, tokens: list[int], eos: int | None, limit: int) -> None:
+        """Take new tokens in order until EOS, a stop string or `limit` tokens."""
+        for tok in tokens:
+            if tok == eos:
+                self.reason, self.done = "eos", True
+                return
+            self.out.append(tok)
+            if self.stream is not None and self.stream.push(tok):
+                self.reason, self.done = "stop", True
+                return
+            if len(self.out) == limit:
+                self.done = True
+                return
+
+    @property
+    def last(self) -> int:
+        """Position of the newest token (the one the next step reads)."""
+        return len(self.ids) + len(self.out) - 1
+
+    @property
+    def newest(self) -> int:
+        return self.out[-1] if self.out else self.ids[-1]
+
+    def result(self, decode_seconds: float, stats: SpeculativeStats | None) -> GenerationResult:
+        text = self.stream.finish() if self.stream is not None else ""
+        seconds = (self.prefill_seconds, decode_seconds)
+        return GenerationResult(text, self.out, len(self.ids), self.reason, *seconds, stats, self.prompt)
+
+
 class Generator:
     """Generate from a loaded model: `Generator(load_model(src)).generate("def f(")`, or
-    `Generator(model, tokenizer)`. Batch size 1; prompts run one after another."""
+    `Generator(model, tokenizer)`; `generate_batch` decodes many prompts together.
 
-    def __init__(self, source, tokenizer=None) -> None:
+    On CUDA with bf16 weights every decoding step after the prefill is replayed from a CUDA
+    graph (`cuda_graphs=False` runs them eagerly)."""
+
+    def __init__(self, source, tokenizer=None, *, cuda_graphs: bool = True) -> None:
         model = source if isinstance(source, CausalLM) else getattr(source, "model", None)
         if not isinstance(model, CausalLM):
             raise GlmlabError(
@@ -112,7 +161,11 @@ class Generator:
             )
         self.model = model.eval()
         self.tokenizer = tokenizer if tokenizer is not None else getattr(source, "tokenizer", None)
-        self.device = model.lm_head.weight.device
+        weight = model.lm_head.weight
+        self.device = weight.device
+        # the routed experts read nothing back to the host only in their grouped bf16 form
+        self.graphs = cuda_graphs and self.device.type == "cuda" and weight.dtype == torch.bfloat16
+        self._session: DecodeSession | None = None
 
     @classmethod
     def from_source(cls, source: str, device: str = "auto") -> Generator:
@@ -153,7 +206,6 @@ class Generator:
         if speculative and not len(self.model.mtp):
             raise GlmlabError("this model has no MTP module, so --speculative cannot draft: drop it")
 
-    @torch.inference_mode()
     def generate(
         self,
         prompt: str | Sequence[int],
@@ -169,86 +221,122 @@ class Generator:
         MTP; `use_cache=False` recomputes the whole sequence each step (the reference);
         `prefill_chunk` bounds the prompt's attention memory to chunk x length; `on_text`
         receives the text as it is produced. Stops at EOS, a stop string or max_new_tokens."""
+        return self._run([prompt], max_new_tokens, sampling, speculative, use_cache, stop, prefill_chunk,
+                         on_text)[0]  # fmt: skip
+
+    def generate_batch(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        *,
+        max_new_tokens: int = 128,
+        sampling: SamplingParams | None = None,
+        speculative: int = 0,
+        use_cache: bool = True,
+        stop: Sequence[str] = (),
+        prefill_chunk: int = 512,
+        batch_size: int = 8,
+    ) -> Iterator[GenerationResult]:
+        """Continue each prompt, `batch_size` prompts decoding together; yields the results in
+        order as each batch finishes. Each row runs at its own length, so every result is the
+        one `generate` gives for that prompt alone (greedy; a seeded sampler is seeded per
+        prompt). Speculative decoding and `use_cache=False` take one prompt at a time."""
+        if batch_size < 1:
+            raise GlmlabError(f"--batch-size must be >= 1, got {batch_size}")
+        size = 1 if speculative or not use_cache else batch_size
+        for s in range(0, len(prompts), size):
+            part = prompts[s : s + size]
+            yield from self._run(
+                part, max_new_tokens, sampling, speculative, use_cache, stop, prefill_chunk, None
+            )
+
+    @torch.inference_mode()
+    def _run(self, prompts, max_new_tokens, sampling, speculative, use_cache, stop, prefill_chunk, on_text):
         sampling = sampling or SamplingParams()
-        ids = self.encode(prompt)
-        P, K = len(ids), speculative
-        self.check(P, max_new_tokens, K, use_cache)
+        rows = []
+        for prompt in prompts:
+            ids = self.encode(prompt)
+            self.check(len(ids), max_new_tokens, speculative, use_cache)
+            stream = _TextStream(self.tokenizer, stop, on_text) if self.tokenizer is not None else None
+            rows.append(_Row(prompt if isinstance(prompt, str) else ids, ids, stream,
+                             sampling.generator(self.device), []))  # fmt: skip
         if (stop or on_text is not None) and self.tokenizer is None:
             raise GlmlabError("stop strings and streaming need text: give the Generator a tokenizer")
         if prefill_chunk < 1:
             raise GlmlabError(f"--prefill-chunk must be >= 1, got {prefill_chunk}")
-        capacity = P + max_new_tokens + K + 1
-        tokens = torch.zeros(1, capacity, dtype=torch.long, device=self.device)
-        tokens[0, :P] = torch.tensor(ids, dtype=torch.long)
-        gen = sampling.generator(self.device)
+        if not use_cache:
+            return [self._recompute(rows[0], max_new_tokens, sampling)]
+        K = speculative
+        need = max(len(r.ids) for r in rows) + max_new_tokens + K + 1
+        key = (len(rows), session_capacity(need, graphs=self.graphs), K)
+        if self._session is None or self._session.key != key:
+            self._session = None  # free the old buffers first
+            self._session = DecodeSession(self.model, key[0], key[1], K, graphs=self.graphs)
+        session = self._session
         eos = getattr(self.tokenizer, "eos_id", None)
-        stream = _TextStream(self.tokenizer, stop, on_text) if self.tokenizer is not None else None
-        stats = None
-
-        t0 = time.perf_counter()
-        if use_cache:
-            cache = self.model.new_cache(1, capacity)
-            drafter = MTPDrafter(self.model, K, capacity, prefill_chunk) if K else None
-            if drafter is not None:
-                stats = SpeculativeStats(K, note=drafter.note)
-            logits = self._prefill(tokens[:, :P], cache, prefill_chunk, drafter)
-        else:
-            logits = self.model(tokens[:, :P], logits_to_keep=1).logits[0]
-        first = choose(logits, sampling, gen)[0]
-        new = [int(first)]
+        for b, row in enumerate(rows):
+            t0 = time.perf_counter()
+            first = choose(session.prefill(b, row.ids, prefill_chunk)[None], sampling, row.gen)[0]
+            row.emit([int(first)], eos, max_new_tokens)
+            row.prefill_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        out_ids: list[int] = []
-        reason, n = "length", P
-        while True:
-            for tok in new:
-                if tok == eos:
-                    reason = "eos"
-                    break
-                out_ids.append(tok)
-                if stream is not None and stream.push(tok):
-                    reason = "stop"
-                    break
-                if len(out_ids) == max_new_tokens:
-                    break
-            if reason != "length" or len(out_ids) == max_new_tokens:
-                break
-            tokens[0, n] = new[-1]
-            count = min(K, max_new_tokens - len(out_ids) - 1)
-            if not use_cache:
-                logits = self.model(tokens[:, : n + 1], logits_to_keep=1).logits[0]
-                new = [int(choose(logits, sampling, gen)[0])]
-                n += 1
-            elif count == 0:
-                logits = self.model(tokens[:, n : n + 1], cache=cache).logits[0]
-                new = [int(choose(logits, sampling, gen)[0])]
-                n += 1
+        if K:
+            stats = SpeculativeStats(K, note=session.drafter.note)
+            self._speculative(session, rows[0], max_new_tokens, sampling, eos, stats)
+        else:
+            stats = None
+            self._plain(session, rows, max_new_tokens, sampling, eos)
+        decode = time.perf_counter() - t1
+        return [row.result(decode, stats) for row in rows]
+
+    def _plain(self, session: DecodeSession, rows: list[_Row], limit: int, sampling, eos) -> None:
+        """One token per unfinished row per step, all rows in one step; a finished row keeps
+        recomputing its last position (its output is ignored)."""
+        index = torch.arange(len(rows), device=self.device)
+        while not all(row.done for row in rows):
+            pos = torch.tensor([row.last for row in rows], device=self.device)
+            session.tokens[index, pos] = torch.tensor([row.newest for row in rows], device=self.device)
+            logits = session.step(pos[:, None], max(row.last for row in rows))[:, 0]
+            if sampling.greedy:
+                new = logits.argmax(-1).tolist()
             else:
-                new = self._speculative_step(tokens, n, count, cache, drafter, sampling, gen)
-                stats.record(count, len(new) - 1)
-                n += len(new)
-        t2 = time.perf_counter()
-        text = stream.finish() if stream is not None else ""
-        return GenerationResult(text, out_ids, P, reason, t1 - t0, t2 - t1, stats)
+                new = [int(choose(logits[b : b + 1], sampling, row.gen)[0]) for b, row in enumerate(rows)]
+            for row, tok in zip(rows, new, strict=True):
+                if not row.done:
+                    row.emit([tok], eos, limit)
 
-    def _prefill(self, prompt: torch.Tensor, cache, chunk: int, drafter: MTPDrafter | None) -> torch.Tensor:
-        """Run the prompt through the model `chunk` tokens at a time; last position's logits [1, V]."""
-        for s in range(0, prompt.shape[1], chunk):
-            out = self.model(prompt[:, s : s + chunk], cache=cache, logits_to_keep=1)
-            if drafter is not None:
-                drafter.record_hidden(s, out.hidden_states)
-        return out.logits[0]
+    def _speculative(self, session: DecodeSession, row: _Row, limit: int, sampling, eos, stats) -> None:
+        """Draft K tokens after t_n, verify them in one main-model pass over positions
+        n..n+K, keep the agreeing prefix and the main model's next token."""
+        K, drafter, gen = session.depth, session.drafter, row.gen
+        verify = torch.arange(K + 1, device=self.device)[None]
+        while not row.done:
+            n = row.last
+            session.tokens[0, n] = row.out[-1]
+            count = min(K, limit - len(row.out) - 1)  # drafts that can still be used
+            if count == 0:
+                logits = session.step(torch.tensor([[n]], device=self.device), n)[0]
+                row.emit([int(choose(logits, sampling, gen)[0])], eos, limit)
+                continue
+            drafts, draft_probs = drafter.draft(n, sampling, gen)
+            logits = session.step(verify + n, n + K)[0, : count + 1]
+            probs = None if draft_probs is None else draft_probs[:count]
+            accepted, nxt = accept(logits, drafts[:count], probs, sampling, gen)
+            values = torch.cat([accepted.view(1), drafts[:count], nxt.view(1)]).tolist()
+            a = values[0]
+            stats.record(count, a)
+            row.emit(values[1 : 1 + a] + values[-1:], eos, limit)
 
-    def _speculative_step(
-        self, tokens, n: int, count: int, cache, drafter: MTPDrafter, sampling, gen
-    ) -> list[int]:
-        """Draft `count` tokens after t_n, verify them in one main-model pass over positions
-        n..n+count, roll the caches back past the first rejection. Returns the new tokens."""
-        drafts, draft_probs = drafter.draft(tokens, n, count, sampling, gen)
-        out = self.model(tokens[:, n : n + count + 1], cache=cache)
-        drafter.record_hidden(n, out.hidden_states)
-        accepted, nxt = accept(out.logits[0], drafts, draft_probs, sampling, gen)
-        values = torch.cat([accepted.view(1), drafts, nxt.view(1)]).tolist()
-        a = values[0]
-        cache.truncate(n + a + 1)
-        drafter.rollback(n, count, a)
-        return values[1 : 1 + a] + values[-1:]
+    def _recompute(self, row: _Row, limit: int, sampling) -> GenerationResult:
+        """The reference: the whole sequence through the model at every step, no cache."""
+        eos = getattr(self.tokenizer, "eos_id", None)
+        t0 = time.perf_counter()
+        seq = torch.tensor([row.ids], dtype=torch.long, device=self.device)
+        logits = self.model(seq, logits_to_keep=1).logits[0]
+        row.emit([int(choose(logits, sampling, row.gen)[0])], eos, limit)
+        row.prefill_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        while not row.done:
+            seq = torch.cat([seq, seq.new_tensor([[row.out[-1]]])], dim=1)
+            logits = self.model(seq, logits_to_keep=1).logits[0]
+            row.emit([int(choose(logits, sampling, row.gen)[0])], eos, limit)
+        return row.result(time.perf_counter() - t1, None)

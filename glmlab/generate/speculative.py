@@ -1,26 +1,32 @@
 """MTP speculative decoding: drafts from the MTP chain, one verification pass, exact acceptance
-(spec 3, "Speculative decoding with MTP").
+(docs/architecture.md, "Multi-token prediction").
 
 Positions: MTP depth k at position i combines h^{k-1}_i with Emb(t_{i+k}) and predicts
-t_{i+k+1}; h^0 is the main model's final hidden state. Its cache entry at i therefore depends
-on the tokens up to t_{i+k}, and is kept after a verification only if those are all accepted.
-With n tokens in the main cache and t_n the last emitted token, every depth drafts at
-position n-1: depth 1 reads (h^0_{n-1}, t_n) and proposes t_{n+1}, depth k reads
-(h^{k-1}_{n-1}, draft t_{n+k-1}) and proposes t_{n+k}. Positions a depth has not seen yet
-(the prompt after prefill, the accepted tokens after a verification) are run first, in the
-same call.
+t_{i+k+1}; h^0 is the main model's final hidden state. With t_n the last emitted token (not yet
+in the main cache), every depth drafts at position n-1: depth 1 reads (h^0_{n-1}, t_n) and
+proposes t_{n+1}, depth k reads (h^{k-1}_{n-1}, draft t_{n+k-1}) and proposes t_{n+k}.
+
+Which cache entries a verification spoils: depth k's entry at i read t_{i+k}, so after a
+verification at n that accepted a of K drafts (the next step's n' = n + a + 1), exactly the
+entries with i + k >= n' read a rejected draft, i.e. i >= n' - k >= n' - K. A draft therefore
+(re)computes every depth over the window of the K + 1 positions before n', which holds every
+spoiled entry and, when all K drafts were accepted, the one position (n) no window has covered
+yet. Nothing is rolled back; a window that would start before position 0 repeats position 0,
+so any prompt length works.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
+from glmlab.generate.graphs import GraphedStep
 from glmlab.generate.sampling import SamplingParams, choose, probabilities
+from glmlab.generate.step import mtp_step
 from glmlab.model import CausalLM
 from glmlab.model.mla import LatentCache
-from glmlab.model.model import ModelCache
 
 
 @dataclass
@@ -66,15 +72,18 @@ class SpeculativeStats:
 
 
 class MTPDrafter:
-    """The MTP chain's state while decoding: one latent cache per draft depth and the hidden
-    states h^0..h^{K-1} that feed the next depth, indexed by absolute position. The model must
-    have MTP modules (`Generator.check` says so otherwise)."""
+    """The MTP chain's state while decoding one row: a latent cache per draft depth (entries
+    valid by position, glmlab/generate/step.py) and the hidden states h^0..h^{K-1} by position.
+    The main model's steps write h^0 into `hidden[0]`; `tokens` [1, L] is the row's token buffer,
+    shared with the main model's steps. The model must have MTP modules (`Generator.check`)."""
 
-    def __init__(self, model: CausalLM, depth: int, capacity: int, chunk: int) -> None:
+    def __init__(
+        self, model: CausalLM, tokens: torch.Tensor, depth: int, capacity: int, *, graphs: bool
+    ) -> None:
         cfg = model.config
         stored = cfg.num_nextn_predict_layers
         p = model.lm_head.weight
-        self.model, self.depth, self.chunk = model, depth, chunk
+        self.model, self.tokens, self.depth = model, tokens, depth
         self.module_depth = [min(k, stored) for k in range(1, depth + 1)]
         self.note = None
         if depth > stored and not cfg.mtp_share_modules:
@@ -82,38 +91,45 @@ class MTPDrafter:
                          f"{stored + 1}..{depth} reuse the last module")  # fmt: skip
         self.caches = [LatentCache(cfg, 1, capacity, p.device, p.dtype, cfg.use_dsa) for _ in range(depth)]
         self.hidden = torch.zeros(depth, 1, capacity, cfg.hidden_size, device=p.device, dtype=p.dtype)
+        self.window = depth + 1
+        self.graphed = (
+            [GraphedStep(partial(self._depth_step, k)) for k in range(1, depth + 1)] if graphs else None
+        )
 
-    def record_hidden(self, start: int, hidden: torch.Tensor) -> None:
-        """Store the main model's final hidden states h^0 for positions start.. ."""
-        self.hidden[0, :, start : start + hidden.shape[1]] = hidden
+    def _depth_step(self, k: int, pos: torch.Tensor, context: int | None = None) -> torch.Tensor:
+        """Depth k over positions pos [1,S] and `context` slots (all by default): writes its
+        cache entries and h^k; returns the logits at the last position [1,V]."""
+        next_ids = self.tokens.gather(1, pos + k)
+        cache, context = self.caches[k - 1], context or self.caches[k - 1].capacity
+        hidden = self.hidden[k - 1][:, pos[0]]
+        logits, h = mtp_step(self.model, self.module_depth[k - 1], hidden, next_ids, pos, cache, context)
+        if k < self.depth:
+            self.hidden[k][:, pos[0]] = h
+        return logits
+
+    def prefill(self, prompt_len: int, chunk: int) -> None:
+        """Every depth's entries before the first draft's window (the prompt's first P - K - 1
+        positions), `chunk` positions at a time."""
+        end = prompt_len - self.window
+        for k in range(1, self.depth + 1):
+            for s in range(0, max(end, 0), chunk):
+                e = min(s + chunk, end)
+                self._depth_step(k, torch.arange(s, e, device=self.tokens.device)[None], e)
 
     def draft(
-        self, tokens: torch.Tensor, n: int, count: int, params: SamplingParams, gen: torch.Generator | None
+        self, n: int, params: SamplingParams, gen: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Propose t_{n+1..n+count}, writing them into tokens [1, capacity]; returns the
-        drafts [count] and, when sampling, their draft distributions [count, V]."""
+        """Propose t_{n+1..n+K}, writing them into the token buffer; returns the drafts [K] and,
+        when sampling, their draft distributions [K, V]."""
+        pos = torch.arange(n - self.window, n, device=self.tokens.device).clamp_min(0)[None]
         drafts, dists = [], []
-        for k in range(1, count + 1):
-            cache, md = self.caches[k - 1], self.module_depth[k - 1]
-            view = ModelCache(layers=[], mtp=[cache] * md)  # mtp_step(md) reads slot md-1
-            for s in range(cache.length, n, self.chunk):
-                e = min(s + self.chunk, n)
-                logits, h = self.model.mtp_step(
-                    md, self.hidden[k - 1, :, s:e], tokens[:, s + k : e + k], view
-                )
-                if k < self.depth:
-                    self.hidden[k, :, s:e] = h
-            tok, dist = choose(logits[:, -1], params, gen)
-            tokens[:, n + k] = tok
+        for k in range(1, self.depth + 1):
+            logits = self.graphed[k - 1](pos) if self.graphed else self._depth_step(k, pos, n)
+            tok, dist = choose(logits, params, gen)
+            self.tokens[:, n + k] = tok
             drafts.append(tok)
             dists.append(dist)
         return torch.cat(drafts), None if params.greedy else torch.cat(dists)
-
-    def rollback(self, n: int, drafted: int, accepted: int) -> None:
-        """After a verification at n that kept `accepted` drafts: drop every depth's entries
-        that read a rejected draft (depth k at position i read t_{i+k})."""
-        for k in range(1, drafted + 1):
-            self.caches[k - 1].truncate(n + accepted + 1 - k)
 
 
 def accept(

@@ -1,0 +1,79 @@
+"""The buffers one decoding call works in: a latent cache per layer for `rows` prompts, their
+token ids, and (with speculative decoding) the MTP drafter's. Prompts are prefilled one at a
+time by the model itself; every later step runs on all rows at once through step.py, each row
+at its own position, through a CUDA graph on a GPU.
+
+A session is kept by the Generator and reused by the next call of the same shape: entries are
+valid by position, so a new prompt overwrites what it needs and masks the rest.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from glmlab.generate.graphs import GraphedStep
+from glmlab.generate.speculative import MTPDrafter
+from glmlab.generate.step import model_step
+from glmlab.model import CausalLM
+
+# With CUDA graphs, capacities are rounded up to a multiple of this, so that calls with similar
+# lengths share a session and its captured graphs.
+CAPACITY_STEP = 256
+
+
+def session_capacity(positions: int, *, graphs: bool) -> int:
+    """The capacity a session gets for `positions` positions."""
+    return -(-positions // CAPACITY_STEP) * CAPACITY_STEP if graphs else positions
+
+
+class DecodeSession:
+    """Fixed buffers for `rows` prompts of up to `capacity` positions and `depth` MTP drafts."""
+
+    def __init__(self, model: CausalLM, rows: int, capacity: int, depth: int, *, graphs: bool) -> None:
+        device = model.lm_head.weight.device
+        self.model, self.rows, self.capacity, self.depth = model, rows, capacity, depth
+        self.cache = model.new_cache(rows, capacity)
+        # the prompts are prefilled one at a time, into the session's cache or a one-row scratch
+        self.scratch = self.cache if rows == 1 else model.new_cache(1, capacity)
+        self.tokens = torch.zeros(rows, capacity + depth + 1, dtype=torch.long, device=device)
+        self.drafter = MTPDrafter(model, self.tokens, depth, capacity, graphs=graphs) if depth else None
+        self.graphed = GraphedStep(self._step) if graphs else None
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return self.rows, self.capacity, self.depth
+
+    def _step(self, pos: torch.Tensor, context: int | None = None) -> torch.Tensor:
+        """The main model on the tokens at positions pos [rows,S] over `context` slots (all by
+        default): logits [rows,S,V]; h^0 to the drafter."""
+        ids = self.tokens.gather(1, pos)
+        logits, hidden = model_step(self.model, ids, pos, self.cache.layers, context or self.capacity)
+        if self.drafter is not None:
+            self.drafter.hidden[0][:, pos[0]] = hidden
+        return logits
+
+    def prefill(self, row: int, ids: list[int], chunk: int) -> torch.Tensor:
+        """Run row `row`'s prompt through the model `chunk` tokens at a time; last logits [V]."""
+        prompt = torch.tensor([ids], dtype=torch.long, device=self.tokens.device)
+        P = prompt.shape[1]
+        self.tokens[row, :P] = prompt[0]
+        self.scratch.truncate(0)
+        for s in range(0, P, chunk):
+            out = self.model(prompt[:, s : s + chunk], cache=self.scratch, logits_to_keep=1)
+            if self.drafter is not None:
+                self.drafter.hidden[0][:, s : s + out.hidden_states.shape[1]] = out.hidden_states
+        if self.scratch is not self.cache:
+            for dst, src in zip(self.cache.layers, self.scratch.layers, strict=True):
+                dst.latent[row, :P] = src.latent[0, :P]
+                if dst.index_keys is not None:
+                    dst.index_keys[row, :P] = src.index_keys[0, :P]
+        if self.drafter is not None:
+            self.drafter.prefill(P, chunk)
+        return out.logits[0, -1]
+
+    def step(self, pos: torch.Tensor, furthest: int) -> torch.Tensor:
+        """Logits [rows,S,V] for the tokens at pos [rows,S] (already in `tokens`), the largest
+        of which is `furthest`: a CUDA graph reads every slot, an eager step only those up to it."""
+        if self.graphed is not None:
+            return self.graphed(pos)
+        return self._step(pos, furthest + 1)

@@ -1,0 +1,111 @@
+"""The decoding step on fixed-shape buffers (docs/architecture.md, "Decoding").
+
+It computes what `CausalLM.forward` with a cache computes (absorbed MLA over the latent cache,
+DSA top-k, MoE, then MTP depths through `mtp_step`), from the same modules and weights, in a
+form whose every shape is fixed by (rows, new tokens per row, capacity):
+
+- each row carries its own positions, so rows of different lengths decode together;
+- a cached entry is valid when its position is at most the query's, not below a length: the
+  slots past a row's end hold stale entries that are masked and later overwritten, so a
+  rejected speculative draft needs no truncation;
+- attention reads a given number of leading slots (`context`: the whole capacity in a CUDA
+  graph, just past the furthest row otherwise) under that mask; the DSA top-k of them once
+  they exceed index_topk (masked slots score -inf and are marked invalid).
+
+Nothing is read back to the host (the routed experts too, on CUDA in bf16: glmlab/model/moe.py),
+so one step can be captured in a CUDA graph (graphs.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from glmlab.model import CausalLM
+from glmlab.model.dsa import TopK, select_topk
+from glmlab.model.mla import LatentCache, MultiHeadLatentAttention
+from glmlab.model.moe import MoE
+from glmlab.plan import score_chunks
+
+
+def attention_step(
+    attn: MultiHeadLatentAttention,
+    xn: torch.Tensor,
+    pos: torch.Tensor,
+    rotary: tuple[torch.Tensor, torch.Tensor],
+    cache: LatentCache,
+    shared_topk: TopK | None,
+    context: int,
+) -> tuple[torch.Tensor, TopK | None]:
+    """xn [B,S,d] normed input at positions pos [B,S]; writes their latents into `cache` at
+    those positions, attends over the first `context` slots, those at or before each query
+    (every position must be below `context`). Returns (out [B,S,d], the top-k this layer read,
+    for the next IndexShare layer)."""
+    cfg = attn.cfg
+    B, S, d = xn.shape
+    H, C = attn.n_heads, context
+    latents = cache.latent[:, :C]
+    cos, sin = rotary
+    # Projections are per token: the rows go through as one sequence of B*S positions.
+    p = attn.project(xn.reshape(1, B * S, d), cos, sin)
+    rows = torch.arange(B, device=xn.device)[:, None].expand(B, S)
+    latent = torch.cat([p.c_kv, p.k_pe], dim=-1).view(B, S, -1)
+    cache.latent.index_put_((rows, pos), latent.to(cache.latent.dtype))
+    if attn.indexer is not None:
+        keys = attn.indexer.keys(xn.reshape(1, B * S, d), cos, sin).view(B, S, -1)
+        cache.index_keys.index_put_((rows, pos), keys.to(cache.index_keys.dtype))
+    visible = torch.arange(C, device=xn.device)[None, None, :] <= pos[:, :, None]  # [B,S,C]
+
+    dsa = cfg.use_dsa and (attn.indexer is not None or shared_topk is not None)
+    topk = None
+    if dsa and C > cfg.index_topk:  # masked slots score -inf: the top-k holds every visible key if few
+        if attn.indexer is not None:
+            per_row = (cos.view(B, S, 1, -1), sin.view(B, S, 1, -1))
+            chunks = tuple(score_chunks(S, C, attn.indexer.n_heads, xn.device.type))
+            q_latent = p.q_latent.view(B, S, -1)
+            keys = cache.index_keys[:, :C]
+            index = attn.indexer.scores(xn, q_latent, *per_row, keys, visible, chunks=chunks)
+            topk = select_topk(index, cfg.index_topk)
+        else:
+            topk = shared_topk
+    q_nope, q_pe = p.q_nope.view(B, S, H, -1), p.q_pe.view(B, S, H, -1)
+    o, _ = attn._absorbed(q_nope, q_pe, latents, topk, None if topk is not None else visible)
+    return attn.o_proj(o.reshape(B, S, -1)), topk
+
+
+def layer_step(layer, x, pos, rotary, cache: LatentCache, shared_topk, context: int):
+    """One decoder layer (pre-norm attention, then the FFN) on x [B,S,d]; returns (x, top-k)."""
+    xn = layer.input_layernorm(x)
+    attn, topk = attention_step(layer.self_attn, xn, pos, rotary, cache, shared_topk, context)
+    h = x + attn
+    ffn_in = layer.post_attention_layernorm(h)
+    if isinstance(layer.mlp, MoE):
+        return h + layer.mlp(ffn_in, balance=False).out, topk
+    return h + layer.mlp(ffn_in), topk
+
+
+def model_step(
+    model: CausalLM, ids: torch.Tensor, pos: torch.Tensor, caches: list[LatentCache], context: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The main model on ids [B,S] at positions pos [B,S], attending over the first `context`
+    cache slots: (logits [B,S,V], final hidden [B,S,d])."""
+    rotary = model.model.rotary_emb(pos.reshape(-1))
+    x = model.model.embed_tokens(ids)
+    topk = None
+    for layer, cache in zip(model.model.layers, caches, strict=True):
+        x, topk = layer_step(layer, x, pos, rotary, cache, topk, context)
+    hidden = model.model.norm(x)
+    return model.lm_head(hidden), hidden
+
+
+def mtp_step(
+    model: CausalLM, depth: int, hidden: torch.Tensor, next_ids: torch.Tensor, pos: torch.Tensor,
+    cache: LatentCache, context: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """MTP depth `depth` (its module) at positions pos [B,S] over the first `context` slots:
+    hidden h^{depth-1} and the tokens one step ahead [B,S] -> (logits at the last position
+    [B,V], h^{depth} [B,S,d]), as `CausalLM.mtp_step` computes them."""
+    module = model.mtp_module(depth)
+    rotary = model.model.rotary_emb(pos.reshape(-1))
+    x = module.combine(model.model.embed_tokens(next_ids), hidden)
+    x, _ = layer_step(module.layer, x, pos, rotary, cache, None, context)
+    return model.lm_head(module.shared_head_norm(x[:, -1])), x
