@@ -96,7 +96,8 @@ def test_each_loss_term_enters_with_its_weight():
     assert math.isclose(
         float(main.total), 2.0 + 0.3 * (3.0 + 5.0) / 2 + 0.01 * 1.5 + 2.0 * 0.25, rel_tol=1e-6
     )
-    assert main.parts == {"lm_loss": 2.0, "mtp_loss": 4.0, "balance_loss": 1.5, "indexer_loss": 0.25}
+    parts = {k: float(v) for k, v in main.parts.items()}
+    assert parts == {"lm_loss": 2.0, "mtp_loss": 4.0, "balance_loss": 1.5, "indexer_loss": 0.25}
     for field, term in (("mtp_lambda", 4.0), ("balance_alpha", 1.5), ("indexer_loss_weight", 0.25)):
         bumped = load_config("glm5-tiny", ["mtp_lambda=0.3", "balance_alpha=0.01", "indexer_loss_weight=2.0",
                                            f"{field}={getattr(cfg.train, field) + 1}"])  # fmt: skip
@@ -123,7 +124,7 @@ def test_bias_update_moves_towards_balance_outside_autograd(small, tmp_path):
     tr.step = tr.cfg.train.dsa_warmup_steps
     before = [r.e_score_correction_bias.clone() for r in routers]
     out = tr.train_step()
-    for r, b, c in zip(routers, before, out["counts"].float(), strict=True):
+    for r, b, c in zip(routers, before, out.expert_counts.float(), strict=True):
         expected = b + 0.01 * torch.sign(c.mean() - c)
         assert torch.allclose(r.e_score_correction_bias, expected)
     # gamma 0 turns it off
@@ -142,7 +143,7 @@ def test_dsa_stages_train_the_right_parameters(small, tmp_path):
     assert indexer
     snap = lambda: {n: p.detach().clone() for n, p in tr.model.named_parameters()}  # noqa: E731
     before, biases = snap(), [r.e_score_correction_bias.clone() for r in tr.model.routers()]
-    assert tr.train_step()["stage"] == DENSE_WARMUP
+    assert tr.train_step().stage == DENSE_WARMUP
     assert tr.optimizer.param_groups[0]["lr"] == tr.cfg.train.dsa_warmup_lr
     after = snap()
     for name, p in tr.model.named_parameters():
@@ -152,7 +153,7 @@ def test_dsa_stages_train_the_right_parameters(small, tmp_path):
     assert all(
         torch.equal(b, r.e_score_correction_bias) for b, r in zip(biases, tr.model.routers(), strict=True)
     )
-    assert tr.train_step()["stage"] == SPARSE
+    assert tr.train_step().stage == SPARSE
     final = snap()
     for name, p in tr.model.named_parameters():
         assert p.requires_grad, name
@@ -164,7 +165,7 @@ def test_dsa_stages_train_the_right_parameters(small, tmp_path):
 def test_no_stages_without_dsa(small, tmp_path):
     tr = make_trainer(small, tmp_path / "run", ["use_dsa=false"])
     out = tr.train_step()
-    assert out["stage"] == "main" and "indexer_loss" not in out
+    assert out.stage == "main" and "indexer_loss" not in out.losses
     assert all(p.requires_grad for p in tr.model.parameters())
 
 
@@ -196,7 +197,7 @@ def test_muon_orthogonalises_matrices_and_trains(small, tmp_path):
     on_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
     assert "model.layers.1.mlp.experts.gate_up_proj" in on_muon
     assert not any(n.startswith(("model.embed_tokens", "lm_head")) or ".mlp.gate." in n for n in on_muon)
-    losses = [tr.train_step()["lm_loss"] for _ in range(4)]
+    losses = [tr.train_step().metrics()["lm_loss"] for _ in range(4)]
     assert losses[-1] < losses[0]
 
 
@@ -222,6 +223,70 @@ def test_muon_batched_step_equals_the_per_matrix_update():
             reference[i] = reference[i] * (1 - 0.01 * 0.1) - 0.01 * scale * newton_schulz(g + 0.9 * bufs[i])
     for p, r in zip(params, reference, strict=True):
         assert torch.allclose(p, r, atol=1e-5)
+
+
+def test_muon_batched_step_equals_the_per_matrix_update():
+    """Muon updates same-shaped matrices as a stacked batch: the result is the per-matrix rule
+    (Nesterov momentum, Newton-Schulz, Moonlight's scale, decoupled decay) for each of them."""
+    from glmlab.train.optim import Muon, newton_schulz
+
+    torch.manual_seed(0)
+    shapes = [(16, 24), (16, 24), (24, 16), (3, 8, 12), (16, 24)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    reference = [p.detach().clone() for p in params]
+    bufs = [torch.zeros_like(p) for p in reference]
+    opt = Muon(params, lr=0.01, momentum=0.9, weight_decay=0.1)
+    for _ in range(2):
+        grads = [torch.randn(s) for s in shapes]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        opt.step()
+        for i, g in enumerate(grads):
+            bufs[i] = 0.9 * bufs[i] + g
+            scale = 0.2 * max(shapes[i][-2:]) ** 0.5
+            reference[i] = reference[i] * (1 - 0.01 * 0.1) - 0.01 * scale * newton_schulz(g + 0.9 * bufs[i])
+    for p, r in zip(params, reference, strict=True):
+        assert torch.allclose(p, r, atol=1e-5)
+
+
+# ---- precision and the step's device reads --------------------------------------------------
+
+
+def test_bf16_precision_trains_bf16_weights_and_keeps_router_biases_fp32(small, tmp_path, run_cli):
+    tr = make_trainer(small, tmp_path / "run", ["train.precision=bf16", "train.dsa_warmup_steps=0"])
+    assert {p.dtype for p in tr.model.parameters()} == {torch.bfloat16}
+    assert all(r.e_score_correction_bias.dtype == torch.float32 for r in tr.model.routers())
+    first = [tr.train_step().metrics() for _ in range(3)]
+    assert all(math.isfinite(m["loss"]) for m in first) and first[-1]["lm_loss"] < first[0]["lm_loss"]
+    state = tr.optimizer.optimizers["adamw"].state
+    assert {s["exp_avg"].dtype for s in state.values()} == {torch.bfloat16}
+    code, _, err = run_cli("build", "glm5-tiny", "--set", "train.precision=fp16")
+    assert code == 2 and "train.precision" in err and "bf16-mixed" in err
+
+
+def test_step_result_holds_device_tensors_read_in_one_transfer(small, tmp_path):
+    tr = make_trainer(small, tmp_path / "run", ["train.grad_accum=2", "train.dsa_warmup_steps=0"])
+    result = tr.train_step()
+    assert result.step == 1 and all(torch.is_tensor(v) for v in result.losses.values())
+    metrics = result.metrics()
+    assert set(metrics) >= {"step", "stage", "lr", "loss", "lm_loss", "grad_norm"}
+    assert metrics["loss"] == pytest.approx(float(result.losses["loss"])) and tr.position == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_step_never_waits_for_the_gpu(small, tmp_path):
+    """After a warm-up step, a whole training step (forward, backward, clip, AdamW, bias update)
+    queues its work without a single host synchronisation."""
+    config, data = small
+    cfg = load_config(config, [f"train.data={data}", "train.dsa_warmup_steps=0", "train.optimizer=adamw"])
+    tr = Trainer(cfg, tmp_path / "run", resume=False, device="cuda")
+    tr.train_step()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        result = tr.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert math.isfinite(result.metrics()["loss"])
 
 
 # ---- runs, resume, signals ----------------------------------------------------------------

@@ -29,10 +29,11 @@ def next_token_loss(
 
 @dataclass
 class Losses:
-    """One micro-batch's weighted total and its parts (floats are for logging)."""
+    """One micro-batch's weighted total and its parts (detached 0-d tensors, for logging: reading
+    them is left to the logger, so that a training step never waits for the device)."""
 
     total: torch.Tensor
-    parts: dict[str, float]
+    parts: dict[str, torch.Tensor]
 
 
 def total_loss(out: CausalLMOutput, train: TrainConfig, *, dense_warmup: bool) -> Losses:
@@ -51,4 +52,4 @@ def total_loss(out: CausalLMOutput, train: TrainConfig, *, dense_warmup: bool) -
         weights = {"lm_loss": 1.0, "mtp_loss": train.mtp_lambda, "balance_loss": train.balance_alpha,
                    "indexer_loss": train.indexer_loss_weight}  # fmt: skip
         total = sum(weights[k] * v for k, v in parts.items())
-    return Losses(total, {k: float(v.detach()) for k, v in parts.items()})
+    return Losses(total, {k: v.detach() for k, v in parts.items()})

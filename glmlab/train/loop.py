@@ -37,7 +37,7 @@ from glmlab.checkpoint import (
 from glmlab.config import Config
 from glmlab.data.batching import Batches, validation_batches
 from glmlab.data.prepare import RunData, prepare_data
-from glmlab.device import autocast, resolve_device, synchronize
+from glmlab.device import autocast, resolve_device
 from glmlab.errors import GlmlabError
 from glmlab.measure import device_peak, mfu
 from glmlab.model import CausalLM
@@ -137,6 +137,33 @@ class StopSignal:
 
 
 @dataclass
+class StepResult:
+    """One optimiser step: host-side facts (step, stage, lr) beside the device tensors it measured.
+    The step never waits for the GPU; `metrics` reads the tensors when a record is written."""
+
+    step: int
+    stage: str
+    lr: float
+    losses: dict[str, torch.Tensor]  # 0-d: "loss" (what was optimised) and its parts, micro-batch means
+    grad_norm: torch.Tensor
+    expert_counts: torch.Tensor | None  # [routers, E] tokens per expert, summed over micro-batches
+    batch: torch.Tensor  # the last micro-batch (the indexer's recall is measured on it)
+
+    def metrics(self) -> dict:
+        """The logged values, read from the device in one transfer."""
+        values = torch.stack([v.float() for v in (*self.losses.values(), self.grad_norm)]).tolist()
+        read = dict(zip([*self.losses, "grad_norm"], values, strict=True))
+        return {"step": self.step, "stage": self.stage, "lr": self.lr, **read}
+
+
+def bf16_parameters(model: CausalLM) -> None:
+    """`train.precision: bf16`: parameters (so gradients and optimiser states) in bf16. Buffers keep
+    their dtype: the router biases take steps of 1e-3 that bf16 would round away."""
+    for p in model.parameters():
+        p.data = p.data.to(torch.bfloat16)
+
+
+@dataclass
 class TrainResult:
     run_dir: Path
     step: int
@@ -166,6 +193,8 @@ class Trainer:
         self.horizon = t.steps  # the LR schedule's length, fixed when the run starts (schedule.py)
         torch.manual_seed(t.seed)
         self.model = build_model(cfg, self.device).train()
+        if t.precision == "bf16":
+            bf16_parameters(self.model)
         if t.compile:
             compile_layers(self.model)
         self.optimizer = build_optimizer(self.model, t)
@@ -189,36 +218,35 @@ class Trainer:
             from glmlab.viz.tensorboard import TensorBoardLog
 
             self.log.sink = TensorBoardLog(self.run_dir, self.model, start_step=self.step)
-        self.autocast = lambda: autocast(self.device, "bf16-mixed")
+        self.autocast = lambda: autocast(self.device, t.precision)
         self.peak = device_peak(self.device)
         self.flops_per_token = training_flops_per_token(cfg, t.seq_len, device=self.device.type)
         self.last_eval: dict = {}
 
     # ---- one optimiser step ----------------------------------------------------------------
 
-    def train_step(self) -> dict:
-        """Forward/backward over grad_accum micro-batches, clip, step, move the router biases."""
+    def train_step(self) -> StepResult:
+        """Forward/backward over grad_accum micro-batches, clip, step, move the router biases.
+        Nothing here reads a value back from the device (see `StepResult`)."""
         cfg, t = self.cfg, self.cfg.train
         stage = stage_at(self.step, cfg)
+        dense_warmup = stage == DENSE_WARMUP
         set_stage(self.model, stage)
         lr = lr_at(self.step, cfg, horizon=self.horizon)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         counts = None
         for _ in range(t.grad_accum):
-            x = self.batches.batch(self.position).to(self.device)
-            self.position += t.batch_size
+            x = self._next_batch()
             with self.autocast():
-                out = self.model(x, labels=x, dsa_dense=stage == DENSE_WARMUP)
-            losses = total_loss(out, t, dense_warmup=stage == DENSE_WARMUP)
-            if not torch.isfinite(losses.total):
-                raise NonFiniteLoss(self.step + 1, float(losses.total.detach()))
+                out = self.model(x, labels=x, dsa_dense=dense_warmup)
+            losses = total_loss(out, t, dense_warmup=dense_warmup)
             (losses.total / t.grad_accum).backward()
-            depths = {f"mtp_loss_{d}": float(v.detach()) for d, v in enumerate(out.mtp_losses, 1)}
-            parts = {**losses.parts, **(depths if len(depths) > 1 else {})}  # per depth when D > 1
-            for k, v in {"loss": float(losses.total.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v / t.grad_accum
+            depths = {f"mtp_loss_{d}": v.detach() for d, v in enumerate(out.mtp_losses, 1)}
+            parts = {"loss": losses.total.detach(), **losses.parts, **(depths if len(depths) > 1 else {})}
+            for k, v in parts.items():  # per MTP depth when D > 1
+                sums[k] = sums.get(k, 0) + v.float() / t.grad_accum
             if out.expert_counts is not None:
                 counts = out.expert_counts if counts is None else counts + out.expert_counts
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -229,7 +257,25 @@ class Trainer:
         if counts is not None and stage != DENSE_WARMUP and t.bias_update_gamma > 0:
             update_router_biases(self.model, counts, t.bias_update_gamma)
         self.step += 1
-        return {**sums, "lr": lr, "grad_norm": float(grad_norm), "stage": stage, "counts": counts, "x": x}
+        return StepResult(self.step, stage, lr, sums, grad_norm, counts, x)
+
+    def _next_batch(self) -> torch.Tensor:
+        """The next micro-batch on the device. To a GPU it goes from pinned memory, asynchronously:
+        a copy from ordinary memory would wait for the work already queued."""
+        batch = self.batches.batch(self.position)
+        self.position += self.cfg.train.batch_size
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=True)
+
+    def _settle(self, window: list[StepResult]) -> dict:
+        """Wait for the steps since the last read; the first non-finite loss among them stops the
+        run (before anything is saved). Returns the last step's metrics."""
+        totals = torch.stack([r.losses["loss"] for r in window]).tolist()
+        for r, value in zip(window, totals, strict=True):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(r.step, value)
+        return window[-1].metrics()
 
     # ---- checkpoints and evaluation ----------------------------------------------------------
 
@@ -263,39 +309,52 @@ class Trainer:
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("{task.fields[info]}")]  # fmt: skip
+        # Steps are queued without waiting for the GPU; the loop waits (and times the steps since
+        # the last wait) only where it reads results: a log record, a checkpoint, an evaluation.
+        window: list[StepResult] = []
         window_time, window_steps, window_counts = 0.0, 0, None
         last: dict = {}
         with StopSignal() as stop, Progress(*columns, console=self.console, disable=not show_progress,
                                             transient=False) as progress:  # fmt: skip
             task = progress.add_task("train", total=t.steps, completed=self.step, info="")
+            start = time.perf_counter()
             while self.step < t.steps and stop.signum is None:
-                start = time.perf_counter()
+                result = self.train_step()
+                window.append(result)
+                if result.expert_counts is not None:
+                    counts = result.expert_counts
+                    window_counts = counts if window_counts is None else window_counts + counts
+                progress.update(task, completed=self.step)
+                done = self.step == t.steps
+                log_now = self.step % t.log_interval == 0 or self.step in (1, t.steps)
+                save_now = (t.checkpoint_interval and self.step % t.checkpoint_interval == 0) or done
+                eval_now = (t.eval_interval and self.step % t.eval_interval == 0) or done
+                if not (log_now or save_now or eval_now or stop.signum is not None):
+                    continue
                 try:
-                    out = self.train_step()
+                    metrics = self._settle(window)
                 except NonFiniteLoss as err:
                     kept = latest_checkpoint(self.run_dir)
                     where = f"last good checkpoint {kept}" if kept else "no checkpoint was written yet"
                     raise GlmlabError(f"{err}; {where}; lower train.lr or raise warmup_steps") from None
-                synchronize(self.device)
                 took = time.perf_counter() - start
                 self.elapsed += took
-                window_time, window_steps = window_time + took, window_steps + 1
-                if out["counts"] is not None:
-                    window_counts = out["counts"] if window_counts is None else window_counts + out["counts"]
-                objective = "indexer KL" if out["stage"] == DENSE_WARMUP else "loss"
-                progress.update(task, completed=self.step, info=f"{objective} {out['loss']:.3f}")
-                if self.step % t.log_interval == 0 or self.step in (1, t.steps):
-                    last = self._log(out, window_time, window_steps, window_counts, tokens_per_step)
+                window_time, window_steps, window = window_time + took, window_steps + len(window), []
+                if log_now:
+                    last = self._log(metrics, result.batch, window_time, window_steps, window_counts,
+                                     tokens_per_step)  # fmt: skip
+                    objective = "indexer KL" if last["stage"] == DENSE_WARMUP else "loss"
+                    progress.update(task, info=f"{objective} {last['loss']:.3f}")
                     for line in step_lines(last, dense_warmup=last["stage"] == DENSE_WARMUP):
                         progress.console.print(line, highlight=False)
                     window_time, window_steps, window_counts = 0.0, 0, None
-                done = self.step == t.steps
-                if (t.checkpoint_interval and self.step % t.checkpoint_interval == 0) or done:
+                if save_now:
                     self.save()
-                if (t.eval_interval and self.step % t.eval_interval == 0) or done:
+                if eval_now:
                     record = {"step": self.step, **self.evaluate()}
                     self.log.write(record)
                     progress.console.print(eval_line(record), highlight=False)
+                start = time.perf_counter()
         self.log.close()
         if stop.signum is not None:
             path = self.save()
@@ -304,12 +363,13 @@ class Trainer:
                                f"continue with: glmlab train {self.run_dir} --resume")  # fmt: skip
         return TrainResult(self.run_dir, self.step, stop.signum, self._summary(last, tokens_per_step))
 
-    def _log(self, out: dict, window_time: float, window_steps: int, counts, tokens_per_step: int) -> dict:
+    def _log(self, metrics: dict, batch: torch.Tensor, window_time: float, window_steps: int, counts,
+             tokens_per_step: int) -> dict:  # fmt: skip
+        """Write one record: `metrics` (StepResult.metrics) with the window's rates and loads."""
         tokens_per_s = tokens_per_step * window_steps / max(window_time, 1e-9)
-        record = {"step": self.step, "stage": out["stage"]}
-        record.update({k: v for k, v in out.items() if k not in ("counts", "x", "stage")})
+        record = dict(metrics)
         # the calculator counts sparse training steps; the dense warm-up runs other FLOPs (no MFU)
-        warmup = out["stage"] == DENSE_WARMUP
+        warmup = metrics["stage"] == DENSE_WARMUP
         record.update(tokens_per_s=tokens_per_s,
                       mfu=None if warmup else mfu(tokens_per_s, self.flops_per_token, self.peak))  # fmt: skip
         if counts is not None:
@@ -318,7 +378,7 @@ class Trainer:
             record["expert_imbalance_per_layer"] = per_layer
             record["expert_load"] = counts.tolist()  # tokens per expert since the last record
         if self.cfg.model.use_dsa:
-            record["indexer_recall"] = indexer_recall(self.model, out["x"], self.autocast)
+            record["indexer_recall"] = indexer_recall(self.model, batch, self.autocast)
         self.log.write(record)
         return record
 
