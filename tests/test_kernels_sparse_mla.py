@@ -177,6 +177,26 @@ def test_flop_count():
     assert counter.get_total_flops() == backward_flops(N, K, H, 48, 32) == N * K * 2 * H * (5 * 32 + 3 * 16)
 
 
+def test_fake_tensors():
+    """The meta implementation gives shapes and dtypes without running a kernel (torch.compile, estimates)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q, kv = torch.empty(7, 64, 576, dtype=torch.bfloat16), torch.empty(9, 576)
+        idx, valid = torch.zeros(7, 2048, dtype=torch.long), torch.ones(7, 2048, dtype=torch.bool)
+        out, mass = sparse_mla(q, kv, idx, valid, scale=0.1, r=512)
+    assert out.shape == (7, 64, 512) and out.dtype == torch.bfloat16
+    assert mass.shape == (7, 2048) and mass.dtype == torch.float32
+
+
+def test_rejects_mismatched_shapes():
+    q, kv, idx, valid = inputs(2, 4, 16, 10, torch.float32)
+    with pytest.raises(ValueError, match="0 < r < R"):
+        sparse_mla(q, kv, idx, valid, scale=0.2, r=48)
+    with pytest.raises(ValueError, match="must be"):
+        sparse_mla(q, kv, idx, valid[:, :8], scale=0.2, r=32)
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="GLM-5's shape with the default tiles needs a GPU")
 def test_glm5_shape_on_gpu():
     """H=64, R=576, r=512, K=2048 with the tuned default tiles, bf16."""

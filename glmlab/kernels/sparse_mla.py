@@ -282,9 +282,10 @@ def sparse_mla(
     the gathered rows: on an H200 that pass takes about as long as the attention itself, see
     experiments/results/h200-kernels-sparse-mla/).
 
-    Kept for backward: q, kv, idx and valid (the caller's tensors), out and the log-sum-exp, that
-    is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of which out and the
-    log-sum-exp (2r + 4) are new allocations. FLOPs are registered for FlopCounterMode:
+    Kept for backward: q, kv, idx and valid (the caller's tensors), out (the returned tensor) and
+    the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of
+    which only the log-sum-exp's 4 bytes are not otherwise alive; the backward allocates dkv in
+    fp32 (4R bytes per latent row) for its atomic adds. FLOPs are registered for FlopCounterMode:
     `forward_flops` and `backward_flops`.
     """
     if q.dim() != 3 or kv.dim() != 2 or q.shape[2] != kv.shape[1] or not 0 < r < kv.shape[1]:
