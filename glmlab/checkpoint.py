@@ -4,12 +4,16 @@ Hugging Face folder (design: "never lose a run").
 A run directory holds `checkpoints/step-NNNNNNNN/` folders and a `checkpoints/latest` pointer.
 Each checkpoint folder is self-contained: `config.yaml` (resolved), `model.safetensors` (weights
 and the MoE selection biases, which are buffers), `optimizer.pt`, `trainer_state.pt` (step, stage,
-data position, RNG states) and `tokenizer/`. A checkpoint is written under a temporary name and
-renamed into place; `latest` is replaced the same way; older checkpoints are then removed.
+data position, RNG states, the schedule's horizon), `tokenizer/`, and `checksums.json`, the
+SHA-256 of every other file, checked whenever one is loaded (checkpoints written before it
+existed load unchecked). A checkpoint is written under a temporary name and renamed into place;
+`latest` is replaced the same way; older checkpoints are then removed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ OPTIMIZER = "optimizer.pt"
 STATE = "trainer_state.pt"
 CONFIG = "config.yaml"
 TOKENIZER = "tokenizer"
+CHECKSUMS = "checksums.json"
 
 
 @dataclass
@@ -81,6 +86,8 @@ def save_checkpoint(
     torch.save({**state, "step": step}, tmp / STATE)
     write_config(cfg, tmp / CONFIG)
     tokenizer.save(tmp / TOKENIZER)
+    sums = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    (tmp / CHECKSUMS).write_text(json.dumps({"sha256": sums}, indent=1) + "\n")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -89,6 +96,31 @@ def save_checkpoint(
         if old.is_dir() and old.name != name:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(checkpoint: Path, name: str) -> None:
+    """Compare a checkpoint file with the SHA-256 recorded when it was saved (one-line error)."""
+    path = checkpoint / name
+    record = checkpoint / CHECKSUMS
+    if not record.is_file() or not path.is_file():
+        return  # written before checksums existed; a missing file is reported by its loader
+    try:
+        expected = json.loads(record.read_text())["sha256"].get(name)
+    except (OSError, ValueError, KeyError, AttributeError):
+        raise GlmlabError(f"{record} is unreadable: the checkpoint is damaged; use another") from None
+    if expected is not None and _sha256(path) != expected:
+        raise GlmlabError(
+            f"checkpoint file {path} is corrupt: its SHA-256 differs from the one recorded when it was "
+            "saved; resume from another checkpoint or train again"
+        )
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -122,6 +154,7 @@ def load_weights(model: CausalLM, checkpoint: Path) -> None:
     from safetensors.torch import load_model as load_safetensors
 
     path = checkpoint / WEIGHTS
+    verify(checkpoint, WEIGHTS)
     try:
         load_safetensors(model, str(path), strict=True, device=str(next(model.parameters()).device))
     except FileNotFoundError:
@@ -136,6 +169,7 @@ def load_weights(model: CausalLM, checkpoint: Path) -> None:
 def load_state(checkpoint: Path, name: str = STATE) -> dict[str, Any]:
     """`trainer_state.pt` or `optimizer.pt` of a checkpoint."""
     path = checkpoint / name
+    verify(checkpoint, name)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -145,6 +179,7 @@ def load_state(checkpoint: Path, name: str = STATE) -> dict[str, Any]:
 
 
 def load_checkpoint_config(checkpoint: Path) -> Config:
+    verify(checkpoint, CONFIG)
     return load_config(checkpoint / CONFIG)
 
 
@@ -163,5 +198,7 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> Loaded
         model = CausalLM(cfg.model, init=False)
     load_weights(model, checkpoint)
     tok_dir = checkpoint / TOKENIZER
+    for path in sorted(tok_dir.rglob("*")):
+        verify(checkpoint, path.relative_to(checkpoint).as_posix())
     tokenizer = load_tokenizer(tok_dir) if tok_dir.is_dir() else None
     return Loaded(cfg, model.eval(), tokenizer, checkpoint)
