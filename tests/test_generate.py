@@ -1,4 +1,5 @@
-"""Generation: latent cache vs recomputation, sampling, MTP speculative decoding, stops, CLI errors."""
+"""Generation: latent cache vs recomputation, fixed-shape steps and batches, sampling, MTP speculative
+decoding, stops, CLI errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from glmlab.config import load_config
 from glmlab.generate import Generator, SamplingParams
 from glmlab.generate.sampling import probabilities
 from glmlab.generate.speculative import MTPDrafter, accept
+from glmlab.generate.step import model_step
 
 MICRO = [
     "hidden_size=32", "num_hidden_layers=3", "index_topk=8", "max_position_embeddings=128",
@@ -153,6 +155,16 @@ def test_drafts_equal_mtp_chain_recomputed_from_scratch(monkeypatch):
             assert drafts == expect
 
 
+@pytest.mark.parametrize("prompt_len, k", [(1, 3), (3, 5), (2, 8)])
+def test_speculative_drafts_beyond_a_short_prompt(prompt_len, k):
+    """K > prompt length + 1 used to crash (issue 11: "x" with K=3, "import " with K=5)."""
+    gen = Generator(micro_model())
+    prompt = list(range(3, 3 + prompt_len))
+    plain = gen.generate(prompt, max_new_tokens=16)
+    spec = gen.generate(prompt, max_new_tokens=16, speculative=k)
+    assert spec.ids == plain.ids and spec.speculative.steps > 0
+
+
 @pytest.mark.parametrize("k", [1, 2])
 def test_rejection_sampling_keeps_the_target_distribution(k):
     gen = torch.Generator().manual_seed(0)
@@ -191,6 +203,59 @@ def test_speculative_needs_mtp_and_cache():
         gen.generate([1, 2], max_new_tokens=4, speculative=1)
     with pytest.raises(Exception, match="no-cache"):
         Generator(micro_model()).generate([1, 2], max_new_tokens=4, speculative=1, use_cache=False)
+
+
+# ---- fixed-shape steps and batches -----------------------------------------------------------------
+
+
+def test_fixed_shape_step_equals_the_model_with_rows_at_their_own_positions():
+    """Row 1 lags row 0 by 5 positions; a row that has reached its end recomputes its last
+    position (as finished rows do in a batch). Every logit equals the full forward's."""
+    model = micro_model()
+    ids = torch.randint(0, 64, (2, 30), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        full = model(ids).logits
+        caches = model.new_cache(2, 40).layers
+        for t in range(36):
+            pos = torch.tensor([[min(t, 29)], [min(max(t - 5, 0), 29)]])
+            for context in (int(pos.max()) + 1, 40):  # eager reads up to the furthest row; a graph all
+                logits, _ = model_step(model, ids.gather(1, pos), pos, caches, context)
+                expect = full[torch.arange(2), pos[:, 0]]
+                torch.testing.assert_close(logits[:, 0], expect, atol=1e-4, rtol=0)
+
+
+def test_batched_prompts_decode_as_each_alone():
+    gen = Generator(micro_model(vocab=27), Letters())
+    prompts = ["abc", "x", "helloworld", "qq", "zyxw"]
+    alone = [gen.generate(p, max_new_tokens=12) for p in prompts]
+    batched = list(gen.generate_batch(prompts, max_new_tokens=12, batch_size=3))
+    assert [r.ids for r in batched] == [r.ids for r in alone]
+    assert [r.text for r in batched] == [r.text for r in alone]
+    assert [r.prompt for r in batched] == prompts
+
+    stop = [alone[0].text[2:4]]  # the first row stops early, the others run on
+    stopped = [gen.generate(p, max_new_tokens=12, stop=stop) for p in prompts]
+    assert stopped[0].finish_reason == "stop"
+    together = list(gen.generate_batch(prompts, max_new_tokens=12, stop=stop))
+    assert [(r.text, r.finish_reason) for r in together] == [(r.text, r.finish_reason) for r in stopped]
+
+    s = SamplingParams(temperature=1.0, seed=5)
+    sampled = [gen.generate(p, max_new_tokens=10, sampling=s).ids for p in prompts]
+    assert [r.ids for r in gen.generate_batch(prompts, max_new_tokens=10, sampling=s)] == sampled
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_decode_as_eager_steps():
+    model = micro_model().cuda().to(torch.bfloat16)
+    graphed, eager = Generator(model), Generator(model, cuda_graphs=False)
+    assert graphed.graphs and not eager.graphs
+    prompts = [list(range(3, 20)), [5], list(range(1, 9))]
+    for p in prompts:
+        assert graphed.generate(p, 20).ids == eager.generate(p, 20).ids
+        assert graphed.generate(p, 20, speculative=2).ids == eager.generate(p, 20, speculative=2).ids
+    batched = [r.ids for r in graphed.generate_batch(prompts, max_new_tokens=20)]
+    assert batched == [r.ids for r in eager.generate_batch(prompts, max_new_tokens=20)]
+    assert graphed._session.graphed.graphs  # the steps ran from a captured graph
 
 
 # ---- stops and streaming ------------------------------------------------------------------------------
@@ -244,6 +309,33 @@ def test_cli_generate_json_and_no_cache_agree(checkpoint, run_cli):
     assert {"text", "tokens_per_second", "new_tokens", "acceptance_per_position"} <= spec.keys()
     code, out, _ = run_cli(*args, "--no-cache")
     assert code == 0 and json.loads(out)["ids"] == spec["ids"]
+
+
+def test_cli_speculative_beyond_a_one_token_prompt(checkpoint, run_cli):
+    args = ["generate", str(checkpoint), "--prompt", "x", "--max-new-tokens", "8", "--json"]
+    code, out, err = run_cli(*args, "--speculative", "3")
+    assert code == 0, err
+    code, plain, _ = run_cli(*args)
+    assert code == 0 and json.loads(out)["ids"] == json.loads(plain)["ids"]
+
+
+def test_cli_prompts_file_decodes_in_batches_with_each_prompt(checkpoint, run_cli, tmp_path):
+    prompts = ["def f(", "import ", "x"]
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join([prompts[0], "", *prompts[1:]]) + "\n")
+    args = ["generate", str(checkpoint), "--max-new-tokens", "6", "--json"]
+    code, out, err = run_cli(*args, "--prompts-file", str(path), "--batch-size", "2")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["prompt"] for line in lines] == prompts
+    code, alone, _ = run_cli(*args, "--prompt", "import ")
+    assert code == 0 and json.loads(alone)["ids"] == lines[1]["ids"]
+
+
+def test_generator_is_exported():
+    import glmlab
+
+    assert glmlab.Generator is Generator
 
 
 @pytest.mark.parametrize(
