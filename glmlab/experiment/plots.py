@@ -58,6 +58,7 @@ def metric_vs_axis(spec: Spec, rows: list[Row], metric: str, path: Path) -> Path
         return None
     plt = _pyplot()
     levels = list(spec.axes[spec.sweep])
+    numeric = all(level.replace(".", "", 1).replace("-", "", 1).isdigit() for level in levels)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups: dict[tuple, list] = {}
     for v in spec.variants:
@@ -73,7 +74,9 @@ def metric_vs_axis(spec: Spec, rows: list[Row], metric: str, path: Path) -> Path
             ys.append(row.summary.mean)
             err.append(0.0 if row.summary.ci_high is None else row.summary.ci_high - row.summary.mean)
         label = ", ".join(f"{a}={lv}" for a, lv in other) or metric
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label=label)
+        ax.errorbar(
+            xs, ys, yerr=err, marker="o", capsize=4, label=label, linestyle="-" if numeric else "none"
+        )
     ax.set_xticks(range(len(levels)), levels)
     ax.set_xlabel(spec.sweep)
     ax.set_ylabel(metric)
