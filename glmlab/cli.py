@@ -327,6 +327,59 @@ def quickstart(
     console.print(f"next: glmlab generate {run_dir} --prompt 'import ' | glmlab flops glm5 --seq 4k,128k")
 
 
+@app.command()
+def experiment(
+    spec: str = typer.Argument(..., help="An experiment spec: experiments/dsa_topk.yaml."),
+    quick: bool = typer.Option(False, "--quick", help="The spec's CI settings: a few steps, one seed."),
+    parallel: int = typer.Option(1, "--parallel", help="Cells trained at once, each in its own process."),
+    out: str = typer.Option("runs/experiments", "--out", help="Results go to OUT/<spec>[-quick]/."),
+    device: str = DEVICE_OPT,
+    report_only: bool = typer.Option(False, "--report-only", help="Only rewrite tables, plots, report."),
+) -> None:
+    """Run an ablation spec cell by cell (finished cells are skipped, a killed run resumes), then
+    write results.csv/json with 95% intervals and paired differences, plots and report.md."""
+    from glmlab.experiment import run_experiment
+
+    parse_device(device)
+    if parallel < 1:
+        raise GlmlabError(f"--parallel must be at least 1, got {parallel}")
+    echo = lambda s: console.print(s, markup=False, highlight=False)  # noqa: E731
+    command = " ".join(["glmlab", *sys.argv[1:]])
+    exp = run_experiment(spec, out=out, quick=quick, parallel=parallel, device=device,
+                         report_only=report_only, echo=echo, command=command)  # fmt: skip
+    console.print(f"report: {exp.report}", highlight=False)
+    if exp.outcome is not None and exp.outcome.stopped_by is not None:
+        raise typer.Exit(128 + exp.outcome.stopped_by)
+    if exp.outcome is not None and exp.outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def claims(
+    config: str = typer.Argument("glm5", help="A preset name or a YAML file."),
+    results: str = typer.Option("experiments/results", "--results", help="Folder of the studies' results."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write the markdown report to this file."),  # noqa: UP045
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The article's claims: the calculator's check beside the measured check from the studies."""
+    from pathlib import Path
+
+    from glmlab.accounting.claims import claims_markdown, claims_report
+    from glmlab.config import load_config
+
+    cfg = load_config(config)
+    rows = claims_report(cfg, results)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    text = claims_markdown(rows, cfg.name, results)
+    if out:
+        Path(out).write_text(text + "\n")
+        console.print(f"wrote {out}", highlight=False)
+        return
+    print(text)
+
+
 def main() -> None:
     """Entry point: run the app, turning GlmlabError into one line and exit status 2."""
     try:
