@@ -14,7 +14,7 @@ FLOP formulas, so FlopCounterMode counts them: scored causal (query, key) pairs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from torch.utils.flop_counter import register_flop_formula
 from glmlab.errors import GlmlabError
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Tiles:
     """Tile sizes (powers of two). The defaults suit an H200; the tests use small ones.
 
@@ -41,6 +41,7 @@ class Tiles:
     select: int = 4096
     warps: int = 8
     stages: int = 3
+    head_dot: int = 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,9 +71,13 @@ def _scores_fwd_kernel(
     TILES: tl.constexpr,
     FILL_MASKED: tl.constexpr,
     PRECISION: tl.constexpr,
+    HEAD_DOT: tl.constexpr,
+    BLOCK_SP: tl.constexpr,
 ):
     """One program: BLOCK_S queries (x HP heads = the M side of the product) against TILES key
-    tiles; tiles above the causal diagonal are skipped (written as -inf when FILL_MASKED)."""
+    tiles; tiles above the causal diagonal are skipped (written as -inf when FILL_MASKED).
+    HEAD_DOT sums the heads with a second product (keys x (query, head)) @ (head weights per query,
+    BLOCK_SP >= 16 columns) instead of a reduction across the rows of the first."""
     pid_s = tl.num_programs(0) - 1 - tl.program_id(0)  # the longest rows first
     pid_t = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -95,6 +100,12 @@ def _scores_fwd_kernel(
     t_lo = pid_t * TILES * BLOCK_T
     t_hi = tl.minimum(t_lo + TILES * BLOCK_T, n_cols)
     t_vis = tl.minimum(t_hi, last + 1)
+    if HEAD_DOT:
+        j = tl.arange(0, BLOCK_SP)
+        wt = tl.where((m // HP)[:, None] == j[None, :], w[:, None], 0.0).to(q.dtype)  # [M, BLOCK_SP]
+        cols = pid_s * BLOCK_S + j
+        col_ok = (j < BLOCK_S) & (cols < S)
+        out_cols = out_ptr + b * stride_ob + cols.to(tl.int64)[None, :] * stride_os
     for t0 in range(t_lo, t_vis, BLOCK_T):
         t = t0 + tl.arange(0, BLOCK_T)
         kt = tl.load(
@@ -102,11 +113,17 @@ def _scores_fwd_kernel(
             mask=(t[:, None] < T) & (d[None, :] < D),
             other=0.0,
         )
-        z = tl.dot(q, tl.trans(kt), input_precision=PRECISION)
-        z = tl.maximum(z, 0.0) * w[:, None]
-        sc = tl.sum(tl.reshape(z, (BLOCK_S, HP, BLOCK_T)), axis=1)
-        sc = tl.where(t[None, :] <= pos[:, None], sc, float("-inf"))
-        tl.store(out_rows + t[None, :], sc, mask=(s_idx[:, None] < S) & (t[None, :] < n_cols))
+        if HEAD_DOT:
+            zt = tl.dot(kt, tl.trans(q), input_precision=PRECISION)  # [BLOCK_T, M]
+            sc = tl.dot(tl.maximum(zt, 0.0).to(q.dtype), wt, input_precision=PRECISION)
+            sc = tl.where(t[:, None] <= (T - S + cols)[None, :], sc, float("-inf"))
+            tl.store(out_cols + t[:, None], sc, mask=col_ok[None, :] & (t[:, None] < n_cols))
+        else:
+            z = tl.dot(q, tl.trans(kt), input_precision=PRECISION)
+            z = tl.maximum(z, 0.0) * w[:, None]
+            sc = tl.sum(tl.reshape(z, (BLOCK_S, HP, BLOCK_T)), axis=1)
+            sc = tl.where(t[None, :] <= pos[:, None], sc, float("-inf"))
+            tl.store(out_rows + t[None, :], sc, mask=(s_idx[:, None] < S) & (t[None, :] < n_cols))
     if FILL_MASKED:
         first = t_lo + tl.cdiv(tl.maximum(t_vis - t_lo, 0), BLOCK_T) * BLOCK_T
         for t0 in range(first, t_hi, BLOCK_T):
@@ -416,7 +433,8 @@ def _launch_scores(
     _scores_fwd_kernel[grid](
         q, w, k, out, q.stride(0), w.stride(0), k.stride(0), S, T, out.shape[2], out.stride(0), out.stride(1),
         H=H, D=D, HP=HP, BLOCK_D=_pow2(D), BLOCK_S=rows, BLOCK_T=tiles.keys, TILES=tiles.tiles,
-        FILL_MASKED=fill, PRECISION=_precision(q), num_warps=tiles.warps, num_stages=tiles.stages,
+        FILL_MASKED=fill, PRECISION=_precision(q), HEAD_DOT=bool(tiles.head_dot), BLOCK_SP=_pow2(rows),
+        num_warps=tiles.warps, num_stages=tiles.stages,
     )  # fmt: skip
 
 
@@ -690,7 +708,7 @@ def index_scores_at(
 
 def _astuple(tiles: Tiles | None) -> tuple[int, ...]:
     t = tiles or Tiles()
-    return (t.rows, t.keys, t.tiles, t.picks, t.select, t.warps, t.stages)
+    return dataclasses.astuple(t)
 
 
 class _DenseIndexKL(torch.autograd.Function):
