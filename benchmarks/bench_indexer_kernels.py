@@ -24,14 +24,10 @@ from glmlab.kernels import indexer
 
 H, D, K = 32, 128, 2048
 SWEEP = [
-    indexer.Tiles(rows=4, keys=128, tiles=16, warps=8, stages=3, head_dot=1),
-    indexer.Tiles(rows=4, keys=128, tiles=16, warps=4, stages=3, head_dot=1),
-    indexer.Tiles(rows=4, keys=64, tiles=16, warps=4, stages=3, head_dot=1),
-    indexer.Tiles(rows=2, keys=128, tiles=16, warps=4, stages=3, head_dot=1),
-    indexer.Tiles(rows=8, keys=64, tiles=16, warps=8, stages=3, head_dot=1),
-    indexer.Tiles(rows=8, keys=128, tiles=8, warps=8, stages=2, head_dot=1),
-    indexer.Tiles(rows=4, keys=128, tiles=16, warps=8, stages=3, head_dot=0),
-    indexer.Tiles(rows=4, keys=64, tiles=8, warps=4, stages=3, head_dot=0),
+    indexer.Tiles(rows=4, keys=64, tiles=16, warps=4, stages=3),
+    indexer.Tiles(rows=4, keys=128, tiles=16, warps=8, stages=3),
+    indexer.Tiles(rows=4, keys=64, tiles=32, warps=4, stages=4),
+    indexer.Tiles(rows=8, keys=128, tiles=8, warps=8, stages=2),
 ]
 
 
