@@ -31,11 +31,11 @@ SWEEP = [
 ]
 
 
-def median_ms(fn) -> float:  # noqa: ANN001
+def median_ms(fn) -> float:
     return do_bench(fn, return_mode="median")
 
 
-def peak(fn) -> tuple[float, float]:  # noqa: ANN001
+def peak(fn) -> tuple[float, float]:
     """(milliseconds, peak GB allocated above what was allocated before)."""
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()

@@ -438,7 +438,7 @@ def _causal_pairs(S: int, T: int) -> int:
     return S * (T - S) + S * (S + 1) // 2
 
 
-def _pair_flops(q_shape, k_shape) -> int:  # noqa: ANN001 (shapes)
+def _pair_flops(q_shape, k_shape) -> int:
     B, S, H, D = q_shape
     return B * _causal_pairs(S, k_shape[1]) * 2 * H * (D + 1)
 
@@ -456,7 +456,7 @@ def _scores_op(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, tiles: list[in
 
 
 @_scores_op.register_fake
-def _(q, w, k, tiles):  # noqa: ANN001, ANN202
+def _(q, w, k, tiles):
     return q.new_empty(q.shape[0], q.shape[1], k.shape[1], dtype=torch.float32)
 
 
@@ -480,17 +480,17 @@ def _scores_bwd_op(
 
 
 @_scores_bwd_op.register_fake
-def _(g, q, w, k, tiles):  # noqa: ANN001, ANN202
+def _(g, q, w, k, tiles):
     return tuple(torch.empty_like(x, dtype=torch.float32) for x in (q, w, k))
 
 
-def _scores_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+def _scores_setup(ctx, inputs, output) -> None:
     q, w, k, tiles = inputs
     ctx.save_for_backward(q, w, k)
     ctx.tiles = tiles
 
 
-def _scores_backward(ctx, g):  # noqa: ANN001, ANN202
+def _scores_backward(ctx, g):
     q, w, k = ctx.saved_tensors
     dq, dw, dk = torch.ops.glmlab.index_scores_backward(g.contiguous(), q, w, k, ctx.tiles)
     return dq.to(q.dtype), dw, dk.to(k.dtype), None
@@ -515,7 +515,7 @@ def _at_op(
 
 
 @_at_op.register_fake
-def _(q, w, k, idx, tiles):  # noqa: ANN001, ANN202
+def _(q, w, k, idx, tiles):
     return q.new_empty(idx.shape, dtype=torch.float32)
 
 
@@ -537,17 +537,17 @@ def _at_bwd_op(
 
 
 @_at_bwd_op.register_fake
-def _(g, q, w, k, idx, tiles):  # noqa: ANN001, ANN202
+def _(g, q, w, k, idx, tiles):
     return tuple(torch.empty_like(x, dtype=torch.float32) for x in (q, w, k))
 
 
-def _at_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+def _at_setup(ctx, inputs, output) -> None:
     q, w, k, idx, tiles = inputs
     ctx.save_for_backward(q, w, k, idx)
     ctx.tiles = tiles
 
 
-def _at_backward(ctx, g):  # noqa: ANN001, ANN202
+def _at_backward(ctx, g):
     q, w, k, idx = ctx.saved_tensors
     dq, dw, dk = torch.ops.glmlab.index_scores_at_backward(g.contiguous(), q, w, k, idx, ctx.tiles)
     return dq.to(q.dtype), dw, dk.to(k.dtype), None, None
@@ -580,38 +580,38 @@ def _topk_op(
 
 
 @_topk_op.register_fake
-def _(q, w, k, topk, buffer_bytes, tiles):  # noqa: ANN001, ANN202
+def _(q, w, k, topk, buffer_bytes, tiles):
     shape = (q.shape[0], q.shape[1], min(topk, k.shape[1]))
     return q.new_empty(shape, dtype=torch.int64), q.new_empty(shape, dtype=torch.bool)
 
 
 @register_flop_formula(torch.ops.glmlab.index_scores)
-def _scores_flops(q_shape, w_shape, k_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+def _scores_flops(q_shape, w_shape, k_shape, *args, **kwargs) -> int:
     return _pair_flops(q_shape, k_shape)
 
 
 @register_flop_formula(torch.ops.glmlab.index_scores_backward)
-def _scores_bwd_flops(g_shape, q_shape, w_shape, k_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+def _scores_bwd_flops(g_shape, q_shape, w_shape, k_shape, *args, **kwargs) -> int:
     return 2 * _pair_flops(q_shape, k_shape)
 
 
 @register_flop_formula(torch.ops.glmlab.index_topk)
-def _topk_flops(q_shape, w_shape, k_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+def _topk_flops(q_shape, w_shape, k_shape, *args, **kwargs) -> int:
     return _pair_flops(q_shape, k_shape)
 
 
-def _at_flops(q_shape, idx_shape) -> int:  # noqa: ANN001
+def _at_flops(q_shape, idx_shape) -> int:
     B, S, H, D = q_shape
     return B * S * idx_shape[2] * 2 * H * (D + 1)
 
 
 @register_flop_formula(torch.ops.glmlab.index_scores_at)
-def _at_fwd_flops(q_shape, w_shape, k_shape, idx_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+def _at_fwd_flops(q_shape, w_shape, k_shape, idx_shape, *args, **kwargs) -> int:
     return _at_flops(q_shape, idx_shape)
 
 
 @register_flop_formula(torch.ops.glmlab.index_scores_at_backward)
-def _at_bwd_flops(g_shape, q_shape, w_shape, k_shape, idx_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN003
+def _at_bwd_flops(g_shape, q_shape, w_shape, k_shape, idx_shape, *args, **kwargs) -> int:
     return 2 * _at_flops(q_shape, idx_shape)
 
 
@@ -707,7 +707,7 @@ class _DenseIndexKL(torch.autograd.Function):
     (softmax(I) - p) / N once a chunk's p and I exist), so p is computed once and backward scales."""
 
     @staticmethod
-    def forward(ctx, q, w, k, q_lat, kv, scale: float, buffer_bytes: int, tiles: list[int], want_grad: bool):  # noqa: ANN001, ANN205
+    def forward(ctx, q, w, k, q_lat, kv, scale: float, buffer_bytes: int, tiles: list[int], want_grad: bool):
         B, S = q.shape[:2]
         T, Ha = k.shape[1], q_lat.shape[2]
         dq, dw, dk = (torch.zeros(x.shape, device=x.device, dtype=torch.float32) for x in (q, w, k))
@@ -731,7 +731,7 @@ class _DenseIndexKL(torch.autograd.Function):
         return total / (B * S)
 
     @staticmethod
-    def backward(ctx, g):  # noqa: ANN001, ANN205
+    def backward(ctx, g):
         dq, dw, dk = ctx.saved_tensors
         return dq * g, dw * g, dk * g, None, None, None, None, None, None
 
