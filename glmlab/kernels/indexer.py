@@ -5,7 +5,10 @@ docs/accounting.md.
 
 Shapes are batch-first; the S queries are the last S of T positions: query s sits at position
 T-S+s and sees the keys t <= T-S+s. q [B,S,H,D] (bf16 or fp32), w [B,S,H] (fp32, already scaled),
-k [B,T,D]; k is cast to q's dtype, and every product accumulates in fp32.
+k [B,T,D]; k is cast to q's dtype, and every product accumulates in fp32. With bf16 inputs the
+forward's head sum is a second bf16 product: the ReLU'd dots and the head weights are rounded to
+bf16 (on random inputs the scores' largest error was 0.44% of the largest score; see
+experiments/results/h200-kernels-indexer/README.md). fp32 inputs stay in fp32 throughout.
 
 The kernels are `torch.library.custom_op`s in the `glmlab` namespace with fake implementations and
 FLOP formulas, so FlopCounterMode counts them: scored causal (query, key) pairs x 2*H*(D+1) forward
@@ -29,8 +32,8 @@ from glmlab.errors import GlmlabError
 class Tiles:
     """Tile sizes (powers of two). The defaults suit an H200; the tests use small ones.
 
-    rows: queries per program of the scoring kernels (all their heads form the product's M side,
-    at least 16 rows); keys: keys per tile; tiles: key tiles per scoring program; picks: picked
+    rows: queries per program of the scoring kernels (their (query, head) pairs are one side of the
+    product, at least 16); keys: keys per tile; tiles: key tiles per scoring program; picks: picked
     keys per tile in `index_scores_at`; select: scores per step of the top-k selection.
     """
 
