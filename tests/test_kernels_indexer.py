@@ -160,6 +160,33 @@ def test_dense_index_kl_matches_twin():
         close(got, want, 1e-5)
 
 
+@pytest.mark.parametrize("backward_inside", [True, False])
+def test_autocast(backward_inside):
+    """Under bf16 autocast (q from an autocast product, fp32 attention inputs), the dense KL and
+    the scores at picks run and their gradients reach fp32 leaves, backward inside the context or not."""
+    B, S, T, Ha, R = 1, 4, 11, 2, 16
+    q, w, k = inputs(B, S, T, seed=11)
+    g = torch.Generator().manual_seed(12)
+    q_lat, kv = torch.randn(B, S, Ha, R, generator=g).to(DEVICE), torch.randn(B, T, R, generator=g).to(DEVICE)
+    idx = torch.randint(0, T, (B, S, 5), generator=g).to(DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        q16 = q @ torch.eye(q.shape[-1], device=DEVICE)
+        assert q16.dtype == torch.bfloat16
+        loss = kernels.dense_index_kl(q16, w, k, q_lat, kv, scale=0.3, tiles=TILES)
+        loss = loss + kernels.index_scores_at(q16, w, k, idx, tiles=TILES).square().mean()
+        if backward_inside:
+            loss.backward()
+    if not backward_inside:
+        loss.backward()
+    q16 = q16.detach().float()
+    expected = (
+        ref.dense_index_kl(q16, w, k, q_lat, kv, scale=0.3)
+        + ref.index_scores_at(q16, w, k, idx).square().mean()
+    )
+    close(loss, expected, TOLERANCE[torch.bfloat16])
+    assert q.grad.dtype == torch.float32 and k.grad.dtype == torch.float32 and torch.isfinite(k.grad).all()
+
+
 def test_flop_counter_sees_the_kernels():
     """FlopCounterMode counts each op by its formula (fake tensors: nothing runs); a training step
     of index_scores is three forwards."""
