@@ -130,3 +130,12 @@ def test_grouped_experts_on_cuda_bf16_without_host_syncs():
             torch.cuda.set_sync_debug_mode("default")
         ours = outputs_and_grads(moe, moe.experts, x)
     assert_close(ours, reference, 2e-2)
+
+
+def test_gather_backward_is_the_gradient_of_the_gather():
+    """The combine's gather, whose backward gathers through the inverse map (padding rows get 0)."""
+    from glmlab.model.moe import _Gather
+
+    x = torch.randn(7, 3, dtype=torch.double, requires_grad=True)
+    index, inverse = torch.tensor([4, 0, 6, 2]), torch.tensor([1, 4, 3, 4, 0, 4, 2])
+    assert torch.autograd.gradcheck(lambda x: _Gather.apply(x, index, inverse), (x,))
