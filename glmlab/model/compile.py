@@ -2,8 +2,9 @@
 
 Each main and MTP decoder layer becomes one compiled region, so its element-wise work (norms,
 rotary, softmax, SwiGLU, the residual adds) is fused into a few kernels forward and backward.
-The routed experts stay eager (`Experts.forward` is marked `torch.compiler.disable`): their
-dispatch splits tokens by counts known only at run time, which would recompile on every split.
+On a GPU the routed experts compile with their layer (`Experts.grouped`: every size is fixed
+by the shapes); the CPU's loop over experts (`Experts.looped`) stays eager, marked
+`torch.compiler.disable`, since it splits tokens by counts known only at run time.
 Parameter names and checkpoints are unchanged (`nn.Module.compile` compiles in place). The
 first step pays the compilation (85 s for the CPU benchmark model on 2 cores with an empty
 inductor cache, 6-40 s with a warm one); a new input shape or a DSA stage change compiles again.
