@@ -191,6 +191,8 @@ def test_tiny_spec_end_to_end_then_skipped(tmp_path):
     again = cli.invoke(app, ["experiment", str(spec), "--out", str(out), "--device", "cpu"])
     assert again.exit_code == 0 and "4 of 4 cells already finished: skipped" in again.output
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    changed = cli.invoke(app, ["experiment", str(spec), "--out", str(out), "--steps", "4", "--device", "cpu"])
+    assert changed.exit_code != 0 and "finished with another config (train differ)" in str(changed.exception)
     quick = cli.invoke(app, ["experiment", str(spec), "--out", str(out), "--quick", "--device", "cpu"])
     assert quick.exit_code == 0 and (out / "study-quick" / "cells/d1/seed-3" / RESULT).is_file()
 

@@ -38,10 +38,11 @@ def summarize_experiment(spec: Spec, out_dir: Path) -> tuple[Path, list[Path]]:
 
 def run_experiment(
     spec_path: str | Path, *, out: str | Path = "runs/experiments", quick: bool = False, parallel: int = 1,
-    device: str = "auto", report_only: bool = False, echo=print, command: str = "",
+    device: str = "auto", report_only: bool = False, steps: int | None = None, echo=print, command: str = "",
 ) -> Experiment:  # fmt: skip
-    """Load the spec, run its unfinished cells (unless `report_only`), write tables, plots and report."""
-    spec = load_spec(spec_path, quick=quick)
+    """Load the spec (`steps` replacing its steps), run its unfinished cells (unless
+    `report_only`), write tables, plots and report."""
+    spec = load_spec(spec_path, quick=quick, steps=steps)
     out_dir = experiment_dir(spec, out)
     outcome = None
     if not report_only:

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glmlab.errors import GlmlabError
-from glmlab.experiment.cell import CellStopped, is_finished, prepare_tokenizer, run_cell, tokenizer_key
+from glmlab.experiment.cell import (
+    RESULT,
+    CellStopped,
+    is_finished,
+    prepare_tokenizer,
+    run_cell,
+    tokenizer_key,
+)
 from glmlab.experiment.spec import Cell, Spec
 
 RUN_LOG = "invocations.jsonl"
@@ -146,7 +153,7 @@ def run_spec(spec: Spec, out_dir: Path, *, parallel: int = 1, device: str = "aut
     outcome = RunOutcome()
     pending: list[Cell] = []
     for cell in spec.cells:
-        (outcome.skipped if is_finished(cell_dir(out_dir, cell)) else pending).append(cell)
+        (outcome.skipped if _finished(cell, cell_dir(out_dir, cell)) else pending).append(cell)
     if outcome.skipped:
         echo(f"{len(outcome.skipped)} of {len(spec.cells)} cells already finished: skipped")
     tok_cfgs = {tokenizer_key(c.config): c.config for c in pending if c.config.train.tokenizer == "bpe"}
@@ -208,6 +215,20 @@ def run_spec(spec: Spec, out_dir: Path, *, parallel: int = 1, device: str = "aut
     with open(out_dir / RUN_LOG, "a") as f:
         f.write(json.dumps(record) + "\n")
     return outcome
+
+
+def _finished(cell: Cell, folder: Path) -> bool:
+    """A finished cell must have run this cell's config: a spec edited since is an error."""
+    if not is_finished(folder):
+        return False
+    ran = json.loads((folder / RESULT).read_text())["config"]
+    if ran != cell.config.to_dict():
+        changed = sorted(
+            k for k in set(ran) | set(cell.config.to_dict()) if ran.get(k) != cell.config.to_dict().get(k)
+        )
+        raise GlmlabError(f"cell {cell.key} in {folder} finished with another config ({', '.join(changed)} "
+                          "differ): the spec or --steps changed since; use a new --out")  # fmt: skip
+    return True
 
 
 def _cell(spec: Spec, key: str) -> Cell:

@@ -151,8 +151,9 @@ def _resolve_base(path: Path, base: str) -> str:
     return base
 
 
-def load_spec(path: str | Path, *, quick: bool = False) -> Spec:
-    """Read, check and expand a spec; with `quick`, apply its `quick:` settings."""
+def load_spec(path: str | Path, *, quick: bool = False, steps: int | None = None) -> Spec:
+    """Read, check and expand a spec; with `quick`, apply its `quick:` settings; `steps`
+    replaces the spec's steps."""
     path = Path(path)
     if not path.is_file():
         raise GlmlabError(
@@ -171,7 +172,7 @@ def load_spec(path: str | Path, *, quick: bool = False) -> Spec:
     if not isinstance(q, dict) or set(q) - QUICK_KEYS:
         _fail(path, f"`quick:` is a mapping of {', '.join(sorted(QUICK_KEYS))}")
     settings = {**raw, **q} if quick else raw
-    steps, seeds = settings.get("steps"), settings.get("seeds", [1])
+    steps, seeds = steps or settings.get("steps"), settings.get("seeds", [1])
     if not isinstance(steps, int) or steps < 1:
         _fail(path, f"`steps:` must be a positive integer, got {steps!r}")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
