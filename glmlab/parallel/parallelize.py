@@ -1,0 +1,60 @@
+"""`parallelize`: FSDP2 and expert parallelism applied to a built model from outside it.
+
+Each main decoder layer and each MTP module's decoder layer becomes one `fully_shard` unit; the
+rest (embedding, final norm, LM head, and MTP's norms and projection, which the model calls as
+methods rather than through a module's forward) is the root unit. A unit's parameters are
+gathered just before it runs and freed after; its gradients are reduce-scattered as its
+backward finishes. On a GPU the policy gathers weights in bf16 and reduces gradients in fp32
+(the sharded fp32 weights stay the optimiser's master copy); on the CPU everything stays fp32,
+the same arithmetic as a single process. With `train.expert_parallel` the routed experts are
+split over the ranks first (glmlab/parallel/expert_parallel.py) and FSDP leaves them alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from glmlab.model import CausalLM
+from glmlab.parallel.expert_parallel import apply_expert_parallel
+from glmlab.parallel.world import World
+
+
+def mixed_precision(device: torch.device, precision: str) -> MixedPrecisionPolicy:
+    """bf16 gathers and fp32 gradient reduction on a GPU unless the run asks for fp32."""
+    if device.type == "cuda" and precision != "fp32":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
+def parallelize(
+    model: CausalLM, world: World, *, expert_parallel: int = 1, precision: str = "bf16-mixed"
+) -> CausalLM:
+    """Shard `model` over `world` in place (a world of one returns it untouched)."""
+    if not world.distributed:
+        return model
+    ignored: set[torch.nn.Parameter] = set()
+    if expert_parallel > 1:
+        ignored = set(apply_expert_parallel(model, world.mesh))
+    policy = mixed_precision(model.lm_head.weight.device, precision)
+    for unit in [*model.model.layers, *(m.layer for m in model.mtp)]:
+        fully_shard(unit, mesh=world.mesh, mp_policy=policy, ignored_params=ignored)
+    fully_shard(model, mesh=world.mesh, mp_policy=policy, ignored_params=ignored)
+    model.register_forward_hook(_reshard_without_grad)
+    return model
+
+
+def _reshard_without_grad(model: torch.nn.Module, args: object, output: object) -> None:
+    """FSDP keeps the root unit gathered after its forward (backward needs it next). After a
+    forward without gradients (evaluation, the indexer's recall) no backward comes to free it, and
+    the next training step would run on that gathered copy, its gradients never reaching the
+    shards (measured: embedding, head and MTP projection left without gradients). Free it here."""
+    if not torch.is_grad_enabled():
+        model.reshard()
+
+
+def plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """A replicated DTensor (the global gradient norm of sharded parameters) as a plain tensor."""
+    from torch.distributed.tensor import DTensor
+
+    return x.full_tensor() if isinstance(x, DTensor) else x
