@@ -422,6 +422,8 @@ def _launch_scores(
 ) -> None:
     """Scores of the S queries of q (the last S of T positions) into out [B,S,n_cols], n_cols <= T."""
     B, S, H, D = q.shape
+    if S == 0:
+        return
     HP, rows = _pow2(H, 1), _rows(tiles, _pow2(H, 1))
     grid = (triton.cdiv(S, rows), triton.cdiv(triton.cdiv(out.shape[2], tiles.keys), tiles.tiles), B)
     _scores_fwd_kernel[grid](
@@ -477,7 +479,8 @@ def _scores_bwd_op(
     common = dict(H=H, D=D, HP=HP, BLOCK_D=_pow2(D), BLOCK_S=rows, BLOCK_T=t.keys, PRECISION=prec)
     common |= dict(num_warps=t.warps, num_stages=t.stages)
     strides = (q.stride(0), w.stride(0), k.stride(0), S, T, g.stride(0), g.stride(1))
-    _scores_bwd_dq_kernel[(triton.cdiv(S, rows), B)](q, w, k, g, dq, dw, *strides, **common)
+    if S:
+        _scores_bwd_dq_kernel[(triton.cdiv(S, rows), B)](q, w, k, g, dq, dw, *strides, **common)
     _scores_bwd_dk_kernel[(triton.cdiv(T, t.keys), B)](q, w, k, g, dk, *strides, **common)
     return dq, dw, dk
 
@@ -568,7 +571,7 @@ def _topk_op(
     K = min(topk, T)
     idx = torch.empty(B, S, K, device=q.device, dtype=torch.int64)
     valid = torch.empty(B, S, K, device=q.device, dtype=torch.int8)
-    rows = min(S, max(1, buffer_bytes // (4 * B * T)))
+    rows = max(1, min(S, buffer_bytes // (4 * B * T)))
     buffer = torch.empty(B * rows * T, device=q.device, dtype=torch.float32)
     for a in range(0, S, rows):
         b = min(a + rows, S)
@@ -715,7 +718,7 @@ class _DenseIndexKL(torch.autograd.Function):
         T, Ha = k.shape[1], q_lat.shape[2]
         dq, dw, dk = (torch.zeros(x.shape, device=x.device, dtype=torch.float32) for x in (q, w, k))
         total = q.new_zeros((), dtype=torch.float32)
-        rows = min(S, max(1, buffer_bytes // (6 * B * Ha * T)))  # bf16 scores + fp32 probabilities
+        rows = max(1, min(S, buffer_bytes // (6 * B * Ha * T)))  # bf16 scores + fp32 probabilities
         for a in range(0, S, rows):
             b = min(a + rows, S)
             end = T - S + b
