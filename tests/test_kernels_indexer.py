@@ -130,6 +130,20 @@ def test_index_topk_ties_go_to_lower_keys():
     assert torch.equal(idx[0, 1].sort().values, torch.arange(8, device=DEVICE))
 
 
+def test_selection_of_signed_zeros_and_negatives():
+    """The radix select on a crafted row: -0.0 and +0.0 are one value (ties by key index), negative
+    scores order below them, and the threshold's ties span two blocks."""
+    row = [-1.0, 0.0, -0.0, 2.0, -0.0, 0.0, 3.0, -2.0, -0.0, 0.0, 1.0, -0.0, -3.0, 0.0, 0.5, -0.0, -5.0, -0.0]
+    scores = torch.tensor(row, device=DEVICE).view(1, 1, -1)
+    n, K = len(row), 8
+    idx = torch.empty(1, 1, K, dtype=torch.int64, device=DEVICE)
+    valid = torch.zeros(1, 1, K, dtype=torch.int8, device=DEVICE)
+    kernels._select_kernel[(1,)](scores, idx, valid, 1, n - 1, 0, 1, K, n, n, BLOCK=16)
+    expected = torch.sort(scores[0, 0], descending=True, stable=True).indices[:K]
+    assert torch.equal(idx[0, 0].sort().values, expected.sort().values)
+    assert valid.bool().all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_index_scores_at_matches_twin(dtype):
     """Batch 2, K not a tile multiple, repeated picks (their key gradients add up)."""

@@ -325,15 +325,23 @@ def _at_bwd_kernel(
 
 
 @triton.jit
+def _load_keys(row_ptr, t, n):
+    """Scores row_ptr[t] (t < n) as int32 keys in the same order: the fp32 bits, with the lower 31
+    flipped for negative scores; -0.0 becomes +0.0's key, since the two are equal scores."""
+    bits = tl.load(row_ptr + t, mask=t < n, other=0.0).to(tl.int32, bitcast=True)
+    key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return tl.where(key == -1, 0, key)
+
+
+@triton.jit
 def _digit_pass(row_ptr, n, prefix, SHIFT: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr, remaining):
     """One radix pass: among the keys whose bits above SHIFT+BITS equal `prefix`, the histogram of
     the next BITS bits; returns the digit holding the `remaining`-th largest and what remains to take
-    inside it. Keys are the scores' fp32 bits made order-preserving as int32."""
+    inside it."""
     hist = tl.zeros((1 << BITS,), tl.int32)
     for t0 in range(0, n, BLOCK):
         t = t0 + tl.arange(0, BLOCK)
-        bits = tl.load(row_ptr + t, mask=t < n, other=0.0).to(tl.int32, bitcast=True)
-        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        key = _load_keys(row_ptr, t, n)
         if SHIFT + BITS == 32:
             digit = (key >> SHIFT) + (1 << (BITS - 1))  # the sign bit flipped: unsigned order
             match = t < n
@@ -386,8 +394,7 @@ def _select_kernel(
         tied = tl.full((), 0, tl.int32)
         for t0 in range(0, n, BLOCK):
             t = t0 + tl.arange(0, BLOCK)
-            bits = tl.load(row_ptr + t, mask=t < n, other=0.0).to(tl.int32, bitcast=True)
-            key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+            key = _load_keys(row_ptr, t, n)
             gt = (key > kth) & (t < n)
             eq = (key == kth) & (t < n)
             gt_slot = above + tl.cumsum(gt.to(tl.int32), 0) - 1
