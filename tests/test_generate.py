@@ -131,7 +131,7 @@ def test_speculative_greedy_equals_plain_greedy(shared):
 
 def test_drafts_equal_mtp_chain_recomputed_from_scratch(monkeypatch):
     """After every verification and rollback, the cached MTP chain drafts exactly what the MTP
-    modules give over the whole committed sequence without any cache (spec 3 positions)."""
+    modules give over the whole committed sequence without any cache (the positions in speculative.py)."""
     model = micro_model(depth=2)
     seen = []
     original = MTPDrafter.draft

@@ -1,4 +1,5 @@
-"""Text generation: latent-cache decoding, sampling, MTP speculative decoding (spec 2.1, 3)."""
+"""Text generation: latent-cache decoding on fixed-shape steps (CUDA graphs on a GPU), batches,
+sampling, MTP speculative decoding (docs/architecture.md, "Decoding")."""
 
 from glmlab.generate.generator import GenerationResult, Generator
 from glmlab.generate.sampling import SamplingParams
