@@ -91,15 +91,20 @@ def train(
     ),
     device: str = DEVICE_OPT,
     seed: Optional[int] = typer.Option(None, "--seed", help="Overrides train.seed."),  # noqa: UP045
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to <run>/tensorboard."),
 ) -> None:
     """Train a model on the built-in corpus or your own text; Ctrl-C saves a resumable checkpoint
     (exit 130; SIGTERM exits 143)."""
+    from dataclasses import replace
+
     from glmlab.report.train import print_summary
     from glmlab.train import resolve_run
     from glmlab.train import train as run_training
 
     parse_device(device)
     cfg, run_dir = resolve_run(config, set_, out=out, resume=resume, data=data, steps=steps, seed=seed)
+    if tensorboard:  # a logging switch, so a resumed run may turn it on too
+        cfg = replace(cfg, train=replace(cfg.train, tensorboard=True))
     console.print(f"run folder [bold]{run_dir}[/] ({'resuming' if resume else 'new run'})")
     result = run_training(cfg, run_dir, resume, device, console)
     print_summary(cfg.name, result.summary, console)
@@ -279,6 +284,58 @@ def plan(
         print(json.dumps(summary, indent=2))
         return
     print_plan(summary, console)
+
+
+RUNS_ARG = typer.Argument(..., help="One or more run folders (several share each chart).")
+
+
+@app.command()
+def plot(
+    runs: list[str] = RUNS_ARG,
+    out: Optional[str] = typer.Option(None, "--out", help="Folder for the PNGs (default RUN/plots)."),  # noqa: UP045
+) -> None:
+    """PNGs of runs' metrics: losses against steps and tokens, LR, speed, expert load, indexer recall."""
+    from glmlab.viz.plots import plot_runs
+
+    for path in plot_runs(runs, out):
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def inspect(
+    source: str = typer.Argument(..., help="A run folder, a checkpoint, or a HF folder with a tokenizer."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="The text to look at."),  # noqa: UP045
+    prompt_file: Optional[str] = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),  # noqa: UP045
+    layer: Optional[int] = typer.Option(None, "--layer", help="One layer (default: every layer)."),  # noqa: UP045
+    max_new_tokens: int = typer.Option(24, "--max-new-tokens", help="Greedy tokens to draft along."),
+    out: Optional[str] = typer.Option(None, "--out", help="Folder for the PNGs (default SOURCE/inspect)."),  # noqa: UP045
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as one JSON object."),
+    device: str = DEVICE_OPT,
+) -> None:
+    """One prompt through a model: routing, DSA selection against dense attention, the MLA cache and
+    MTP drafts, as PNGs and a summary."""
+    from pathlib import Path
+
+    from glmlab.checkpoint import load_model
+    from glmlab.device import resolve_device
+    from glmlab.viz.inspect import inspect as run_inspect
+    from glmlab.viz.inspect_figures import save_inspection
+    from glmlab.viz.inspect_report import print_inspection
+
+    if (prompt is None) == (prompt_file is None):
+        raise GlmlabError("give exactly one of --prompt TEXT or --prompt-file FILE")
+    if prompt_file is not None:
+        if not Path(prompt_file).is_file():
+            raise GlmlabError(f"--prompt-file {prompt_file} does not exist: give a text file")
+        prompt = Path(prompt_file).read_text()
+    loaded = load_model(source, resolve_device(device))
+    result = run_inspect(loaded, prompt, layer=layer, max_new_tokens=max_new_tokens)
+    paths = save_inspection(result, out if out is not None else Path(source) / "inspect")
+    if as_json:
+        print(json.dumps({**result.to_dict(), "pngs": [str(p) for p in paths]}))
+        return
+    print_inspection(result, loaded.tokenizer, console)
+    console.print(f"wrote {len(paths)} PNGs to {paths[0].parent}", highlight=False)
 
 
 @app.command()
