@@ -4,7 +4,6 @@ headline difference against the baseline stated significant or not, every metric
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from glmlab.experiment.cell import ANALYTIC_METRICS
@@ -13,20 +12,6 @@ from glmlab.experiment.results import Row
 from glmlab.experiment.runner import RUN_LOG
 from glmlab.experiment.spec import Spec
 from glmlab.experiment.stats import Summary
-
-REPO = Path(__file__).resolve().parent.parent.parent
-
-
-def commit() -> str:
-    """HEAD of the checkout glmlab runs from, marked when the work tree has changes."""
-    try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"{head} (with uncommitted changes)" if dirty else head
 
 
 def fmt(x: float | None) -> str:
@@ -84,6 +69,7 @@ def write_report(spec: Spec, results: dict[str, dict], rows: list[Row], out_dir:
     first = spec.cells[0].config.train
     train_s = sum(r["metrics"].get("train_time_s", 0.0) for r in results.values())
     missing = [c.key for c in spec.cells if c.key not in results]
+    commits = ", ".join(sorted({r.get("commit", "unknown") for r in runs})) or "unknown"
     commands = "; ".join(sorted({f"`{r['command']}`" for r in runs})) or "unknown"
     out = [f"# {spec.name}{' (quick settings)' if spec.quick else ''}", ""]
     if spec.question:
@@ -93,7 +79,7 @@ def write_report(spec: Spec, results: dict[str, dict], rows: list[Row], out_dir:
         f"- Spec: `{spec.path}`; base `{spec.base}` with {' '.join(f'`{s}`' for s in spec.base_set) or 'no'} "
         f"overrides; {spec.steps} steps of {first.batch_size} x {first.seq_len} tokens; seeds {spec.seeds}.",
         f"- Commands: {commands}.",
-        f"- Commit: {commit()}. Device: {', '.join(devices) or 'none'}.",
+        f"- Commit: {commits}. Device: {', '.join(devices) or 'none'}.",
         f"- Wall time: {sum(r['wall_s'] for r in runs):,.0f} s over {len(runs)} invocation(s); "
         f"{train_s:,.0f} s of training summed over cells.",
         f"- Cells: {len(results)} of {len(spec.cells)} finished"

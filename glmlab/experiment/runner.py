@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +29,19 @@ from glmlab.experiment.cell import (
 from glmlab.experiment.spec import Cell, Spec
 
 RUN_LOG = "invocations.jsonl"
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def commit() -> str:
+    """HEAD of the checkout glmlab runs from, marked when the work tree has changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head} (with uncommitted changes)" if dirty else head
 
 
 @dataclass
@@ -208,7 +222,7 @@ def run_spec(spec: Spec, out_dir: Path, *, parallel: int = 1, device: str = "aut
         for s, handler in old.items():
             signal.signal(s, handler)
     outcome.wall_s = time.perf_counter() - started
-    record = {"command": command or " ".join(sys.argv), "started": stamp,
+    record = {"command": command or " ".join(sys.argv), "started": stamp, "commit": commit(),
               "wall_s": round(outcome.wall_s, 1), "finished": len(outcome.finished),
               "skipped": len(outcome.skipped), "failed": len(outcome.failed),
               "stopped_by": outcome.stopped_by, "parallel": parallel}  # fmt: skip

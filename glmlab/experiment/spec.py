@@ -203,8 +203,8 @@ def load_spec(path: str | Path, *, quick: bool = False, steps: int | None = None
         sweep=sweep, mtp_eval=dict(settings.get("mtp_eval") or {}), notes=str(raw.get("notes", "")).strip(),
         quick=quick,
     )  # fmt: skip
-    for v in variants:
-        for seed in seeds:
+    for seed in seeds:  # seed-major: a run cut short still has whole seeds of paired variants
+        for v in variants:
             overrides = [*base_set, *v.overrides, f"train.steps={steps}", f"train.seed={seed}"]
             try:
                 cfg = load_config(spec.base, overrides)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Several ablation studies at once on one H200, within one device call (9 minutes), results under $OUT.
+# Run on the device machine from the repo root:
+#
+#   bash experiments/gpu_studies.sh [a|b|c|STUDY...]     a (default): dsa_topk indexer_warmup balancing
+#                                                          b: moe_granularity dense_prefix   c: mtp_depth
+#
+# Each study runs `glmlab experiment` with one worker process per variant (12 processes for a and
+# for c, 8 for b, on the machine's 16 cores; glm5-tiny uses a sliver of the GPU), the seeds one after
+# another in each worker, so a run cut short still has whole seeds of every variant. Every runner
+# gets LIMIT seconds (default 450); then SIGTERM makes each worker save a checkpoint and the runner
+# writes its tables from the cells that finished. STEPS=N replaces the specs' 1,000 steps.
+#
+# Not measured yet: how much the processes slow each other. The one figure behind the sizing is
+# glm5-tiny alone on the H200 (3,000 steps of 32 x 256 in 302 s, experiments/README.md), which puts
+# a 1,000-step cell at about 100 s alone. If the logs show cells cut off, lower STEPS.
+#
+# What comes back, per study in $OUT/<study>/: report.md, results.csv, results.json, the runner's
+# log and invocations.jsonl, and per cell result.json, metrics.jsonl and train.log (no checkpoints).
+# Copy each to experiments/results/<study>/ and commit; `glmlab experiment experiments/<study>.yaml
+# --report-only --out experiments/results` redraws the report there, with plots where matplotlib
+# is installed. DEVICE=cpu EXTRA=--quick tries the script on a CPU.
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GLMLAB_CACHE=/tmp/glmlab-cache
+glm="python3 -m glmlab.cli"
+limit=${LIMIT:-450}
+steps=${STEPS:+--steps $STEPS}
+device=${DEVICE:-cuda}
+extra=${EXTRA:-}
+work=/tmp/studies-$$
+[ "$device" = cuda ] && nvidia-smi -L
+studies=()
+for arg in "${@:-a}"; do
+  case $arg in
+    a) studies+=(dsa_topk indexer_warmup balancing) ;;
+    b) studies+=(moe_granularity dense_prefix) ;;
+    c) studies+=(mtp_depth) ;;
+    *) studies+=("$arg") ;;
+  esac
+done
+for s in "${studies[@]}"; do
+  n=$(python3 -c "from glmlab.experiment import load_spec; print(len(load_spec('experiments/$s.yaml').variants))")
+  echo "$s: $n variants, $n workers, ${limit}s"
+  timeout -s TERM -k 90 "$limit" $glm experiment "experiments/$s.yaml" --device "$device" --parallel "$n" \
+    --out "$work" $steps $extra > "$OUT/$s.log" 2>&1 &
+done
+wait
+for s in "${studies[@]}"; do
+  $glm experiment "experiments/$s.yaml" --report-only --out "$work" $steps $extra >> "$OUT/$s.log" 2>&1
+  name=$s; [ "$extra" = --quick ] && name=$s-quick
+  mkdir -p "$OUT/$s"
+  cp "$work/$name"/{report.md,results.csv,results.json,invocations.jsonl} "$OUT/$s/" 2>/dev/null
+  mv "$OUT/$s.log" "$OUT/$s/runner.log"
+  (cd "$work/$name" && find cells -name result.json -o -name metrics.jsonl -o -name train.log \
+    | while read -r f; do mkdir -p "$OUT/$s/$(dirname "$f")"; cp "$f" "$OUT/$s/$f"; done)
+done
+ls -R "$OUT" | head -80
