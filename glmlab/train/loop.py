@@ -270,11 +270,14 @@ class Trainer:
 
     def _settle(self, window: list[StepResult]) -> dict:
         """Wait for the steps since the last read; the first non-finite loss among them stops the
-        run (before anything is saved). Returns the last step's metrics."""
+        run, before anything is saved. Returns the last step's metrics."""
         totals = torch.stack([r.losses["loss"] for r in window]).tolist()
         for r, value in zip(window, totals, strict=True):
             if not math.isfinite(value):
-                raise NonFiniteLoss(r.step, value)
+                kept = latest_checkpoint(self.run_dir)
+                where = f"last good checkpoint {kept}" if kept else "no checkpoint was written yet"
+                raise GlmlabError(f"loss is {value} at step {r.step}: the run stopped; {where}; "
+                                  "lower train.lr or raise warmup_steps")  # fmt: skip
         return window[-1].metrics()
 
     # ---- checkpoints and evaluation ----------------------------------------------------------
@@ -331,12 +334,7 @@ class Trainer:
                 eval_now = (t.eval_interval and self.step % t.eval_interval == 0) or done
                 if not (log_now or save_now or eval_now or stop.signum is not None):
                     continue
-                try:
-                    metrics = self._settle(window)
-                except NonFiniteLoss as err:
-                    kept = latest_checkpoint(self.run_dir)
-                    where = f"last good checkpoint {kept}" if kept else "no checkpoint was written yet"
-                    raise GlmlabError(f"{err}; {where}; lower train.lr or raise warmup_steps") from None
+                metrics = self._settle(window)
                 took = time.perf_counter() - start
                 self.elapsed += took
                 window_time, window_steps, window = window_time + took, window_steps + len(window), []
@@ -355,6 +353,9 @@ class Trainer:
                     self.log.write(record)
                     progress.console.print(eval_line(record), highlight=False)
                 start = time.perf_counter()
+            if window:  # stopped by a signal between two reads: settle before its checkpoint
+                self._settle(window)
+                self.elapsed += time.perf_counter() - start
         self.log.close()
         if stop.signum is not None:
             path = self.save()
@@ -393,11 +394,6 @@ class Trainer:
                 out[f"final_{key}" if key in ("loss", "lm_loss", "mtp_loss") else key] = last[key]
         out.update(self.last_eval)
         return out
-
-
-class NonFiniteLoss(Exception):
-    def __init__(self, step: int, value: float) -> None:
-        super().__init__(f"loss is {value} at step {step}: the run stopped")
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, device: str = "auto",
