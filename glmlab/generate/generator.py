@@ -5,6 +5,7 @@ verified draft run) per step, stop conditions, streaming text (docs/architecture
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,10 @@ from glmlab.generate.sampling import SamplingParams, choose
 from glmlab.generate.session import DecodeSession, session_capacity
 from glmlab.generate.speculative import SpeculativeStats, accept
 from glmlab.model import CausalLM
+
+# Decoding sessions (buffers and captured graphs) kept per Generator, most recently used first:
+# plain and speculative decoding of similar lengths each keep theirs.
+SESSIONS_KEPT = 4
 
 
 @dataclass
@@ -165,7 +170,7 @@ class Generator:
         self.device = weight.device
         # the routed experts read nothing back to the host only in their grouped bf16 form
         self.graphs = cuda_graphs and self.device.type == "cuda" and weight.dtype == torch.bfloat16
-        self._session: DecodeSession | None = None
+        self.sessions: OrderedDict[tuple[int, int, int], DecodeSession] = OrderedDict()
 
     @classmethod
     def from_source(cls, source: str, device: str = "auto") -> Generator:
@@ -268,10 +273,7 @@ class Generator:
         K = speculative
         need = max(len(r.ids) for r in rows) + max_new_tokens + K + 1
         key = (len(rows), session_capacity(need, graphs=self.graphs), K)
-        if self._session is None or self._session.key != key:
-            self._session = None  # free the old buffers first
-            self._session = DecodeSession(self.model, key[0], key[1], K, graphs=self.graphs)
-        session = self._session
+        session = self._session(key)
         eos = getattr(self.tokenizer, "eos_id", None)
         for b, row in enumerate(rows):
             t0 = time.perf_counter()
@@ -287,6 +289,16 @@ class Generator:
             self._plain(session, rows, max_new_tokens, sampling, eos)
         decode = time.perf_counter() - t1
         return [row.result(decode, stats) for row in rows]
+
+    def _session(self, key: tuple[int, int, int]) -> DecodeSession:
+        """The session for (rows, capacity, depth): the last SESSIONS_KEPT are kept with their graphs."""
+        if key in self.sessions:
+            self.sessions.move_to_end(key)
+        else:
+            while len(self.sessions) >= SESSIONS_KEPT:
+                self.sessions.popitem(last=False)
+            self.sessions[key] = DecodeSession(self.model, *key, graphs=self.graphs)
+        return self.sessions[key]
 
     def _plain(self, session: DecodeSession, rows: list[_Row], limit: int, sampling, eos) -> None:
         """One token per unfinished row per step, all rows in one step; a finished row keeps

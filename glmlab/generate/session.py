@@ -39,10 +39,6 @@ class DecodeSession:
         self.drafter = MTPDrafter(model, self.tokens, depth, capacity, graphs=graphs) if depth else None
         self.graphed = GraphedStep(self._step) if graphs else None
 
-    @property
-    def key(self) -> tuple[int, int, int]:
-        return self.rows, self.capacity, self.depth
-
     def _step(self, pos: torch.Tensor, context: int | None = None) -> torch.Tensor:
         """The main model on the tokens at positions pos [rows,S] over `context` slots (all by
         default): logits [rows,S,V]; h^0 to the drafter."""
