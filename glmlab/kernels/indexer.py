@@ -723,7 +723,8 @@ class _DenseIndexKL(torch.autograd.Function):
     def forward(ctx, q, w, k, q_lat, kv, scale: float, buffer_bytes: int, tiles: list[int], want_grad: bool):
         B, S = q.shape[:2]
         T, Ha = k.shape[1], q_lat.shape[2]
-        dq, dw, dk = (torch.zeros(x.shape, device=x.device, dtype=torch.float32) for x in (q, w, k))
+        if want_grad:
+            dq, dw, dk = (torch.zeros(x.shape, device=x.device, dtype=torch.float32) for x in (q, w, k))
         total = q.new_zeros((), dtype=torch.float32)
         rows = max(1, min(S, buffer_bytes // (6 * B * Ha * T)))  # bf16 scores + fp32 probabilities
         for a in range(0, S, rows):
@@ -740,7 +741,8 @@ class _DenseIndexKL(torch.autograd.Function):
                 )
                 dq[:, a:b], dw[:, a:b] = gq, gw
                 dk[:, :end] += gk
-        ctx.save_for_backward(dq.to(q.dtype), dw, dk.to(k.dtype))
+        if want_grad:
+            ctx.save_for_backward(dq.to(q.dtype), dw, dk.to(k.dtype))
         return total / (B * S)
 
     @staticmethod
@@ -781,7 +783,9 @@ def dense_index_kl(
 
     Memory: per chunk of C rows about 6*B*C*Ha*T bytes (bf16 scores, fp32 probabilities; C is chosen
     to fit `buffer_bytes`) plus a few [B,C,T] fp32 tensors; kept for backward: the gradients of q, w
-    and k (the size of the inputs, plus fp32 accumulators while the forward runs).
+    and k (the size of the inputs, plus fp32 accumulators while the forward runs). With 64 attention
+    heads and 128K keys, the default 256 MB holds 5 query rows per chunk (about 26,000 chunks of a
+    dozen launches each; not yet timed): pass a larger `buffer_bytes` where memory allows.
     """
     q, w, k = _inputs(q, w, k)
     q_lat, kv = q_lat.detach(), kv.detach().to(q_lat.dtype)
