@@ -232,6 +232,7 @@ def test_resume_has_one_spelling_and_every_other_names_it(small, tmp_path, run_c
     one_line_error(run_cli("train", str(config), "--data", str(data), "--out", str(run)), hint)
     one_line_error(run_cli("train", str(run), "--resume", "--data", str(data)), hint)
     one_line_error(run_cli("train", "glm5-tiny", "--resume"), "glmlab train RUN_DIR --resume")
+    one_line_error(run_cli("train", str(tmp_path)), "a folder but not a run")
     code, out, err = run_cli("train", str(run), "--resume", "--steps", "6", "--device", "cpu")
     assert code == 0, err
     assert sorted(train_records(run)) == list(range(1, 7))

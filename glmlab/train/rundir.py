@@ -74,6 +74,8 @@ def resolve_run(
         return _apply(load_config(Path(config) / CONFIG), None, steps, None), Path(config)
     if is_run(Path(config)):
         raise GlmlabError(f"{config} is a run folder: continue it with {resume_hint(config, steps)}")
+    if Path(config).is_dir():
+        raise GlmlabError(f"{config} is a folder but not a run (no {CONFIG}): give a preset or a YAML file")
     cfg = _apply(load_config(config, overrides), data, steps, seed)
     if cfg.train.steps < 1:
         raise GlmlabError(f"train.steps is {cfg.train.steps}: a run needs at least 1 step (--steps N)")
