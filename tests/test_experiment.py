@@ -213,3 +213,34 @@ def test_shipped_study_runs_quick(tmp_path, path):
         return
     assert res.exit_code == 0, res.output
     assert (tmp_path / f"{path.stem}-quick" / "report.md").is_file()
+
+
+# ---- the claims report -----------------------------------------------------------------------------
+
+
+def _row(variant, metric, mean, low=None, high=None, diff=None, baseline="base", significant=None):
+    return {"variant": variant, "metric": metric, "n": 3, "mean": mean, "ci95_low": low, "ci95_high": high,
+            "baseline": baseline, "diff_mean": diff, "diff_ci95_low": None if diff is None else diff - 0.1,
+            "diff_ci95_high": None if diff is None else diff + 0.1, "significant": significant}  # fmt: skip
+
+
+def test_claims_report_joins_analytic_and_measured(tmp_path):
+    from glmlab.accounting.claims import claims_markdown, claims_report
+
+    (tmp_path / "mtp_depth").mkdir()
+    rows = [_row("mtp=D2-own,data=synthetic", "spec_speedup_json", 1.6, 1.5, 1.7),
+            _row("mtp=D3-own,data=synthetic", "spec_speedup_sql", 2.4, 2.1, 2.7)]  # fmt: skip
+    (tmp_path / "mtp_depth" / "results.json").write_text(json.dumps(rows))
+    (tmp_path / "dsa_topk").mkdir()
+    rows = [_row("64", "tokens_per_s", 900.0, 850, 950, diff=-50.0, baseline="all", significant=True),
+            _row("64", "train_flops_per_token", 2e6), _row("all", "train_flops_per_token", 4e6)]  # fmt: skip
+    (tmp_path / "dsa_topk" / "results.json").write_text(json.dumps(rows))
+    report = {r["id"]: r for r in claims_report(load_config("glm5"), tmp_path)}
+    assert report["mtp_speedup"]["verdict"].startswith("reproduced")
+    assert "mtp=D3-own,data=synthetic sql: 2.4 [2.1, 2.7]x" in report["mtp_speedup"]["measured"]
+    assert "no measured time saving" in report["sparse_attention"]["verdict"]
+    assert "FLOPs/token k=64 50.0% of all" in report["sparse_attention"]["measured"]
+    assert report["experts_active"]["verdict"].startswith("not measured yet: glmlab experiment")
+    assert report["indexer_cost"]["verdict"].startswith("analytic only")
+    text = claims_markdown(list(report.values()), "glm5", tmp_path)
+    assert text.count("\n## ") == len(report) and "- Verdict: reproduced" in text
