@@ -155,7 +155,8 @@ def profile(
     decode_steps: int = 4,
 ) -> dict:
     """Run real training steps (forward with labels so every loss path runs, backward, AdamW
-    step; fp32 on CPU, bf16 autocast on CUDA, as the trainer does) and cached decoding steps;
+    step; fp32 on CPU, bf16 autocast on CUDA, as the trainer does with its default precision,
+    bf16-mixed, whatever `train.precision` says) and cached decoding steps;
     return time, executed FLOPs, peak memory and MFU next to the `glmlab`-convention estimate.
     A config whose estimated training memory exceeds what the device has free is refused first."""
     from glmlab.accounting import flops_report, training_flops_per_token, training_memory
