@@ -1,5 +1,5 @@
 """Construct a model from a config (on the meta device when only shapes matter) and count
-its parameters by component, total and active per token (spec 4)."""
+its parameters by component, total and active per token (docs/accounting.md)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def component_of(name: str) -> str:
 
 
 def _counted(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Parameters plus the MoE selection bias: stored weights that the model reads (spec 4)."""
+    """Parameters plus the MoE selection bias: stored weights that the model reads."""
     items = list(model.named_parameters())
     items += [(n, b) for n, b in model.named_buffers() if n.endswith("e_score_correction_bias")]
     return items
@@ -60,14 +60,10 @@ def parameter_report(model: CausalLM) -> dict:
 
 def layer_summary(model: CausalLM) -> list[dict]:
     """One row per group of identical layers (dense / MoE, full / shared indexer)."""
-    cfg = model.config
     rows: list[dict] = []
-    kinds, index_types = cfg.mlp_layer_types, cfg.resolved_indexer_types
     for i, layer in enumerate(model.model.layers):
-        kind = "MoE" if kinds[i] == "sparse" else "dense"
-        attention = "MLA"
-        if cfg.use_dsa:
-            attention += " + indexer" if index_types[i] == "full" else " (shared top-k)"
+        kind = "MoE" if layer.kind.moe else "dense"
+        attention = layer.kind.label.split(",")[0]
         params = sum(p.numel() for p in layer.parameters())
         key = (kind, attention, params)
         if rows and rows[-1]["key"] == key:

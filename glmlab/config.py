@@ -73,7 +73,7 @@ class ModelConfig:
     use_dsa: bool = True  # False: dense MLA, no indexer (DeepSeek-V3, or an ablation baseline)
     use_moe: bool = True  # False: every layer a dense SwiGLU MLP (the dense-FFN baseline)
     mtp_share_modules: bool = False  # True: one MTP module applied at all D depths (GLM-5)
-    dsa_impl: str = "gather"  # "gather" selected latents (sparse) or "mask" dense scores
+    dsa_impl: str = "auto"  # auto | triton | gather (torch, sparse) | mask (dense reference); glmlab/plan.py
 
     # Derived shapes, computed from the fields above (never stored in YAML).
     @property
@@ -164,6 +164,7 @@ class TrainConfig:
     # slower); bf16: bf16 weights and compute; fp32: no autocast anywhere
     precision: str = "bf16-mixed"
     tensorboard: bool = False  # also log to TensorBoard in <run>/tensorboard (the `tensorboard` extra)
+    expert_parallel: int = 1  # ranks the routed experts are split over: 1, or every rank (docs/scaling.md)
 
 
 @dataclass
@@ -456,8 +457,8 @@ def validate(cfg: Config) -> None:
             _fail("rope_scaling", "needs a positive factor", "add factor: 40 (DeepSeek-V3)")
         if kind == "yarn" and not m.rope_scaling.get("original_max_position_embeddings"):
             _fail("rope_scaling", "needs original_max_position_embeddings", "add it (4096 for DeepSeek-V3)")
-    if m.dsa_impl not in ("gather", "mask"):
-        _fail("dsa_impl", f"must be 'gather' or 'mask', got {m.dsa_impl!r}", "use gather (sparse) or mask")
+    if m.dsa_impl not in ("auto", "triton", "gather", "mask"):
+        _fail("dsa_impl", f"must be auto, triton, gather or mask, got {m.dsa_impl!r}", "use auto")
     if m.model_type not in ("glm_moe_dsa", "deepseek_v32", "deepseek_v3"):
         _fail("model_type", f"{m.model_type!r} is unknown", "use glm_moe_dsa, deepseek_v32 or deepseek_v3")
     if m.rms_norm_eps <= 0:
@@ -478,6 +479,9 @@ def validate(cfg: Config) -> None:
         _fail("train.val_fraction", "must be between 0 and 1", "0.05 holds out 5% of files")
     if not 0 <= t.decay_fraction <= 1:
         _fail("train.decay_fraction", "must be in [0, 1]", "0.2 decays over the last fifth")
+    if t.expert_parallel < 1 or m.n_routed_experts % t.expert_parallel:
+        _fail("train.expert_parallel", f"({t.expert_parallel}) must divide n_routed_experts "
+              f"({m.n_routed_experts})", "use 1 or a divisor of the expert count")  # fmt: skip
     if t.precision not in PRECISIONS:
         _fail("train.precision", f"is {t.precision!r}", f"use one of {', '.join(PRECISIONS)}")
     if t.optimizer not in ("adamw", "muon"):

@@ -20,6 +20,30 @@ from glmlab.model import CausalLM
 SMALL = ["vocab_size=128", "hidden_size=64", "num_hidden_layers=3", "index_topk=8", "initializer_range=0.1"]
 
 
+@pytest.fixture(autouse=True)
+def interpreter_fixes(monkeypatch):
+    """Two bugs of Triton 3.6's interpreter, patched for every test: a runtime loop bound is a
+    1-element array, which numpy >= 2.4 refuses to turn into an int; and tl.dot multiplies
+    bf16 operands as their raw uint16 bits. On a GPU nothing is patched."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    patch_tensor, dot = interpreter._patch_lang_tensor, interpreter.InterpreterBuilder.create_dot
+
+    def patch_lang_tensor(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+
+    def create_dot(self, a, b, d, *args):
+        widen = lambda x: self.cast_impl(x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x
+        return dot(self, widen(a), widen(b), d, *args)
+
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", patch_lang_tensor)
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one thread than on threads fighting over shared cores."""

@@ -219,12 +219,24 @@ def test_flops_cli_json_sweep_and_errors(tmp_path):
     assert sweep[1]["training_flops_per_token"] > sweep[0]["training_flops_per_token"]
     res = runner.invoke(app, ["flops", "glm5", "--seq", "4q"])
     assert res.exit_code != 0 and "--seq expects" in str(res.exception)
-    # glm5-small at 1,024 tokens: the indexer scores in one chunk on a GPU, in 16-row ones on a CPU
+    # glm5-small at 1,024 tokens: the torch indexer scores in one chunk on a GPU, in 16-row ones on
+    # a CPU; the Triton kernel scores exactly the causal pairs
     scoring = {}
-    for device in ("cpu", "cuda"):
-        res = runner.invoke(app, ["flops", "glm5-small", "--seq", "1024", "--device", device, "--json"])
-        scoring[device] = json.loads(res.output)["breakdown"]["indexer_scoring"]
-    assert scoring["cuda"] > 1.8 * scoring["cpu"]
+    for device, impl in (("cpu", "gather"), ("cuda", "gather"), ("cuda", "triton")):
+        args = [
+            "flops",
+            "glm5-small",
+            "--seq",
+            "1024",
+            "--device",
+            device,
+            "--set",
+            f"dsa_impl={impl}",
+            "--json",
+        ]
+        scoring[device, impl] = json.loads(runner.invoke(app, args).output)["breakdown"]["indexer_scoring"]
+    assert scoring["cuda", "gather"] > 1.8 * scoring["cpu", "gather"]
+    assert scoring["cuda", "triton"] < scoring["cpu", "gather"]
     res = runner.invoke(app, ["flops", "glm5", "--device", "tpu"])
     assert "use auto, cpu, cuda or cuda:N" in str(res.exception)
     res = runner.invoke(app, ["flops", "glm5", "--convention", "palm"])

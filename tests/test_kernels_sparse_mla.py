@@ -7,8 +7,6 @@ partial last tile, several head blocks) is exercised in a few seconds.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -20,30 +18,6 @@ from glmlab.model.dsa import gathered_attention
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TINY = {"forward_tiles": Tiles(16, 16, 4, 1), "backward_tiles": Tiles(16, 16, 4, 1)}
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
-
-
-@pytest.fixture(autouse=True)
-def interpreter_fixes(monkeypatch):
-    """Two bugs of Triton 3.6's interpreter, patched for these tests: a runtime loop bound is a
-    1-element array, which numpy >= 2.4 refuses to turn into an int; and tl.dot multiplies
-    bf16 operands as their raw uint16 bits. On a GPU nothing is patched."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        return
-    import triton.language as tl
-    from triton.runtime import interpreter
-
-    patch_tensor, dot = interpreter._patch_lang_tensor, interpreter.InterpreterBuilder.create_dot
-
-    def patch_lang_tensor(tensor, scope):
-        patch_tensor(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
-
-    def create_dot(self, a, b, d, *args):
-        widen = lambda x: self.cast_impl(x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x
-        return dot(self, widen(a), widen(b), d, *args)
-
-    monkeypatch.setattr(interpreter, "_patch_lang_tensor", patch_lang_tensor)
-    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
@@ -152,11 +126,10 @@ def test_autocast(backward_inside):
         close(a, b, 2e-2)
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=True, reason="issue 16: torch path backward in autocast")
 def test_gathered_attention_backward_inside_autocast():
     """The crash reported in issue 16: fp32 q (a concatenation of bf16 and fp32 parts promotes to
     fp32) under autocast, backward inside the context, where the backward's products come out in
-    bf16 while its buffers are fp32. Running the backward with autocast disabled fixes it."""
+    bf16 while its buffers were fp32. The backward now runs with autocast disabled."""
     g = torch.Generator().manual_seed(3)
     q = torch.randn(4, 4, 48, generator=g).to(DEVICE).requires_grad_()
     kv = torch.randn(10, 48, generator=g).to(DEVICE).requires_grad_()

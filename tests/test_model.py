@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glmlab.chunking import score_chunks
 from glmlab.model.compile import compile_layers
 from glmlab.model.layers import RMSNorm, _RMSNormFP32
+from glmlab.plan import score_chunks
 
 SEQ = 40  # > index_topk (8)
 
@@ -69,7 +69,7 @@ def test_dsa_with_topk_covering_the_sequence_is_dense_attention(tiny):
 
 @pytest.mark.parametrize("new", [300, 40])
 def test_indexer_chunked_scores_equal_the_full_score_matrix(tiny, new):
-    """Chunks scored only up to their last query = the full [S,T] formula (spec 2.2), values
+    """Chunks scored only up to their last query = the full [S,T] formula, values
     and gradients, for a sequence on its own and for new tokens after a cache."""
     indexer = tiny().model.layers[0].self_attn.indexer
     T, H = 300, indexer.n_heads
@@ -85,7 +85,7 @@ def test_indexer_chunked_scores_equal_the_full_score_matrix(tiny, new):
     dots = torch.einsum("bshd,btd->bsht", q, keys).relu()
     w = indexer.weights_proj(xn) * (H**-0.5 * indexer.head_dim**-0.5)
     reference = torch.einsum("bsh,bsht->bst", w, dots).masked_fill(~causal, float("-inf"))
-    ours = indexer.scores(xn, q_latent, cos, sin, keys, causal)
+    ours = indexer.scores(xn, q_latent, cos, sin, keys, causal, chunks=tuple(score_chunks(new, T, H, "cpu")))
     assert torch.equal(ours.isinf(), reference.isinf())
     assert _close(ours.nan_to_num(neginf=0), reference.nan_to_num(neginf=0), 1e-4)
     inputs = (xn, q_latent, keys, indexer.wq_b.weight, indexer.weights_proj.weight)

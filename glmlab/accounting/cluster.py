@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 from glmlab.accounting.flops import flops_report
 from glmlab.accounting.memory import activation_bytes, kv_cache_bytes_per_token
-from glmlab.accounting.params import layer_params, main_layer_kinds
+from glmlab.accounting.params import layer_params
 from glmlab.config import Config
 from glmlab.errors import GlmlabError
+from glmlab.plan import layer_kinds
 
 GiB = 2**30
 
@@ -162,15 +163,15 @@ class _Stage:
 
 def _stages(cfg: Config, pp: int, mtp: bool) -> list[_Stage]:
     m = cfg.model
-    kinds = main_layer_kinds(m)
+    kinds = layer_kinds(m)
     if pp > len(kinds):
         raise GlmlabError(f"--pp {pp} exceeds the {len(kinds)} layers: use at most {len(kinds)} stages")
     stages = []
     for i, span in enumerate(_split(len(kinds), pp)):
         st = _Stage(first=i == 0, last=i == pp - 1, layers=len(span))
         for j in span:
-            moe, indexer = kinds[j]
-            p = layer_params(m, moe, indexer)
+            moe = kinds[j].moe
+            p = layer_params(m, moe, kinds[j].indexer)
             routed = p.get("routed_experts", 0)
             st.dense += sum(p.values()) - routed
             st.experts += routed

@@ -1,5 +1,5 @@
 """FLOPs of a training step, a forward pass, a prefill and a decoding step, by layer and by
-component, under a named convention (accounting spec; conventions in `conventions.py`).
+component, under a named convention (docs/accounting.md; conventions in `conventions.py`).
 
 Every term is written for the tokens of one sequence (batch 1: FLOPs scale with the batch)
 as a pair (forward, training step = forward + backward). A multiply-add is 2 FLOPs.
@@ -11,35 +11,25 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from glmlab.accounting.conventions import Convention, get_convention
-from glmlab.accounting.params import main_layer_kinds
-from glmlab.chunking import scored_pairs
 from glmlab.config import Config, ModelConfig
+from glmlab.plan import (
+    Call,
+    LayerKind,
+    attention_plan,
+    causal_pairs,
+    layer_kinds,
+    mtp_layer_kind,
+    resolve_dsa_impl,
+    scored_pairs,
+)
 
-COMPONENTS = [
+FLOP_COMPONENTS = [
     "mla_projections", "core_attention", "indexer_projections", "indexer_scoring", "norms", "router",
     "routed_experts", "shared_experts", "dense_mlp", "mtp_projection", "lm_head",
 ]  # fmt: skip
 MODES = ("train", "forward", "prefill", "decode")
 
 Terms = dict[str, tuple[float, float]]  # component -> (forward, training step)
-
-
-@dataclass
-class Pass:
-    """Which tokens one application of a layer sees: `n` queries over `T` keys (the first
-    query at key position T - n), with or without a latent cache, with or without labels."""
-
-    n: int
-    T: int
-    cache: bool
-    labels: bool
-    fused_sdpa: bool = True  # SDPA runs a fused causal kernel (else the math path: full n x T bmm)
-    device: str = "cpu"  # device type: how the indexer chunks its scoring
-
-    @property
-    def causal_pairs(self) -> int:
-        """(query, key) pairs with key <= query."""
-        return self.n * (self.T - self.n) + self.n * (self.n + 1) // 2
 
 
 def _gemm(flops: float, times: float = 3.0) -> tuple[float, float]:
@@ -67,15 +57,10 @@ def attention_pair_flops(m: ModelConfig, form: str) -> int:
     return 2 * H * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
 
 
-def sdpa_value_width(m: ModelConfig) -> int:
-    """Value width SDPA runs with: mla.py pads v with zeros up to d_qk so fused kernels apply."""
-    return max(m.qk_head_dim, m.v_head_dim)
-
-
 def sdpa_pair_flops(m: ModelConfig) -> tuple[int, int]:
-    """A fused SDPA kernel per (query, key) pair: forward QK^T and PV over the padded values;
-    backward recomputes QK^T, then dP, dV, dQ, dK."""
-    H, qk, v = m.num_attention_heads, m.qk_head_dim, sdpa_value_width(m)
+    """A fused SDPA kernel per (query, key) pair: forward QK^T and PV over the values padded to
+    d_qk (mla.py pads them so fused kernels apply); backward recomputes QK^T, then dP, dV, dQ, dK."""
+    H, qk, v = m.num_attention_heads, m.qk_head_dim, max(m.qk_head_dim, m.v_head_dim)
     return 2 * H * (qk + v), 2 * H * (3 * qk + 2 * v)
 
 
@@ -113,72 +98,68 @@ def ffn_terms(m: ModelConfig, n: float, moe: bool, conv: Convention) -> Terms:
     return out
 
 
-def _executed_attention(m: ModelConfig, p: Pass, indexer: bool) -> Terms:
-    """What MultiHeadLatentAttention.forward runs (mla.py): the branch taken decides the form
-    and the pairs; the indexer scores when the top-k selects (T > k) or its loss runs
-    (labels), each chunk of queries against the keys up to the chunk's last query
-    (`chunking.score_chunks`), and otherwise only computes its keys."""
-    out: Terms = {"mla_projections": _gemm(p.n * mla_projection_flops(m))}
-    sparse = m.use_dsa and p.T > m.index_topk
-    if indexer:
-        scoring = sparse or p.labels
-        proj = p.n * indexer_projection_flops(m, scoring)
+def _executed_attention(m: ModelConfig, kind: LayerKind, call: Call) -> Terms:
+    """What MultiHeadLatentAttention.forward runs for this call: the path and the indexer's work
+    both come from `glmlab.plan.attention_plan`, the plan the model dispatches on."""
+    plan = attention_plan(m, kind, call, impl=resolve_dsa_impl(m.dsa_impl, call.device))
+    n, T = call.queries, call.context
+    out: Terms = {"mla_projections": _gemm(n * mla_projection_flops(m))}
+    if kind.indexer:
+        proj = n * indexer_projection_flops(m, plan.score)
         out["indexer_projections"] = _gemm(proj, 2.0)  # detached inputs: weight gradients only
-        if scoring:
-            pairs = scored_pairs(p.n, p.T, m.index_n_heads, p.device)
-            out["indexer_scoring"] = _gemm(pairs * indexer_pair_flops(m))
+        if plan.score:
+            out["indexer_scoring"] = _gemm(scored_pairs(plan, n, T) * indexer_pair_flops(m))
     expanded, absorbed = attention_pair_flops(m, "expanded"), attention_pair_flops(m, "absorbed")
-    if p.cache:
-        keys = min(m.index_topk, p.T) if sparse else p.T
-        out["core_attention"] = _gemm(p.n * keys * absorbed)
-    elif sparse and m.dsa_impl == "gather":
-        pairs = p.n * min(m.index_topk, p.T)
+    if plan.path == "cached":
+        keys = plan.selected_keys if plan.sparse else T
+        out["core_attention"] = _gemm(n * keys * absorbed)
+    elif plan.path == "sparse":
+        pairs = n * plan.selected_keys
         out["core_attention"] = (pairs * absorbed, pairs * (absorbed + gathered_backward_pair_flops(m)))
-    elif sparse or (p.labels and indexer):  # explicit probabilities over the full n x T scores
-        out["core_attention"] = _gemm(p.n * p.T * expanded)
-    elif not p.fused_sdpa:  # SDPA's math fallback: two bmm over the full square
-        out["core_attention"] = _gemm(p.n * p.T * expanded)
+    elif plan.path == "masked" or plan.probs or not plan.fused_sdpa:  # every pair of the n x T square
+        out["core_attention"] = _gemm(n * T * expanded)
     else:  # a fused causal SDPA kernel skips the masked half
-        pairs = p.causal_pairs
         forward, backward = sdpa_pair_flops(m)
+        pairs = causal_pairs(n, T)
         out["core_attention"] = (pairs * forward, pairs * (forward + backward))
     return out
 
 
-def _convention_attention(m: ModelConfig, conv: Convention, p: Pass, seq: int, indexer: bool) -> Terms:
+def _convention_attention(m: ModelConfig, conv: Convention, call: Call, seq: int, indexer: bool) -> Terms:
     """Megatron-LM / Megatron-Bridge arithmetic: average keys per query from the context
-    length `seq` (training) or the position (decoding)."""
-    out: Terms = {"mla_projections": _gemm(p.n * mla_projection_flops(m))}
+    length `seq` (training) or the position (decoding); dense during DSA's warm-up."""
+    n = call.queries
+    out: Terms = {"mla_projections": _gemm(n * mla_projection_flops(m))}
     if conv.count_latent_norms:
-        out["norms"] = _gemm(p.n * 2 * ((m.q_lora_rank or 0) + m.kv_lora_rank))
-    decoding = p.cache and p.n == 1
+        out["norms"] = _gemm(n * 2 * ((m.q_lora_rank or 0) + m.kv_lora_rank))
+    decoding = call.cache and n == 1
     if decoding:
-        dense_keys = p.T
+        dense_keys = call.context
     elif conv.name == "megatron":
         dense_keys = seq / 2
     else:
         dense_keys = (seq + 1) / 2
     keys = dense_keys
     K = m.index_topk
-    if conv.sparse and m.use_dsa:
+    if conv.sparse and m.use_dsa and not call.dsa_dense:
         if decoding:
-            keys = min(K, p.T)
+            keys = min(K, call.context)
         elif seq > K:
             keys = K - K * (K - 1) / (2 * seq)
-    out["core_attention"] = _gemm(p.n * keys * attention_pair_flops(m, conv.attention_form))
+    out["core_attention"] = _gemm(n * keys * attention_pair_flops(m, conv.attention_form))
     if conv.count_indexer and indexer:
-        out["indexer_projections"] = _gemm(p.n * indexer_projection_flops(m), 2.0)
-        out["indexer_scoring"] = _gemm(p.n * dense_keys * indexer_pair_flops(m))
+        out["indexer_projections"] = _gemm(n * indexer_projection_flops(m), 2.0)
+        out["indexer_scoring"] = _gemm(n * dense_keys * indexer_pair_flops(m))
     return out
 
 
-def layer_terms(m: ModelConfig, conv: Convention, p: Pass, seq: int, moe: bool, indexer: bool) -> Terms:
+def layer_terms(m: ModelConfig, conv: Convention, call: Call, seq: int, kind: LayerKind) -> Terms:
     """One decoder layer: attention (+ indexer on a `full` DSA layer) and its FFN."""
     if conv.executed:
-        out = _executed_attention(m, p, indexer)
+        out = _executed_attention(m, kind, call)
     else:
-        out = _convention_attention(m, conv, p, seq, indexer)
-    out.update(ffn_terms(m, p.n, moe, conv))
+        out = _convention_attention(m, conv, call, seq, kind.indexer)
+    out.update(ffn_terms(m, call.queries, kind.moe, conv))
     return out
 
 
@@ -210,7 +191,7 @@ class FlopsReport:
         for _, _, flops in self.rows:
             for comp, n in flops.items():
                 out[comp] += n
-        return {c: out[c] for c in COMPONENTS if out.get(c)}
+        return {c: out[c] for c in FLOP_COMPONENTS if out.get(c)}
 
     def to_dict(self) -> dict:
         return {
@@ -230,13 +211,6 @@ def torch_device_type(device: str) -> str:
     return str(device).split(":")[0]
 
 
-def _kind(m: ModelConfig, moe: bool, indexer: bool) -> str:
-    attention = "MLA"
-    if m.use_dsa:
-        attention += " + indexer" if indexer else " (shared top-k)"
-    return f"{attention}, {'MoE' if moe else 'dense'}"
-
-
 def flops_report(
     cfg: Config | ModelConfig,
     seq_len: int,
@@ -246,6 +220,8 @@ def flops_report(
     position: int | None = None,
     attention_form: str | None = None,
     device: str = "cpu",
+    *,
+    dsa_dense: bool = False,
 ) -> FlopsReport:
     """FLOPs of one sequence of `seq_len` tokens.
 
@@ -253,9 +229,8 @@ def flops_report(
     `forward` (the forward part of that step), `prefill` (an inference forward over
     `seq_len` tokens into an empty cache, logits for the last token only, no MTP), `decode`
     (one token at `position`, default seq_len - 1, after that many cached tokens; with MTP,
-    each depth drafts one token too). `device` matters to the `glmlab` convention only:
-    CUDA runs a fused causal SDPA kernel; CPU does too when the (padded) value width equals
-    d_qk, else torch falls back to its math path over the full square.
+    each depth drafts one token too). `device` matters to the `glmlab` convention only: it
+    decides the plan's kernels and chunks. `dsa_dense` counts DSA's dense warm-up stage.
     """
     m = cfg.model if isinstance(cfg, Config) else cfg
     conv = get_convention(convention, attention_form)
@@ -263,43 +238,39 @@ def flops_report(
         raise ValueError(f"mode must be one of {MODES}")
     S = seq_len
     dev = torch_device_type(device)
-    fused = dev != "cpu" or sdpa_value_width(m) == m.qk_head_dim
     train = mode == "train"
     pick = (lambda t: t[1]) if train else (lambda t: t[0])  # noqa: E731
     depths = m.num_nextn_predict_layers if (mtp and m.num_mtp_modules) else 0
     if mode == "decode":
         pos = S - 1 if position is None else position
-        main = Pass(1, pos + 1, cache=True, labels=False, fused_sdpa=fused, device=dev)
+        main = Call(1, pos + 1, cache=True, labels=False, dsa_dense=dsa_dense, device=dev)
         tokens, head_tokens = 1, 1
     else:
         pos = None
-        main = Pass(S, S, cache=mode == "prefill", labels=mode != "prefill", fused_sdpa=fused, device=dev)
+        main = Call(S, S, cache=mode == "prefill", labels=mode != "prefill", dsa_dense=dsa_dense, device=dev)
         tokens, head_tokens = S, (1 if mode == "prefill" else S)
         if mode == "prefill":
             depths = 0
     report = FlopsReport(conv.name, mode, S, pos, bool(depths), tokens)
     d, V = m.hidden_size, m.vocab_size
-    for i, (moe, indexer) in enumerate(main_layer_kinds(m)):
-        terms = layer_terms(m, conv, main, S, moe, indexer)
-        report.rows.append((str(i), _kind(m, moe, indexer), {c: pick(t) for c, t in terms.items()}))
+    kinds = layer_kinds(m)
+    for i, kind in enumerate(kinds):
+        terms = layer_terms(m, conv, main, S, kind)
+        report.rows.append((str(i), kind.label, {c: pick(t) for c, t in terms.items()}))
     report.rows.append(("head", "final norm, LM head", {"lm_head": pick(_gemm(head_tokens * 2 * d * V))}))
-    mtp_moe = m.mtp_uses_moe if conv.executed else main_layer_kinds(m)[-1][0]
+    # Megatron's conventions count an MTP layer like the last main layer.
+    mtp_kind = mtp_layer_kind(m) if conv.executed else LayerKind(kinds[-1].moe, m.use_dsa, m.use_dsa)
     for depth in range(1, depths + 1):
-        if mode == "decode":
-            p = main
-        elif conv.executed:
+        call = main
+        if mode != "decode" and conv.executed:
             n = S - depth
             if n < 2:
                 break
-            p = Pass(n, n, cache=False, labels=True, fused_sdpa=fused, device=dev)
-        else:
-            p = main
-        terms = layer_terms(m, conv, p, S, mtp_moe, m.use_dsa)
-        terms["mtp_projection"] = _gemm(p.n * 2 * 2 * d * d)
+            call = Call(n, n, cache=False, labels=True, dsa_dense=dsa_dense, device=dev)
+        terms = layer_terms(m, conv, call, S, mtp_kind)
+        terms["mtp_projection"] = _gemm(call.queries * 2 * 2 * d * d)
         if conv.count_latent_norms:
-            terms["norms"] = _gemm(terms["norms"][0] + p.n * 2 * 3 * d)  # enorm, hnorm, final norm
-        terms["lm_head"] = _gemm(p.n * 2 * d * V)
-        report.rows.append(
-            (f"mtp{depth}", "MTP: " + _kind(m, mtp_moe, m.use_dsa), {c: pick(t) for c, t in terms.items()})
-        )
+            terms["norms"] = _gemm(terms["norms"][0] + call.queries * 2 * 3 * d)  # enorm, hnorm, final norm
+        terms["lm_head"] = _gemm(call.queries * 2 * d * V)
+        report.rows.append((f"mtp{depth}", "MTP: " + mtp_kind.label, {c: pick(t) for c, t in terms.items()}))
     return report

@@ -1,5 +1,5 @@
 """Memory: weights, gradients, optimiser states, activations saved for backward, and the KV
-cache per token (accounting spec, "Memory").
+cache per token (docs/accounting.md, "Memory").
 
 Activations are counted from the tensors glmlab's own modules save for backward (mla.py,
 dsa.py, moe.py, layers.py, model.py), in three shapes: per token (widths of saved inputs and
@@ -9,11 +9,18 @@ gather. A test compares the total with `saved_tensors_hooks` on a real step.
 
 from __future__ import annotations
 
-from glmlab.accounting.flops import Pass
-from glmlab.accounting.params import main_layer_kinds, parameter_counts
-from glmlab.chunking import scored_pairs
+from glmlab.accounting.params import parameter_counts
 from glmlab.config import Config, ModelConfig
 from glmlab.errors import GlmlabError
+from glmlab.plan import (
+    Call,
+    LayerKind,
+    attention_plan,
+    layer_kinds,
+    mtp_layer_kind,
+    resolve_dsa_impl,
+    scored_pairs,
+)
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 # bytes per parameter: weights, gradients, optimiser states (AdamW: two fp32 moments, plus an
@@ -47,7 +54,7 @@ def kv_cache_bytes_per_token(cfg: Config | ModelConfig, dtype: str = "bf16") -> 
     m = cfg.model if isinstance(cfg, Config) else cfg
     b = dtype_bytes(dtype)
     L = m.num_hidden_layers
-    full = sum(1 for _, indexer in main_layer_kinds(m) if indexer)
+    full = sum(1 for kind in layer_kinds(m) if kind.indexer)
     latent = (m.kv_lora_rank + m.qk_rope_head_dim) * L * b
     index_keys = m.index_head_dim * full * b
     per_mtp_layer = (m.kv_lora_rank + m.qk_rope_head_dim + (m.index_head_dim if m.use_dsa else 0)) * b
@@ -61,31 +68,31 @@ def kv_cache_bytes_per_token(cfg: Config | ModelConfig, dtype: str = "bf16") -> 
     }
 
 
-def _attention_activations(m: ModelConfig, p: Pass, indexer: bool, b: int) -> float:
-    """Bytes one MLA block (and its indexer) saves for one sequence."""
+def _attention_activations(m: ModelConfig, kind: LayerKind, call: Call, b: int) -> float:
+    """Bytes one MLA block (and its indexer) saves for one sequence, on the plan's path."""
+    plan = attention_plan(m, kind, call, impl=resolve_dsa_impl(m.dsa_impl, call.device))
+    n, T = call.queries, call.context
     d, H, r, rope = m.hidden_size, m.num_attention_heads, m.kv_lora_rank, m.qk_rope_head_dim
     qk, v, r_q = m.qk_head_dim, m.v_head_dim, m.q_lora_rank
     # normed input, q latent (norm in/out), kv latent (norm in/out), rotary key, o_proj input
     token = d + (3 * r_q if r_q else 0) + 2 * r + rope + H * v
     pair = 0.0
-    sparse = m.use_dsa and p.T > m.index_topk
-    keys_kept = min(m.index_topk, p.T)
     extra = 0.0
-    if indexer:
+    if kind.indexer:
         token += 3 * m.index_head_dim + m.index_n_heads * (m.index_head_dim + 1)
         pair += 1  # the index scores; the ReLU'd dots cover the pairs each chunk scores
-        extra += scored_pairs(p.n, p.T, m.index_n_heads, p.device) * m.index_n_heads * b
-    if sparse and m.dsa_impl == "gather":
+        extra += scored_pairs(plan, n, T) * m.index_n_heads * b
+    if plan.path == "sparse":
         # q parts, [q_lat; q_pe], the [c_kv; k_pe] rows, the latent output; per selected key
         # gathered_attention keeps the row indices and fp32 probabilities (latents re-gathered)
         token += H * qk + H * (r + rope) + (r + rope) + H * r
-        extra += p.n * keys_kept * (8 + 4 * H)
-    elif sparse or (p.labels and indexer) or not p.fused_sdpa:
+        extra += n * plan.selected_keys * (8 + 4 * H)
+    elif plan.path == "masked" or plan.probs or not plan.fused_sdpa:
         token += 2 * H * qk + 2 * H * v + r
         pair += 2 * H
     else:  # fused SDPA: q, k, values padded to d_qk, the output and its log-sum-exp
         token += 4 * H * qk + r + H
-    return p.n * token * b + p.n * p.T * pair * b + extra
+    return n * token * b + n * T * pair * b + extra
 
 
 def _ffn_activations(m: ModelConfig, n: int, moe: bool, b: int) -> float:
@@ -112,24 +119,22 @@ def activation_bytes(
     m = cfg.model if isinstance(cfg, Config) else cfg
     b = dtype_bytes(dtype)
     d, V, S = m.hidden_size, m.vocab_size, seq_len
-    fused = m.qk_head_dim == m.v_head_dim
-    main = Pass(S, S, cache=False, labels=True, fused_sdpa=fused, device=device)
+    main = Call(S, S, cache=False, labels=True, dsa_dense=False, device=device)
     out = {"layers": 0.0, "mtp": 0.0, "head": 0.0}
-    for moe, indexer in main_layer_kinds(m):
+    for kind in layer_kinds(m):
         norms = 4 * d * S * b
-        out["layers"] += norms + _attention_activations(m, main, indexer, b) + _ffn_activations(m, S, moe, b)
+        out["layers"] += (
+            norms + _attention_activations(m, kind, main, b) + _ffn_activations(m, S, kind.moe, b)
+        )
     out["head"] = S * (2 * d + V) * b  # final norm, LM-head input, log-softmax of the logits
     depths = m.num_nextn_predict_layers if (mtp and m.num_mtp_modules) else 0
     for depth in range(1, depths + 1):
         n = S - depth
         if n < 2:
             break
-        p = Pass(n, n, cache=False, labels=True, fused_sdpa=fused, device=device)
-        layer = (
-            4 * d * n * b
-            + _attention_activations(m, p, m.use_dsa, b)
-            + _ffn_activations(m, n, m.mtp_uses_moe, b)
-        )
+        call = Call(n, n, cache=False, labels=True, dsa_dense=False, device=device)
+        kind = mtp_layer_kind(m)
+        layer = 4 * d * n * b + _attention_activations(m, kind, call, b) + _ffn_activations(m, n, kind.moe, b)
         out["mtp"] += layer + n * (8 * d + V) * b  # enorm, hnorm, eh_proj input, head norm, logits
     return {k: v * batch for k, v in out.items()} | {"total": sum(out.values()) * batch}
 

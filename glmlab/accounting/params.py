@@ -1,4 +1,4 @@
-"""Analytic parameter counts by component, total and active per token (architecture spec 4).
+"""Analytic parameter counts by component, total and active per token (docs/accounting.md).
 
 Mirrors `glmlab.build.parameter_report` key for key without building a model, so the
 calculator can size the full GLM-5 instantly; a test checks the two agree on every preset.
@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from glmlab.config import ModelConfig
+from glmlab.plan import layer_kinds, mtp_layer_kind
 
-COMPONENTS = [
+PARAM_COMPONENTS = [
     "embedding", "lm_head", "attention", "indexer", "norms", "dense_mlp", "router",
     "routed_experts", "shared_experts", "mtp_projection",
 ]  # fmt: skip
@@ -62,14 +63,6 @@ def layer_params(m: ModelConfig, moe: bool, indexer: bool) -> dict[str, int]:
     return dict(out)
 
 
-def main_layer_kinds(m: ModelConfig) -> list[tuple[bool, bool]]:
-    """(is MoE, has an indexer) for each main layer, as the model builds them."""
-    kinds, index_types = m.mlp_layer_types, m.resolved_indexer_types
-    return [
-        (kinds[i] == "sparse", m.use_dsa and index_types[i] == "full") for i in range(m.num_hidden_layers)
-    ]
-
-
 def parameter_counts(m: ModelConfig) -> dict:
     """The same report as `build.parameter_report`, computed from the config alone."""
     d, V = m.hidden_size, m.vocab_size
@@ -78,14 +71,15 @@ def parameter_counts(m: ModelConfig) -> dict:
     if not m.tie_word_embeddings:
         main["lm_head"] = V * d
     main["norms"] += d  # final norm
-    for moe, indexer in main_layer_kinds(m):
-        for comp, n in layer_params(m, moe, indexer).items():
+    for kind in layer_kinds(m):
+        for comp, n in layer_params(m, kind.moe, kind.indexer).items():
             main[comp] += n
     mtp: dict[str, int] = defaultdict(int)
+    mtp_kind = mtp_layer_kind(m)
     for _ in range(m.num_mtp_modules):
         mtp["norms"] += 3 * d  # enorm, hnorm, shared_head_norm
         mtp["mtp_projection"] += 2 * d * d
-        for comp, n in layer_params(m, m.mtp_uses_moe, m.use_dsa).items():
+        for comp, n in layer_params(m, mtp_kind.moe, mtp_kind.indexer).items():
             mtp[comp] += n
     return summarize(main, mtp, m)
 
@@ -103,9 +97,9 @@ def summarize(main: dict[str, int], mtp: dict[str, int], m: ModelConfig) -> dict
         "active_non_embedding": active - head,
         "total_with_mtp": total + sum(mtp.values()),
         "mtp": sum(mtp.values()),
-        "by_component": {c: main[c] for c in COMPONENTS if main[c]},
+        "by_component": {c: main[c] for c in PARAM_COMPONENTS if main[c]},
         "active_by_component": {
-            c: (routed_active if c == "routed_experts" else main[c]) for c in COMPONENTS if main[c]
+            c: (routed_active if c == "routed_experts" else main[c]) for c in PARAM_COMPONENTS if main[c]
         },
-        "mtp_by_component": {c: mtp[c] for c in COMPONENTS if mtp[c]},
+        "mtp_by_component": {c: mtp[c] for c in PARAM_COMPONENTS if mtp[c]},
     }

@@ -1,14 +1,24 @@
-"""DeepSeek Sparse Attention: the lightning indexer, top-k selection, the indexer's KL loss (spec 2.2)."""
+"""DeepSeek Sparse Attention: the lightning indexer, top-k selection, the indexer's KL loss
+(docs/architecture.md, "DSA")."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glmlab.chunking import GATHERED_LATENTS, rows_per_chunk, score_chunks
 from glmlab.config import ModelConfig
 from glmlab.model.layers import apply_rotary
+from glmlab.plan import GATHERED_LATENTS, rows_per_chunk
+
+
+class TopK(NamedTuple):
+    """The keys each query reads: indices [B,S,K] and which of them are real keys [B,S,K]."""
+
+    indices: torch.Tensor
+    valid: torch.Tensor
 
 
 class Indexer(nn.Module):
@@ -45,11 +55,13 @@ class Indexer(nn.Module):
         sin: torch.Tensor,
         keys: torch.Tensor,
         causal: torch.Tensor,
+        *,
+        chunks: tuple[tuple[int, int, int], ...],
     ) -> torch.Tensor:
         """Index scores [B,S,T] (fp32, or autocast's dtype); -inf where `causal` [S,T] is False.
 
-        The S queries are the last S of the T positions. They are scored in chunks of rows
-        (glmlab/chunking.py), each against the keys up to its last query only: the chunk's
+        The S queries are the last S of the T positions. They are scored in `chunks` of rows
+        (`glmlab.plan.score_chunks`), each against the keys up to its last query only: the chunk's
         [B,rows,H,keys] ReLU'd dots stay in cache on a CPU, and the keys above the diagonal
         (about half of them in training) are never scored.
         """
@@ -59,7 +71,7 @@ class Indexer(nn.Module):
         w = self.weights_proj(xn).float() * (self.n_heads**-0.5 * self.head_dim**-0.5)
         keys_t = keys.float().transpose(1, 2)  # [B,d_I,T]
         index = None  # the first chunk allocates it, in its dtype (autocast's, if on)
-        for a, b, end in score_chunks(S, T, self.n_heads, xn.device.type):
+        for a, b, end in chunks:
             dots = torch.bmm(q[:, a:b].flatten(1, 2), keys_t[:, :, :end]).relu_()  # [B,chunk*H,end]
             weighted = w[:, a:b].reshape(-1, 1, self.n_heads) @ dots.view(-1, self.n_heads, end)
             scores = weighted.view(B, b - a, end)  # one [1,H] x [H,end] product per query
@@ -71,14 +83,14 @@ class Indexer(nn.Module):
         return index.masked_fill_(~causal, float("-inf"))
 
 
-def select_topk(index: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def select_topk(index: torch.Tensor, k: int) -> TopK:
     """Top-k keys per query from index scores [B,S,T]: indices [B,S,k'] and a validity mask.
 
     k' = min(k, T). Early queries have fewer than k causal keys; their extra picks point at
-    masked keys and are marked invalid, so the set is top min(k, t+1) (spec 2.2, step 5).
+    masked keys and are marked invalid, so the set is top min(k, t+1).
     """
     top = index.topk(min(k, index.shape[-1]), dim=-1, sorted=False)  # a set: order is irrelevant
-    return top.indices, torch.isfinite(top.values)
+    return TopK(top.indices, torch.isfinite(top.values))
 
 
 class _GatheredAttention(torch.autograd.Function):
@@ -118,7 +130,11 @@ class _GatheredAttention(torch.autograd.Function):
         return out, probs
 
     @staticmethod
+    @torch.autocast("cpu", enabled=False)
+    @torch.autocast("cuda", enabled=False)
     def backward(ctx, d_out, _d_probs):
+        """In q's dtype, also when autograd runs inside an autocast context (its products would
+        otherwise come out in bf16 beside fp32 buffers)."""
         q, kv, idx, probs = ctx.saved_tensors
         (N, K), R, r = idx.shape, kv.shape[1], ctx.r
         dq, d_kv = torch.empty_like(q), torch.zeros_like(kv)
@@ -141,7 +157,7 @@ class _GatheredAttention(torch.autograd.Function):
 def gathered_attention(
     q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse attention over gathered latents (spec 2.2, step 6).
+    """Sparse attention over gathered latents (docs/architecture.md, "DSA").
 
     q [N,H,R] queries in latent space (N = batch x query positions, R = kv_rank + rope);
     kv [M,R] the cached latents [c_kv ; k_pe] of all batches, flattened; idx [N,K] the rows of
@@ -157,7 +173,7 @@ def gathered_attention(
 
 
 def indexer_kl(attn_probs: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over queries of KL(p || softmax(I)) over one key set (spec 2.2).
+    """Mean over queries of KL(p || softmax(I)) over one key set.
 
     attn_probs [B,H,S,K]: main attention probabilities (detached here); index [B,S,K]: the
     indexer's scores on the same keys; valid [B,S,K] (or broadcastable) marks real keys.

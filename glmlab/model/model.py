@@ -1,4 +1,4 @@
-"""Decoder layer, the GLM-5 causal LM, its MTP chain and its losses (spec 2, 3)."""
+"""Decoder layer, the GLM-5 causal LM and its MTP chain (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,27 @@ import torch
 from torch import nn
 
 from glmlab.config import ModelConfig
+from glmlab.model.dsa import TopK
 from glmlab.model.layers import RMSNorm, RotaryEmbedding, SwiGLU
 from glmlab.model.losses import next_token_loss
 from glmlab.model.mla import LatentCache, MultiHeadLatentAttention
 from glmlab.model.moe import MoE, Router
 from glmlab.model.mtp import MTPModule
+from glmlab.plan import (
+    AttentionPlan,
+    Call,
+    LayerKind,
+    attention_plan,
+    layer_kinds,
+    mtp_layer_kind,
+    resolve_dsa_impl,
+)
 
 
 @dataclass
 class LayerOutput:
     hidden: torch.Tensor
-    topk: tuple[torch.Tensor, torch.Tensor] | None
+    topk: TopK | None
     index_loss: torch.Tensor | None
     index_recall: torch.Tensor | None
     counts: torch.Tensor | None
@@ -28,17 +38,21 @@ class LayerOutput:
 class DecoderLayer(nn.Module):
     """Pre-norm: `h = x + Attn(RMSNorm(x))`, `out = h + FFN(RMSNorm(h))`."""
 
-    def __init__(self, cfg: ModelConfig, moe: bool, indexer: bool) -> None:
+    def __init__(self, cfg: ModelConfig, kind: LayerKind) -> None:
         super().__init__()
+        self.kind = kind
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = MultiHeadLatentAttention(cfg, has_indexer=indexer)
+        self.self_attn = MultiHeadLatentAttention(cfg, has_indexer=kind.indexer)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = MoE(cfg) if moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        self.mlp = MoE(cfg) if kind.moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, x, cos, sin, positions, cache=None, shared_topk=None, dsa_dense=False, aux=False):
-        """`aux` (training, labels given) adds the indexer's KL and the MoE balance loss."""
+    def forward(
+        self, x, cos, sin, positions, *, plan: AttentionPlan, cache=None, shared_topk=None, aux=False
+    ) -> LayerOutput:
+        """`plan` (glmlab.plan.AttentionPlan) is this call's attention path; `aux` (training,
+        labels given) adds the MoE balance loss (the indexer's KL follows the plan)."""
         xn = self.input_layernorm(x)
-        attn = self.self_attn(xn, cos, sin, positions, cache, shared_topk, dsa_dense, aux)
+        attn = self.self_attn(xn, cos, sin, positions, plan=plan, cache=cache, shared_topk=shared_topk)
         h = x + attn.out
         ffn_in = self.post_attention_layernorm(h)
         if isinstance(self.mlp, MoE):
@@ -54,11 +68,7 @@ class Backbone(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        kinds, index_types = cfg.mlp_layer_types, cfg.resolved_indexer_types
-        self.layers = nn.ModuleList(
-            DecoderLayer(cfg, moe=kinds[i] == "sparse", indexer=cfg.use_dsa and index_types[i] == "full")
-            for i in range(cfg.num_hidden_layers)
-        )
+        self.layers = nn.ModuleList(DecoderLayer(cfg, kind) for kind in layer_kinds(cfg))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(cfg)
 
@@ -78,9 +88,6 @@ class ModelCache:
     def truncate(self, length: int) -> None:
         for c in self.layers:
             c.truncate(length)
-
-    def nbytes(self) -> int:
-        return sum(c.nbytes() for c in self.layers)
 
 
 @dataclass
@@ -130,8 +137,7 @@ class CausalLM(nn.Module):
         self.model = Backbone(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.mtp = nn.ModuleList(
-            MTPModule(cfg, DecoderLayer(cfg, moe=cfg.mtp_uses_moe, indexer=cfg.use_dsa))
-            for _ in range(cfg.num_mtp_modules)
+            MTPModule(cfg, DecoderLayer(cfg, mtp_layer_kind(cfg))) for _ in range(cfg.num_mtp_modules)
         )
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -180,10 +186,16 @@ class CausalLM(nn.Module):
 
     # ---- forward ---------------------------------------------------------------------------
 
+    def plan(self, kind: LayerKind, call: Call) -> AttentionPlan:
+        """The attention plan of one layer for one call (glmlab/plan.py)."""
+        impl = resolve_dsa_impl(self.config.dsa_impl, call.device)
+        return attention_plan(self.config, kind, call, impl=impl)
+
     def forward(
         self,
         input_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
+        *,
         cache: ModelCache | None = None,
         dsa_dense: bool = False,
         logits_to_keep: int = 0,
@@ -204,11 +216,13 @@ class CausalLM(nn.Module):
         row_of = {id(r): i for i, r in enumerate(routers)}
         col = _Collector(len(routers))
 
+        call = Call(S, start + S, cache is not None, want_aux, dsa_dense, input_ids.device.type)
         x = self.model.embed_tokens(input_ids)
         topk = None
         for i, layer in enumerate(self.model.layers):
             layer_cache = cache.layers[i] if cache is not None else None
-            out = layer(x, cos, sin, positions, layer_cache, topk, dsa_dense, want_aux)
+            plan = self.plan(layer.kind, call)
+            out = layer(x, cos, sin, positions, plan=plan, cache=layer_cache, shared_topk=topk, aux=want_aux)
             x, topk = out.hidden, out.topk
             col.add(out, row_of.get(id(getattr(layer.mlp, "gate", None))))
         hidden = self.model.norm(x)
@@ -222,7 +236,8 @@ class CausalLM(nn.Module):
                 if S - depth < 2:
                     break
                 module = self.mtp_module(depth)
-                h, outs = self._mtp_apply(module, h[:, : S - depth], input_ids[:, depth:], dsa_dense, True)
+                ids = input_ids[:, depth:]
+                h, outs = self._mtp_apply(module, h[:, : S - depth], ids, dsa_dense=dsa_dense, aux=True)
                 col.add(outs, row_of.get(id(getattr(module.layer.mlp, "gate", None))))
                 mtp_logits = self.lm_head(module.shared_head_norm(h))
                 result.mtp_losses.append(next_token_loss(mtp_logits, labels[:, depth:], shift=1))
@@ -235,7 +250,7 @@ class CausalLM(nn.Module):
             result.expert_counts = torch.stack([c if c is not None else zero for c in col.counts])
         return result
 
-    def _mtp_apply(self, module, hidden, next_ids, dsa_dense=False, aux=False, cache=None):
+    def _mtp_apply(self, module, hidden, next_ids, *, dsa_dense=False, aux=False, cache=None):
         """Run one MTP depth over a (shortened) sequence: returns its hidden states and the
         layer's auxiliary outputs (its losses when `aux`, as in training)."""
         S = hidden.shape[1]
@@ -243,7 +258,9 @@ class CausalLM(nn.Module):
         positions = torch.arange(start, start + S, device=hidden.device)
         cos, sin = self.model.rotary_emb(positions)
         x = module.combine(self.model.embed_tokens(next_ids), hidden)
-        out = module.layer(x, cos, sin, positions, cache, None, dsa_dense, aux)
+        call = Call(S, start + S, cache is not None, aux, dsa_dense, hidden.device.type)
+        plan = self.plan(module.layer.kind, call)
+        out = module.layer(x, cos, sin, positions, plan=plan, cache=cache, aux=aux)
         return out.hidden, out
 
     def mtp_step(

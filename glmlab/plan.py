@@ -1,0 +1,186 @@
+"""The execution plan: what each decoder layer is and which attention path it runs for a given
+call. The model dispatches on it and the calculator (glmlab/accounting) counts it, so the two
+cannot disagree. Torch-free. See docs/architecture.md, "The execution plan".
+
+How `index_topk` travels: config.py declares it; `attention_plan` decides whether a call selects
+(`sparse`: the context is longer than k and DSA is past its dense warm-up) and with which kernel;
+model/mla.py selects the keys (`select_topk` or the Triton top-k) and the calculator counts
+`selected_keys` pairs (accounting/flops.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+
+from glmlab.config import ModelConfig
+
+# ---- chunking -------------------------------------------------------------------------------
+# On a CPU a chunk's intermediate values should stay in a core's cache; a GPU wants few, large
+# launches, or the Python loop over chunks dominates. Budgets in elements, (CPU, other devices):
+# the indexer's ReLU'd dots for one sequence (256 KB in fp32 on a CPU; 2 MB at batch 8)
+INDEX_DOTS_PER_SEQUENCE = (1 << 16, 1 << 24)
+# gathered latents of all sequences (512 KB in fp32 on a CPU; 64 MB in bf16 on a GPU)
+GATHERED_LATENTS = (1 << 17, 1 << 25)
+# The indexer keeps at least this many query rows per chunk, however long the context.
+MIN_INDEX_ROWS = 16
+
+
+def rows_per_chunk(device_type: str, row_elements: int, budget: tuple[int, int], minimum: int = 1) -> int:
+    """Rows per chunk when one row holds `row_elements` intermediate values."""
+    cpu, other = budget
+    return max(minimum, (cpu if device_type == "cpu" else other) // row_elements)
+
+
+def score_chunks(n: int, T: int, heads: int, device_type: str) -> list[tuple[int, int, int]]:
+    """The torch indexer's chunks over n queries, the last n of T positions: (first query, end
+    query, keys scored). A chunk scores the keys up to its last query's position. The chunks
+    depend on neither the batch nor the data."""
+    rows = rows_per_chunk(device_type, heads * T, INDEX_DOTS_PER_SEQUENCE, MIN_INDEX_ROWS)
+    return [(a, min(a + rows, n), T - n + min(a + rows, n)) for a in range(0, n, rows)]
+
+
+def causal_pairs(n: int, T: int) -> int:
+    """(query, key) pairs with key <= query, for n queries that are the last n of T positions."""
+    return n * (T - n) + n * (n + 1) // 2
+
+
+# ---- layer kinds ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """What one decoder layer is built from."""
+
+    moe: bool  # routed experts (else a dense SwiGLU MLP)
+    indexer: bool  # its own lightning indexer (a `full` DSA layer)
+    dsa: bool  # DSA on: a layer without an indexer reuses the previous layer's top-k
+
+    @property
+    def label(self) -> str:
+        attention = "MLA"
+        if self.dsa:
+            attention += " + indexer" if self.indexer else " (shared top-k)"
+        return f"{attention}, {'MoE' if self.moe else 'dense'}"
+
+
+def layer_kinds(m: ModelConfig) -> list[LayerKind]:
+    """The main layers, in order: `mlp_layer_types` and (under DSA) `indexer_types`."""
+    mlp, index = m.mlp_layer_types, m.resolved_indexer_types
+    return [
+        LayerKind(mlp[i] == "sparse", m.use_dsa and index[i] == "full", m.use_dsa)
+        for i in range(m.num_hidden_layers)
+    ]
+
+
+def mtp_layer_kind(m: ModelConfig) -> LayerKind:
+    """The decoder layer inside each MTP module (always its own indexer under DSA)."""
+    return LayerKind(m.mtp_uses_moe, m.use_dsa, m.use_dsa)
+
+
+# ---- the attention path of one call ----------------------------------------------------------
+
+DSA_IMPLS = ("auto", "triton", "gather", "mask")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One application of a layer: `queries` new tokens, the last of `context` positions."""
+
+    queries: int
+    context: int
+    cache: bool  # decoding or chunked prefill over a latent cache
+    labels: bool  # training: the indexer's KL and the balance loss are computed
+    dsa_dense: bool  # DSA stage 1: attention stays dense while the indexer learns
+    device: str  # device type: cpu, cuda, ...
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """Which attention path runs and what the indexer does, for one layer and one call.
+
+    Paths: `dense` (causal SDPA, or explicit probabilities when the indexer's loss needs them),
+    `masked` (expanded attention under a top-k mask: the reference for the sparse kernels),
+    `sparse` (absorbed attention over each query's gathered top-k latents) and `cached`
+    (absorbed attention over a latent cache, all keys or the top-k).
+    """
+
+    path: str
+    sparse: bool  # attention reads only the top-k keys
+    selected_keys: int  # keys each query attends to when sparse (min(k, context))
+    score: bool  # this layer's indexer scores (its keys are always computed)
+    index_loss: bool  # the indexer's KL is computed on this layer
+    probs: bool  # attention materialises explicit probabilities (for the KL target)
+    fused_sdpa: bool  # dense SDPA runs a fused causal kernel (else the math path: full square)
+    kernel: str  # "torch" or "triton": who selects and attends on sparse and cached paths
+    score_chunks: tuple[tuple[int, int, int], ...]  # the torch indexer's chunks (empty if none)
+
+    @property
+    def recall(self) -> bool:
+        """Dense attention with the indexer's loss also reports the top-k's recall."""
+        return self.path == "dense" and self.index_loss
+
+
+@lru_cache(maxsize=1)
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def resolve_dsa_impl(impl: str, device: str) -> str:
+    """`auto` runs the Triton kernels on CUDA when Triton is installed, the torch gather path
+    otherwise."""
+    if impl != "auto":
+        return impl
+    return "triton" if device == "cuda" and triton_available() else "gather"
+
+
+def attention_plan(m: ModelConfig, kind: LayerKind, call: Call, *, impl: str) -> AttentionPlan:
+    """The path one layer takes for one call; `impl` is `dsa_impl` resolved for the device."""
+    return _attention_plan(m.index_topk, m.index_n_heads, m.qk_head_dim >= m.v_head_dim, kind, call, impl)
+
+
+@lru_cache(maxsize=4096)
+def _attention_plan(
+    index_topk: int, index_heads: int, equal_widths: bool, kind: LayerKind, call: Call, impl: str
+) -> AttentionPlan:
+    n, T = call.queries, call.context
+    sparse = kind.dsa and not call.dsa_dense and T > index_topk
+    index_loss = kind.indexer and call.labels and not call.cache
+    score = kind.indexer and (sparse or index_loss)
+    kernel = "triton" if impl == "triton" else "torch"
+    if call.cache:
+        path = "cached"
+    elif sparse:
+        path = "masked" if impl == "mask" else "sparse"
+    else:
+        path = "dense"
+    # The torch paths need the KL target as explicit probabilities; the Triton path gets it from
+    # its kernels (key mass of the sparse kernel, chunked dense mass in the warm-up).
+    probs = index_loss and kernel == "torch"
+    # SDPA pads v up to d_qk; a CPU runs its fused kernel only when no padding is needed the
+    # other way round (v wider than q and k).
+    fused = call.device != "cpu" or equal_widths
+    chunks = tuple(score_chunks(n, T, index_heads, call.device)) if score and kernel == "torch" else ()
+    return AttentionPlan(
+        path=path,
+        sparse=sparse,
+        selected_keys=min(index_topk, T),
+        score=score,
+        index_loss=index_loss,
+        probs=probs,
+        fused_sdpa=fused,
+        kernel=kernel,
+        score_chunks=chunks,
+    )
+
+
+def scored_pairs(plan: AttentionPlan, n: int, T: int) -> int:
+    """(query, key) pairs the indexer scores in one call: each torch chunk against the keys up
+    to its last query; the Triton kernel skips exactly the keys above each query. Selecting is
+    free of scoring when the top-k's scores come from a kernel."""
+    if not plan.score:
+        return 0
+    if plan.kernel == "torch":
+        return sum((b - a) * end for a, b, end in plan.score_chunks)
+    return causal_pairs(n, T)
