@@ -1,2 +1,2 @@
-"""Renderers: turn the library's results (dicts and dataclasses) into the tables and lines the
-`glmlab` command prints. Nothing here computes a figure; torch is never imported."""
+"""Renderers: the tables and lines the `glmlab` commands print, made from the library's results
+(dicts and dataclasses) next to the command that shows them. torch is never imported here."""
