@@ -7,7 +7,9 @@ and the MoE selection biases, which are buffers), `optimizer.pt`, `trainer_state
 data position, RNG states, the schedule's horizon), `tokenizer/`, and `checksums.json`, the
 SHA-256 of every other file, checked whenever one is loaded (checkpoints written before it
 existed load unchecked). A checkpoint is written under a temporary name and renamed into place;
-`latest` is replaced the same way; older checkpoints are then removed.
+`latest` is replaced the same way; older checkpoints are then removed. A run of several ranks
+writes `sharded/` (torch.distributed.checkpoint: every rank's shards of the weights and the
+optimiser) in place of `model.safetensors` and `optimizer.pt` (glmlab/parallel/dcp.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from glmlab.config import Config, load_config
 from glmlab.data.tokenizer import Tokenizer, load_tokenizer
 from glmlab.errors import GlmlabError
 from glmlab.model import CausalLM
+from glmlab.parallel.dcp import is_sharded, load_sharded
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -36,6 +40,7 @@ STATE = "trainer_state.pt"
 CONFIG = "config.yaml"
 TOKENIZER = "tokenizer"
 CHECKSUMS = "checksums.json"
+SHARDED = "sharded"
 
 
 @dataclass
@@ -70,8 +75,11 @@ def save_checkpoint(
     state: dict[str, Any],
     cfg: Config,
     tokenizer: Tokenizer,
+    *,
+    write_state: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write checkpoint `step` of a run atomically, point `latest` at it, drop older ones."""
+    """Write checkpoint `step` of a run atomically, point `latest` at it, drop older ones.
+    `write_state(folder)` replaces the weights and optimiser files (a sharded checkpoint)."""
     from safetensors.torch import save_model
 
     root = Path(run_dir) / CHECKPOINTS
@@ -81,8 +89,11 @@ def save_checkpoint(
     tmp = root / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, str(tmp / WEIGHTS))
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+    if write_state is None:
+        save_model(model, str(tmp / WEIGHTS))
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+    else:
+        write_state(tmp)
     torch.save({**state, "step": step}, tmp / STATE)
     write_config(cfg, tmp / CONFIG)
     tokenizer.save(tmp / TOKENIZER)
@@ -129,7 +140,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     if not pointer.is_file():
         return None
     target = pointer.parent / pointer.read_text().strip()
-    if not (target / WEIGHTS).is_file():
+    if not has_weights(target):
         raise GlmlabError(f"{pointer} points to a missing checkpoint {target.name}: the run is damaged")
     return target
 
@@ -144,14 +155,25 @@ def resolve_checkpoint(source: str | Path) -> Path:
         if found is None:
             raise GlmlabError(f"run {source} has no checkpoint yet: train it longer or resume it")
         return found
-    if (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
+    if has_weights(path) and (path / CONFIG).is_file():
         return path
     raise GlmlabError(f"{source} is not a glmlab run or checkpoint (no {CHECKPOINTS}/ or {WEIGHTS})")
+
+
+def has_weights(checkpoint: Path) -> bool:
+    """A checkpoint folder holds weights: one file, or a sharded folder."""
+    return (checkpoint / WEIGHTS).is_file() or is_sharded(checkpoint / SHARDED)
 
 
 def load_weights(model: CausalLM, checkpoint: Path) -> None:
     """Weights (and MoE biases) into `model`; a corrupt or mismatched file is a one-line error."""
     from safetensors.torch import load_model as load_safetensors
+
+    if is_sharded(checkpoint / SHARDED):
+        for path in sorted((checkpoint / SHARDED).iterdir()):
+            verify(checkpoint, path.relative_to(checkpoint).as_posix())
+        load_sharded(checkpoint / SHARDED, model)
+        return
 
     path = checkpoint / WEIGHTS
     verify(checkpoint, WEIGHTS)

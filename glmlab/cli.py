@@ -92,22 +92,36 @@ def train(
     device: str = DEVICE_OPT,
     seed: Optional[int] = typer.Option(None, "--seed", help="Overrides train.seed."),  # noqa: UP045
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to <run>/tensorboard."),
+    nproc: int = typer.Option(1, "--nproc-per-node", help="Ranks on this machine, one per GPU (FSDP2)."),
 ) -> None:
     """Train a model on the built-in corpus or your own text; Ctrl-C saves a resumable checkpoint
-    (exit 130; SIGTERM exits 143)."""
+    (exit 130; SIGTERM exits 143). `--nproc-per-node N` (or torchrun) trains on N ranks."""
     from dataclasses import replace
+    from functools import partial
 
+    from glmlab.device import device_type
+    from glmlab.parallel.launch import launch, recorded_failure, worker_args
+    from glmlab.parallel.world import check_world, current_world
     from glmlab.report.train import print_summary
     from glmlab.train import resolve_run
     from glmlab.train import train as run_training
 
     parse_device(device)
-    cfg, run_dir = resolve_run(config, set_, out=out, resume=resume, data=data, steps=steps, seed=seed)
-    if tensorboard:  # a logging switch, so a resumed run may turn it on too
-        cfg = replace(cfg, train=replace(cfg.train, tensorboard=True))
-    console.print(f"run folder [bold]{run_dir}[/] ({'resuming' if resume else 'new run'})")
-    result = run_training(cfg, run_dir, resume, device, console)
-    print_summary(cfg.name, result.summary, console)
+    resolve = partial(resolve_run, config, set_, out=out, resume=resume, data=data, steps=steps, seed=seed)
+    if nproc > 1:  # checked here, then started as nproc ranks of this same command
+        cfg, run_dir = resolve()
+        check_world(nproc, cfg.train.batch_size, cfg.model.n_routed_experts, cfg.train.expert_parallel)
+        raise typer.Exit(launch(worker_args(sys.argv[1:], run_dir, resume), nproc, run_dir))
+    world = current_world(device_type(device))  # a world of one unless torchrun or a launcher started us
+    with recorded_failure():
+        cfg, run_dir = world.from_main(resolve)
+        check_world(world.size, cfg.train.batch_size, cfg.model.n_routed_experts, cfg.train.expert_parallel)
+        if tensorboard:  # a logging switch, so a resumed run may turn it on too
+            cfg = replace(cfg, train=replace(cfg.train, tensorboard=True))
+        out_console = console if world.is_main else Console(quiet=True)
+        out_console.print(f"run folder [bold]{run_dir}[/] ({'resuming' if resume else 'new run'})")
+        result = run_training(cfg, run_dir, resume, device, out_console, show_progress=world.is_main)
+    print_summary(cfg.name, result.summary, out_console)
     if result.signum is not None:
         raise typer.Exit(128 + result.signum)
 

@@ -150,13 +150,14 @@ def current_world(device_type: str = "cpu") -> World:
 
 
 def check_world(size: int, batch_size: int, n_experts: int, expert_parallel: int) -> None:
-    """A world size that cannot split this run is a config error, raised before anything starts."""
+    """A world size that cannot split this run is a config error, raised before anything starts.
+    A single process runs a run of any expert_parallel (resuming it on one rank)."""
     if batch_size % size:
         raise GlmlabError(f"train.batch_size {batch_size} (the global batch) does not split over {size} "
                           f"processes: make it a multiple of {size} or change --nproc-per-node")  # fmt: skip
-    if expert_parallel > 1 and expert_parallel != size:
-        raise GlmlabError(f"train.expert_parallel {expert_parallel} must equal the number of processes "
-                          f"({size}): experts are split over every rank (or set it to 1)")  # fmt: skip
+    if size > 1 and expert_parallel not in (1, size):  # one process holds every expert anyway
+        raise GlmlabError(f"train.expert_parallel {expert_parallel} must be 1 or the number of processes "
+                          f"({size}): experts are split over every rank")  # fmt: skip
     if n_experts % expert_parallel:
         raise GlmlabError(f"train.expert_parallel {expert_parallel} does not divide the {n_experts} "
                           "routed experts: choose a divisor of n_routed_experts")  # fmt: skip

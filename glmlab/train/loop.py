@@ -4,6 +4,7 @@ signals and the progress display (docs/architecture.md, "Training")."""
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import time
@@ -27,6 +28,7 @@ from glmlab.build import build_model
 from glmlab.checkpoint import (
     CONFIG,
     OPTIMIZER,
+    SHARDED,
     latest_checkpoint,
     load_checkpoint_config,
     load_state,
@@ -43,6 +45,10 @@ from glmlab.measure import device_peak, mfu
 from glmlab.model import CausalLM
 from glmlab.model.compile import compile_layers
 from glmlab.model.losses import next_token_loss, total_loss
+from glmlab.parallel.checkpoint import save_sharded_checkpoint
+from glmlab.parallel.dcp import is_sharded, load_sharded
+from glmlab.parallel.parallelize import parallelize, plain_tensor
+from glmlab.parallel.world import current_world
 from glmlab.report.train import eval_line, step_lines
 from glmlab.train.metrics import MetricsLog, load_imbalance
 from glmlab.train.optim import build_optimizer
@@ -178,6 +184,7 @@ class Trainer:
                  console: Console | None = None) -> None:  # fmt: skip
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), resolve_device(device)
         self.console = console or Console()
+        self.world = current_world(self.device.type)  # rank and size; a world of one unless launched
         t = cfg.train
         ensure_writable(self.run_dir)
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
@@ -185,8 +192,8 @@ class Trainer:
             saved = load_checkpoint_config(checkpoint)
             if saved.model != cfg.model:
                 raise GlmlabError(f"checkpoint {checkpoint} is for another model config: use a new --out")
-        self.data: RunData = prepare_data(cfg, self.run_dir)
-        cfg = self.cfg = self.data.config  # a new run's vocab_size follows its tokenizer
+        self.data: RunData = self.world.main_first(prepare_data, cfg, self.run_dir)  # rank 0 writes
+        cfg = self.cfg = self.world.broadcast(self.data.config)  # a new run's vocab follows its tokenizer
         if self.data.note:
             self.console.print(self.data.note)
         write_config(cfg, self.run_dir / CONFIG)
@@ -197,29 +204,37 @@ class Trainer:
             bf16_parameters(self.model)
         if t.compile:
             compile_layers(self.model)
+        self.model = parallelize(self.model, self.world, expert_parallel=t.expert_parallel,
+                                 precision=t.precision)  # fmt: skip
         self.optimizer = build_optimizer(self.model, t)
         self.batches = Batches(self.data.train, t.seq_len, t.batch_size, t.seed)
         self.val = validation_batches(self.data.val, t.seq_len, t.batch_size, t.eval_batches)
         self.token_bytes = torch.tensor(self.data.tokenizer.token_bytes(), device=self.device)
         self.step, self.position, self.elapsed = 0, 0, 0.0
-        self.log = MetricsLog(self.run_dir / METRICS)
-        if checkpoint is not None:
+        self.log = MetricsLog(self.run_dir / METRICS if self.world.is_main else Path(os.devnull))
+        if checkpoint is not None and (self.world.distributed or is_sharded(checkpoint / SHARDED)):
+            if not is_sharded(checkpoint / SHARDED):
+                raise GlmlabError(f"checkpoint {checkpoint} was written by one process: resume it with one, "
+                                  "or train several ranks from a new run")  # fmt: skip
+            load_sharded(checkpoint / SHARDED, self.model, self.optimizer)  # any number of ranks
+        elif checkpoint is not None:
             load_weights(self.model, checkpoint)
             try:
                 self.optimizer.load_state_dict(load_state(checkpoint, OPTIMIZER))
             except (KeyError, ValueError) as err:
                 raise GlmlabError(f"optimizer state in {checkpoint} does not match this run: {err}") from None
+        if checkpoint is not None:
             state = load_state(checkpoint)
             self.step, self.position, self.elapsed = state["step"], state["position"], state["elapsed"]
             self.horizon = state.get("horizon", saved.train.steps)
             _set_rng_state(state["rng"], self.device)
             self.log.truncate_after(self.step)
-        if t.tensorboard:
+        if t.tensorboard and self.world.is_main:
             from glmlab.viz.tensorboard import TensorBoardLog
 
             self.log.sink = TensorBoardLog(self.run_dir, self.model, start_step=self.step)
         self.autocast = lambda: autocast(self.device, t.precision)
-        self.peak = device_peak(self.device)
+        self.peak = device_peak(self.device) * self.world.size  # MFU of the whole world
         self.flops_per_token = training_flops_per_token(cfg, t.seq_len, device=self.device.type)
         self.last_eval: dict = {}
 
@@ -251,9 +266,10 @@ class Trainer:
                 counts = out.expert_counts if counts is None else counts + out.expert_counts
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         clip = t.grad_clip if t.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, clip)
+        grad_norm = plain_tensor(torch.nn.utils.clip_grad_norm_(trainable, clip))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        counts = self.world.sum(counts)  # every rank's loads: the biases move as for the global batch
         if counts is not None and stage != DENSE_WARMUP and t.bias_update_gamma > 0:
             update_router_biases(self.model, counts, t.bias_update_gamma)
         self.step += 1
@@ -262,7 +278,7 @@ class Trainer:
     def _next_batch(self) -> torch.Tensor:
         """The next micro-batch on the device. To a GPU it goes from pinned memory, asynchronously:
         a copy from ordinary memory would wait for the work already queued."""
-        batch = self.batches.batch(self.position)
+        batch = self.world.rows(self.batches.batch(self.position))  # this rank's share
         self.position += self.cfg.train.batch_size
         if self.device.type == "cuda":
             batch = batch.pin_memory()
@@ -286,6 +302,9 @@ class Trainer:
         state = {"position": self.position, "stage": stage_at(max(self.step - 1, 0), self.cfg),
                  "elapsed": self.elapsed, "rng": _rng_state(self.device),
                  "horizon": self.horizon}  # fmt: skip
+        if self.world.distributed:
+            return save_sharded_checkpoint(self.world, self.run_dir, self.step, self.model, self.optimizer,
+                                           state, self.cfg, self.data.tokenizer)  # fmt: skip
         return save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, state, self.cfg,
                                self.data.tokenizer)  # fmt: skip
 
@@ -321,7 +340,7 @@ class Trainer:
                                             transient=False) as progress:  # fmt: skip
             task = progress.add_task("train", total=t.steps, completed=self.step, info="")
             start = time.perf_counter()
-            while self.step < t.steps and stop.signum is None:
+            while self.step < t.steps and not self.world.stop_requested(stop):  # all ranks agree
                 result = self.train_step()
                 window.append(result)
                 if result.expert_counts is not None:
@@ -380,6 +399,7 @@ class Trainer:
             record["expert_load"] = counts.tolist()  # tokens per expert since the last record
         if self.cfg.model.use_dsa:
             record["indexer_recall"] = indexer_recall(self.model, batch, self.autocast)
+        record = self.world.average(record)  # each rank's share -> the global batch's values
         self.log.write(record)
         return record
 
