@@ -353,6 +353,20 @@ def inspect(
 
 
 @app.command()
+def export(
+    source: str = typer.Argument(..., help="A run folder or a checkpoint (one file or sharded)."),
+    folder: str = typer.Argument(..., help="The new folder to write."),
+    to: str = typer.Option("hf", "--to", help="Format: hf (config.json, model.safetensors, tokenizer)."),
+) -> None:
+    """Gather a checkpoint, written by any number of ranks, into a Hugging Face folder."""
+    from glmlab.parallel.checkpoint import export_hf
+
+    if to != "hf":
+        raise GlmlabError(f"--to {to} is not a format: use --to hf")
+    console.print(f"wrote {export_hf(source, folder)}")
+
+
+@app.command()
 def quickstart(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: glm5-tiny's)."),  # noqa: UP045
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (default runs/quickstart-<time>)."),  # noqa: UP045
