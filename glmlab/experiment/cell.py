@@ -179,7 +179,13 @@ def run_cell(
                 settings = {"domains": ["code", "prose", "json", "sql"], "prompts": 3, "max_new_tokens": 48}
                 settings.update(mtp_eval or {})
                 gen = Generator.from_source(str(run_dir), device)
-                mtp = speculative_metrics(gen, depth, **settings)
+                threads = torch.get_num_threads()
+                if gen.device.type == "cpu":
+                    torch.set_num_threads(1)  # batch-1 decoding: one thread, as benchmarks/ time it
+                try:
+                    mtp = speculative_metrics(gen, depth, **settings)
+                finally:
+                    torch.set_num_threads(threads)
                 metrics.update(_flatten_mtp(mtp))
         except Exception:
             log.write(traceback.format_exc())

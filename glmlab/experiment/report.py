@@ -126,4 +126,5 @@ METRIC_NOTES = """\
 - `expert_imbalance`: max over mean tokens per expert, averaged over routers, last logged window.
 - `indexer_recall`: share of dense attention probability on the indexer's top-k keys.
 - `mtp_accept_dJ[_DOMAIN]`: accepted / verified drafts at draft position J, greedy decoding;
-  `spec_speedup[_DOMAIN]`: tokens/s of `--speculative D` over plain greedy decoding, batch 1."""
+  `spec_speedup[_DOMAIN]`: tokens/s of `--speculative D` over plain greedy decoding, batch 1
+  (one thread on a CPU)."""

@@ -13,7 +13,7 @@ the baseline each variant is compared with, and the `--quick` settings for CI.
         shared: [mtp_share_modules=true]
     baseline: {index_topk: 256}     # the other axes stay as the variant has them
     headline: [val_loss, tokens_per_s]
-    quick: {steps: 3, seeds: [1], set: [train.seq_len=64]}
+    quick: {steps: 3, seeds: [1], set: [train.seq_len=64]}   # may also replace axes/variants
 
 `variants: {name: [overrides]}` is a one-axis grid named `variant`; with one axis, `baseline`
 may be a level name. Every cell's config is built and validated when the spec is loaded, so a
@@ -34,7 +34,7 @@ from glmlab.errors import GlmlabError
 
 KEYS = {"question", "requires", "base", "set", "steps", "seeds", "axes", "variants", "baseline",
         "headline", "sweep", "mtp_eval", "notes", "quick"}  # fmt: skip
-QUICK_KEYS = {"steps", "seeds", "set", "mtp_eval"}
+QUICK_KEYS = {"steps", "seeds", "set", "mtp_eval", "axes", "variants"}
 DEFAULT_HEADLINE = ["val_loss", "tokens_per_s"]
 
 
@@ -180,7 +180,7 @@ def load_spec(path: str | Path, *, quick: bool = False, steps: int | None = None
     if len(set(seeds)) != len(seeds):
         _fail(path, f"`seeds:` repeats a seed: {seeds}")
     _check_requires(path, raw.get("requires", []))
-    axes = _axes(path, raw)
+    axes = _axes(path, q if quick and ("axes" in q or "variants" in q) else raw)
     variants = []
     for combo in itertools.product(*(levels.items() for levels in axes.values())):
         levels = {axis: level for axis, (level, _) in zip(axes, combo, strict=True)}
