@@ -123,7 +123,7 @@ def _run_pool(jobs: list[Job], spec_info: dict, parallel: int, threads: int,
             except queue.Empty:
                 if not any(w.is_alive() for w in workers):
                     for key in sorted(remaining):
-                        on_done(key, "the worker process died (out of memory?)")
+                        on_done(key, "not run: every worker process had exited (killed, or out of memory?)")
                     return
                 continue
             remaining.discard(key)
@@ -195,7 +195,7 @@ def run_spec(spec: Spec, out_dir: Path, *, parallel: int = 1, device: str = "aut
         done["n"] += 1
         if error is None:
             outcome.finished.append(key)
-            result = json.loads((cell_dir(out_dir, _cell(spec, key)) / "result.json").read_text())
+            result = json.loads((cell_dir(out_dir, _cell(spec, key)) / RESULT).read_text())
             m = result["metrics"]
             line = f"val loss {m['val_loss']:.4f}" if "val_loss" in m else "no val loss"
             echo(f"[{done['n']}/{len(spec.cells)}] {key}: {line}, {m.get('tokens_per_s', 0):,.0f} tokens/s")
