@@ -162,7 +162,7 @@ def run_spec(spec: Spec, out_dir: Path, *, parallel: int = 1, device: str = "aut
              echo: Callable[[str], None] = print, command: str = "") -> RunOutcome:  # fmt: skip
     """Run every unfinished cell of `spec` under `out_dir`; returns what finished, was skipped or
     failed. A signal stops the run (outcome.stopped_by) with finished cells kept."""
-    started, stamp = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    started, stamp, head = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S %Z"), commit()
     out_dir.mkdir(parents=True, exist_ok=True)
     outcome = RunOutcome()
     pending: list[Cell] = []
@@ -222,7 +222,7 @@ def run_spec(spec: Spec, out_dir: Path, *, parallel: int = 1, device: str = "aut
         for s, handler in old.items():
             signal.signal(s, handler)
     outcome.wall_s = time.perf_counter() - started
-    record = {"command": command or " ".join(sys.argv), "started": stamp, "commit": commit(),
+    record = {"command": command or " ".join(sys.argv), "started": stamp, "commit": head,
               "wall_s": round(outcome.wall_s, 1), "finished": len(outcome.finished),
               "skipped": len(outcome.skipped), "failed": len(outcome.failed),
               "stopped_by": outcome.stopped_by, "parallel": parallel}  # fmt: skip
