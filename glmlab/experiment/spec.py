@@ -16,7 +16,10 @@ the baseline each variant is compared with, and the `--quick` settings for CI.
     quick: {steps: 3, seeds: [1], set: [train.seq_len=64]}   # may also replace axes/variants
 
 `variants: {name: [overrides]}` is a one-axis grid named `variant`; with one axis, `baseline`
-may be a level name. Every cell's config is built and validated when the spec is loaded, so a
+may be a level name. Also: `requires: [FIELD]` (config fields the study needs), `sweep:` (the
+axis the plots put on x; the first by default), `mtp_eval: {domains, prompts, max_new_tokens}`
+(the speculative-decoding measurement of cells with MTP), `notes:` (copied into the report).
+Cells are ordered seed by seed. Every cell's config is built and validated when the spec is loaded, so a
 field this glmlab lacks is reported before anything runs.
 """
 
