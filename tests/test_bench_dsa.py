@@ -1,0 +1,97 @@
+"""Smoke test of benchmarks/bench_dsa_long_context.py: its --tiny mode on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from glmlab.accounting import flops_report, training_flops_per_token
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_dsa_long_context.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_dsa_long_context", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def table(text: str, first_column: str) -> list[list[str]]:
+    """The markdown table whose header starts with `first_column`: header, then the data rows."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    rows = []
+    for line in [lines[start], *lines[start + 2 :]]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_tiny_run_prints_the_table_and_the_calculators_ratio(bench, one_thread, capsys, tmp_path):
+    out = tmp_path / "dsa.json"
+    status = bench.main(["--tiny", "--device", "cpu", "--repeats", "1", "--hf", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    header, *rows = table(printed, "context")
+    assert header == bench.COLUMNS
+    assert [(r[0], r[1]) for r in rows] == [(c, m) for c in ("32", "64") for m in bench.MODES]
+    report = json.loads(out.read_text())
+    dsa_cfg, dense_cfg = bench.configs(bench.TINY, 2, "auto", 64)
+    for row, figures in zip(rows, report["rows"], strict=True):
+        S, mode = figures["context"], figures["mode"]
+        assert row[0] == str(S) and row[1] == mode
+        for side in ("dsa", "dense"):  # timed, nothing failed, on the CPU no peak
+            assert figures[side]["error"] is None and figures[side]["seconds"] > 0
+            assert figures[side]["peak_bytes"] is None and len(figures[side]["times"]) == 1
+        assert row[4] == f"{figures['dense']['seconds'] / figures['dsa']['seconds']:.2f}x"
+        # the calculator's dense/DSA ratio, computed here from the accounting API
+        kind = "forward" if mode == "prefill" else "train"
+        dense = flops_report(dense_cfg, S, kind, mtp=False, device="cpu").total
+        if mode == "warmup":
+            dsa = training_flops_per_token(dsa_cfg, S, mtp=False, device="cpu", dsa_dense=True) * S
+        else:
+            dsa = flops_report(dsa_cfg, S, kind, mtp=False, device="cpu").total
+        assert figures["predicted"] == pytest.approx(dense / dsa)
+        assert row[5] == f"{dense / dsa:.2f}x"
+        assert row[6] == "-"  # the issue's targets are for 32K and longer
+    # the dense side's SDPA kernels were profiled and their FLOPs counted
+    assert "flash_attention_for_cpu" in rows[0][10]
+    sdpa = report["rows"][0]["dense"]["ops"]["aten::_scaled_dot_product_flash_attention_for_cpu"]
+    assert sdpa["flops"] > 0 and sdpa["seconds"] > 0
+    # transformers on the same weights: the logits agree at the first context
+    header, *hf_rows = table(printed, "context | glmlab DSA")
+    assert [r[0] for r in hf_rows] == ["32", "64"]
+    assert float(hf_rows[0][-1]) < 1e-4
+
+
+def test_bad_contexts_are_a_usage_error(bench, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--tiny", "--contexts", "8q"])
+    assert exit_.value.code == 2
+    assert "'8q' is not a token count" in capsys.readouterr().err
+
+
+def test_out_of_memory_and_failures_fill_their_cells(bench, capsys):
+    def out_of_memory() -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    def broken() -> None:
+        raise RuntimeError("expected scalar type Float but found BFloat16")
+
+    cpu = torch.device("cpu")
+    oom = bench.attempt(out_of_memory, cpu, 3, profiled=True)
+    err = bench.attempt(broken, cpu, 3, profiled=True)
+    assert "expected scalar type Float" in capsys.readouterr().err  # the traceback
+    row = {"context": 65536, "mode": "train", "predicted": 3.04, "target": 2.0}
+    cells = bench.table_row(row, oom, err)
+    assert cells == ["64K", "train", "OOM", "ERR", "-", "3.04x", "2x", "OOM", "ERR", "OOM", "ERR"]
