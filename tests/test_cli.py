@@ -263,6 +263,9 @@ def test_train_and_profile_share_one_mfu(small, tmp_path):
     convention) / a matmul peak timed once per process; the dense warm-up reports none."""
     config, data = small
     cfg = load_config(config, [f"train.data={data}"])
+    warm = Trainer(load_config(config, [f"train.data={data}", "train.steps=1"]), tmp_path / "w", resume=False,
+                   device="cpu").run(show_progress=False)  # fmt: skip
+    assert "final_indexer_kl" in warm.summary and "final_loss" not in warm.summary  # ended in the warm-up
     Trainer(cfg, tmp_path / "r", resume=False, device="cpu").run(show_progress=False)
     records = train_records(tmp_path / "r")
     assert records[1]["stage"] == "dense-warmup" and records[1]["mfu"] is None

@@ -412,6 +412,8 @@ class Trainer:
         for key in ("loss", "lm_loss", "mtp_loss", "expert_imbalance", "indexer_recall", "mfu"):
             if last.get(key) is not None:
                 out[f"final_{key}" if key in ("loss", "lm_loss", "mtp_loss") else key] = last[key]
+        if last.get("stage") == DENSE_WARMUP and "final_loss" in out:  # what the warm-up optimises
+            out["final_indexer_kl"] = out.pop("final_loss")
         out.update(self.last_eval)
         return out
 
