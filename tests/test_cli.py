@@ -206,13 +206,15 @@ def test_failed_attempts_leave_no_run_folder(small, tmp_path, run_cli):
     config, data = small
     blob = tmp_path / "blob.bin"
     blob.write_bytes(bytes(range(1, 256)) * 64)  # binary, without a NUL byte
-    run = tmp_path / "runs" / "r"
+    run = tmp_path / "runs" / "r"  # runs/ does not exist yet either
     base = ["train", str(config), "--out", str(run), "--device", "cpu"]
     one_line_error(run_cli(*base, "--data", str(data), "--steps", "0"), "--steps must be at least 1")
     one_line_error(run_cli(*base, "--data", str(data), "--set", "train.steps=0"), "at least 1 step")
     one_line_error(run_cli(*base, "--data", str(blob)), "not UTF-8 text")
     one_line_error(run_cli(*base, "--data", str(data), "--set", "train.seq_len=100000"), "seq_len")
-    assert not run.exists()
+    (tmp_path / "tiny.txt").write_text("too short\n")  # fails after the run folder was made
+    one_line_error(run_cli(*base, "--data", str(tmp_path / "tiny.txt")), "fewer than one sequence")
+    assert not run.parent.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     one_line_error(run_cli(*base[:2], "--out", str(empty), "--data", str(blob), "--device", "cpu"), "binary")

@@ -92,13 +92,17 @@ def resolve_run(
 @contextlib.contextmanager
 def removed_on_failure(run_dir: Path) -> Iterator[None]:
     """Around the start of a new run: if it fails (or is interrupted) before writing its first
-    checkpoint, remove the folder it created, so that failed attempts leave nothing behind."""
+    checkpoint, remove what it created (the run folder, and parents such as `runs/` that it made),
+    so that failed attempts leave nothing behind; a folder the user made is emptied."""
     existed = run_dir.is_dir()
+    top = run_dir.absolute()
+    while not top.parent.exists():
+        top = top.parent
     try:
         yield
     except BaseException:
         if run_dir.is_dir() and not (run_dir / CHECKPOINTS).is_dir():
-            for path in list(run_dir.iterdir()) if existed else [run_dir]:
+            for path in list(run_dir.iterdir()) if existed else [top]:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
