@@ -1,5 +1,6 @@
 """Structured text for the multi-token-prediction experiments: JSON records and SQL queries
-whose syntax makes the next few tokens predictable (spec 3). Deterministic for a seed."""
+whose syntax makes the next few tokens predictable (docs/architecture.md, "Multi-Token
+Prediction"). Deterministic for a seed."""
 
 from __future__ import annotations
 
