@@ -6,6 +6,8 @@ One short real run (a 2-layer glm5-tiny, byte tokenizer, 8 steps) serves every t
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from glmlab import cli
 from glmlab.checkpoint import load_model
 from glmlab.config import load_config
 from glmlab.errors import GlmlabError
@@ -21,7 +24,7 @@ from glmlab.generate import Generator
 from glmlab.model.moe import MoE
 from glmlab.train.loop import Trainer
 from glmlab.viz.inspect import inspect, inspect_layers, mtp_drafts
-from glmlab.viz.inspect_figures import inspection_figures
+from glmlab.viz.inspect_figures import inspection_figures, mtp_figure
 from glmlab.viz.plots import run_figures
 from glmlab.viz.runs import load_runs
 
@@ -260,6 +263,17 @@ def test_mtp_drafts_match_speculative_decoding(tiny):
         assert step.drafts[: step.accepted] == step.emitted[: step.accepted]
         if step.accepted < len(step.drafts):  # the last draft shown is the rejected one
             assert step.drafts[-1] != step.emitted[step.accepted]
+    bars = mtp_figure(mtp, "tiny").axes[1].patches  # accepted drafts per step, then the rejected ones
+    assert [b.get_height() for b in bars[: len(mtp.steps)]] == [s.accepted for s in mtp.steps]
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_inspect_layers_reject_a_layer_out_of_range(run):
+    loaded = load_model(run)
+    with pytest.raises(GlmlabError, match="--layer -1 is out of range: this model has layers 0-1"):
+        inspect(loaded, PROMPT, layer=-1)
 
 
 def test_inspect_command_json_pngs_and_errors(run, tmp_path, run_cli):
@@ -273,11 +287,62 @@ def test_inspect_command_json_pngs_and_errors(run, tmp_path, run_cli):
     per = data["cache"]["per_token"]  # fp32, 2 layers: latent (16 + 8) x 2 x 4, indexer keys 16 x 2 x 4
     assert (per["latent"], per["indexer_keys"], per["expanded"]) == (192, 128, 2 * 2 * (16 + 8) * 4)
     assert len(data["mtp"]["accepted"]) == 2
-    assert sorted(Path(p).name for p in data["pngs"]) == ["layer1_dsa.png", "layer1_routing.png",
-                                                          "mla_cache.png"]  # fmt: skip
+    names = sorted(Path(p).name for p in data["pngs"])
+    assert names == ["layer1_dsa.png", "layer1_routing.png", "mla_cache.png", "mtp_drafts.png"]
     code, out, _ = run_cli(
         "inspect", str(run), "--prompt", "x = 1", "--layer", "0", "--out", str(tmp_path / "b")
     )
     assert code == 0 and "acceptance depth 1" in out and "MLA cache per token" in out
     code, _, err = run_cli("inspect", str(run), "--prompt", "x", "--layer", "2")
     assert code == 2 and err.count("\n") == 1 and "--layer 2 is out of range" in err
+
+
+# ---- docs/lessons -------------------------------------------------------------------------------
+
+LESSONS = Path(__file__).resolve().parent.parent / "docs" / "lessons"
+FENCE = re.compile(r"```(\w+)\n(.*?)```", re.S)
+
+
+def lesson_blocks(path: Path) -> list[tuple[str, str]]:
+    return [(kind, body) for kind, body in FENCE.findall(path.read_text())]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", sorted(p.name for p in LESSONS.glob("*.md")))
+def test_every_lesson_command_runs_and_draws_what_the_lesson_shows(
+    lesson, run, tmp_path, run_cli, monkeypatch
+):
+    """Runs each `glmlab` line of the lesson's bash blocks in a folder where runs/tiny-default is
+    this file's short run (a smaller model than the quickstart's) and docs/ is the repository's;
+    `glmlab train glm5-tiny` trains that smaller model for 4 steps. Each image the lesson shows
+    must come out of its commands under the same file name, and each `text` block (output of a
+    command on a preset, which does not depend on a trained run) must appear in that output."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "tiny-default").symlink_to(run)
+    (tmp_path / "docs").symlink_to(LESSONS.parent)
+    (tmp_path / "small.yaml").write_text(SMALL)
+    (tmp_path / "text.txt").write_text(Path(json.__file__).read_text() * 3)
+    monkeypatch.setenv("GLMLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli.console, "width", 250)  # tables as wide as the lesson shows them
+    blocks = lesson_blocks(LESSONS / lesson)
+    commands = [line for kind, body in blocks if kind == "bash" for line in body.splitlines()]
+    assert commands and all(c.startswith("glmlab ") for c in commands)
+    outputs = {}
+    for command in commands:
+        args = shlex.split(command)[1:]
+        if args[:2] == ["train", "glm5-tiny"]:
+            args = ["train", "small.yaml", *args[2:], "--data", "text.txt", "--steps", "4"]
+        code, out, err = run_cli(*args)
+        assert code == 0, f"{command}: {err}"
+        outputs[command] = " ".join((out + err).split())
+    for (kind, body), (next_kind, shown) in zip(blocks, blocks[1:], strict=False):
+        if kind == "bash" and next_kind == "text":
+            said = outputs[body.splitlines()[-1]]
+            for row in shown.splitlines():
+                assert " ".join(row.split()) in said, row
+    drawn = {p.name for base in (tmp_path, run) for p in base.rglob("*.png")}
+    shown = re.findall(r"!\[[^\]]*\]\(img/[^)]*?([^/)]+\.png)\)", (LESSONS / lesson).read_text())
+    assert shown and set(shown) <= drawn
+    for name in re.findall(r"\]\((img/[^)]+\.png)\)", (LESSONS / lesson).read_text()):
+        assert (LESSONS / name).is_file(), name

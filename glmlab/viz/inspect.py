@@ -180,8 +180,8 @@ def _dsa(model: CausalLM, i: int, rec: _Recorder) -> DSAMap | None:
         source -= 1
     xn, cos, sin = rec.attn_inputs[i]
     S = xn.shape[1]
-    _, probs = attn.attend_dense(attn.project(xn, cos, sin), need_probs=True)  # [1,H,S,S]
-    dense = probs.float().sum(1)[0]
+    _, mass = attn.attend_dense(attn.project(xn, cos, sin), need_mass=True)  # [1,S,S] summed over heads
+    dense = mass.float()[0]
     dense = dense / dense.sum(-1, keepdim=True)
     src = model.model.layers[source].self_attn
     sxn, scos, ssin = rec.attn_inputs[source]

@@ -1,4 +1,4 @@
-"""The inspector's pictures: per layer a routing map and a DSA map, and the MLA cache bars."""
+"""The inspector's pictures: per layer a routing map and a DSA map; the MLA cache bars; MTP acceptance."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glmlab.viz.inspect import DSAMap, Inspection, RoutingMap
+from glmlab.viz.inspect import DSAMap, Inspection, MTPInspection, RoutingMap
 from glmlab.viz.mpl import output_dir, pyplot, save_figures
 
 
@@ -24,7 +24,8 @@ def routing_figure(routing: RoutingMap, tokens: list[str], layer: int):
     """Token x expert map coloured by gate weight, and the shared expert's share per token."""
     plt = pyplot()
     with_shared = routing.shared_share is not None
-    fig, axes = plt.subplots(1, 2 if with_shared else 1, figsize=(9, 2 + 0.18 * len(tokens)), squeeze=False,
+    height = min(2 + 0.18 * len(tokens), 16)
+    fig, axes = plt.subplots(1, 2 if with_shared else 1, figsize=(9, height), squeeze=False,
                              gridspec_kw={"width_ratios": [4, 1] if with_shared else [1]})  # fmt: skip
     ax = axes[0, 0]
     gates = routing.dense().numpy()
@@ -54,7 +55,8 @@ def dsa_figure(dsa: DSAMap, tokens: list[str], layer: int):
     keeps of the dense attention (grey: causal keys left out), and the recall of each row."""
     plt = pyplot()
     S = len(tokens)
-    fig, axes = plt.subplots(1, 4, figsize=(17, 2.5 + 0.12 * S), gridspec_kw={"width_ratios": [4, 4, 4, 1.2]})
+    height = min(2.5 + 0.12 * S, 8)
+    fig, axes = plt.subplots(1, 4, figsize=(17, height), gridspec_kw={"width_ratios": [4, 4, 4, 1.2]})
     causal = np.tril(np.ones((S, S), dtype=bool))
     dense, chosen = np.array(dsa.attention), np.zeros((S, S), dtype=bool)
     for q, keys in enumerate(dsa.selected):
@@ -62,12 +64,10 @@ def dsa_figure(dsa: DSAMap, tokens: list[str], layer: int):
     scores = np.array([[np.nan if v is None else v for v in row] for row in dsa.scores], dtype=float)
     from matplotlib.colors import PowerNorm
 
-    # square-root colour scale: the first rows (one or two keys) would wash out the rest
-    heat = {
-        "norm": PowerNorm(0.5, 0.0, max(float(dense.max()), 1e-9)),
-        "interpolation": "nearest",
-        "aspect": "auto",
-    }
+    # square-root colour scale up to the 99th percentile: the first rows (one or two keys, each
+    # near 1) would wash out the rest
+    top = max(float(np.quantile(dense[causal], 0.99)), 1e-9)
+    heat = {"norm": PowerNorm(0.5, 0.0, top, clip=True), "interpolation": "nearest", "aspect": "auto"}
     blues = plt.get_cmap("Blues").with_extremes(bad="white")
     axes[0].imshow(np.ma.masked_where(~causal, dense), cmap=blues, **heat)
     axes[0].set_title(f"layer {layer}: dense attention (heads summed)")
@@ -112,9 +112,34 @@ def cache_figure(cache: dict, name: str):
     return fig
 
 
+def mtp_figure(mtp: MTPInspection, name: str):
+    """Acceptance per draft depth, and the drafts each decoding step kept."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 3]})
+    depths = range(1, mtp.depth + 1)
+    left.bar(depths, mtp.acceptance, color="C2")
+    for d, (a, v) in zip(depths, zip(mtp.accepted, mtp.verified, strict=True), strict=True):
+        left.text(d, 0.02, f"{a}/{v}", ha="center", fontsize=8)
+    left.set_xticks(list(depths))
+    left.set_ylim(0, 1)
+    left.set_xlabel("draft depth")
+    left.set_title("acceptance per depth")
+    right.bar(range(len(mtp.steps)), [s.accepted for s in mtp.steps], color="C2", label="accepted drafts")
+    right.bar(range(len(mtp.steps)), [len(s.drafts) - s.accepted for s in mtp.steps],
+              bottom=[s.accepted for s in mtp.steps], color="C3", label="rejected draft")  # fmt: skip
+    right.set_xlabel("decoding step")
+    right.set_ylabel("drafts")
+    right.set_title(f"{name}: {mtp.tokens_per_step:.2f} tokens per step")
+    right.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def inspection_figures(result: Inspection) -> dict:
     """name -> Figure for everything the inspection holds."""
     figures = {"mla_cache": cache_figure(result.cache, result.name)}
+    if result.mtp is not None and result.mtp.steps:
+        figures["mtp_drafts"] = mtp_figure(result.mtp, result.name)
     for item in result.layers:
         if item.routing is not None:
             figures[f"layer{item.layer}_routing"] = routing_figure(item.routing, result.tokens, item.layer)
