@@ -140,6 +140,8 @@ def test_batches_are_a_function_of_position():
     assert not all((other.batch(p) == seen[p // 3]).all() for p in range(0, 30, 3))
     with pytest.raises(GlmlabError, match="fewer than one sequence"):
         Batches(tokens[:3], seq_len=4, batch_size=1, seed=0)
+    with pytest.raises(GlmlabError, match="non-negative"):  # numpy's generator would raise ValueError
+        Batches(tokens, seq_len=4, batch_size=1, seed=-1)
     val = validation_batches(tokens, seq_len=4, batch_size=3, n_batches=2)
     assert [v.shape[0] for v in val] == [3, 3] and val[0][0].tolist() == [0, 1, 2, 3]
 

@@ -30,6 +30,8 @@ class Batches:
     """Training batches [batch, seq_len] from a packed stream, addressed by position."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int) -> None:
+        if seed < 0:
+            raise GlmlabError(f"train.seed must be a non-negative integer, got {seed}: use --seed 0 or above")
         self.tokens, self.seq_len, self.batch_size, self.seed = tokens, seq_len, batch_size, seed
         self.n_seq = len(tokens) // seq_len
         if self.n_seq < 1:
