@@ -47,7 +47,7 @@ done
 wait
 for s in "${studies[@]}"; do
   $glm experiment "experiments/$s.yaml" --report-only --out "$work" $steps $extra >> "$OUT/$s.log" 2>&1
-  name=$s; [ "$extra" = --quick ] && name=$s-quick
+  name=$s; case " $extra " in *" --quick "*) name=$s-quick ;; esac
   mkdir -p "$OUT/$s"
   cp "$work/$name"/{report.md,results.csv,results.json,invocations.jsonl} "$OUT/$s/" 2>/dev/null
   mv "$OUT/$s.log" "$OUT/$s/runner.log"

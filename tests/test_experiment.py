@@ -144,6 +144,11 @@ def test_a_killed_cell_resumes_from_its_checkpoint(tmp_path):
     assert first["curve"]["step"] == [1, 2] and not first["resumed"]
     (run / RESULT).unlink()
     (run / TRAIN_SUMMARY).unlink()
+    again = run_cell(cfg2, run, device="cpu")  # killed after its last checkpoint: nothing to train
+    assert again["metrics"]["val_loss"] == first["metrics"]["val_loss"]
+    assert again["metrics"]["tokens_per_s"] == pytest.approx(first["metrics"]["tokens_per_s"], rel=1e-6)
+    (run / RESULT).unlink()
+    (run / TRAIN_SUMMARY).unlink()
     second = run_cell(cfg4, run, device="cpu")
     assert second["resumed"] and second["curve"]["step"] == [1, 2, 3, 4]
     assert second["curve"]["lm_loss"][:2] == first["curve"]["lm_loss"]

@@ -143,8 +143,15 @@ def _train(cfg: Config, run_dir: Path, device: str, tokenizer_dir: Path | None, 
     result = train(cfg, run_dir, resume=resume, device=device, console=console, show_progress=False)
     if result.signum is not None:
         raise CellStopped(result.signum, result.step)
+    summary = dict(result.summary)
+    if not summary.get("tokens") and result.step:  # killed after the last checkpoint: nothing left to train
+        t = cfg.train
+        summary["tokens"] = result.step * t.batch_size * t.grad_accum * t.seq_len
+        summary["tokens_per_s"] = summary["tokens"] / max(summary.get("train_time_s", 0.0), 1e-9)
+        evals = [r for r in map(json.loads, (run_dir / METRICS).read_text().splitlines()) if "val_loss" in r]
+        summary.update({k: evals[-1][k] for k in ("val_loss", "val_bpb")} if evals else {})
     peak, peak_kind = _peak_memory(device_type)
-    summary = {**result.summary, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
+    summary = {**summary, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
                "resumed": resume}  # fmt: skip
     write_json(summary_path, summary)
     return summary
@@ -187,6 +194,9 @@ def run_cell(
                 finally:
                     torch.set_num_threads(threads)
                 metrics.update(_flatten_mtp(mtp))
+        except CellStopped as err:
+            log.write(f"{err}: a re-run of the experiment resumes this cell from its checkpoint\n")
+            raise
         except Exception:
             log.write(traceback.format_exc())
             raise
