@@ -1,8 +1,8 @@
 """One typed config for model and training: YAML with `extends:`, `--set` overrides, validation.
 
-Model field names follow transformers' `GlmMoeDsaConfig` (architecture spec, section 1);
-the fields glmlab adds are marked in `ModelConfig`. Every command reads the same `Config`
-object: nothing downstream re-derives a shape on its own.
+Model field names follow transformers' `GlmMoeDsaConfig` (GLM-5's values and what each does:
+docs/architecture.md); the fields glmlab adds are marked in `ModelConfig`. Every command reads the
+same `Config` object: nothing downstream re-derives a shape on its own.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class ModelConfig:
 
     @property
     def resolved_indexer_types(self) -> list[str]:
-        """'full' or 'shared' per main layer (spec 2.2, IndexShare)."""
+        """'full' or 'shared' per main layer (docs/architecture.md, "IndexShare")."""
         if self.indexer_types is not None:
             return list(self.indexer_types)
         freq, offset = max(self.index_topk_freq, 1), self.index_skip_topk_offset
@@ -118,7 +118,7 @@ class ModelConfig:
 
     @property
     def softmax_scale(self) -> float:
-        """MLA score scale, times mscale**2 under YaRN (spec 2.1)."""
+        """MLA score scale, times mscale**2 under YaRN (docs/architecture.md, YaRN)."""
         scale = self.qk_head_dim**-0.5
         if self.yarn and self.yarn.get("mscale_all_dim"):
             factor = self.yarn["factor"]
@@ -145,10 +145,10 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
-    mtp_lambda: float = 0.3  # L = L_LM + lambda * L_MTP (spec 3)
-    balance_alpha: float = 1e-4  # sequence-wise balance loss weight (spec 2.3)
-    bias_update_gamma: float = 1e-3  # auxiliary-loss-free bias step (spec 2.3); 0 turns it off
-    dsa_warmup_steps: int = 0  # stage 1: dense attention, only the indexer trains (spec 2.2)
+    mtp_lambda: float = 0.3  # L = L_LM + lambda * L_MTP (docs/architecture.md, "Training objective")
+    balance_alpha: float = 1e-4  # sequence-wise balance loss weight (docs/architecture.md, MoE)
+    bias_update_gamma: float = 1e-3  # auxiliary-loss-free bias step (docs/architecture.md); 0 turns it off
+    dsa_warmup_steps: int = 0  # stage 1: dense attention, only the indexer trains (docs/architecture.md, DSA)
     dsa_warmup_lr: float = 1e-3
     indexer_loss_weight: float = 1.0  # weight of the indexer KL loss in stage 2
     tokenizer: str = "bpe"  # "bpe" (trained on the training split) or "byte"
