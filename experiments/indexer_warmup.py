@@ -1,7 +1,7 @@
 """DSA stage 1 on a model whose attention has something to copy: does the indexer learn it?
 
-DeepSeek-V3.2 and GLM-5 ran the dense warm-up (spec 2.2, stage 1) on a pretrained model. In a
-run from scratch the warm-up sees near-uniform attention, so the indexer has nothing to learn
+DeepSeek-V3.2 and GLM-5 ran the dense warm-up (stage 1 in docs/architecture.md, DSA) on a pretrained
+model. In a run from scratch the warm-up sees near-uniform attention, so the indexer has nothing to learn
 (recall stays at the uniform value; see experiments/README.md). This script takes a trained
 run, replaces its lightning indexers with freshly initialised ones, freezes everything else
 and trains only the indexers on the KL target with dense attention, printing indexer recall

@@ -2,7 +2,7 @@
 
 A folder holds `config.json` and `model.safetensors` (or shards listed in
 `model.safetensors.index.json`) for `glm_moe_dsa` (GLM-5), `deepseek_v32` or `deepseek_v3`.
-Differences from glmlab's own layout (architecture spec, sections 1-3):
+Differences from glmlab's own layout (docs/architecture.md has the model's own names):
 
 - routed experts are stored one by one (`mlp.experts.{e}.gate_proj/up_proj/down_proj.weight`);
   glmlab stacks them as `gate_up_proj [E, 2I, d]` (gate rows first) and `down_proj [E, d, I]`;

@@ -1,5 +1,5 @@
 """The analytic calculator against the model it mirrors and against published figures
-(accounting spec: reference figures; design: "the calculator mirrors the model")."""
+(docs/accounting.md, "Public figures the counts reproduce" and "Checking against measurement")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """measure.py: the counting formulas it adds, saved-tensor memory, and a real profile run
-against the estimate (accounting spec, "What counting tools miss")."""
+against the estimate (docs/accounting.md, "Checking against measurement")."""
 
 from __future__ import annotations
 

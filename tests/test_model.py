@@ -1,5 +1,5 @@
 """Model correctness: each mechanism's fast path equals its reference, causality, MTP, IndexShare,
-MoE statistics and where the indexer's gradient comes from (architecture spec, sections 2-3)."""
+MoE statistics and where the indexer's gradient comes from (docs/architecture.md)."""
 
 from __future__ import annotations
 

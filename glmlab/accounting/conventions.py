@@ -1,4 +1,4 @@
-"""The named counting conventions (accounting spec, "Conventions the field uses").
+"""The named counting conventions (docs/accounting.md, "FLOP conventions").
 
 A convention decides which pairs of (query, key) attention is charged for, which form of
 core attention is counted, and which small modules are counted at all. The arithmetic of

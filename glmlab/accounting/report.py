@@ -1,5 +1,5 @@
 """What `glmlab flops` prints: FLOPs, parameters, memory and the article's claims for a
-config at one or more context lengths (accounting spec)."""
+config at one or more context lengths (docs/accounting.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Building blocks: RMSNorm, rotary embedding (interleaved / half-split, YaRN), SwiGLU (spec 2)."""
+"""Building blocks: RMSNorm, rotary embedding (interleaved / half-split, YaRN), SwiGLU
+(docs/architecture.md, "RMSNorm, rotary embedding, YaRN")."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class SwiGLU(nn.Module):
 
 
 def _yarn_inv_freq(cfg: ModelConfig, dim: int) -> tuple[torch.Tensor, float]:
-    """YaRN frequencies and cos/sin scale, as DeepSeek-V3 defines them (spec 1, 2.1)."""
+    """YaRN frequencies and cos/sin scale, as DeepSeek-V3 defines them (docs/architecture.md, YaRN)."""
     y = cfg.yarn
     base, factor = cfg.rope_theta, float(y["factor"])
     original = y["original_max_position_embeddings"]

@@ -1,4 +1,4 @@
-"""Multi-Token Prediction modules (spec 3, DeepSeek-V3 eqs. 21-25)."""
+"""Multi-Token Prediction modules (docs/architecture.md, "Multi-Token Prediction"; DeepSeek-V3 eqs. 21-25)."""
 
 from __future__ import annotations
 

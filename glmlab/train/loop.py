@@ -60,8 +60,9 @@ METRICS = "metrics.jsonl"
 
 @torch.no_grad()
 def update_router_biases(model: CausalLM, counts: torch.Tensor, gamma: float) -> None:
-    """Auxiliary-loss-free balancing (spec 2.3): b_e += gamma * sign(mean load - load_e) for each
-    router; `counts` [routers, E] are the tokens each expert received this step."""
+    """Auxiliary-loss-free balancing (docs/architecture.md, "Mixture of Experts"):
+    b_e += gamma * sign(mean load - load_e) for each router; `counts` [routers, E] are the tokens each
+    expert received this step."""
     c = counts.float()
     step = gamma * torch.sign(c.mean(-1, keepdim=True) - c)
     for router, delta in zip(model.routers(), step, strict=True):
