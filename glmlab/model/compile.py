@@ -6,8 +6,9 @@ On a GPU the routed experts compile with their layer (`Experts.grouped`: every s
 by the shapes); the CPU's loop over experts (`Experts.looped`) stays eager, marked
 `torch.compiler.disable`, since it splits tokens by counts known only at run time.
 Parameter names and checkpoints are unchanged (`nn.Module.compile` compiles in place). The
-first step pays the compilation (85 s for the CPU benchmark model on 2 cores with an empty
-inductor cache, 6-40 s with a warm one); a new input shape or a DSA stage change compiles again.
+first step pays the compilation, far more with an empty inductor cache than with a warm one
+(measured times: experiments/README.md, "Timings moved from docstrings"); a new input shape or a
+DSA stage change compiles again.
 """
 
 from __future__ import annotations
