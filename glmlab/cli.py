@@ -401,7 +401,7 @@ def quickstart(
     plain = gen.generate(prompt, 64, on_text=lambda s: print(s, end="", flush=True))
     print(flush=True)
     spec = gen.generate(prompt, 64, speculative=2)
-    console.print(f"plain: {escape(stats_line(plain))}\nMTP K=2: {escape(stats_line(spec))}; "
+    console.print(f"plain: {escape(stats_line(plain))}\nwith drafts: {escape(stats_line(spec))}; "
                   f"same text: {spec.text == plain.text}", highlight=False)  # fmt: skip
     if spec.tokens_per_second < plain.tokens_per_second:
         console.print("[dim]drafts pay off once most are accepted: this short run's are not "
