@@ -98,7 +98,8 @@ def _scores_fwd_kernel(
     t_hi = tl.minimum(t_lo + TILES * BLOCK_T, n_cols)
     t_vis = tl.minimum(t_hi, last + 1)
     # Heads are summed by a second product, (keys x (query, head)) @ (head weights per query), whose
-    # first operand stays in registers; a sum across the first product's rows was 1.6x slower.
+    # first operand stays in registers; a sum across the first product's rows was slower (timed in
+    # experiments/README.md, "Timings moved from docstrings").
     j = tl.arange(0, BLOCK_SP)
     wt = tl.where((m // HP)[:, None] == j[None, :], w[:, None], 0.0).to(q.dtype)  # [M, BLOCK_SP]
     cols = pid_s * BLOCK_S + j
@@ -374,7 +375,8 @@ def _select_kernel(
     """Top-K of one score row by radix select over the visible keys: four histogram passes of 8 bits
     find the K-th largest score exactly, a fifth writes the keys above it and the lowest-indexed ties.
     (tl.histogram costs a GPU thread work per bin it owns, so 256 bins a pass beat 2048: with three
-    passes of 11 bits the selection took 0.8 s of index_topk's 1.0 s at 128K on an H200.)"""
+    passes of 11 bits the selection took most of index_topk's time at 128K on an H200; the figures
+    are in experiments/README.md, "Timings moved from docstrings".)"""
     r = tl.program_id(0) % n_rows
     b = (tl.program_id(0) // n_rows).to(tl.int64)
     n = first_pos + r + 1  # visible keys
