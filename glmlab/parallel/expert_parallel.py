@@ -52,6 +52,8 @@ class ExpertParallel(nn.Module):
         super().__init__()
         self.ep = mesh.size()
         self.group = mesh.get_group()
+        self.rank = mesh.get_local_rank()
+        self.sent_bytes = 0  # all-to-all bytes this rank sent to others in training passes
         E = experts.gate_up_proj.shape[0]
         self.n_local = E // self.ep
         self.gate_up_proj = nn.Parameter(distribute_tensor(experts.gate_up_proj.detach(), mesh, [Shard(0)]))
@@ -75,6 +77,9 @@ class ExpertParallel(nn.Module):
         dist.all_to_all_single(received, counts, group=self.group)
         send_splits = counts.view(ep, n_local).sum(1).tolist()
         recv_splits = received.view(ep, n_local).sum(1).tolist()
+        if torch.is_grad_enabled():  # rows for other ranks: dispatched, combined, both again backward
+            off_rank = sum(send_splits) - send_splits[self.rank] + sum(recv_splits) - recv_splits[self.rank]
+            self.sent_bytes += 2 * off_rank * x.shape[1] * x.element_size()
         recv = all_to_all_single_autograd(send, recv_splits, send_splits, self.group)
         y = self._local_experts(recv, received.view(ep, n_local))
         back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)

@@ -1,0 +1,111 @@
+"""One GPU against two (FSDP2, FSDP2 + EP=2) on the same per-GPU micro-batch, measured beside
+`glmlab plan`'s estimates. Started by experiments/gpu_h200x2.sh:
+
+    python experiments/parallel_runs.py run RUN_DIR [--set FIELD=VALUE ...]          # one GPU
+    torchrun --nproc-per-node 2 experiments/parallel_runs.py run RUN_DIR [--set ...]  # two
+    python experiments/parallel_runs.py summarize OUT                                  # the table
+
+`run` trains a real `glmlab train` run (glmlab.train.Trainer: data, FSDP2 or EP from the rank
+count and train.expert_parallel, checkpoint and evaluation) and writes RUN_DIR/measured.json:
+tokens/s after the first steps, the losses, every rank's peak CUDA memory and the all-to-all
+bytes each rank sent per step, with the plan's estimate of the same layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+WARMUP_RECORDS = 2  # log records skipped before averaging tokens/s (allocator, autotuning)
+
+
+def run(run_dir: Path, config: str, device: str, overrides: list[str]) -> None:
+    """One run on this rank's device; on the CPU (a smoke test) peak memory reads 0."""
+    import torch
+    import torch.distributed as dist
+    from rich.console import Console
+
+    from glmlab.accounting.cluster import GPUS, Layout, PlanOptions, plan_layout
+    from glmlab.config import load_config
+    from glmlab.parallel.expert_parallel import ExpertParallel
+    from glmlab.parallel.world import current_world
+    from glmlab.train.loop import Trainer
+
+    cuda = device == "cuda"
+    world = current_world(device)
+    console = Console(quiet=not world.is_main)
+    trainer = Trainer(load_config(config, overrides), run_dir, resume=False, device=device, console=console)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer.run(show_progress=False)
+    t = trainer.cfg.train
+    sent = sum(m.sent_bytes for m in trainer.model.modules() if isinstance(m, ExpertParallel)) / t.steps
+    peak = torch.cuda.max_memory_allocated() if cuda else 0
+    mine = torch.tensor([peak, sent], dtype=torch.float64, device=device)
+    every = [mine.clone() for _ in range(world.size)]
+    if world.distributed:
+        dist.all_gather(every, mine)
+    if not world.is_main:
+        return
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if "loss" in r]
+    ep = t.expert_parallel if world.size > 1 else 1
+    per_gpu = t.batch_size // world.size
+    opts = PlanOptions(
+        t.seq_len, t.batch_size * t.grad_accum, per_gpu, gpu=GPUS["h200"], optimizer=t.optimizer
+    )
+    plan = plan_layout(trainer.cfg, Layout(dp=world.size, ep=ep), opts)
+    out = {
+        "ranks": world.size, "expert_parallel": ep, "global_batch": t.batch_size * t.grad_accum,
+        "micro_batch_per_gpu": per_gpu, "seq_len": t.seq_len, "steps": t.steps,
+        "tokens_per_s": statistics.mean(r["tokens_per_s"] for r in records[WARMUP_RECORDS:]),
+        "losses": {r["step"]: r["loss"] for r in records},
+        "peak_memory_per_rank": [float(v[0]) for v in every],
+        "all_to_all_bytes_per_step_per_rank": [float(v[1]) for v in every],
+        "plan": {"memory": plan.memory, "ep_all_to_all_bytes": plan.comm_bytes["ep_all_to_all"],
+                 "tokens_per_s": plan.tokens_per_s},
+    }  # fmt: skip
+    (run_dir / "measured.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "losses"}))
+
+
+def summarize(root: Path) -> None:
+    found = {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/measured.json"))}
+    if "one" not in found:
+        raise SystemExit(f"no {root}/one/measured.json: the one-GPU run did not finish")
+    base = found["one"]
+    print(f"{'run':<6} {'GPUs':>4} {'EP':>3} {'tokens/s':>10} {'speed-up':>8} "
+          f"{'peak GB/GPU (meas / plan)':>27} {'a2a MB/step/GPU (meas / plan)':>31} "
+          f"{'max |loss - one GPU|':>21}")  # fmt: skip
+    for name, m in found.items():
+        peak = max(m["peak_memory_per_rank"]) / 1e9
+        plan_peak = m["plan"]["memory"]["total"] / 1e9
+        a2a = max(m["all_to_all_bytes_per_step_per_rank"]) / 1e6
+        plan_a2a = m["plan"]["ep_all_to_all_bytes"] / 1e6
+        common = set(m["losses"]) & set(base["losses"])
+        diff = max(abs(m["losses"][s] - base["losses"][s]) for s in common)
+        print(f"{name:<6} {m['ranks']:>4} {m['expert_parallel']:>3} {m['tokens_per_s']:>10,.0f} "
+              f"{m['tokens_per_s'] / base['tokens_per_s']:>8.2f} {peak:>12.2f} / {plan_peak:<6.2f} "
+              f"({peak / plan_peak:.2f}) {a2a:>14.1f} / {plan_a2a:<8.1f} {diff:>14.4f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["run", "summarize"])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--config", default="glm5-small")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    args = parser.parse_args()
+    if args.what == "run":
+        run(args.path, args.config, args.device, args.overrides)
+    else:
+        summarize(args.path)
+
+
+if __name__ == "__main__":
+    main()
