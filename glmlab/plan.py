@@ -25,6 +25,9 @@ INDEX_DOTS_PER_SEQUENCE = (1 << 16, 1 << 24)
 GATHERED_LATENTS = (1 << 17, 1 << 25)
 # The indexer keeps at least this many query rows per chunk, however long the context.
 MIN_INDEX_ROWS = 16
+# The Triton dense warm-up KL computes its target (bf16 scores and fp32 probabilities of every
+# head) for chunks of query rows within this many bytes per sequence.
+KL_TARGET_BYTES = 1 << 28
 
 
 def rows_per_chunk(device_type: str, row_elements: int, budget: tuple[int, int], minimum: int = 1) -> int:
@@ -38,6 +41,12 @@ def score_chunks(n: int, T: int, heads: int, device_type: str) -> list[tuple[int
     query, keys scored). A chunk scores the keys up to its last query's position. The chunks
     depend on neither the batch nor the data."""
     rows = rows_per_chunk(device_type, heads * T, INDEX_DOTS_PER_SEQUENCE, MIN_INDEX_ROWS)
+    return [(a, min(a + rows, n), T - n + min(a + rows, n)) for a in range(0, n, rows)]
+
+
+def kl_target_chunks(n: int, T: int, heads: int) -> list[tuple[int, int, int]]:
+    """The Triton warm-up KL's chunks over n queries (the last n of T): (first, end, keys)."""
+    rows = max(1, min(n, KL_TARGET_BYTES // (6 * heads * T)))
     return [(a, min(a + rows, n), T - n + min(a + rows, n)) for a in range(0, n, rows)]
 
 
@@ -115,11 +124,12 @@ class AttentionPlan:
     fused_sdpa: bool  # dense SDPA runs a fused causal kernel (else the math path: full square)
     kernel: str  # "torch" or "triton": who selects and attends on sparse and cached paths
     score_chunks: tuple[tuple[int, int, int], ...]  # the torch indexer's chunks (empty if none)
+    kl_chunks: tuple[tuple[int, int, int], ...]  # the Triton warm-up KL's target chunks (empty if none)
 
     @property
     def recall(self) -> bool:
-        """Dense attention with the indexer's loss also reports the top-k's recall."""
-        return self.path == "dense" and self.index_loss
+        """Dense torch attention with the indexer's loss also reports the top-k's recall."""
+        return self.path == "dense" and self.index_loss and self.kernel == "torch"
 
 
 @lru_cache(maxsize=1)
@@ -137,12 +147,13 @@ def resolve_dsa_impl(impl: str, device: str) -> str:
 
 def attention_plan(m: ModelConfig, kind: LayerKind, call: Call, *, impl: str) -> AttentionPlan:
     """The path one layer takes for one call; `impl` is `dsa_impl` resolved for the device."""
-    return _attention_plan(m.index_topk, m.index_n_heads, m.qk_head_dim >= m.v_head_dim, kind, call, impl)
+    widths = m.qk_head_dim >= m.v_head_dim
+    return _attention_plan(m.index_topk, m.index_n_heads, m.num_attention_heads, widths, kind, call, impl)
 
 
 @lru_cache(maxsize=4096)
 def _attention_plan(
-    index_topk: int, index_heads: int, equal_widths: bool, kind: LayerKind, call: Call, impl: str
+    index_topk: int, index_heads: int, heads: int, equal_widths: bool, kind: LayerKind, call: Call, impl: str
 ) -> AttentionPlan:
     n, T = call.queries, call.context
     sparse = kind.dsa and not call.dsa_dense and T > index_topk
@@ -162,6 +173,8 @@ def _attention_plan(
     # other way round (v wider than q and k).
     fused = call.device != "cpu" or equal_widths
     chunks = tuple(score_chunks(n, T, index_heads, call.device)) if score and kernel == "torch" else ()
+    dense_kl = index_loss and not sparse and kernel == "triton"
+    kl_chunks = tuple(kl_target_chunks(n, T, heads)) if dense_kl else ()
     return AttentionPlan(
         path=path,
         sparse=sparse,
@@ -172,6 +185,7 @@ def _attention_plan(
         fused_sdpa=fused,
         kernel=kernel,
         score_chunks=chunks,
+        kl_chunks=kl_chunks,
     )
 
 

@@ -118,6 +118,14 @@ def test_index_topk_matches_twin(B, S, T, topk, buffer_bytes):
     assert torch.equal(got[0], again[0]) and torch.equal(got[1], again[1])
 
 
+@pytest.mark.parametrize("T", [6, 29])
+def test_index_topk_torch_select_picks_the_same_sets(T):
+    """Chunks selected by torch.topk (the model's choice) = the twin's sets, valid mask exact."""
+    q, w, k = inputs(2, 3, T, seed=4)
+    got = kernels.index_topk(q, w, k, topk=8, buffer_bytes=2 * 4 * T * 4, tiles=TILES, select="torch")
+    same_picks(got, ref.index_topk(q, w, k, topk=8))
+
+
 def test_index_topk_ties_go_to_lower_keys():
     """Negative head weights zero many scores (ReLU of positive dots weighted below zero, and
     exactly zero where every dot is negative); equal scores are picked from the lowest key up."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from glmlab.accounting.conventions import Convention, get_convention
 from glmlab.config import Config, ModelConfig
 from glmlab.plan import (
+    AttentionPlan,
     Call,
     LayerKind,
     attention_plan,
@@ -71,6 +72,31 @@ def gathered_backward_pair_flops(m: ModelConfig) -> int:
     return 2 * m.num_attention_heads * (m.kv_lora_rank + 3 * R)
 
 
+def triton_sparse_backward_pair_flops(m: ModelConfig) -> int:
+    """Backward of the Triton sparse MLA kernel per (query, selected key): it recomputes q.k (R),
+    then dP (r), dQ (R) and the latents' gradient dS^T q (R) + P^T dO (r)."""
+    R = m.kv_lora_rank + m.qk_rope_head_dim
+    return 2 * m.num_attention_heads * (3 * R + 2 * m.kv_lora_rank)
+
+
+def _indexer_scoring(m: ModelConfig, plan: AttentionPlan, n: int, T: int) -> tuple[float, float]:
+    """The indexer's scoring and, on the Triton path, its loss's own work. Torch scores [S,T] in
+    chunks, with gradients; Triton selects without gradient, then scores the picked keys again
+    with gradient for the KL, or (dense warm-up) builds the KL target per chunk from the absorbed
+    queries (no gradient) while scoring every visible key with gradient."""
+    pair = indexer_pair_flops(m)
+    scored = scored_pairs(plan, n, T) * pair
+    if plan.kernel == "torch":
+        return _gemm(scored)
+    if plan.sparse:
+        picked = n * plan.selected_keys * pair if plan.index_loss else 0
+        return scored + picked, scored + 3 * picked
+    H, r = m.num_attention_heads, m.kv_lora_rank
+    target_pairs = sum((b - a) * end for a, b, end in plan.kl_chunks)
+    target = target_pairs * 2 * H * (r + m.qk_rope_head_dim) + n * 2 * H * m.qk_nope_head_dim * r
+    return scored + target, 3 * scored + target
+
+
 def indexer_projection_flops(m: ModelConfig, scoring: bool = True) -> int:
     """Per token: wk from the normed input (the keys, always computed) and, when the indexer
     scores, wq_b from the query latent and weights_proj from the normed input."""
@@ -108,14 +134,16 @@ def _executed_attention(m: ModelConfig, kind: LayerKind, call: Call) -> Terms:
         proj = n * indexer_projection_flops(m, plan.score)
         out["indexer_projections"] = _gemm(proj, 2.0)  # detached inputs: weight gradients only
         if plan.score:
-            out["indexer_scoring"] = _gemm(scored_pairs(plan, n, T) * indexer_pair_flops(m))
+            out["indexer_scoring"] = _indexer_scoring(m, plan, n, T)
     expanded, absorbed = attention_pair_flops(m, "expanded"), attention_pair_flops(m, "absorbed")
     if plan.path == "cached":
         keys = plan.selected_keys if plan.sparse else T
         out["core_attention"] = _gemm(n * keys * absorbed)
     elif plan.path == "sparse":
         pairs = n * plan.selected_keys
-        out["core_attention"] = (pairs * absorbed, pairs * (absorbed + gathered_backward_pair_flops(m)))
+        triton = plan.kernel == "triton"
+        backward = triton_sparse_backward_pair_flops(m) if triton else gathered_backward_pair_flops(m)
+        out["core_attention"] = (pairs * absorbed, pairs * (absorbed + backward))
     elif plan.path == "masked" or plan.probs or not plan.fused_sdpa:  # every pair of the n x T square
         out["core_attention"] = _gemm(n * T * expanded)
     else:  # a fused causal SDPA kernel skips the masked half

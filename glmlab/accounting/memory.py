@@ -78,15 +78,25 @@ def _attention_activations(m: ModelConfig, kind: LayerKind, call: Call, b: int) 
     token = d + (3 * r_q if r_q else 0) + 2 * r + rope + H * v
     pair = 0.0
     extra = 0.0
+    K = plan.selected_keys
     if kind.indexer:
         token += 3 * m.index_head_dim + m.index_n_heads * (m.index_head_dim + 1)
-        pair += 1  # the index scores; the ReLU'd dots cover the pairs each chunk scores
-        extra += scored_pairs(plan, n, T) * m.index_n_heads * b
+        if plan.kernel == "torch":
+            pair += 1  # the index scores; the ReLU'd dots cover the pairs each chunk scores
+            extra += scored_pairs(plan, n, T) * m.index_n_heads * b
+        elif plan.index_loss and plan.sparse:
+            extra += n * K * 8  # index_scores_at keeps the picks' indices
+        elif plan.index_loss:  # the warm-up KL keeps its gradients: fp32 q, w and k
+            extra += n * 4 * (m.index_n_heads * (m.index_head_dim + 1) + m.index_head_dim)
     if plan.path == "sparse":
-        # q parts, [q_lat; q_pe], the [c_kv; k_pe] rows, the latent output; per selected key
-        # gathered_attention keeps the row indices and fp32 probabilities (latents re-gathered)
+        # q parts, [q_lat; q_pe], the [c_kv; k_pe] rows, the latent output; per selected key the
+        # torch path keeps the row indices and fp32 probabilities (latents re-gathered), the
+        # Triton kernel the row indices, the valid mask and a log-sum-exp per (query, head)
         token += H * qk + H * (r + rope) + (r + rope) + H * r
-        extra += n * plan.selected_keys * (8 + 4 * H)
+        if plan.kernel == "triton":
+            extra += n * K * (8 + 1) + n * 4 * H
+        else:
+            extra += n * K * (8 + 4 * H)
     elif plan.path == "masked" or plan.probs or not plan.fused_sdpa:
         token += 2 * H * qk + 2 * H * v + r
         pair += 2 * H

@@ -22,7 +22,7 @@ import torch
 
 from glmlab.model import CausalLM
 from glmlab.model.dsa import TopK, select_topk
-from glmlab.model.mla import LatentCache, MultiHeadLatentAttention
+from glmlab.model.mla import LatentCache, MultiHeadLatentAttention, Projections
 from glmlab.model.moe import MoE
 from glmlab.plan import score_chunks
 
@@ -67,8 +67,8 @@ def attention_step(
             topk = select_topk(index, cfg.index_topk)
         else:
             topk = shared_topk
-    q_nope, q_pe = p.q_nope.view(B, S, H, -1), p.q_pe.view(B, S, H, -1)
-    o, _ = attn._absorbed(q_nope, q_pe, latents, topk, None if topk is not None else visible)
+    rows_view = Projections(p.q_latent, p.q_nope.view(B, S, H, -1), p.q_pe.view(B, S, H, -1), p.c_kv, p.k_pe)
+    o, _ = attn.attend_cached(rows_view, latents, topk, visible, kernel="torch")
     return attn.o_proj(o.reshape(B, S, -1)), topk
 
 

@@ -573,7 +573,13 @@ _at_op.register_autograd(_at_backward, setup_context=_at_setup)
 
 @torch.library.custom_op("glmlab::index_topk", mutates_args=())
 def _topk_op(
-    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, topk: int, buffer_bytes: int, tiles: list[int]
+    q: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    topk: int,
+    buffer_bytes: int,
+    tiles: list[int],
+    torch_select: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, S, _, _ = q.shape
     T, t = k.shape[1], _tiles(tiles)
@@ -586,7 +592,13 @@ def _topk_op(
         b = min(a + rows, S)
         end = T - S + b  # the chunk's keys: up to its last query
         chunk = buffer[: B * (b - a) * end].view(B, b - a, end)
-        _launch_scores(q[:, a:b], w[:, a:b], k[:, :end], chunk, end, t, fill=False)
+        _launch_scores(q[:, a:b], w[:, a:b], k[:, :end], chunk, end, t, fill=torch_select)
+        if torch_select:
+            n = min(K, end)
+            top = chunk.topk(n, dim=-1, sorted=False)
+            idx[:, a:b, :n], valid[:, a:b, :n] = top.indices, torch.isfinite(top.values)
+            idx[:, a:b, n:], valid[:, a:b, n:] = 0, 0
+            continue
         _select_kernel[(B * (b - a),)](
             chunk, idx, valid, b - a, T - S + a, a, S, K, chunk.stride(0), chunk.stride(1), BLOCK=t.select,
             num_warps=8,
@@ -595,7 +607,7 @@ def _topk_op(
 
 
 @_topk_op.register_fake
-def _(q, w, k, topk, buffer_bytes, tiles):
+def _(q, w, k, topk, buffer_bytes, tiles, torch_select):
     shape = (q.shape[0], q.shape[1], min(topk, k.shape[1]))
     return q.new_empty(shape, dtype=torch.int64), q.new_empty(shape, dtype=torch.bool)
 
@@ -676,8 +688,12 @@ def index_topk(
     topk: int,
     buffer_bytes: int = 1 << 28,
     tiles: Tiles | None = None,
+    select: str = "radix",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The K = min(topk, T) best visible keys per query: indices int64 [B,S,K], valid bool [B,S,K].
+
+    `select="torch"` selects each scored chunk with `torch.topk` instead of the radix kernel
+    (same sets; ties as torch.topk breaks them, so not necessarily the lower index).
 
     Queries are scored in chunks into a buffer of at most `buffer_bytes` (never a full [S,T] at long
     context), and each chunk row is selected by an exact radix select (four histogram passes over
@@ -692,7 +708,9 @@ def index_topk(
     if topk < 1:
         raise GlmlabError(f"topk {topk}: pass at least 1")
     q, w, k = _inputs(q.detach(), w.detach(), k.detach())
-    return torch.ops.glmlab.index_topk(q, w, k, topk, buffer_bytes, list(_astuple(tiles)))
+    if select not in ("radix", "torch"):
+        raise GlmlabError(f"select {select!r}: pass radix or torch")
+    return torch.ops.glmlab.index_topk(q, w, k, topk, buffer_bytes, list(_astuple(tiles)), select == "torch")
 
 
 def index_scores_at(

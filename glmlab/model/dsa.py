@@ -47,6 +47,16 @@ class Indexer(nn.Module):
         """xn [B,S,d] -> kI [B,S,d_I] (what the indexer key cache stores)."""
         return self._rope(self.k_norm(self.wk(xn)), cos, sin)
 
+    def queries(
+        self, xn: torch.Tensor, q_latent: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The indexer's queries qI [B,S,H,d_I] (rotated) and head weights w [B,S,H] (fp32, scaled
+        by 1/sqrt(H d_I)): what the Triton kernels read."""
+        B, S, _ = xn.shape
+        q = self._rope(self.wq_b(q_latent).view(B, S, self.n_heads, self.head_dim), cos, sin)
+        w = self.weights_proj(xn).float() * (self.n_heads**-0.5 * self.head_dim**-0.5)
+        return q, w
+
     def scores(
         self,
         xn: torch.Tensor,
@@ -67,8 +77,8 @@ class Indexer(nn.Module):
         """
         B, S, _ = xn.shape
         T = keys.shape[1]
-        q = self._rope(self.wq_b(q_latent).view(B, S, self.n_heads, self.head_dim), cos, sin).float()
-        w = self.weights_proj(xn).float() * (self.n_heads**-0.5 * self.head_dim**-0.5)
+        q, w = self.queries(xn, q_latent, cos, sin)
+        q = q.float()
         keys_t = keys.float().transpose(1, 2)  # [B,d_I,T]
         index = None  # the first chunk allocates it, in its dtype (autocast's, if on)
         for a, b, end in chunks:
@@ -172,13 +182,14 @@ def gathered_attention(
     return _GatheredAttention.attend(q, kv, idx, valid, scale, r, step)
 
 
-def indexer_kl(attn_probs: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def indexer_kl(key_mass: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean over queries of KL(p || softmax(I)) over one key set.
 
-    attn_probs [B,H,S,K]: main attention probabilities (detached here); index [B,S,K]: the
-    indexer's scores on the same keys; valid [B,S,K] (or broadcastable) marks real keys.
+    key_mass [B,S,K]: the main attention's probabilities summed over heads (detached here; p is
+    it renormalised); index [B,S,K]: the indexer's scores on the same keys; valid [B,S,K] (or
+    broadcastable) marks real keys.
     """
-    target = attn_probs.detach().float().sum(1)
+    target = key_mass.detach().float()
     target = target / target.sum(-1, keepdim=True).clamp_min(1e-12)
     log_q = F.log_softmax(index.masked_fill(~valid, float("-inf")), dim=-1)
     log_p = target.clamp_min(1e-12).log()
@@ -186,9 +197,10 @@ def indexer_kl(attn_probs: torch.Tensor, index: torch.Tensor, valid: torch.Tenso
     return kl.sum(-1).mean()
 
 
-def recall_at_k(attn_probs: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
-    """Share of dense attention probability [B,H,S,T] that falls on the indexer's top-k keys."""
+def recall_at_k(key_mass: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
+    """Share of dense attention (probabilities summed over heads, [B,S,T]) that falls on the
+    indexer's top-k keys."""
     idx, valid = select_topk(index.detach(), k)
-    p = attn_probs.detach().float().sum(1)
+    p = key_mass.detach().float()
     p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
     return (p.gather(-1, idx) * valid).sum(-1).mean()

@@ -17,7 +17,11 @@ from torch import nn
 from glmlab.config import ModelConfig
 from glmlab.model.dsa import Indexer, TopK, gathered_attention, indexer_kl, recall_at_k, select_topk
 from glmlab.model.layers import RMSNorm, apply_rotary
-from glmlab.plan import AttentionPlan
+from glmlab.plan import KL_TARGET_BYTES, AttentionPlan
+
+# How the Triton path selects each scored chunk: torch.topk measured faster on the H200 than the
+# radix-select kernel (experiments/results/h200-kernels-indexer/).
+TOPK_SELECT = "torch"
 
 # The query and key/value latent norms use a fixed eps, not `rms_norm_eps`: so do DeepSeek's
 # reference code and transformers' glm_moe_dsa / deepseek_v3(2) (it matters when rms_norm_eps
@@ -79,7 +83,9 @@ class Selection:
     """The indexer's output for one call (`score_and_select`)."""
 
     topk: TopK | None  # the keys each query reads (None: attention is dense)
-    scores: torch.Tensor | None  # index scores [B,S,T] when this layer scored them
+    scores: torch.Tensor | None = None  # torch path: index scores [B,S,T] of every visible key
+    picked: torch.Tensor | None = None  # index scores [B,S,K] at the top-k (the sparse KL reads them)
+    queries: tuple | None = None  # Triton dense warm-up: the indexer's (q, w, keys) for its KL
 
 
 @dataclass
@@ -149,23 +155,22 @@ class MultiHeadLatentAttention(nn.Module):
         with torch.set_grad_enabled(grad_indexer):
             sel = self.score_and_select(xn, p.q_latent, cos, sin, index_keys, causal, plan, shared_topk)
 
-        loss = recall = None
+        need_mass = plan.index_loss and plan.kernel == "torch" or plan.sparse and plan.index_loss
         if plan.path == "cached":
-            o, probs = self.attend_cached(p, latent, sel.topk, causal)
+            o, mass = self.attend_cached(p, latent, sel.topk, causal[None], kernel=plan.kernel)
         elif plan.path == "sparse":
-            o, probs = self.attend_gathered(p, sel.topk)
+            o, mass = self.attend_gathered(p, sel.topk, kernel=plan.kernel, need_mass=need_mass)
         elif plan.path == "masked":
-            o, probs = self.attend_masked(p, sel.topk, causal, need_probs=plan.probs)
-            if probs is not None:
-                probs = probs.gather(-1, sel.topk.indices[:, None].expand(-1, self.n_heads, -1, -1))
+            o, mass = self.attend_masked(p, sel.topk, causal, need_mass=need_mass)
         else:
-            o, probs = self.attend_dense(p, need_probs=plan.probs)
-        if plan.index_loss and plan.sparse:
-            loss = indexer_kl(probs, sel.scores.gather(-1, sel.topk.indices), sel.topk.valid)
-        elif plan.index_loss:
-            loss = indexer_kl(probs, sel.scores, causal[None])
+            o, mass = self.attend_dense(p, need_mass=need_mass)
+
+        loss = recall = None
+        if plan.index_loss:
+            with torch.set_grad_enabled(grad_indexer):
+                loss = self.index_loss(p, sel, mass, causal, plan)
         if plan.recall:
-            recall = recall_at_k(probs, sel.scores, self.cfg.index_topk)
+            recall = recall_at_k(mass, sel.scores, self.cfg.index_topk)
         out = self.o_proj(o.reshape(B, S, -1))
         return AttentionOutput(out, sel.topk, loss, recall)
 
@@ -192,37 +197,74 @@ class MultiHeadLatentAttention(nn.Module):
     def score_and_select(self, xn, q_latent, cos, sin, index_keys, causal, plan: AttentionPlan,
                          shared_topk: TopK | None) -> Selection:  # fmt: skip
         """The indexer scores when the plan says so; a sparse call takes the top-k of those
-        scores, or the previous layer's top-k on an IndexShare layer without an indexer."""
-        scores = None
-        if plan.score:
-            scores = self.indexer.scores(
-                xn.detach(), q_latent.detach(), cos, sin, index_keys, causal, chunks=plan.score_chunks
-            )
+        scores, or the previous layer's top-k on an IndexShare layer without an indexer.
+        Torch scores every visible key into [B,S,T]; the Triton kernels select from bounded
+        chunks and score again only the picked keys (what the KL reads)."""
+        if not plan.score:
+            return Selection(shared_topk if plan.sparse else None)
+        if plan.kernel == "triton":
+            from glmlab.kernels.indexer import index_scores_at, index_topk
+
+            q, w = self.indexer.queries(xn.detach(), q_latent.detach(), cos, sin)
+
+            if not plan.sparse:
+                return Selection(None, queries=(q, w, index_keys))
+            topk = TopK(*index_topk(q, w, index_keys, topk=self.cfg.index_topk, select=TOPK_SELECT))
+            picked = index_scores_at(q, w, index_keys, topk.indices) if plan.index_loss else None
+            return Selection(topk, picked=picked)
+        scores = self.indexer.scores(
+            xn.detach(), q_latent.detach(), cos, sin, index_keys, causal, chunks=plan.score_chunks
+        )
         if not plan.sparse:
             return Selection(None, scores)
-        topk = select_topk(scores.detach(), self.cfg.index_topk) if scores is not None else shared_topk
-        return Selection(topk, scores)
+        topk = select_topk(scores.detach(), self.cfg.index_topk)
+        return Selection(topk, scores, scores.gather(-1, topk.indices))
+
+    def index_loss(self, p: Projections, sel: Selection, mass, causal, plan: AttentionPlan) -> torch.Tensor:
+        """The indexer's KL against the attention's key mass: over the picked keys when sparse,
+        over every visible key in the dense warm-up (the Triton path there computes the target
+        itself, chunk by chunk, from the absorbed queries and the latents)."""
+        if plan.sparse:
+            return indexer_kl(mass, sel.picked, sel.topk.valid)
+        if plan.kernel == "torch":
+            return indexer_kl(mass, sel.scores, causal[None])
+        from glmlab.kernels.indexer import dense_index_kl
+
+        q, w, keys = sel.queries
+        with torch.no_grad():  # the target is detached
+            q_abs = self._absorbed_queries(p.q_nope, p.q_pe).transpose(1, 2)  # [B,S,H,R]
+            kv = torch.cat([p.c_kv, p.k_pe], dim=-1)
+        budget = KL_TARGET_BYTES * q.shape[0]  # plan.kl_target_chunks' rows at any batch size
+        return dense_index_kl(q, w, keys, q_abs, kv, scale=self.scale, buffer_bytes=budget)
 
     # ---- attend: four paths -------------------------------------------------------------------
+    # Each returns o [B,S,H,v] and, when asked, the attention's key mass: its probabilities
+    # summed over heads, [B,S,T] dense or [B,S,K] over the top-k (the indexer's KL target).
 
-    def attend_dense(self, p: Projections, *, need_probs: bool):
+    def attend_dense(self, p: Projections, *, need_mass: bool):
         """Causal attention over equal-length q and k in the expanded form."""
-        return self._expanded(p, None, need_probs=need_probs)
+        o, probs = self._expanded(p, None, need_probs=need_mass)
+        return o, None if probs is None else probs.sum(1)
 
-    def attend_masked(self, p: Projections, topk: TopK, causal: torch.Tensor, *, need_probs: bool):
+    def attend_masked(self, p: Projections, topk: TopK, causal: torch.Tensor, *, need_mass: bool):
         """Expanded attention under the top-k as a mask: the dense reference for sparse paths."""
         B, S, _, _ = p.q_nope.shape
         keep = torch.zeros(B, S, causal.shape[-1], dtype=torch.bool, device=causal.device)
         keep.scatter_(-1, topk.indices, topk.valid)
-        return self._expanded(p, keep & causal, need_probs=need_probs)
+        o, probs = self._expanded(p, keep & causal, need_probs=need_mass)
+        return o, None if probs is None else probs.sum(1).gather(-1, topk.indices)
 
-    def attend_gathered(self, p: Projections, topk: TopK):
+    def attend_gathered(self, p: Projections, topk: TopK, *, kernel: str, need_mass: bool):
         """Absorbed attention of each query over its own gathered top-k latents."""
-        return self._absorbed(p.q_nope, p.q_pe, torch.cat([p.c_kv, p.k_pe], dim=-1), topk, None)
+        kv = torch.cat([p.c_kv, p.k_pe], dim=-1)
+        return self._absorbed_sparse(p.q_nope, p.q_pe, kv, topk, kernel=kernel, need_mass=need_mass)
 
-    def attend_cached(self, p: Projections, latent: torch.Tensor, topk: TopK | None, causal: torch.Tensor):
-        """Absorbed attention over the latent cache: the top-k, or every causal position."""
-        return self._absorbed(p.q_nope, p.q_pe, latent, topk, None if topk is not None else causal[None])
+    def attend_cached(self, p: Projections, latent, topk: TopK | None, visible: torch.Tensor, *, kernel: str):
+        """Absorbed attention over the latent cache [B,T,R]: the top-k, or every position that
+        `visible` [B|1,S,T] allows."""
+        if topk is not None:
+            return self._absorbed_sparse(p.q_nope, p.q_pe, latent, topk, kernel=kernel, need_mass=False)
+        return self._absorbed_dense(p.q_nope, p.q_pe, latent, visible), None
 
     # ---- the two forms of core attention -------------------------------------------------------
 
@@ -258,24 +300,40 @@ class MultiHeadLatentAttention(nn.Module):
         o = probs.to(v.dtype) @ v
         return o.transpose(1, 2), probs
 
-    def _absorbed(self, q_nope, q_pe, kv, topk: TopK | None, mask):
-        """Scores against the latents kv [B,T,r+rope] = [c_kv ; k_pe] themselves (decoding,
-        sparse DSA). Either `topk` gathers K latents per query, or `mask` [B|1,S,T] attends to
-        all of them. Returns o [B,S,H,v] and probs [B,H,S,K|T]."""
-        w_uk, w_uv = self._absorbed_weights()
-        (B, S, H, _), R = q_nope.shape, kv.shape[-1]
-        q_lat = q_nope.transpose(1, 2) @ w_uk  # [B,H,S,r]: W_UK moved onto the query
-        q_full = torch.cat([q_lat, q_pe.transpose(1, 2)], dim=-1)  # [B,H,S,R]
-        if topk is not None:
-            K, T = topk.indices.shape[-1], kv.shape[1]
-            rows = (topk.indices + torch.arange(B, device=kv.device)[:, None, None] * T).reshape(B * S, K)
-            o_lat, probs = gathered_attention(
-                q_full.transpose(1, 2).reshape(B * S, H, R), kv.reshape(B * T, R), rows,
-                topk.valid.reshape(B * S, K), self.scale, self.r_kv,
-            )  # fmt: skip
-            o_lat, probs = o_lat.view(B, S, H, -1).transpose(1, 2), probs.view(B, S, H, K).transpose(1, 2)
+    def _absorbed_queries(self, q_nope: torch.Tensor, q_pe: torch.Tensor) -> torch.Tensor:
+        """[B,H,S,R] queries in latent space: W_UK moved onto q_nope, beside the rotary part."""
+        w_uk, _ = self._absorbed_weights()
+        return torch.cat([q_nope.transpose(1, 2) @ w_uk, q_pe.transpose(1, 2)], dim=-1)
+
+    def _absorbed_output(self, o_lat: torch.Tensor) -> torch.Tensor:
+        """Latent outputs [B,H,S,r] -> o [B,S,H,v]: W_UV applied after the weighted sum."""
+        _, w_uv = self._absorbed_weights()
+        return (o_lat @ w_uv.transpose(1, 2)).transpose(1, 2)
+
+    def _absorbed_dense(self, q_nope, q_pe, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Absorbed attention over every latent of kv [B,T,R] = [c_kv ; k_pe] that `mask`
+        [B|1,S,T] allows (decoding without DSA, or within k keys)."""
+        q_full = self._absorbed_queries(q_nope, q_pe)
+        scores = (q_full @ kv[:, None].transpose(-1, -2)).float() * self.scale  # [B,H,S,T]
+        probs = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+        return self._absorbed_output(probs.to(kv.dtype) @ kv[:, None, :, : self.r_kv])
+
+    def _absorbed_sparse(self, q_nope, q_pe, kv: torch.Tensor, topk: TopK, *, kernel: str, need_mass: bool):
+        """Absorbed attention of each query over its own K latents of kv [B,T,R], gathered by the
+        torch path or read by index in the Triton kernel. Returns o [B,S,H,v], key mass [B,S,K]."""
+        (B, S, H, _), (T, R), K = q_nope.shape, kv.shape[1:], topk.indices.shape[-1]
+        q_full = self._absorbed_queries(q_nope, q_pe).transpose(1, 2).reshape(B * S, H, R)
+        rows = (topk.indices + torch.arange(B, device=kv.device)[:, None, None] * T).reshape(B * S, K)
+        valid = topk.valid.reshape(B * S, K)
+        if kernel == "triton":
+            from glmlab.kernels.sparse_mla import sparse_mla
+
+            o_lat, mass = sparse_mla(q_full, kv.reshape(B * T, R), rows, valid, scale=self.scale, r=self.r_kv,
+                                     mass=need_mass)  # fmt: skip
         else:
-            scores = (q_full @ kv[:, None].transpose(-1, -2)).float() * self.scale  # [B,H,S,T]
-            probs = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
-            o_lat = probs.to(kv.dtype) @ kv[:, None, :, : self.r_kv]
-        return (o_lat @ w_uv.transpose(1, 2)).transpose(1, 2), probs  # W_UV after the sum
+            o_lat, probs = gathered_attention(
+                q_full, kv.reshape(B * T, R), rows, valid, self.scale, self.r_kv
+            )
+            mass = probs.sum(1) if need_mass else None
+        o = self._absorbed_output(o_lat.view(B, S, H, -1).transpose(1, 2))
+        return o, None if mass is None else mass.view(B, S, K)
