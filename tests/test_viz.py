@@ -32,7 +32,7 @@ SMALL = """
 extends: glm5-tiny
 vocab_size: 257
 hidden_size: 32
-num_hidden_layers: 2
+num_hidden_layers: 4  # the lessons inspect layers 2 and 3
 first_k_dense_replace: 1
 intermediate_size: 64
 moe_intermediate_size: 16
@@ -48,7 +48,7 @@ index_topk: 8
 index_n_heads: 8
 index_head_dim: 16
 num_nextn_predict_layers: 2
-max_position_embeddings: 128
+max_position_embeddings: 1024  # the DSA lesson reads an 868-byte prompt
 train:
   tokenizer: byte
   seq_len: 32
@@ -125,8 +125,8 @@ def test_run_figures_draw_the_logged_values_of_two_runs(run, tmp_path):
     assert list(recall.get_ydata()) == [r["indexer_recall"] for r in train]
     heat, final = (ax.images[0] for ax in figs["expert_load"].axes[:2])
     assert np.allclose(heat.get_array(), np.array([r["expert_imbalance_per_layer"] for r in train]).T)
-    counts = np.array(train[-1]["expert_load"], dtype=float)  # [routers, E]: layer 1 and both MTP depths
-    assert counts.shape == (3, 4) and runs[0].routers == ["layer 1", "mtp 1", "mtp 2"]
+    counts = np.array(train[-1]["expert_load"], dtype=float)  # [routers, E]: layers 1-3 and both MTP depths
+    assert counts.shape == (5, 4) and runs[0].routers == ["layer 1", "layer 2", "layer 3", "mtp 1", "mtp 2"]
     assert np.allclose(final.get_array(), counts / counts.mean(-1, keepdims=True))
     import matplotlib.pyplot as plt
 
@@ -167,7 +167,7 @@ def test_tensorboard_events_hold_the_logged_values(run):
     imbalance = events.Scalars("expert_imbalance/layer 1")
     assert [e.value for e in imbalance] == pytest.approx([r["expert_imbalance_per_layer"][0] for r in train])
     loads = events.Histograms("expert_load/mtp 2")
-    assert [h.histogram_value.sum for h in loads] == [sum(r["expert_load"][2]) for r in train]
+    assert [h.histogram_value.sum for h in loads] == [sum(r["expert_load"][4]) for r in train]
     assert all(h.histogram_value.num == 4 for h in loads)  # one value per expert
     bias = events.Histograms("router_bias/layer 1")[-1].histogram_value
     final = load_model(run).model.routers()[0].e_score_correction_bias
@@ -272,7 +272,7 @@ def test_mtp_drafts_match_speculative_decoding(tiny):
 
 def test_inspect_layers_reject_a_layer_out_of_range(run):
     loaded = load_model(run)
-    with pytest.raises(GlmlabError, match="--layer -1 is out of range: this model has layers 0-1"):
+    with pytest.raises(GlmlabError, match="--layer -1 is out of range: this model has layers 0-3"):
         inspect(loaded, PROMPT, layer=-1)
 
 
@@ -284,8 +284,8 @@ def test_inspect_command_json_pngs_and_errors(run, tmp_path, run_cli):
     assert [x["layer"] for x in data["layers"]] == [1]
     assert data["tokens"][0] == "d" and len(data["token_ids"]) == len(PROMPT)
     assert data["layers"][0]["dsa"]["mean_recall"] <= 1.0
-    per = data["cache"]["per_token"]  # fp32, 2 layers: latent (16 + 8) x 2 x 4, indexer keys 16 x 2 x 4
-    assert (per["latent"], per["indexer_keys"], per["expanded"]) == (192, 128, 2 * 2 * (16 + 8) * 4)
+    per = data["cache"]["per_token"]  # fp32, 4 layers: latent (16 + 8) x 4 x 4, indexer keys 16 x 4 x 4
+    assert (per["latent"], per["indexer_keys"], per["expanded"]) == (384, 256, 4 * 2 * (16 + 8) * 4)
     assert len(data["mtp"]["accepted"]) == 2
     names = sorted(Path(p).name for p in data["pngs"])
     assert names == ["layer1_dsa.png", "layer1_routing.png", "mla_cache.png", "mtp_drafts.png"]
@@ -293,8 +293,8 @@ def test_inspect_command_json_pngs_and_errors(run, tmp_path, run_cli):
         "inspect", str(run), "--prompt", "x = 1", "--layer", "0", "--out", str(tmp_path / "b")
     )
     assert code == 0 and "acceptance depth 1" in out and "MLA cache per token" in out
-    code, _, err = run_cli("inspect", str(run), "--prompt", "x", "--layer", "2")
-    assert code == 2 and err.count("\n") == 1 and "--layer 2 is out of range" in err
+    code, _, err = run_cli("inspect", str(run), "--prompt", "x", "--layer", "4")
+    assert code == 2 and err.count("\n") == 1 and "--layer 4 is out of range" in err
 
 
 # ---- docs/lessons -------------------------------------------------------------------------------

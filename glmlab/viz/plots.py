@@ -114,6 +114,10 @@ def expert_load_figure(runs: list[RunMetrics]):
     fig, axes = plt.subplots(len(runs), 2, figsize=(13, 0.5 * len(runs[0].routers) + 2.6 * len(runs)),
                              squeeze=False)  # fmt: skip
     fig.suptitle("expert load (1 = every expert gets the mean)")
+    from matplotlib.colors import TwoSlopeNorm
+
+    finals = {run.name: final_load(run) for run in runs if "expert_load" in run.keys()}
+    top = max([2.0, *(float(rel.max()) for _, rel in finals.values())])  # one scale for every run
     for (left, right), run in zip(axes, runs, strict=True):
         steps, matrix = load_matrix(run)
         image = left.imshow(matrix, aspect="auto", cmap="magma_r", interpolation="nearest", vmin=1.0)
@@ -123,11 +127,10 @@ def expert_load_figure(runs: list[RunMetrics]):
         left.set_xlabel("step")
         left.set_yticks(range(len(run.routers)), run.routers)
         fig.colorbar(image, ax=left)
-        if "expert_load" in run.keys():
-            step, relative = final_load(run)
-            top = max(2.0, float(relative.max()))
-            image = right.imshow(relative, aspect="auto", cmap="RdBu_r", vmin=0.0, vmax=top,
-                                 interpolation="nearest")  # fmt: skip
+        if run.name in finals:
+            step, relative = finals[run.name]
+            norm = TwoSlopeNorm(1.0, 0.0, top)  # white = the mean load
+            image = right.imshow(relative, aspect="auto", cmap="RdBu_r", norm=norm, interpolation="nearest")
             right.set_title(f"{run.name}: load / mean per expert at step {step}")
             right.set_xlabel("expert")
             right.set_xticks(range(relative.shape[1]))
