@@ -8,6 +8,10 @@ from rich.table import Table
 from glmlab.report.units import count, nbytes
 
 
+def _rate(flops_per_s: float) -> str:
+    return f"{flops_per_s / 1e12:.3f} TFLOP/s" if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:.1f} GFLOP/s"
+
+
 def print_profile(result: dict, console: Console) -> None:
     table = Table(
         title=f"{result['config']} on {result['device']}: seq {result['seq_len']}, batch {result['batch']}"
@@ -28,8 +32,8 @@ def print_profile(result: dict, console: Console) -> None:
     console.print(table)
     console.print(
         f"step {result['step_time_s'] * 1000:.0f} ms, {result['tokens_per_s']:,.0f} tokens/s, "
-        f"{result['achieved_flops_per_s'] / 1e12:.3f} TFLOP/s; matmul peak "
-        f"{result['matmul_peak_flops_per_s'] / 1e12:.3f} TFLOP/s -> MFU {result['mfu']:.1%}"
+        f"{_rate(result['achieved_flops_per_s'])}; matmul peak {_rate(result['matmul_peak_flops_per_s'])} "
+        f"-> MFU {result['mfu']:.1%}"
     )
     console.print(f"decoding: {result['decode_step_time_s'] * 1000:.1f} ms/step, "
                   f"{result['decode_tokens_per_s']:,.1f} tokens/s")  # fmt: skip
