@@ -416,7 +416,7 @@ def quickstart(
 def experiment(
     spec: str = typer.Argument(..., help="An experiment spec: experiments/dsa_topk.yaml."),
     quick: bool = typer.Option(False, "--quick", help="The spec's CI settings: a few steps, one seed."),
-    parallel: int = typer.Option(1, "--parallel", help="Cells trained at once, each in its own process."),
+    parallel: int = typer.Option(1, "--parallel", help="Cells trained at once (above 1: worker processes)."),
     out: str = typer.Option("runs/experiments", "--out", help="Results go to OUT/<spec>[-quick]/."),
     device: str = DEVICE_OPT,
     report_only: bool = typer.Option(False, "--report-only", help="Only rewrite tables, plots, report."),
