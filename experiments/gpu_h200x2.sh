@@ -11,8 +11,10 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GLMLAB_CACHE=/tmp/glmlab-cache-$$
 OUT=${OUT:-experiments/results/h200x2-parallel}
 mkdir -p "$OUT"
 nvidia-smi -L; python3 -c 'import torch; print(torch.__version__, torch.cuda.device_count(), "GPUs")'
-# byte tokens (no BPE to train: three runs fit one call), sparse training from step 1, 30 steps
+# byte tokens (no BPE to train: three runs fit one call), sparse training from step 1, 30 steps,
+# AdamW (the preset's Muon orthogonalises FSDP-sharded matrices through DTensor: correct, not tuned)
 common=(--set train.tokenizer=byte --set dsa_warmup_steps=0 --set warmup_steps=10 --set steps=30
+        --set train.optimizer=adamw
         --set log_interval=5 --set eval_interval=0 --set eval_batches=2 --set checkpoint_interval=0)
 drive="experiments/parallel_runs.py run"
 torchrun2="python3 -m torch.distributed.run --standalone --nproc-per-node 2"
