@@ -240,6 +240,14 @@ def test_resume_has_one_spelling_and_every_other_names_it(small, tmp_path, run_c
     assert sorted(train_records(run)) == list(range(1, 7))
 
 
+def test_resume_help_and_readme_agree(run_cli):
+    """Issue 11 item 12: `--resume`'s help names the same command the README gives."""
+    code, out, _ = run_cli("train", "--help")
+    readme = (Path(glmlab.__file__).parent.parent / "README.md").read_text()
+    spelling = "glmlab train RUN_DIR --resume [--steps N]"
+    assert code == 0 and spelling in " ".join(out.replace("│", " ").split()) and spelling in readme
+
+
 def test_extending_a_run_keeps_its_schedule(small, tmp_path, run_cli):
     """Issue 11 item 8: steps past the original total run at the schedule's final LR; an
     interrupted run resumed to its own total keeps the same schedule as a straight one."""
