@@ -99,6 +99,8 @@ def train(
     from dataclasses import replace
     from functools import partial
 
+    import torch
+
     from glmlab.device import device_type
     from glmlab.parallel.launch import launch, recorded_failure, worker_args
     from glmlab.parallel.world import check_world, current_world
@@ -110,7 +112,9 @@ def train(
     resolve = partial(resolve_run, config, set_, out=out, resume=resume, data=data, steps=steps, seed=seed)
     if nproc > 1:  # checked here, then started as nproc ranks of this same command
         cfg, run_dir = resolve()
-        check_world(nproc, cfg.train.batch_size, cfg.model.n_routed_experts, cfg.train.expert_parallel)
+        gpus = torch.cuda.device_count() if device_type(device) == "cuda" else None
+        check_world(nproc, cfg.train.batch_size, cfg.model.n_routed_experts, cfg.train.expert_parallel,
+                    local_gpus=gpus)  # fmt: skip
         raise typer.Exit(launch(worker_args(sys.argv[1:], run_dir, resume), nproc, run_dir))
     world = current_world(device_type(device))  # a world of one unless torchrun or a launcher started us
     with recorded_failure():

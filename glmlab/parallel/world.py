@@ -149,9 +149,15 @@ def current_world(device_type: str = "cpu") -> World:
     return _WORLD
 
 
-def check_world(size: int, batch_size: int, n_experts: int, expert_parallel: int) -> None:
+def check_world(
+    size: int, batch_size: int, n_experts: int, expert_parallel: int, *, local_gpus: int | None = None
+) -> None:
     """A world size that cannot split this run is a config error, raised before anything starts.
-    A single process runs a run of any expert_parallel (resuming it on one rank)."""
+    A single process runs a run of any expert_parallel (resuming it on one rank). `local_gpus`:
+    the GPUs of this machine, when all ranks start here (one GPU each)."""
+    if local_gpus is not None and local_gpus < size:
+        raise GlmlabError(f"--nproc-per-node {size} asks for one GPU per rank but this machine shows "
+                          f"{local_gpus}: lower it, or use --device cpu")  # fmt: skip
     if batch_size % size:
         raise GlmlabError(f"train.batch_size {batch_size} (the global batch) does not split over {size} "
                           f"processes: make it a multiple of {size} or change --nproc-per-node")  # fmt: skip
