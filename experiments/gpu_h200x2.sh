@@ -29,7 +29,7 @@ for run in one fsdp ep; do
 done
 for ep in 1 2; do
   python3 -m glmlab plan glm5-small --gpus 2 --ep $ep --seq 1024 --batch 32 --micro-batch 16 \
-    --set train.tokenizer=byte --set vocab_size=257 > "$OUT/plan_ep$ep.txt" 2>&1
+    --set train.tokenizer=byte --set vocab_size=257 --set train.optimizer=adamw > "$OUT/plan_ep$ep.txt" 2>&1
 done
 python3 experiments/parallel_runs.py summarize "$OUT" 2>&1 | tee "$OUT/summary.txt"
 rm -rf /tmp/one-$$ /tmp/fsdp-$$ /tmp/ep-$$ "$GLMLAB_CACHE"
