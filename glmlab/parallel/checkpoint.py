@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from glmlab.checkpoint import SHARDED, load_model, save_checkpoint
+from glmlab.checkpoint import OPTIMIZER, SHARDED, WEIGHTS, load_model, load_state, save_checkpoint, verify
 from glmlab.config import Config
 from glmlab.data.tokenizer import Tokenizer
 from glmlab.errors import GlmlabError
 from glmlab.model import CausalLM
-from glmlab.parallel.dcp import save_sharded
+from glmlab.parallel.dcp import load_full_into_sharded, save_sharded
 from glmlab.parallel.world import World
 
 
@@ -45,6 +45,22 @@ def save_sharded_checkpoint(
         save_sharded(Path(world.broadcast(None)) / SHARDED, model, optimizer)
         final = None
     return Path(world.broadcast(str(final) if final else None))
+
+
+def resume_one_process_checkpoint(
+    checkpoint: Path, model: CausalLM, optimizer: torch.optim.Optimizer
+) -> None:
+    """A checkpoint written by one process (`model.safetensors`, `optimizer.pt`) into a model
+    and optimiser sharded over several ranks: every rank reads the files, keeps its shards."""
+    from safetensors.torch import load_file
+
+    verify(checkpoint, WEIGHTS)
+    device = next(p.device for p in model.parameters())
+    try:
+        weights = load_file(str(checkpoint / WEIGHTS), device=str(device))
+    except Exception as err:  # safetensors raises its own error type on a damaged file
+        raise GlmlabError(f"checkpoint {checkpoint / WEIGHTS} is unreadable ({type(err).__name__})") from None
+    load_full_into_sharded(weights, load_state(checkpoint, OPTIMIZER), model, optimizer)
 
 
 def export_hf(source: str | Path, out: str | Path) -> Path:

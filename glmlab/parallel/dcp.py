@@ -16,6 +16,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -60,3 +61,35 @@ def load_sharded(folder: Path, model: nn.Module, optimizer: torch.optim.Optimize
     except (RuntimeError, ValueError, KeyError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise GlmlabError(f"sharded checkpoint {folder} does not match this model: {first}") from None
+
+
+def load_full_into_sharded(
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """A one-process checkpoint (full weights, the optimiser's position-keyed state) into a
+    sharded model and its optimiser, every rank keeping its shards. The optimiser was built the
+    same way over the same parameter names, so the i-th parameter of the saved state is the i-th
+    parameter of this one; the state is re-keyed by name, then distributed."""
+    full = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, weights, options=full)
+    names = {id(p): n for n, p in model.named_parameters()}
+    parts = getattr(optimizer, "optimizers", None)
+    saved = optimizer_state if isinstance(parts, dict) else {"": optimizer_state}
+    current = parts if isinstance(parts, dict) else {"": optimizer}
+    state, groups = {}, []
+    for key, opt in current.items():
+        index = 0
+        for group, saved_group in zip(opt.param_groups, saved[key]["param_groups"], strict=True):
+            fqns = []
+            for p in group["params"]:
+                if index in saved[key]["state"]:
+                    state[names[id(p)]] = saved[key]["state"][index]
+                fqns.append(names[id(p)])
+                index += 1
+            groups.append({**{k: v for k, v in saved_group.items() if k != "params"}, "params": fqns})
+    set_optimizer_state_dict(
+        model, _optimizers(optimizer), {"state": state, "param_groups": groups}, options=full
+    )

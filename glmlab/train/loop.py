@@ -45,7 +45,7 @@ from glmlab.measure import device_peak, mfu
 from glmlab.model import CausalLM
 from glmlab.model.compile import compile_layers
 from glmlab.model.losses import next_token_loss, total_loss
-from glmlab.parallel.checkpoint import save_sharded_checkpoint
+from glmlab.parallel.checkpoint import resume_one_process_checkpoint, save_sharded_checkpoint
 from glmlab.parallel.dcp import is_sharded, load_sharded
 from glmlab.parallel.parallelize import parallelize, plain_tensor
 from glmlab.parallel.world import current_world
@@ -213,11 +213,10 @@ class Trainer:
         self.token_bytes = torch.tensor(self.data.tokenizer.token_bytes(), device=self.device)
         self.step, self.position, self.elapsed = 0, 0, 0.0
         self.log = MetricsLog(self.run_dir / METRICS if self.world.is_main else Path(os.devnull))
-        if checkpoint is not None and (self.world.distributed or is_sharded(checkpoint / SHARDED)):
-            if not is_sharded(checkpoint / SHARDED):
-                raise GlmlabError(f"checkpoint {checkpoint} was written by one process: resume it with one, "
-                                  "or train several ranks from a new run")  # fmt: skip
-            load_sharded(checkpoint / SHARDED, self.model, self.optimizer)  # any number of ranks
+        if checkpoint is not None and is_sharded(checkpoint / SHARDED):
+            load_sharded(checkpoint / SHARDED, self.model, self.optimizer)  # written by any number of ranks
+        elif checkpoint is not None and self.world.distributed:
+            resume_one_process_checkpoint(checkpoint, self.model, self.optimizer)
         elif checkpoint is not None:
             load_weights(self.model, checkpoint)
             try:
