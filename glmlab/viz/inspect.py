@@ -127,15 +127,14 @@ def check_layers(model: CausalLM, layer: int | None) -> list[int]:
 
 
 class _Recorder:
-    """Forward hooks that keep what each layer's attention and MoE pieces saw and returned."""
+    """Hooks that keep each attention layer's input and what each MoE layer's pieces returned."""
 
     def __init__(self, model: CausalLM) -> None:
         self.attn_inputs: dict[int, tuple] = {}
-        self.attn_topk: dict[int, object] = {}
         self.moe: dict[int, dict] = {}
         self.handles = []
         for i, layer in enumerate(model.model.layers):
-            self.handles.append(layer.self_attn.register_forward_hook(self._attn(i), with_kwargs=True))
+            self.handles.append(layer.self_attn.register_forward_pre_hook(self._attn(i)))
             if isinstance(layer.mlp, MoE):
                 parts = {"routing": layer.mlp.gate, "routed": layer.mlp.experts}
                 if layer.mlp.shared_experts is not None:
@@ -145,9 +144,8 @@ class _Recorder:
                     self.handles.append(module.register_forward_hook(self._keep(i, name)))
 
     def _attn(self, i: int):
-        def hook(module, args, kwargs, output):
+        def hook(module, args):
             self.attn_inputs[i] = args[:3]  # xn, cos, sin
-            self.attn_topk[i] = output.topk
 
         return hook
 
@@ -171,7 +169,7 @@ def _routing(saw: dict, n_experts: int) -> RoutingMap:
     return RoutingMap(r.indices.tolist(), r.gates.float().tolist(), share, n_experts)
 
 
-def _dsa(model: CausalLM, i: int, rec: _Recorder) -> DSAMap | None:
+def _dsa(model: CausalLM, i: int, rec: _Recorder) -> DSAMap:
     """Dense attention, index scores and top-k selection of layer i (batch of one)."""
     cfg = model.config
     attn = model.model.layers[i].self_attn
