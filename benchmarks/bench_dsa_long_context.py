@@ -20,8 +20,9 @@ Each configuration runs once untimed (it compiles the kernels; FlopCounterMode c
 operator), then `--repeats` times (default 3), timed with CUDA events (the median is reported), and
 once more under torch.profiler (skip with `--no-profile`). Peak memory is
 `torch.cuda.max_memory_allocated` over the timed runs, both models' weights included (at two layers
-in bf16, 0.80 GB with DSA and 0.76 GB dense: 399M and 380M parameters). A configuration that runs out of memory shows OOM; one that fails
-otherwise shows ERR (its traceback goes to stderr, the exit status is 1) and the benchmark goes on.
+in bf16, 0.80 GB with DSA and 0.76 GB dense: 399M and 380M parameters). A configuration that runs
+out of memory shows OOM; one that fails otherwise shows ERR (its traceback goes to stderr, the exit
+status is 1) and the benchmark goes on.
 
 Columns: DSA and dense times, the measured dense/DSA ratio, the calculator's predicted ratio (the
 totals of `glmlab.accounting.flops_report`, glmlab convention, for the device run on: `forward` mode
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     dsa, dense = build_pair(dsa_cfg, dense_cfg, device, dtype)
     m = dsa_cfg.model
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    impl = resolve_dsa_impl(args.impl, device.type)
+    impl = resolve_dsa_impl(args.impl, device.type, max(args.contexts))
     print(f"{where}, torch {torch.__version__}; {args.layers} layers: hidden {m.hidden_size}, "
           f"{m.num_attention_heads} heads, q_lora {m.q_lora_rank}, kv_lora {m.kv_lora_rank}, rope "
           f"{m.qk_rope_head_dim}, nope {m.qk_nope_head_dim}, v {m.v_head_dim}, indexer {m.index_n_heads} x "

@@ -51,8 +51,17 @@ def _sdpa_formula(first: int, causal_at: int, backward: bool) -> Callable[..., i
     return formula
 
 
+def _grouped_mm_formula(a, b, *args, out_shape=None, **kwargs) -> int:
+    """`torch._grouped_mm` (the routed experts on a GPU), which FlopCounterMode does not count:
+    rows [M,K] x per-group [G,K,N] (forward, input gradient), [K,M] x [M,N] split into groups
+    (weight gradient), or batched [G,M,K] x [G,K,N]."""
+    if len(a) == 3:
+        return 2 * a[0] * a[1] * a[2] * b[-1]
+    return 2 * a[0] * a[1] * b[-1]
+
+
 def flop_formulas() -> dict:
-    """custom_mapping for FlopCounterMode: every SDPA kernel, causal-aware."""
+    """custom_mapping for FlopCounterMode: every SDPA kernel, causal-aware, and grouped GEMMs."""
     ops = {
         "_scaled_dot_product_flash_attention_for_cpu": (0, 4, False),
         "_scaled_dot_product_flash_attention_for_cpu_backward": (1, 7, True),
@@ -68,6 +77,9 @@ def flop_formulas() -> dict:
         op = getattr(aten, name, None)
         if op is not None:
             out[op] = _sdpa_formula(*spec)
+    grouped = getattr(aten, "_grouped_mm", None)
+    if grouped is not None:
+        out[grouped] = _grouped_mm_formula
     return out
 
 

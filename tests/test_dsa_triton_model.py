@@ -10,17 +10,18 @@ import torch
 pytest.importorskip("triton")
 
 SEQ = 24  # > index_topk (8): the sparse path
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # on a CPU the kernels run interpreted
 
 
 def _pair(tiny, *overrides: str):
-    gather = tiny("dsa_impl=gather", "num_hidden_layers=2", *overrides).train()
-    triton = tiny("dsa_impl=triton", "num_hidden_layers=2", *overrides).train()
+    gather = tiny("dsa_impl=gather", "num_hidden_layers=2", *overrides).to(DEVICE).train()
+    triton = tiny("dsa_impl=triton", "num_hidden_layers=2", *overrides).to(DEVICE).train()
     triton.load_state_dict(gather.state_dict())
     return gather, triton
 
 
 def _ids(seq: int) -> torch.Tensor:
-    return torch.randint(0, 128, (2, seq), generator=torch.Generator().manual_seed(3))
+    return torch.randint(0, 128, (2, seq), generator=torch.Generator().manual_seed(3)).to(DEVICE)
 
 
 def _grads_close(a: torch.nn.Module, b: torch.nn.Module, tol: float) -> None:

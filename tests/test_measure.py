@@ -71,3 +71,14 @@ def test_profile_cli_estimate_matches_measurement():
     assert 0 < out["mfu"] < 1.5
     res = runner.invoke(app, ["profile", "glm5-tiny", "--device", "tpu"])
     assert res.exit_code != 0 and "use auto, cpu, cuda or cuda:N" in str(res.exception)
+
+
+def test_grouped_gemm_flops_are_counted():
+    """torch._grouped_mm (the GPU's routed experts) is invisible to FlopCounterMode's own table:
+    glmlab's formula counts its forward and both gradients, 3 x 2MKN."""
+    a = torch.randn(16, 16, dtype=torch.bfloat16, requires_grad=True)
+    b = torch.randn(2, 16, 8, dtype=torch.bfloat16, requires_grad=True)
+    with flop_counter() as counter:
+        out = torch._grouped_mm(a, b, offs=torch.tensor([8, 16], dtype=torch.int32))
+        out.backward(torch.randn_like(out))
+    assert counter.get_total_flops() == 3 * 2 * 16 * 16 * 8

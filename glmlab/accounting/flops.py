@@ -20,7 +20,6 @@ from glmlab.plan import (
     causal_pairs,
     layer_kinds,
     mtp_layer_kind,
-    resolve_dsa_impl,
     scored_pairs,
 )
 
@@ -127,7 +126,7 @@ def ffn_terms(m: ModelConfig, n: float, moe: bool, conv: Convention) -> Terms:
 def _executed_attention(m: ModelConfig, kind: LayerKind, call: Call) -> Terms:
     """What MultiHeadLatentAttention.forward runs for this call: the path and the indexer's work
     both come from `glmlab.plan.attention_plan`, the plan the model dispatches on."""
-    plan = attention_plan(m, kind, call, impl=resolve_dsa_impl(m.dsa_impl, call.device))
+    plan = attention_plan(m, kind, call)
     n, T = call.queries, call.context
     out: Terms = {"mla_projections": _gemm(n * mla_projection_flops(m))}
     if kind.indexer:

@@ -18,7 +18,6 @@ from glmlab.plan import (
     attention_plan,
     layer_kinds,
     mtp_layer_kind,
-    resolve_dsa_impl,
     scored_pairs,
 )
 
@@ -70,7 +69,7 @@ def kv_cache_bytes_per_token(cfg: Config | ModelConfig, dtype: str = "bf16") -> 
 
 def _attention_activations(m: ModelConfig, kind: LayerKind, call: Call, b: int) -> float:
     """Bytes one MLA block (and its indexer) saves for one sequence, on the plan's path."""
-    plan = attention_plan(m, kind, call, impl=resolve_dsa_impl(m.dsa_impl, call.device))
+    plan = attention_plan(m, kind, call)
     n, T = call.queries, call.context
     d, H, r, rope = m.hidden_size, m.num_attention_heads, m.kv_lora_rank, m.qk_rope_head_dim
     qk, v, r_q = m.qk_head_dim, m.v_head_dim, m.q_lora_rank

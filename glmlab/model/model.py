@@ -21,7 +21,6 @@ from glmlab.plan import (
     attention_plan,
     layer_kinds,
     mtp_layer_kind,
-    resolve_dsa_impl,
 )
 
 
@@ -188,8 +187,7 @@ class CausalLM(nn.Module):
 
     def plan(self, kind: LayerKind, call: Call) -> AttentionPlan:
         """The attention plan of one layer for one call (glmlab/plan.py)."""
-        impl = resolve_dsa_impl(self.config.dsa_impl, call.device)
-        return attention_plan(self.config, kind, call, impl=impl)
+        return attention_plan(self.config, kind, call)
 
     def forward(
         self,
