@@ -71,7 +71,7 @@ from glmlab.config import Config, load_config
 from glmlab.device import PRECISIONS, autocast, resolve_device
 from glmlab.errors import GlmlabError
 from glmlab.measure import flop_counter
-from glmlab.model import CausalLM
+from glmlab.model import CausalLM, mla
 from glmlab.model.losses import total_loss
 from glmlab.plan import DSA_IMPLS, resolve_dsa_impl
 from glmlab.train.loop import set_stage
@@ -393,6 +393,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--tiny", action="store_true", help=f"hidden 64, 4 heads, k 8, contexts {TINY_CONTEXTS}"
     )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument(
+        "--topk-select",
+        choices=("torch", "radix"),
+        help="how the Triton top-k selects (default: the model's)",
+    )
     args = parser.parse_args(argv)
     if args.layers < 1 or args.repeats < 1:
         parser.error("--layers and --repeats must be at least 1")
@@ -449,6 +454,8 @@ def stop_on_sigterm(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0, or 1 when a configuration failed other than by running out of memory."""
     args = parse(argv)
+    if args.topk_select:
+        mla.TOPK_SELECT = args.topk_select  # the model reads it at each call
     device = resolve_device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
