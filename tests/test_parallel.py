@@ -52,9 +52,9 @@ def _losses(run: Path) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_two_ranks_match_one_process_and_resume_on_one(data, tmp_path, run_cli):
-    """10 steps of the same global batch and seed: FSDP2 on 2 ranks, FSDP2 + EP=2 on 2 ranks, and
-    a 2-rank run stopped at its step-5 checkpoint then resumed on one process, all within 1e-4
-    of the one-process losses (measured: within 1e-5)."""
+    """10 steps of the same global batch and seed, all within 1e-4 of the one-process losses
+    (measured: within 1e-5): FSDP2 on 2 ranks to its step-5 checkpoint, then resumed on one
+    process; FSDP2 + EP=2 on 2 ranks; one process to step 5, then resumed on 2 ranks."""
     code, _, err = run_cli(*_args(data, tmp_path / "one", 10))
     assert code == 0, err
     fsdp = _glmlab(*_args(data, tmp_path / "fsdp", 5), "--nproc-per-node", "2")
@@ -65,11 +65,18 @@ def test_two_ranks_match_one_process_and_resume_on_one(data, tmp_path, run_cli):
     assert code == 0, err
     ep = _glmlab(*_args(data, tmp_path / "ep", 10, "train.expert_parallel=2"), "--nproc-per-node", "2")
     assert ep.returncode == 0, ep.stderr
+    code, _, err = run_cli(*_args(data, tmp_path / "up", 5))  # and the other way: 1 process, then 2 ranks
+    assert code == 0, err
+    up = _glmlab("train", str(tmp_path / "up"), "--resume", "--steps", "10", "--device", "cpu",
+                 "--nproc-per-node", "2")  # fmt: skip
+    assert up.returncode == 0, up.stderr
     one, resumed, experts = _losses(tmp_path / "one"), _losses(tmp_path / "fsdp"), _losses(tmp_path / "ep")
-    assert sorted(one) == sorted(resumed) == sorted(experts) == list(range(1, 11))
+    widened = _losses(tmp_path / "up")
+    assert sorted(one) == sorted(resumed) == sorted(experts) == sorted(widened) == list(range(1, 11))
     for step in range(1, 11):
         assert resumed[step] == pytest.approx(one[step], abs=1e-4), step
         assert experts[step] == pytest.approx(one[step], abs=1e-4), step
+        assert widened[step] == pytest.approx(one[step], abs=1e-4), step
     assert one[10] < one[4] - 0.5  # it trained: the comparison is not of constants
     # a sharded checkpoint exports to a Hugging Face folder that glmlab (and transformers) load
     code, _, err = run_cli("export", str(tmp_path / "ep"), "--to", "hf", str(tmp_path / "hf"))
