@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils._pytree import register_dataclass
 
 from glmlab.config import ModelConfig
 from glmlab.model.dsa import TopK
@@ -32,6 +33,11 @@ class LayerOutput:
     index_recall: torch.Tensor | None
     counts: torch.Tensor | None
     balance_loss: torch.Tensor | None
+
+
+# A layer's output is a pytree, so that hooks that look for the tensors a module returns (FSDP2's
+# pre-backward hook, which gathers the layer's weights again before its backward) find them.
+register_dataclass(LayerOutput)
 
 
 class DecoderLayer(nn.Module):
