@@ -270,7 +270,7 @@ def test_extending_a_run_keeps_its_schedule(small, tmp_path, run_cli):
 
 def test_train_and_profile_share_one_mfu(small, tmp_path):
     """Issue 11 item 10: MFU = tokens/s x the calculator's training FLOPs per token (glmlab
-    convention) / a matmul peak timed once per process; the dense warm-up reports none."""
+    convention) / a matmul peak timed once per process; the dense warm-up's count is its own."""
     config, data = small
     cfg = load_config(config, [f"train.data={data}"])
     warm = Trainer(load_config(config, [f"train.data={data}", "train.steps=1"]), tmp_path / "w", resume=False,
@@ -278,9 +278,12 @@ def test_train_and_profile_share_one_mfu(small, tmp_path):
     assert "final_indexer_kl" in warm.summary and "final_loss" not in warm.summary  # ended in the warm-up
     Trainer(cfg, tmp_path / "r", resume=False, device="cpu").run(show_progress=False)
     records = train_records(tmp_path / "r")
-    assert records[1]["stage"] == "dense-warmup" and records[1]["mfu"] is None
-    per_token = training_flops_per_token(cfg, cfg.train.seq_len, device="cpu")
     peak = device_peak(torch.device("cpu"))
+    warm_per_token = training_flops_per_token(cfg, cfg.train.seq_len, device="cpu", dsa_dense=True)
+    assert records[1]["stage"] == "dense-warmup"
+    assert records[1]["mfu"] == pytest.approx(records[1]["tokens_per_s"] * warm_per_token / peak, rel=1e-9)
+    per_token = training_flops_per_token(cfg, cfg.train.seq_len, device="cpu")
+    assert warm_per_token < per_token
     for step in (2, 4):
         r = records[step]
         assert r["mfu"] == pytest.approx(r["tokens_per_s"] * per_token / peak, rel=1e-9)

@@ -235,7 +235,10 @@ class Trainer:
             self.log.sink = TensorBoardLog(self.run_dir, self.model, start_step=self.step)
         self.autocast = lambda: autocast(self.device, t.precision)
         self.peak = device_peak(self.device) * self.world.size  # MFU of the whole world
-        self.flops_per_token = training_flops_per_token(cfg, t.seq_len, device=self.device.type)
+        self.flops_per_token = {  # the dense warm-up trains only the indexer: counted apart
+            warmup: training_flops_per_token(cfg, t.seq_len, device=self.device.type, dsa_dense=warmup)
+            for warmup in (False, True)
+        }
         self.last_eval: dict = {}
 
     # ---- one optimiser step ----------------------------------------------------------------
@@ -388,10 +391,8 @@ class Trainer:
         """Write one record: `metrics` (StepResult.metrics) with the window's rates and loads."""
         tokens_per_s = tokens_per_step * window_steps / max(window_time, 1e-9)
         record = dict(metrics)
-        # the calculator counts sparse training steps; the dense warm-up runs other FLOPs (no MFU)
-        warmup = metrics["stage"] == DENSE_WARMUP
-        record.update(tokens_per_s=tokens_per_s,
-                      mfu=None if warmup else mfu(tokens_per_s, self.flops_per_token, self.peak))  # fmt: skip
+        flops_per_token = self.flops_per_token[metrics["stage"] == DENSE_WARMUP]
+        record.update(tokens_per_s=tokens_per_s, mfu=mfu(tokens_per_s, flops_per_token, self.peak))
         if counts is not None:
             per_layer = load_imbalance(counts)
             record["expert_imbalance"] = sum(per_layer) / len(per_layer)
