@@ -7,8 +7,6 @@ diagonal and several chunks are all exercised.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -21,30 +19,6 @@ from glmlab.kernels import indexer_ref as ref
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TILES = kernels.Tiles(rows=4, keys=16, tiles=2, picks=16, select=16)
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
-
-
-@pytest.fixture(autouse=True)
-def interpreter_fixes(monkeypatch):
-    """Two bugs of Triton 3.6's interpreter, patched for these tests (the same patch as
-    tests/test_kernels_sparse_mla.py): a runtime loop bound is a 1-element array, which numpy >= 2.4
-    will not turn into an int; and tl.dot multiplies bf16 operands as raw bits. Nothing on a GPU."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        return
-    import triton.language as tl
-    from triton.runtime import interpreter
-
-    patch_tensor, dot = interpreter._patch_lang_tensor, interpreter.InterpreterBuilder.create_dot
-
-    def patch_lang_tensor(tensor, scope):
-        patch_tensor(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
-
-    def create_dot(self, a, b, d, *args):
-        widen = lambda x: self.cast_impl(x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x
-        return dot(self, widen(a), widen(b), d, *args)
-
-    monkeypatch.setattr(interpreter, "_patch_lang_tensor", patch_lang_tensor)
-    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
 
 
 def inputs(B: int, S: int, T: int, *, H: int = 2, D: int = 16, dtype=torch.float32, seed: int = 0):
