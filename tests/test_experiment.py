@@ -249,3 +249,33 @@ def test_claims_report_joins_analytic_and_measured(tmp_path):
     assert report["indexer_cost"]["verdict"].startswith("analytic only")
     text = claims_markdown(list(report.values()), "glm5", tmp_path)
     assert text.count("\n## ") == len(report) and "- Verdict: reproduced" in text
+
+
+@pytest.mark.slow
+def test_cells_train_with_the_vocabulary_a_small_corpus_gives_bpe(tmp_path):
+    """BPE on a few kilobytes learns fewer tokens than vocab_size: the shared tokenizer shrinks, and
+    each cell's model follows it (before, every cell stopped at the tokenizer's vocabulary check)."""
+    data = tmp_path / "notes.txt"
+    data.write_text(" ".join(f"note {i} says the value of item {i % 7} is {i * 3}." for i in range(300)))
+    small = [t for t in TINY if not t.startswith(("train.tokenizer", "vocab_size", "train.data"))]
+    spec = _write(
+        tmp_path,
+        f"""
+question: Does a one-layer model train on my notes?
+base: glm5-tiny
+set: [{", ".join(small)}, train.tokenizer=bpe, vocab_size=4096, train.data={data}]
+steps: 2
+seeds: [1]
+variants:
+  base: []
+headline: [val_loss]
+""",
+    )
+    res = CliRunner().invoke(
+        app, ["experiment", str(spec), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    )
+    assert res.exit_code == 0, res.output
+    result = json.loads(next((tmp_path / "out").glob("*/cells/base/seed-1/" + RESULT)).read_text())
+    assert result["config"]["vocab_size"] == 4096  # the spec's, so a re-run still matches
+    assert 256 < result["trained_vocab_size"] < 4096
+    assert result["metrics"]["val_loss"] > 0

@@ -4,6 +4,7 @@ written last, atomically, so a killed cell is never mistaken for a finished one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from rich.console import Console
 from glmlab.accounting import flops_report, kv_cache_bytes_per_token, parameter_counts
 from glmlab.config import Config
 from glmlab.data.prepare import TOKENIZER_DIR, prepare_data
+from glmlab.data.tokenizer import load_tokenizer
 from glmlab.train import train
 from glmlab.train.loop import METRICS
 from glmlab.train.rundir import is_run
@@ -51,6 +53,17 @@ def tokenizer_key(cfg: Config) -> str:
     t = cfg.train
     text = f"{t.data}-v{t.val_fraction}-s{t.seed}-{t.tokenizer}{cfg.model.vocab_size}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def with_tokenizer_vocab(cfg: Config, tokenizer_dir: Path | None) -> Config:
+    """The config a cell trains: a shared BPE tokenizer trained on little data may hold fewer tokens
+    than `vocab_size`, and the model follows it, as `glmlab train` does for a new run."""
+    if tokenizer_dir is None:
+        return cfg
+    vocab = load_tokenizer(tokenizer_dir / TOKENIZER_DIR).vocab_size
+    if vocab == cfg.model.vocab_size:
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
 
 
 def prepare_tokenizer(cfg: Config, folder: Path) -> None:
@@ -167,7 +180,9 @@ def run_cell(
 ) -> dict:  # fmt: skip
     """Train (or resume) the cell, measure it and write `result.json`; returns the result.
     `mtp_eval` ({domains, prompts, max_new_tokens}) sets the speculative-decoding measurement
-    made when the model has MTP modules; `info` is stored with the result."""
+    made when the model has MTP modules; `info` is stored with the result. The result records
+    the spec's config; the model trained may have a smaller vocabulary (`trained_vocab_size`)."""
+    spec_cfg, cfg = cfg, with_tokenizer_vocab(cfg, tokenizer_dir)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -202,7 +217,8 @@ def run_cell(
             raise
     result = {
         **(info or {}),
-        "config": cfg.to_dict(),
+        "config": spec_cfg.to_dict(),
+        "trained_vocab_size": cfg.model.vocab_size,
         "device": device_name(device),
         "metrics": metrics,
         "peak_memory_kind": summary.get("peak_memory_kind"),
