@@ -114,12 +114,13 @@ def train(
         cfg, run_dir = resolve()
         gpus = torch.cuda.device_count() if device_type(device) == "cuda" else None
         check_world(nproc, cfg.train.batch_size, cfg.model.n_routed_experts, cfg.train.expert_parallel,
-                    local_gpus=gpus)  # fmt: skip
+                    local_gpus=gpus, optimizer=cfg.train.optimizer, cuda=gpus is not None)  # fmt: skip
         raise typer.Exit(launch(worker_args(sys.argv[1:], run_dir, resume), nproc, run_dir))
     world = current_world(device_type(device))  # a world of one unless torchrun or a launcher started us
     with recorded_failure():
         cfg, run_dir = world.from_main(resolve)
-        check_world(world.size, cfg.train.batch_size, cfg.model.n_routed_experts, cfg.train.expert_parallel)
+        check_world(world.size, cfg.train.batch_size, cfg.model.n_routed_experts, cfg.train.expert_parallel,
+                    optimizer=cfg.train.optimizer, cuda=device_type(device) == "cuda")  # fmt: skip
         if tensorboard:  # a logging switch, so a resumed run may turn it on too
             cfg = replace(cfg, train=replace(cfg.train, tensorboard=True))
         out_console = console if world.is_main else Console(quiet=True)

@@ -145,3 +145,15 @@ def test_a_dying_rank_ends_the_run_with_one_line(data, tmp_path):
     from glmlab.checkpoint import latest_checkpoint
 
     assert (latest_checkpoint(run) / "sharded" / ".metadata").is_file()
+
+
+def test_muon_on_several_gpus_is_refused_before_launch():
+    """Muon's orthogonalisation of sharded matrices failed on two H200s; on the CPU it runs."""
+    from glmlab.errors import GlmlabError
+    from glmlab.parallel.world import check_world
+
+    with pytest.raises(GlmlabError, match="optimizer=adamw"):
+        check_world(2, 32, 8, 1, optimizer="muon", cuda=True)
+    check_world(2, 32, 8, 1, optimizer="muon", cuda=False)
+    check_world(2, 32, 8, 1, optimizer="adamw", cuda=True)
+    check_world(1, 32, 8, 1, optimizer="muon", cuda=True)

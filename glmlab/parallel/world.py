@@ -150,11 +150,25 @@ def current_world(device_type: str = "cpu") -> World:
 
 
 def check_world(
-    size: int, batch_size: int, n_experts: int, expert_parallel: int, *, local_gpus: int | None = None
+    size: int,
+    batch_size: int,
+    n_experts: int,
+    expert_parallel: int,
+    *,
+    local_gpus: int | None = None,
+    optimizer: str = "adamw",
+    cuda: bool = False,
 ) -> None:
     """A world size that cannot split this run is a config error, raised before anything starts.
     A single process runs a run of any expert_parallel (resuming it on one rank). `local_gpus`:
-    the GPUs of this machine, when all ranks start here (one GPU each)."""
+    the GPUs of this machine, when all ranks start here (one GPU each). Muon's batched
+    orthogonalisation of FSDP-sharded matrices fails on GPUs (two H200s, docs/scaling.md), though
+    it runs on the CPU: refused there before launch."""
+    if size > 1 and cuda and optimizer == "muon":
+        raise GlmlabError(
+            "train.optimizer=muon does not run on several GPUs yet (its orthogonalisation of sharded "
+            "matrices fails): use --set train.optimizer=adamw, or one GPU"
+        )
     if local_gpus is not None and local_gpus < size:
         raise GlmlabError(f"--nproc-per-node {size} asks for one GPU per rank but this machine shows "
                           f"{local_gpus}: lower it, or use --device cpu")  # fmt: skip
