@@ -127,6 +127,18 @@ class AttentionPlan:
     kl_chunks: tuple[tuple[int, int, int], ...]  # the Triton warm-up KL's target chunks (empty if none)
 
     @property
+    def key_mass(self) -> bool:
+        """Attention returns its probabilities summed over heads (the indexer KL's target): the torch
+        paths, and the sparse Triton kernel; the Triton warm-up KL builds its own target."""
+        return self.index_loss and (self.kernel == "torch" or self.sparse)
+
+    @property
+    def full_square(self) -> bool:
+        """Dense attention over every pair of the n x T square (a mask, explicit probabilities or
+        SDPA's math fallback), not a fused causal kernel."""
+        return self.path == "masked" or self.probs or not self.fused_sdpa
+
+    @property
     def recall(self) -> bool:
         """Dense torch attention with the indexer's loss also reports the top-k's recall."""
         return self.path == "dense" and self.index_loss and self.kernel == "torch"

@@ -143,7 +143,7 @@ def _executed_attention(m: ModelConfig, kind: LayerKind, call: Call) -> Terms:
         triton = plan.kernel == "triton"
         backward = triton_sparse_backward_pair_flops(m) if triton else gathered_backward_pair_flops(m)
         out["core_attention"] = (pairs * absorbed, pairs * (absorbed + backward))
-    elif plan.path == "masked" or plan.probs or not plan.fused_sdpa:  # every pair of the n x T square
+    elif plan.full_square:
         out["core_attention"] = _gemm(n * T * expanded)
     else:  # a fused causal SDPA kernel skips the masked half
         forward, backward = sdpa_pair_flops(m)

@@ -96,7 +96,7 @@ def _attention_activations(m: ModelConfig, kind: LayerKind, call: Call, b: int) 
             extra += n * K * (8 + 1) + n * 4 * H
         else:
             extra += n * K * (8 + 4 * H)
-    elif plan.path == "masked" or plan.probs or not plan.fused_sdpa:
+    elif plan.full_square:
         token += 2 * H * qk + 2 * H * v + r
         pair += 2 * H
     else:  # fused SDPA: q, k, values padded to d_qk, the output and its log-sum-exp

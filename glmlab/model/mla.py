@@ -155,15 +155,14 @@ class MultiHeadLatentAttention(nn.Module):
         with torch.set_grad_enabled(grad_indexer):
             sel = self.score_and_select(xn, p.q_latent, cos, sin, index_keys, causal, plan, shared_topk)
 
-        need_mass = plan.index_loss and plan.kernel == "torch" or plan.sparse and plan.index_loss
         if plan.path == "cached":
             o, mass = self.attend_cached(p, latent, sel.topk, causal[None], kernel=plan.kernel)
         elif plan.path == "sparse":
-            o, mass = self.attend_gathered(p, sel.topk, kernel=plan.kernel, need_mass=need_mass)
+            o, mass = self.attend_gathered(p, sel.topk, kernel=plan.kernel, need_mass=plan.key_mass)
         elif plan.path == "masked":
-            o, mass = self.attend_masked(p, sel.topk, causal, need_mass=need_mass)
+            o, mass = self.attend_masked(p, sel.topk, causal, need_mass=plan.key_mass)
         else:
-            o, mass = self.attend_dense(p, need_mass=need_mass)
+            o, mass = self.attend_dense(p, need_mass=plan.key_mass)
 
         loss = recall = None
         if plan.index_loss:
