@@ -8,10 +8,10 @@ from pathlib import Path
 from glmlab.accounting.flops import flops_report
 from glmlab.config import Config
 from glmlab.errors import GlmlabError
+from glmlab.viz.mpl import HINT, pyplot
 
 # The file types matplotlib writes with its own dependencies (savefig infers the type from the name).
 FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
-INSTALL_HINT = "pip install 'glmlab[plot]'"
 
 
 def check_plot_target(out: str | Path) -> None:
@@ -24,7 +24,7 @@ def check_plot_target(out: str | Path) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise GlmlabError(f"--plot needs matplotlib: {INSTALL_HINT}") from None
+        raise GlmlabError(f"--plot needs matplotlib: {HINT}") from None
 
 
 def plot_flops_vs_context(
@@ -34,10 +34,7 @@ def plot_flops_vs_context(
     as configured and for the same model with dense attention (executed on `device`, for the
     glmlab convention)."""
     check_plot_target(out)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     top = max(max_context, 2048)
     contexts = sorted({int(1024 * 2 ** (i / 4)) for i in range(0, 64) if 1024 * 2 ** (i / 4) <= top} | {top})

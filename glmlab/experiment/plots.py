@@ -8,25 +8,26 @@ from pathlib import Path
 
 from glmlab.experiment.results import Row
 from glmlab.experiment.spec import Spec
+from glmlab.viz.mpl import pyplot
 
 
 def plots_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _save(fig, ax, path: Path) -> Path:
+    """Grid and tight layout, then the PNG; the figure is closed."""
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
 
 
 def loss_curves(spec: Spec, results: dict[str, dict], path: Path) -> Path:
     """Training LM loss against step, one line per variant (mean over seeds), shaded between the
     lowest and highest seed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for v in spec.variants:
         curves = [r["curve"] for r in results.values() if r["variant"] == v.name and r["curve"]["step"]]
@@ -43,11 +44,7 @@ def loss_curves(spec: Spec, results: dict[str, dict], path: Path) -> Path:
     ax.set_ylabel("training LM loss (nats/token)")
     ax.set_title(f"{spec.name}: training loss, mean over seeds (band: min-max)")
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def metric_vs_axis(spec: Spec, rows: list[Row], metric: str, path: Path) -> Path | None:
@@ -56,7 +53,7 @@ def metric_vs_axis(spec: Spec, rows: list[Row], metric: str, path: Path) -> Path
     by_variant = {r.variant: r for r in rows if r.metric == metric}
     if not by_variant:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     levels = list(spec.axes[spec.sweep])
     numeric = all(level.replace(".", "", 1).replace("-", "", 1).isdigit() for level in levels)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -83,11 +80,7 @@ def metric_vs_axis(spec: Spec, rows: list[Row], metric: str, path: Path) -> Path
     ax.set_title(f"{spec.name}: {metric} (mean, 95% interval over seeds)")
     if len(groups) > 1:
         ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def loss_vs_compute(spec: Spec, rows: list[Row], path: Path) -> Path | None:
@@ -97,7 +90,7 @@ def loss_vs_compute(spec: Spec, rows: list[Row], path: Path) -> Path | None:
     names = [v.name for v in spec.variants if v.name in loss and v.name in flops]
     if not names:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in names:
         s = loss[name]
@@ -108,11 +101,7 @@ def loss_vs_compute(spec: Spec, rows: list[Row], path: Path) -> Path | None:
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title(f"{spec.name}: loss against compute")
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def write_plots(spec: Spec, results: dict[str, dict], rows: list[Row], out_dir: Path) -> list[Path]:
