@@ -16,6 +16,7 @@ nvidia-smi -L; python3 -c 'import torch; print(torch.__version__, torch.cuda.dev
 common=(--set train.tokenizer=byte --set dsa_warmup_steps=0 --set warmup_steps=10 --set steps=30
         --set train.optimizer=adamw
         --set log_interval=5 --set eval_interval=0 --set eval_batches=2 --set checkpoint_interval=0)
+rm -rf /tmp/one-$$ /tmp/fsdp-$$ /tmp/ep-$$  # scratch run folders: a new run refuses a leftover one
 drive="experiments/parallel_runs.py run"
 torchrun2="python3 -m torch.distributed.run --standalone --nproc-per-node 2"
 CUDA_VISIBLE_DEVICES=0 timeout 150 python3 $drive /tmp/one-$$ "${common[@]}" \

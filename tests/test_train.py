@@ -17,6 +17,7 @@ import torch
 
 from glmlab.checkpoint import load_model
 from glmlab.config import load_config
+from glmlab.errors import GlmlabError
 from glmlab.model import CausalLMOutput
 from glmlab.model.losses import total_loss
 from glmlab.train import loop
@@ -238,6 +239,18 @@ def test_bf16_precision_trains_bf16_weights_and_keeps_router_biases_fp32(small, 
     assert {s["exp_avg"].dtype for s in state.values()} == {torch.bfloat16}
     code, _, err = run_cli("build", "glm5-tiny", "--set", "train.precision=fp16")
     assert code == 2 and "train.precision" in err and "bf16-mixed" in err
+
+
+def test_a_new_run_refuses_a_leftover_run_folder(small, tmp_path):
+    """A run that died outside the CLI's clean-up left its byte tokenizer behind; a new run there
+    once reused it with the config's unsized vocabulary (two H200s trained 16,384 logits over
+    257-token data). Now it stops with one line, and the leftover is untouched."""
+    run = tmp_path / "run"
+    make_trainer(small, run, ["train.tokenizer=byte"])
+    (run / "config.yaml").unlink()  # the tokenizer alone is enough to refuse
+    with pytest.raises(GlmlabError, match="already holds tokenizer from another run: choose a new --out"):
+        make_trainer(small, run, ["train.tokenizer=byte"])
+    assert (run / "tokenizer").is_dir()
 
 
 def test_step_result_holds_device_tensors_read_in_one_transfer(small, tmp_path):

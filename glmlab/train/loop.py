@@ -52,7 +52,7 @@ from glmlab.parallel.world import current_world
 from glmlab.report.train import eval_line, step_lines
 from glmlab.train.metrics import MetricsLog, load_imbalance
 from glmlab.train.optim import build_optimizer
-from glmlab.train.rundir import ensure_writable, removed_on_failure, resume_hint
+from glmlab.train.rundir import ensure_writable, refuse_leftover_run, removed_on_failure, resume_hint
 from glmlab.train.schedule import DENSE_WARMUP, lr_at, stage_at
 
 METRICS = "metrics.jsonl"
@@ -189,6 +189,8 @@ class Trainer:
         t = cfg.train
         ensure_writable(self.run_dir)
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        if not resume:  # rank 0 looks before any rank writes (the others wait for its answer)
+            self.world.from_main(refuse_leftover_run, self.run_dir)
         if checkpoint is not None:
             saved = load_checkpoint_config(checkpoint)
             if saved.model != cfg.model:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from glmlab.checkpoint import CHECKPOINTS, CONFIG
 from glmlab.config import Config, load_config, validate
+from glmlab.data.prepare import TOKENIZER_DIR
 from glmlab.errors import GlmlabError
 
 
@@ -34,6 +35,16 @@ def ensure_writable(path: Path) -> None:
     except OSError as err:
         msg = f"cannot write to output folder {path}: {err.strerror}; use another --out"
         raise GlmlabError(msg) from None
+
+
+def refuse_leftover_run(path: Path) -> None:
+    """A new run must not start in a folder that holds another run's config or tokenizer (a run
+    that failed outside `removed_on_failure`): the stale tokenizer would be reused while the new
+    config's vocab_size stayed unsized, silently training a different model."""
+    for leftover in (path / CONFIG, path / TOKENIZER_DIR):
+        if leftover.exists():
+            raise GlmlabError(f"{path} already holds {leftover.name} from another run: choose a new --out, "
+                              f"or continue it with {resume_hint(path)}")  # fmt: skip
 
 
 def resume_hint(run_dir: str | Path, steps: int | None = None) -> str:
