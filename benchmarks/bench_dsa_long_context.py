@@ -14,7 +14,11 @@ Modes, each a row per context:
   loss, backward; against dense's training step;
 - `warmup` (contexts up to `--warmup-up-to`, default 32K): DSA's dense warm-up stage
   (`dsa_dense=True`, only the indexer trains, its KL alone is the loss), against the same dense
-  training step.
+  training step;
+- `decode`: one new token per row (`--decode-batch` rows, default 1) after a latent cache of
+  `context` positions (filled with random latents and indexer keys: a step's cost does not depend
+  on their values), through the model's cached forward, which is absorbed MLA over the whole
+  cache when dense and over the indexer's top-k when DSA; the cache is cut back after each step.
 
 Each configuration runs once untimed (it compiles the kernels; FlopCounterMode counts its FLOPs per
 operator), then `--repeats` times (default 3), timed with CUDA events (the median is reported), and
@@ -41,8 +45,8 @@ the largest logit difference from glmlab at the first of them. `--tiny` runs a s
 figure, rewritten after each configuration so that a run cut short keeps what it measured.
 
     python benchmarks/bench_dsa_long_context.py [--contexts 8k,32k,64k,128k] [--layers 2] [--repeats 3]
-        [--modes prefill,train,warmup] [--warmup-up-to 32k] [--impl auto] [--precision bf16]
-        [--hf] [--hf-up-to 32k] [--no-profile] [--json PATH]
+        [--modes prefill,train,warmup,decode] [--decode-batch 1] [--warmup-up-to 32k] [--impl auto]
+        [--precision bf16] [--hf] [--hf-up-to 32k] [--no-profile] [--json PATH]
     python benchmarks/bench_dsa_long_context.py --tiny
 """
 
@@ -85,9 +89,12 @@ TINY = [
     "index_topk=8", "intermediate_size=64", "vocab_size=128",
 ]  # fmt: skip
 TINY_CONTEXTS = "32,64"
-MODES = ("prefill", "train", "warmup")
+MODES = ("prefill", "train", "warmup", "decode")
 # Issue 16's targets for dense time / DSA time.
-TARGETS = {("prefill", 32768): 1.3, ("prefill", 65536): 2.0, ("prefill", 131072): 3.0, ("train", 65536): 2.0}
+TARGETS = {
+    ("prefill", 32768): 1.3, ("prefill", 65536): 2.0, ("prefill", 131072): 3.0, ("train", 65536): 2.0,
+    ("decode", 131072): 3.0,
+}  # fmt: skip
 COLUMNS = [
     "context", "mode", "DSA", "dense", "dense/DSA", "predicted", "target", "DSA peak", "dense peak",
     "DSA kernels (TFLOP/s)", "dense kernels (TFLOP/s)",
@@ -292,9 +299,29 @@ def train_step(model: CausalLM, cfg: Config, ids: torch.Tensor, cast, *, warmup:
     return step
 
 
+def decode_step(model: CausalLM, S: int, batch: int, device: torch.device, dtype, cast) -> Callable[[], None]:
+    """One token per row after a cache of S random latents, the cache cut back to S after it."""
+    cache = model.new_cache(batch, S + 1, device=device, dtype=dtype)
+    gen = torch.Generator(device).manual_seed(S)
+    for layer in cache.layers:
+        layer.latent[:, :S].normal_(generator=gen)
+        if layer.index_keys is not None:
+            layer.index_keys[:, :S].normal_(generator=gen)
+        layer.length = S
+    tokens = torch.randint(0, model.config.vocab_size, (batch, 1), device=device, generator=gen)
+
+    def step() -> None:
+        with torch.no_grad(), cast():
+            model(tokens, cache=cache)
+        for layer in cache.layers:
+            layer.truncate(S)
+
+    return step
+
+
 def predicted(dsa_cfg: Config, dense_cfg: Config, S: int, mode: str, device: str) -> float:
     """The calculator's dense/DSA FLOP ratio for the run of `mode` (see the module docstring)."""
-    kind = "forward" if mode == "prefill" else "train"
+    kind = {"prefill": "forward", "decode": "decode"}.get(mode, "train")
     dense = flops_report(dense_cfg, S, kind, mtp=False, device=device).total
     if mode == "warmup":
         return dense / (training_flops_per_token(dsa_cfg, S, mtp=False, device=device, dsa_dense=True) * S)
@@ -381,7 +408,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contexts", type=context_list, help="comma-separated (default 8k,32k,64k,128k)")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (default 3)")
-    parser.add_argument("--modes", type=mode_list, default=list(MODES), help="subset of prefill,train,warmup")
+    parser.add_argument("--modes", type=mode_list, default=["prefill", "train", "warmup"],
+                        help="subset of prefill,train,warmup,decode (default: all but decode)")  # fmt: skip
+    parser.add_argument("--decode-batch", type=int, default=1, help="rows decoded together (default 1)")
     parser.add_argument("--warmup-up-to", type=tokens, default=32768, help="longest warm-up context (32k)")
     parser.add_argument("--impl", choices=DSA_IMPLS, default="auto", help="DSA's dsa_impl (default auto)")
     parser.add_argument("--precision", choices=PRECISIONS, help="default: bf16 on a GPU, fp32 on a CPU")
@@ -399,8 +428,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="how the Triton top-k selects (default: the model's)",
     )
     args = parser.parse_args(argv)
-    if args.layers < 1 or args.repeats < 1:
-        parser.error("--layers and --repeats must be at least 1")
+    if args.layers < 1 or args.repeats < 1 or args.decode_batch < 1:
+        parser.error("--layers, --repeats and --decode-batch must be at least 1")
     if args.contexts is None:
         args.contexts = context_list(TINY_CONTEXTS if args.tiny else "8k,32k,64k,128k")
     if not args.contexts:
@@ -421,9 +450,13 @@ def measure_all(args, models, cast, device: torch.device, report: dict, rows: li
         for mode in args.modes:
             if mode == "warmup" and S > args.warmup_up_to:
                 continue
-            kind = "prefill" if mode == "prefill" else "train"
+            kind = mode if mode in ("prefill", "decode") else "train"
             if mode == "prefill":
                 dsa_step, dense_step = prefill_step(dsa, ids, cast), prefill_step(dense, ids, cast)
+            elif mode == "decode":
+                dtype = next(dsa.parameters()).dtype
+                dsa_step = decode_step(dsa, S, args.decode_batch, device, dtype, cast)
+                dense_step = decode_step(dense, S, args.decode_batch, device, dtype, cast)
             else:
                 dsa_step = train_step(dsa, dsa_cfg, ids, cast, warmup=mode == "warmup")
                 dense_step = train_step(dense, dense_cfg, ids, cast, warmup=False)

@@ -39,7 +39,8 @@ def table(text: str, first_column: str) -> list[list[str]]:
 
 def test_tiny_run_prints_the_table_and_the_calculators_ratio(bench, one_thread, capsys, tmp_path):
     out = tmp_path / "dsa.json"
-    status = bench.main(["--tiny", "--device", "cpu", "--repeats", "1", "--hf", "--json", str(out)])
+    status = bench.main(["--tiny", "--device", "cpu", "--repeats", "1", "--hf", "--json", str(out),
+                         "--modes", ",".join(bench.MODES), "--decode-batch", "2"])  # fmt: skip
     printed = capsys.readouterr().out
     assert status == 0
     header, *rows = table(printed, "context")
@@ -55,7 +56,7 @@ def test_tiny_run_prints_the_table_and_the_calculators_ratio(bench, one_thread, 
             assert figures[side]["peak_bytes"] is None and len(figures[side]["times"]) == 1
         assert row[4] == f"{figures['dense']['seconds'] / figures['dsa']['seconds']:.2f}x"
         # the calculator's dense/DSA ratio, computed here from the accounting API
-        kind = "forward" if mode == "prefill" else "train"
+        kind = {"prefill": "forward", "decode": "decode"}.get(mode, "train")
         dense = flops_report(dense_cfg, S, kind, mtp=False, device="cpu").total
         if mode == "warmup":
             dsa = training_flops_per_token(dsa_cfg, S, mtp=False, device="cpu", dsa_dense=True) * S
