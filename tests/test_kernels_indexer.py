@@ -120,10 +120,41 @@ def test_selection_of_signed_zeros_and_negatives():
     n, K = len(row), 8
     idx = torch.empty(1, 1, K, dtype=torch.int64, device=DEVICE)
     valid = torch.zeros(1, 1, K, dtype=torch.int8, device=DEVICE)
-    kernels._select_kernel[(1,)](scores, idx, valid, 1, n - 1, 0, 1, K, n, n, BLOCK=16)
+    keys, pos = torch.empty(2, 2 * K, dtype=torch.int32, device=DEVICE)
+    kernels._select_kernel[(1,)](
+        scores, idx, valid, keys, pos, 1, n - 1, 0, 1, K, n, n, BLOCK=16, CAP=2 * K, STRIDE=1
+    )
     expected = torch.sort(scores[0, 0], descending=True, stable=True).indices[:K]
     assert torch.equal(idx[0, 0].sort().values, expected.sort().values)
     assert valid.bool().all()
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "descending", "ascending"])
+def test_selection_threshold_and_fallback(kind):
+    """Rows of 40-47 keys, longer than the candidate list (K=4, CAP=8), the threshold from a sample
+    of 8 scores in 32: random rows; rows of three distinct values (more than CAP candidates: the
+    whole-row select); descending rows (the sample holds the largest scores and its threshold leaves
+    fewer than K candidates: the whole-row select); ascending rows (the candidate path for lengths
+    41-45, the whole row for the others)."""
+    g = torch.Generator().manual_seed(13)
+    rows, K, n0 = 8, 4, 40
+    base = torch.randn(rows, n0 + rows, generator=g)
+    if kind == "ties":
+        base = torch.randint(0, 3, base.shape, generator=g).float()
+    elif kind != "random":
+        base = base.sort(-1, descending=kind == "descending").values
+    scores = base.to(DEVICE)[None]
+    idx = torch.full((1, rows, K), -1, dtype=torch.int64, device=DEVICE)
+    valid = torch.zeros(1, rows, K, dtype=torch.int8, device=DEVICE)
+    keys, pos = torch.empty(2, rows * 2 * K, dtype=torch.int32, device=DEVICE)
+    kernels._select_kernel[(rows,)](
+        scores, idx, valid, keys, pos, rows, n0 - 1, 0, rows, K, scores.stride(0), scores.stride(1),
+        BLOCK=16, CAP=2 * K, STRIDE=4,
+    )  # fmt: skip
+    assert valid.bool().all()
+    for r in range(rows):
+        expected = torch.sort(scores[0, r, : n0 + r], descending=True, stable=True).indices[:K]
+        assert torch.equal(idx[0, r].sort().values, expected.sort().values), r
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

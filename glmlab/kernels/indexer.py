@@ -34,7 +34,8 @@ class Tiles:
 
     rows: queries per program of the scoring kernels (their (query, head) pairs are one side of the
     product, at least 16); keys: keys per tile; tiles: key tiles per scoring program; picks: picked
-    keys per tile in `index_scores_at`; select: scores per step of the top-k selection.
+    keys per tile in `index_scores_at`; select: scores per step of the top-k selection; sample: the
+    selection's threshold is estimated from one score in `sample` of each row.
     """
 
     rows: int = 4
@@ -44,6 +45,7 @@ class Tiles:
     select: int = 4096
     warps: int = 4
     stages: int = 3
+    sample: int = 32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,29 +328,39 @@ def _at_bwd_kernel(
 
 
 @triton.jit
-def _load_keys(row_ptr, t, n):
-    """Scores row_ptr[t] (t < n) as int32 keys in the same order: the fp32 bits, with the lower 31
-    flipped for negative scores; -0.0 becomes +0.0's key, since the two are equal scores."""
-    bits = tl.load(row_ptr + t, mask=t < n, other=0.0).to(tl.int32, bitcast=True)
-    key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return tl.where(key == -1, 0, key)
+def _keys(src_ptr, i, n, MODE: tl.constexpr, STRIDE: tl.constexpr):
+    """The keys of entries i of a source and which exist. Keys are int32 in the scores' order: the
+    fp32 bits, the lower 31 flipped for negative scores; -0.0 takes +0.0's key (equal scores).
+    MODE 0: the score row src[0:n]; 1: its sample, groups of 8 consecutive scores every 8*STRIDE;
+    2: n keys already made (a candidate list)."""
+    t = (i // 8) * (8 * STRIDE) + i % 8 if MODE == 1 else i
+    ok = t < n
+    if MODE == 2:
+        key = tl.load(src_ptr + t, mask=ok, other=0)
+    else:
+        bits = tl.load(src_ptr + t, mask=ok, other=0.0).to(tl.int32, bitcast=True)
+        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        key = tl.where(key == -1, 0, key)
+    return key, ok
 
 
 @triton.jit
-def _digit_pass(row_ptr, n, prefix, SHIFT: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr, remaining):
+def _digit_pass(
+    src_ptr, n, n_iter, prefix, remaining,
+    SHIFT: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr, MODE: tl.constexpr, STRIDE: tl.constexpr,
+):  # fmt: skip
     """One radix pass: among the keys whose bits above SHIFT+BITS equal `prefix`, the histogram of
     the next BITS bits; returns the digit holding the `remaining`-th largest and what remains to take
     inside it."""
     hist = tl.zeros((1 << BITS,), tl.int32)
-    for t0 in range(0, n, BLOCK):
-        t = t0 + tl.arange(0, BLOCK)
-        key = _load_keys(row_ptr, t, n)
+    for i0 in range(0, n_iter, BLOCK):
+        key, ok = _keys(src_ptr, i0 + tl.arange(0, BLOCK), n, MODE, STRIDE)
         if SHIFT + BITS == 32:
             digit = (key >> SHIFT) + (1 << (BITS - 1))  # the sign bit flipped: unsigned order
-            match = t < n
+            match = ok
         else:
             digit = (key >> SHIFT) & ((1 << BITS) - 1)
-            match = (t < n) & ((key >> (SHIFT + BITS)) == prefix)
+            match = ok & ((key >> (SHIFT + BITS)) == prefix)
         hist += tl.histogram(digit, 1 << BITS, mask=match)
     at_least = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # keys with a digit >= each digit
     digit = tl.sum((at_least >= remaining).to(tl.int32), 0) - 1
@@ -359,10 +371,45 @@ def _digit_pass(row_ptr, n, prefix, SHIFT: tl.constexpr, BITS: tl.constexpr, BLO
 
 
 @triton.jit
+def _kth(src_ptr, n, n_iter, rank, BLOCK: tl.constexpr, MODE: tl.constexpr, STRIDE: tl.constexpr):
+    """The `rank`-th largest key of a source, exactly (four 8-bit radix passes), and how many keys
+    equal to it complete the top `rank`."""
+    kth, ties = _digit_pass(src_ptr, n, n_iter, 0, rank, 24, 8, BLOCK, MODE, STRIDE)
+    kth, ties = _digit_pass(src_ptr, n, n_iter, kth, ties, 16, 8, BLOCK, MODE, STRIDE)
+    kth, ties = _digit_pass(src_ptr, n, n_iter, kth, ties, 8, 8, BLOCK, MODE, STRIDE)
+    return _digit_pass(src_ptr, n, n_iter, kth, ties, 0, 8, BLOCK, MODE, STRIDE)
+
+
+@triton.jit
+def _write_picks(
+    src_ptr, pos_ptr, n, kth, ties, idx_ptr, valid_ptr, K, BLOCK: tl.constexpr, MODE: tl.constexpr
+):
+    """Write the keys above `kth` into slots 0.. in source order, then the first `ties` keys equal
+    to it into the last slots. Key positions: the entry index (MODE 0) or pos_ptr's (MODE 2)."""
+    above = tl.full((), 0, tl.int32)
+    tied = tl.full((), 0, tl.int32)
+    for i0 in range(0, n, BLOCK):
+        i = i0 + tl.arange(0, BLOCK)
+        key, ok = _keys(src_ptr, i, n, MODE, 1)
+        t = tl.load(pos_ptr + i, mask=ok, other=0) if MODE == 2 else i
+        gt = (key > kth) & ok
+        eq = (key == kth) & ok
+        eq_rank = tied + tl.cumsum(eq.to(tl.int32), 0) - 1
+        take = gt | (eq & (eq_rank < ties))
+        slot = tl.where(gt, above + tl.cumsum(gt.to(tl.int32), 0) - 1, K - ties + eq_rank)
+        tl.store(idx_ptr + slot, t.to(tl.int64), mask=take)
+        tl.store(valid_ptr + slot, tl.full((BLOCK,), 1, tl.int8), mask=take)
+        above += tl.sum(gt.to(tl.int32), 0)
+        tied += tl.sum(eq.to(tl.int32), 0)
+
+
+@triton.jit
 def _select_kernel(
     scores_ptr,
     idx_ptr,
     valid_ptr,
+    cand_key_ptr,
+    cand_pos_ptr,
     n_rows,
     first_pos,
     row0,
@@ -371,42 +418,58 @@ def _select_kernel(
     stride_sb,
     stride_ss,
     BLOCK: tl.constexpr,
+    CAP: tl.constexpr,
+    STRIDE: tl.constexpr,
 ):
-    """Top-K of one score row by radix select over the visible keys: four histogram passes of 8 bits
-    find the K-th largest score exactly, a fifth writes the keys above it and the lowest-indexed ties.
-    (tl.histogram costs a GPU thread work per bin it owns, so 256 bins a pass beat 2048: with three
-    passes of 11 bits the selection took most of index_topk's time at 128K on an H200; the figures
-    are in experiments/README.md, "Timings moved from docstrings".)"""
+    """Top-K of one score row, exactly; docs/architecture.md, "DSA: the lightning indexer and top-k".
+
+    A row longer than CAP is first cut down: a threshold from a sample of the row (one score in
+    STRIDE, in groups of 8; its r-th largest, r set so that about 1.5*K scores of the row are expected
+    at or above it), then one pass that copies the scores at or above it, in key order, to this
+    row's candidate list (CAP slots). With K to CAP candidates the radix select runs over them; with
+    fewer or more (an unlucky sample, many equal scores) it runs over the whole row. The radix select
+    takes four histogram passes of 8 bits for the K-th largest key and one pass that writes the
+    keys above it and the lowest-indexed ties. (tl.histogram costs a GPU thread work per bin it
+    owns for every key, masked or not, which is why whole-row histograms are avoided; the figures
+    are in experiments/README.md.)"""
     r = tl.program_id(0) % n_rows
     b = (tl.program_id(0) // n_rows).to(tl.int64)
     n = first_pos + r + 1  # visible keys
     row_ptr = scores_ptr + b * stride_sb + r.to(tl.int64) * stride_ss
     out = (b * S + row0 + r) * K
+    cand_key_ptr += tl.program_id(0).to(tl.int64) * CAP
+    cand_pos_ptr += tl.program_id(0).to(tl.int64) * CAP
     if n <= K:  # every visible key is picked; the rest are invalid
         for j0 in range(0, K, BLOCK):
             j = j0 + tl.arange(0, BLOCK)
             tl.store(idx_ptr + out + j, j.to(tl.int64), mask=j < K)
             tl.store(valid_ptr + out + j, (j < n).to(tl.int8), mask=j < K)
     else:
-        kth, ties = _digit_pass(row_ptr, n, 0, 24, 8, BLOCK, K)
-        kth, ties = _digit_pass(row_ptr, n, kth, 16, 8, BLOCK, ties)
-        kth, ties = _digit_pass(row_ptr, n, kth, 8, 8, BLOCK, ties)
-        kth, ties = _digit_pass(row_ptr, n, kth, 0, 8, BLOCK, ties)
-        above = tl.full((), 0, tl.int32)
-        tied = tl.full((), 0, tl.int32)
-        for t0 in range(0, n, BLOCK):
-            t = t0 + tl.arange(0, BLOCK)
-            key = _load_keys(row_ptr, t, n)
-            gt = (key > kth) & (t < n)
-            eq = (key == kth) & (t < n)
-            gt_slot = above + tl.cumsum(gt.to(tl.int32), 0) - 1
-            eq_rank = tied + tl.cumsum(eq.to(tl.int32), 0) - 1
-            take_eq = eq & (eq_rank < ties)
-            slot = tl.where(gt, gt_slot, K - ties + eq_rank)
-            tl.store(idx_ptr + out + slot, t.to(tl.int64), mask=gt | take_eq)
-            tl.store(valid_ptr + out + slot, tl.full((BLOCK,), 1, tl.int8), mask=gt | take_eq)
-            above += tl.sum(gt.to(tl.int32), 0)
-            tied += tl.sum(eq.to(tl.int32), 0)
+        count = tl.full((), CAP + 1, tl.int32)  # rows up to CAP long go to the whole-row select
+        if n > CAP:
+            groups = tl.cdiv(n, 8 * STRIDE)
+            m = (n // (8 * STRIDE)) * 8 + tl.minimum(n % (8 * STRIDE), 8)  # sampled scores
+            rank = tl.minimum((3 * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
+            cut, _ = _kth(row_ptr, n, groups * 8, rank, BLOCK, 1, STRIDE)
+            count = tl.full((), 0, tl.int32)
+            i0 = tl.full((), 0, tl.int32)
+            while (i0 < n) & (count <= CAP):
+                i = i0 + tl.arange(0, BLOCK)
+                key, ok = _keys(row_ptr, i, n, 0, STRIDE)
+                keep = ok & (key >= cut)
+                slot = count + tl.cumsum(keep.to(tl.int32), 0) - 1
+                tl.store(cand_key_ptr + slot, key, mask=keep & (slot < CAP))
+                tl.store(cand_pos_ptr + slot, i, mask=keep & (slot < CAP))
+                count += tl.sum(keep.to(tl.int32), 0)
+                i0 += BLOCK
+        if (count >= K) & (count <= CAP):
+            kth, ties = _kth(cand_key_ptr, count, count, K, BLOCK, 2, STRIDE)
+            _write_picks(
+                cand_key_ptr, cand_pos_ptr, count, kth, ties, idx_ptr + out, valid_ptr + out, K, BLOCK, 2
+            )
+        else:
+            kth, ties = _kth(row_ptr, n, n, K, BLOCK, 0, STRIDE)
+            _write_picks(row_ptr, row_ptr, n, kth, ties, idx_ptr + out, valid_ptr + out, K, BLOCK, 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -586,8 +649,11 @@ def _topk_op(
     K = min(topk, T)
     idx = torch.empty(B, S, K, device=q.device, dtype=torch.int64)
     valid = torch.empty(B, S, K, device=q.device, dtype=torch.int8)
-    rows = max(1, min(S, buffer_bytes // (4 * B * T)))
+    cap = 0 if torch_select else 2 * K  # each row's candidate list (radix select)
+    rows = max(1, min(S, buffer_bytes // (B * (4 * T + 8 * cap))))
     buffer = torch.empty(B * rows * T, device=q.device, dtype=torch.float32)
+    cand_keys = torch.empty(B * rows * cap, device=q.device, dtype=torch.int32)
+    cand_pos = torch.empty_like(cand_keys)
     for a in range(0, S, rows):
         b = min(a + rows, S)
         end = T - S + b  # the chunk's keys: up to its last query
@@ -600,8 +666,8 @@ def _topk_op(
             idx[:, a:b, n:], valid[:, a:b, n:] = 0, 0
             continue
         _select_kernel[(B * (b - a),)](
-            chunk, idx, valid, b - a, T - S + a, a, S, K, chunk.stride(0), chunk.stride(1), BLOCK=t.select,
-            num_warps=8,
+            chunk, idx, valid, cand_keys, cand_pos, b - a, T - S + a, a, S, K, *chunk.stride()[:2],
+            BLOCK=t.select, CAP=cap, STRIDE=t.sample, num_warps=8,
         )  # fmt: skip
     return idx, valid.view(torch.bool)
 
@@ -696,14 +762,16 @@ def index_topk(
     (same sets; ties as torch.topk breaks them, so not necessarily the lower index).
 
     Queries are scored in chunks into a buffer of at most `buffer_bytes` (never a full [S,T] at long
-    context), and each chunk row is selected by an exact radix select (four histogram passes over
-    the fp32 bits, then one pass that writes the picks). Ties go to the lower
-    key index; the output is deterministic. Rows seeing fewer than K keys pick them all, in slots
+    context), and each chunk row is selected exactly: a threshold from a sample of the row keeps about
+    1.5*K candidates, whose radix select (four histogram passes over the fp32 bits, then one pass that
+    writes the picks) finds the top K; a row whose threshold keeps fewer than K or more than 2*K runs
+    the radix select over the whole row. Ties go to the lower key index; the output is deterministic. Rows seeing fewer than K keys pick them all, in slots
     0..n-1, and mark the remaining slots invalid (their indices are in range but meaningless).
     No gradient.
 
-    Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, 4*B*S*T)
-    rounded up to one row of 4*B*T bytes.
+    Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S*(4*T + 16*K))
+    rounded up to one row of B*(4*T + 16*K) bytes (its scores and, for the radix select, its 2*K
+    candidates' keys and positions; `select="torch"` needs no candidates).
     """
     if topk < 1:
         raise GlmlabError(f"topk {topk}: pass at least 1")
