@@ -38,6 +38,8 @@ the achieved TFLOP/s of each attention operator of the profiled run: FLOPs count
 FlopCounterMode (Triton kernels register theirs; SDPA is counted causally, glmlab.measure) over the
 operator's device time (its kernels and those of the operators it calls; CPU time on a CPU).
 
+`--recompute full` recomputes each decoder layer's activations in backward in both models'
+training steps (`train.recompute`, glmlab/model/recompute.py), what lets 128K train on one GPU.
 `--hf` adds transformers' GlmMoeDsaForCausalLM on the DSA model's weights (written by
 `glmlab.hf.save_pretrained`): prefill time at the contexts up to `--hf-up-to` (default 32K), with
 the largest logit difference from glmlab at the first of them. `--tiny` runs a scaled-down shape
@@ -46,7 +48,7 @@ figure, rewritten after each configuration so that a run cut short keeps what it
 
     python benchmarks/bench_dsa_long_context.py [--contexts 8k,32k,64k,128k] [--layers 2] [--repeats 3]
         [--modes prefill,train,warmup,decode] [--decode-batch 1] [--warmup-up-to 32k] [--impl auto]
-        [--precision bf16] [--hf] [--hf-up-to 32k] [--no-profile] [--json PATH]
+        [--precision bf16] [--recompute none] [--hf] [--hf-up-to 32k] [--no-profile] [--json PATH]
     python benchmarks/bench_dsa_long_context.py --tiny
 """
 
@@ -71,12 +73,13 @@ from torch.profiler import ProfilerActivity, profile
 
 from glmlab.accounting import flops_report, training_flops_per_token
 from glmlab.build import build_model
-from glmlab.config import Config, load_config
+from glmlab.config import RECOMPUTE, Config, load_config
 from glmlab.device import PRECISIONS, autocast, resolve_device
 from glmlab.errors import GlmlabError
 from glmlab.measure import flop_counter
 from glmlab.model import CausalLM, mla
 from glmlab.model.losses import total_loss
+from glmlab.model.recompute import apply_recompute
 from glmlab.plan import DSA_IMPLS, resolve_dsa_impl
 from glmlab.train.loop import set_stage
 from glmlab.train.schedule import DENSE_WARMUP, MAIN, SPARSE
@@ -411,6 +414,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", type=mode_list, default=["prefill", "train", "warmup"],
                         help="subset of prefill,train,warmup,decode (default: all but decode)")  # fmt: skip
     parser.add_argument("--decode-batch", type=int, default=1, help="rows decoded together (default 1)")
+    parser.add_argument("--recompute", choices=RECOMPUTE, default="none",
+                        help="train.recompute of both models' training steps (default none)")  # fmt: skip
     parser.add_argument("--warmup-up-to", type=tokens, default=32768, help="longest warm-up context (32k)")
     parser.add_argument("--impl", choices=DSA_IMPLS, default="auto", help="DSA's dsa_impl (default auto)")
     parser.add_argument("--precision", choices=PRECISIONS, help="default: bf16 on a GPU, fp32 on a CPU")
@@ -495,17 +500,21 @@ def main(argv: list[str] | None = None) -> int:
     cast = lambda: autocast(device, precision)
     dsa_cfg, dense_cfg = configs(TINY if args.tiny else SLICE, args.layers, args.impl, max(args.contexts))
     dsa, dense = build_pair(dsa_cfg, dense_cfg, device, dtype)
+    for model in (dsa, dense):
+        apply_recompute(model, args.recompute)
     m = dsa_cfg.model
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     impl = resolve_dsa_impl(args.impl, device.type, max(args.contexts))
     print(f"{where}, torch {torch.__version__}; {args.layers} layers: hidden {m.hidden_size}, "
           f"{m.num_attention_heads} heads, q_lora {m.q_lora_rank}, kv_lora {m.kv_lora_rank}, rope "
           f"{m.qk_rope_head_dim}, nope {m.qk_nope_head_dim}, v {m.v_head_dim}, indexer {m.index_n_heads} x "
-          f"{m.index_head_dim}, k {m.index_topk}; batch 1, {precision}, DSA dsa_impl={impl}; median of "
+          f"{m.index_head_dim}, k {m.index_topk}; batch 1, {precision}, DSA dsa_impl={impl}, recompute "
+          f"{args.recompute}; median of "
           f"{args.repeats}", flush=True)  # fmt: skip
     report = {
         "device": where, "torch": torch.__version__, "precision": precision, "dsa_impl": impl,
-        "layers": args.layers, "repeats": args.repeats, "config": dsa_cfg.to_dict(), "rows": [],
+        "layers": args.layers, "repeats": args.repeats, "recompute": args.recompute,
+        "config": dsa_cfg.to_dict(), "rows": [],
     }  # fmt: skip
     rows: list[list[str]] = []
     try:

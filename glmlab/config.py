@@ -22,6 +22,7 @@ from glmlab.device import PRECISIONS
 from glmlab.errors import GlmlabError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+RECOMPUTE = ("none", "full")  # train.recompute: activation recomputation per decoder layer
 
 
 @dataclass
@@ -74,6 +75,11 @@ class ModelConfig:
     use_moe: bool = True  # False: every layer a dense SwiGLU MLP (the dense-FFN baseline)
     mtp_share_modules: bool = False  # True: one MTP module applied at all D depths (GLM-5)
     dsa_impl: str = "auto"  # auto | triton | gather (torch, sparse) | mask (dense reference); glmlab/plan.py
+    # mla | gqa | mha (docs/architecture.md, "Attention types"): gqa and mha replace MLA with
+    # grouped-query attention (q/k/v/o projections, a per-head K/V cache) and read the two fields below
+    attention_type: str = "mla"
+    num_key_value_heads: int | None = None  # gqa: K/V heads (a divisor of num_attention_heads); mha: heads
+    head_dim: int | None = None  # gqa/mha: width of every q, k and v head; null: hidden_size // heads
 
     # Derived shapes, computed from the fields above (never stored in YAML).
     @property
@@ -117,9 +123,23 @@ class ModelConfig:
         return None
 
     @property
+    def resolved_kv_heads(self) -> int:
+        """GQA's key/value heads: num_key_value_heads, or every query head (MHA)."""
+        if self.attention_type == "mha" or self.num_key_value_heads is None:
+            return self.num_attention_heads
+        return self.num_key_value_heads
+
+    @property
+    def resolved_head_dim(self) -> int:
+        """GQA/MHA head width: head_dim, or hidden_size // num_attention_heads."""
+        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
+
+    @property
     def softmax_scale(self) -> float:
-        """MLA score scale, times mscale**2 under YaRN (docs/architecture.md, YaRN)."""
-        scale = self.qk_head_dim**-0.5
+        """Score scale 1/sqrt(width of q.k) (MLA: nope + rope; GQA/MHA: head_dim), times mscale**2
+        under YaRN (docs/architecture.md, YaRN)."""
+        width = self.qk_head_dim if self.attention_type == "mla" else self.resolved_head_dim
+        scale = width**-0.5
         if self.yarn and self.yarn.get("mscale_all_dim"):
             factor = self.yarn["factor"]
             mscale = 0.1 * self.yarn["mscale_all_dim"] * math.log(factor) + 1.0 if factor > 1 else 1.0
@@ -160,6 +180,8 @@ class TrainConfig:
     checkpoint_interval: int = 50
     seed: int = 1337
     compile: bool = False  # torch.compile each decoder layer (model/compile.py); pays off on long runs
+    # full: keep only each decoder layer's input and recompute the rest in backward (model/recompute.py)
+    recompute: str = "none"
     # bf16-mixed: fp32 weights, bf16 autocast on a GPU (plain fp32 on the CPU, where autocast is
     # slower); bf16: bf16 weights and compute; fp32: no autocast anywhere
     precision: str = "bf16-mixed"
@@ -463,6 +485,7 @@ def validate(cfg: Config) -> None:
         _fail("model_type", f"{m.model_type!r} is unknown", "use glm_moe_dsa, deepseek_v32 or deepseek_v3")
     if m.rms_norm_eps <= 0:
         _fail("rms_norm_eps", "must be positive", "use 1e-5 or 1e-6")
+    _validate_attention_type(m)
 
     for name in ["seq_len", "batch_size", "grad_accum", "eval_batches", "log_interval"]:
         if getattr(t, name) <= 0:
@@ -484,6 +507,8 @@ def validate(cfg: Config) -> None:
               f"({m.n_routed_experts})", "use 1 or a divisor of the expert count")  # fmt: skip
     if t.precision not in PRECISIONS:
         _fail("train.precision", f"is {t.precision!r}", f"use one of {', '.join(PRECISIONS)}")
+    if t.recompute not in RECOMPUTE:
+        _fail("train.recompute", f"is {t.recompute!r}", f"use one of {', '.join(RECOMPUTE)}")
     if t.optimizer not in ("adamw", "muon"):
         _fail("train.optimizer", f"must be adamw or muon, got {t.optimizer!r}", "use adamw")
     if t.schedule not in ("cosine", "wsd"):
@@ -499,3 +524,30 @@ def validate(cfg: Config) -> None:
     for name in ["mtp_lambda", "balance_alpha", "bias_update_gamma", "indexer_loss_weight", "grad_clip"]:
         if getattr(t, name) < 0:
             _fail(f"train.{name}", "must be >= 0", "use 0 to turn it off")
+
+
+def _validate_attention_type(m: ModelConfig) -> None:
+    """attention_type and the GQA/MHA fields (docs/architecture.md, "Attention types")."""
+    if m.attention_type not in ("mla", "gqa", "mha"):
+        _fail("attention_type", f"must be mla, gqa or mha, got {m.attention_type!r}", "use mla")
+    if m.attention_type == "mla":
+        return
+    H, kv = m.num_attention_heads, m.num_key_value_heads
+    if m.attention_type == "gqa" and kv is None:
+        _fail("num_key_value_heads", "is null with attention_type gqa", f"set a divisor of {H} heads")
+    if kv is not None and kv <= 0:
+        _fail("num_key_value_heads", f"must be positive, got {kv}", f"set a divisor of {H} heads")
+    if m.attention_type == "mha" and kv not in (None, H):
+        _fail("num_key_value_heads", f"({kv}) differs from num_attention_heads ({H}) under mha",
+              "use attention_type gqa, or leave num_key_value_heads null")  # fmt: skip
+    if H % m.resolved_kv_heads:
+        _fail("num_attention_heads", f"({H}) is not divisible by num_key_value_heads ({kv})",
+              "each K/V head serves a whole group of query heads: choose a divisor")  # fmt: skip
+    if m.head_dim is not None and m.head_dim <= 0:
+        _fail("head_dim", f"must be positive, got {m.head_dim}", "set a width, or null for d // heads")
+    if m.resolved_head_dim < m.qk_rope_head_dim:
+        _fail("head_dim", f"({m.resolved_head_dim}) is narrower than qk_rope_head_dim ({m.qk_rope_head_dim})",
+              "GQA rotates the first qk_rope_head_dim dims of each head: raise head_dim")  # fmt: skip
+    if m.use_dsa:
+        _fail("use_dsa", f"is true with attention_type {m.attention_type}",
+              "DSA's indexer is wired into MLA only: set use_dsa=false")  # fmt: skip

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from glmlab.accounting.flops import flops_report
 from glmlab.accounting.memory import activation_bytes, kv_cache_bytes_per_token
 from glmlab.accounting.params import layer_params
-from glmlab.config import Config
+from glmlab.config import RECOMPUTE, Config
 from glmlab.errors import GlmlabError
 from glmlab.plan import layer_kinds
 
@@ -50,7 +50,6 @@ GPUS = {
 }
 
 SHARDING = ("fsdp", "zero1", "none")
-RECOMPUTE = ("none", "full")
 MOMENT_BYTES = {"adamw": 8, "muon": 4}  # AdamW's two fp32 moments, Muon's one momentum
 
 

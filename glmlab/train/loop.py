@@ -45,6 +45,7 @@ from glmlab.measure import device_peak, mfu
 from glmlab.model import CausalLM
 from glmlab.model.compile import compile_layers
 from glmlab.model.losses import next_token_loss, total_loss
+from glmlab.model.recompute import apply_recompute
 from glmlab.parallel.checkpoint import resume_one_process_checkpoint, save_sharded_checkpoint
 from glmlab.parallel.dcp import is_sharded, load_sharded
 from glmlab.parallel.parallelize import parallelize, plain_tensor
@@ -205,6 +206,7 @@ class Trainer:
         self.model = build_model(cfg, self.device).train()
         if t.precision == "bf16":
             bf16_parameters(self.model)
+        apply_recompute(self.model, t.recompute)
         if t.compile:
             compile_layers(self.model)
         self.model = parallelize(self.model, self.world, expert_parallel=t.expert_parallel,
