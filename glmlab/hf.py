@@ -153,6 +153,10 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     def refuse(what: str) -> None:
         raise GlmlabError(f"{t} in transformers cannot express {what}: change the config or the model_type")
 
+    if cfg.attention_type != "mla":
+        kind = cfg.attention_type
+        raise GlmlabError(f"attention_type {kind} cannot be exported: {t} in transformers is MLA only "
+                          "(export needs attention_type mla)")  # fmt: skip
     if t != "deepseek_v3" and not cfg.use_dsa:
         refuse("use_dsa false (it always has an indexer); use model_type deepseek_v3")
     if t == "deepseek_v3" and cfg.use_dsa:

@@ -65,10 +65,11 @@ class LayerKind:
     moe: bool  # routed experts (else a dense SwiGLU MLP)
     indexer: bool  # its own lightning indexer (a `full` DSA layer)
     dsa: bool  # DSA on: a layer without an indexer reuses the previous layer's top-k
+    attention: str = "mla"  # `attention_type`: mla, gqa or mha
 
     @property
     def label(self) -> str:
-        attention = "MLA"
+        attention = self.attention.upper()
         if self.dsa:
             attention += " + indexer" if self.indexer else " (shared top-k)"
         return f"{attention}, {'MoE' if self.moe else 'dense'}"
@@ -78,14 +79,14 @@ def layer_kinds(m: ModelConfig) -> list[LayerKind]:
     """The main layers, in order: `mlp_layer_types` and (under DSA) `indexer_types`."""
     mlp, index = m.mlp_layer_types, m.resolved_indexer_types
     return [
-        LayerKind(mlp[i] == "sparse", m.use_dsa and index[i] == "full", m.use_dsa)
+        LayerKind(mlp[i] == "sparse", m.use_dsa and index[i] == "full", m.use_dsa, m.attention_type)
         for i in range(m.num_hidden_layers)
     ]
 
 
 def mtp_layer_kind(m: ModelConfig) -> LayerKind:
     """The decoder layer inside each MTP module (always its own indexer under DSA)."""
-    return LayerKind(m.mtp_uses_moe, m.use_dsa, m.use_dsa)
+    return LayerKind(m.mtp_uses_moe, m.use_dsa, m.use_dsa, m.attention_type)
 
 
 # ---- the attention path of one call ----------------------------------------------------------
@@ -171,7 +172,7 @@ def resolve_dsa_impl(impl: str, device: str, context: int) -> str:
 def attention_plan(m: ModelConfig, kind: LayerKind, call: Call) -> AttentionPlan:
     """The path one layer takes for one call (`dsa_impl` resolved for its device and context)."""
     impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context)
-    widths = m.qk_head_dim >= m.v_head_dim
+    widths = m.attention_type != "mla" or m.qk_head_dim >= m.v_head_dim  # GQA: one width for q, k, v
     return _attention_plan(m.index_topk, m.index_n_heads, m.num_attention_heads, widths, kind, call, impl)
 
 

@@ -8,7 +8,7 @@ as a pair (forward, training step = forward + backward). A multiply-add is 2 FLO
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from glmlab.accounting.conventions import Convention, get_convention
 from glmlab.config import Config, ModelConfig
@@ -24,8 +24,8 @@ from glmlab.plan import (
 )
 
 FLOP_COMPONENTS = [
-    "mla_projections", "core_attention", "indexer_projections", "indexer_scoring", "norms", "router",
-    "routed_experts", "shared_experts", "dense_mlp", "mtp_projection", "lm_head",
+    "mla_projections", "gqa_projections", "core_attention", "indexer_projections", "indexer_scoring",
+    "norms", "router", "routed_experts", "shared_experts", "dense_mlp", "mtp_projection", "lm_head",
 ]  # fmt: skip
 MODES = ("train", "forward", "prefill", "decode")
 
@@ -49,9 +49,25 @@ def mla_projection_flops(m: ModelConfig) -> int:
     return 2 * (q + kv + H * m.v_head_dim * d)
 
 
+def gqa_projection_flops(m: ModelConfig) -> int:
+    """Per token, GQA/MHA (glmlab/model/gqa.py): q (H heads), k and v (kv heads each), o."""
+    H, kv, hd = m.num_attention_heads, m.resolved_kv_heads, m.resolved_head_dim
+    return 2 * m.hidden_size * hd * (2 * H + 2 * kv)
+
+
+def projection_terms(m: ModelConfig, n: float) -> Terms:
+    """The attention block's projections for n tokens, named by attention type."""
+    if m.attention_type == "mla":
+        return {"mla_projections": _gemm(n * mla_projection_flops(m))}
+    return {"gqa_projections": _gemm(n * gqa_projection_flops(m))}
+
+
 def attention_pair_flops(m: ModelConfig, form: str) -> int:
-    """QK^T and PV per (query, key) pair: expanded 2H(d_qk + d_v), absorbed 2H(2 r_kv + d_rope)."""
+    """QK^T and PV per (query, key) pair: expanded 2H(d_qk + d_v), absorbed 2H(2 r_kv + d_rope);
+    GQA/MHA has one form, 2H(2 head_dim) (each query head reads its group's K/V head)."""
     H = m.num_attention_heads
+    if m.attention_type != "mla":
+        return 2 * H * 2 * m.resolved_head_dim
     if form == "expanded":
         return 2 * H * (m.qk_head_dim + m.v_head_dim)
     return 2 * H * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
@@ -59,8 +75,11 @@ def attention_pair_flops(m: ModelConfig, form: str) -> int:
 
 def sdpa_pair_flops(m: ModelConfig) -> tuple[int, int]:
     """A fused SDPA kernel per (query, key) pair: forward QK^T and PV over the values padded to
-    d_qk (mla.py pads them so fused kernels apply); backward recomputes QK^T, then dP, dV, dQ, dK."""
+    d_qk (mla.py pads them so fused kernels apply; GQA's are all head_dim wide); backward recomputes
+    QK^T, then dP, dV, dQ, dK."""
     H, qk, v = m.num_attention_heads, m.qk_head_dim, max(m.qk_head_dim, m.v_head_dim)
+    if m.attention_type != "mla":
+        qk = v = m.resolved_head_dim
     return 2 * H * (qk + v), 2 * H * (3 * qk + 2 * v)
 
 
@@ -124,11 +143,12 @@ def ffn_terms(m: ModelConfig, n: float, moe: bool, conv: Convention) -> Terms:
 
 
 def _executed_attention(m: ModelConfig, kind: LayerKind, call: Call) -> Terms:
-    """What MultiHeadLatentAttention.forward runs for this call: the path and the indexer's work
-    both come from `glmlab.plan.attention_plan`, the plan the model dispatches on."""
+    """What the attention module's forward runs for this call: the path and the indexer's work
+    both come from `glmlab.plan.attention_plan`, the plan the model dispatches on. GQA/MHA runs
+    the `dense` (fused causal SDPA) or `cached` path, with its own pair count."""
     plan = attention_plan(m, kind, call)
     n, T = call.queries, call.context
-    out: Terms = {"mla_projections": _gemm(n * mla_projection_flops(m))}
+    out: Terms = projection_terms(m, n)
     if kind.indexer:
         proj = n * indexer_projection_flops(m, plan.score)
         out["indexer_projections"] = _gemm(proj, 2.0)  # detached inputs: weight gradients only
@@ -156,8 +176,8 @@ def _convention_attention(m: ModelConfig, conv: Convention, call: Call, seq: int
     """Megatron-LM / Megatron-Bridge arithmetic: average keys per query from the context
     length `seq` (training) or the position (decoding); dense during DSA's warm-up."""
     n = call.queries
-    out: Terms = {"mla_projections": _gemm(n * mla_projection_flops(m))}
-    if conv.count_latent_norms:
+    out: Terms = projection_terms(m, n)
+    if conv.count_latent_norms and m.attention_type == "mla":
         out["norms"] = _gemm(n * 2 * ((m.q_lora_rank or 0) + m.kv_lora_rank))
     decoding = call.cache and n == 1
     if decoding:
@@ -286,7 +306,7 @@ def flops_report(
         report.rows.append((str(i), kind.label, {c: pick(t) for c, t in terms.items()}))
     report.rows.append(("head", "final norm, LM head", {"lm_head": pick(_gemm(head_tokens * 2 * d * V))}))
     # Megatron's conventions count an MTP layer like the last main layer.
-    mtp_kind = mtp_layer_kind(m) if conv.executed else LayerKind(kinds[-1].moe, m.use_dsa, m.use_dsa)
+    mtp_kind = mtp_layer_kind(m) if conv.executed else replace(kinds[-1], indexer=m.use_dsa)
     for depth in range(1, depths + 1):
         call = main
         if mode != "decode" and conv.executed:

@@ -47,30 +47,47 @@ def state_bytes(cfg: Config | ModelConfig, precision: str = "fp32", mtp: bool = 
     return {"params": P, "weights": P * w, "gradients": P * g, "optimizer": P * o}
 
 
+def cache_values_per_layer(m: ModelConfig) -> int:
+    """Values one layer caches per token for attention: MLA's latent [c_kv; k_pe]
+    (kv_lora_rank + qk_rope_head_dim), or GQA/MHA's K and V (2 * kv heads * head_dim)."""
+    if m.attention_type == "mla":
+        return m.kv_lora_rank + m.qk_rope_head_dim
+    return 2 * m.resolved_kv_heads * m.resolved_head_dim
+
+
 def kv_cache_bytes_per_token(cfg: Config | ModelConfig, dtype: str = "bf16") -> dict[str, int]:
-    """Per token of context: the MLA latent [c_kv; k_pe] of every main layer, the indexer keys
-    of `full` layers, an expanded per-head K/V cache for comparison, and MTP's extra layers."""
+    """Per token of context: the MLA latent [c_kv; k_pe] (`latent`) or GQA/MHA's K and V (`kv`)
+    of every main layer, the indexer keys of `full` layers, an expanded per-head K/V cache for
+    comparison (one K and V per query head), and MTP's extra layers."""
     m = cfg.model if isinstance(cfg, Config) else cfg
     b = dtype_bytes(dtype)
     L = m.num_hidden_layers
     full = sum(1 for kind in layer_kinds(m) if kind.indexer)
-    latent = (m.kv_lora_rank + m.qk_rope_head_dim) * L * b
+    attention = cache_values_per_layer(m) * L * b
     index_keys = m.index_head_dim * full * b
-    per_mtp_layer = (m.kv_lora_rank + m.qk_rope_head_dim + (m.index_head_dim if m.use_dsa else 0)) * b
+    per_mtp_layer = (cache_values_per_layer(m) + (m.index_head_dim if m.use_dsa else 0)) * b
     depths = m.num_nextn_predict_layers if m.num_mtp_modules else 0
+    mla = m.attention_type == "mla"
+    head_widths = m.qk_head_dim + m.v_head_dim if mla else 2 * m.resolved_head_dim
     return {
-        "latent": latent,
+        "latent": attention if mla else 0,
+        "kv": 0 if mla else attention,
         "indexer_keys": index_keys,
-        "total": latent + index_keys,
-        "expanded": L * m.num_attention_heads * (m.qk_head_dim + m.v_head_dim) * b,
+        "total": attention + index_keys,
+        "expanded": L * m.num_attention_heads * head_widths * b,
         "mtp": per_mtp_layer * depths,
     }
 
 
 def _attention_activations(m: ModelConfig, kind: LayerKind, call: Call, b: int) -> float:
     """Bytes one MLA block (and its indexer) saves for one sequence, on the plan's path."""
-    plan = attention_plan(m, kind, call)
     n, T = call.queries, call.context
+    if kind.attention != "mla":
+        # GQA/MHA (fused causal SDPA): normed input, rotated q, K and V repeated to H heads, the
+        # output (also o_proj's input) and its log-sum-exp
+        H = m.num_attention_heads
+        return n * (m.hidden_size + 4 * H * m.resolved_head_dim + H) * b
+    plan = attention_plan(m, kind, call)
     d, H, r, rope = m.hidden_size, m.num_attention_heads, m.kv_lora_rank, m.qk_rope_head_dim
     qk, v, r_q = m.qk_head_dim, m.v_head_dim, m.q_lora_rank
     # normed input, q latent (norm in/out), kv latent (norm in/out), rotary key, o_proj input

@@ -18,8 +18,13 @@ PARAM_COMPONENTS = [
 
 
 def attention_params(m: ModelConfig) -> dict[str, int]:
-    """One MLA block: projections ('attention') and its two latent norms ('norms')."""
+    """One attention block: MLA's projections ('attention') and its two latent norms ('norms'),
+    or GQA/MHA's q, k, v and o projections (glmlab/model/gqa.py)."""
     d, H, bias = m.hidden_size, m.num_attention_heads, int(m.attention_bias)
+    if m.attention_type != "mla":
+        q_width, kv_width = H * m.resolved_head_dim, m.resolved_kv_heads * m.resolved_head_dim
+        qkv = d * (q_width + 2 * kv_width) + bias * (q_width + 2 * kv_width)
+        return {"attention": qkv + q_width * d + bias * d, "norms": 0}
     r_kv, rope = m.kv_lora_rank, m.qk_rope_head_dim
     if m.q_lora_rank is None:
         q, q_norm = d * H * m.qk_head_dim, 0

@@ -73,7 +73,7 @@ def flops_summary(
 ) -> dict:
     """Everything `glmlab flops --json` prints: one entry per context length in `sweep`,
     the first also at the top level. `dtype` sizes inference weights and the KV cache; the
-    headline `kv_cache_bytes_per_token` is always the bf16 latent cache of all main layers.
+    headline `kv_cache_bytes_per_token` is always the bf16 latent (GQA/MHA: K/V) cache of all main layers.
     `attention` (expanded / absorbed) sets the core-attention form of the `dsa` convention;
     `device` (cpu, cuda), whose execution the `glmlab` convention and the activations count."""
     conv = get_convention(convention, attention)
@@ -87,7 +87,7 @@ def flops_summary(
         "device": device,
         "mtp": mtp and cfg.model.num_nextn_predict_layers > 0,
         **sweep[0],
-        "kv_cache_bytes_per_token": kv["latent"],
+        "kv_cache_bytes_per_token": kv["latent"] + kv["kv"],
         "kv_cache_bf16": kv,
         "kv_cache_dtype": {"dtype": dtype, **kv_cache_bytes_per_token(cfg, dtype)},
         "params": parameter_counts(cfg.model),

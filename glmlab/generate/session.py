@@ -15,6 +15,7 @@ from glmlab.generate.graphs import GraphedStep
 from glmlab.generate.speculative import MTPDrafter
 from glmlab.generate.step import model_step
 from glmlab.model import CausalLM
+from glmlab.model.gqa import KVCache
 
 # With CUDA graphs, capacities are rounded up to a multiple of this, so that calls with similar
 # lengths share a session and its captured graphs.
@@ -60,6 +61,9 @@ class DecodeSession:
                 self.drafter.hidden[0][:, s : s + out.hidden_states.shape[1]] = out.hidden_states
         if self.scratch is not self.cache:
             for dst, src in zip(self.cache.layers, self.scratch.layers, strict=True):
+                if isinstance(dst, KVCache):  # GQA/MHA
+                    dst.k[row, :P], dst.v[row, :P] = src.k[0, :P], src.v[0, :P]
+                    continue
                 dst.latent[row, :P] = src.latent[0, :P]
                 if dst.index_keys is not None:
                     dst.index_keys[row, :P] = src.index_keys[0, :P]

@@ -26,7 +26,7 @@ from glmlab.generate.graphs import GraphedStep
 from glmlab.generate.sampling import SamplingParams, choose, probabilities
 from glmlab.generate.step import mtp_step
 from glmlab.model import CausalLM
-from glmlab.model.mla import LatentCache
+from glmlab.model.model import layer_cache
 
 
 @dataclass
@@ -89,7 +89,9 @@ class MTPDrafter:
         if depth > stored and not cfg.mtp_share_modules:
             self.note = (f"--speculative {depth} exceeds the {stored} MTP depth(s) trained: depths "
                          f"{stored + 1}..{depth} reuse the last module")  # fmt: skip
-        self.caches = [LatentCache(cfg, 1, capacity, p.device, p.dtype, cfg.use_dsa) for _ in range(depth)]
+        self.caches = [
+            layer_cache(cfg, 1, capacity, p.device, p.dtype, index_keys=cfg.use_dsa) for _ in range(depth)
+        ]
         self.hidden = torch.zeros(depth, 1, capacity, cfg.hidden_size, device=p.device, dtype=p.dtype)
         self.window = depth + 1
         self.graphed = (

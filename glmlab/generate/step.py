@@ -22,6 +22,7 @@ import torch
 
 from glmlab.model import CausalLM
 from glmlab.model.dsa import TopK, select_topk
+from glmlab.model.gqa import GroupedQueryAttention, KVCache
 from glmlab.model.mla import LatentCache, MultiHeadLatentAttention, Projections
 from glmlab.model.moe import MoE
 from glmlab.plan import score_chunks
@@ -72,10 +73,13 @@ def attention_step(
     return attn.o_proj(o.reshape(B, S, -1)), topk
 
 
-def layer_step(layer, x, pos, rotary, cache: LatentCache, shared_topk, context: int):
+def layer_step(layer, x, pos, rotary, cache: LatentCache | KVCache, shared_topk, context: int):
     """One decoder layer (pre-norm attention, then the FFN) on x [B,S,d]; returns (x, top-k)."""
     xn = layer.input_layernorm(x)
-    attn, topk = attention_step(layer.self_attn, xn, pos, rotary, cache, shared_topk, context)
+    if isinstance(layer.self_attn, GroupedQueryAttention):  # GQA/MHA: its own step, no DSA
+        attn, topk = layer.self_attn.step(xn, pos, rotary, cache, context), None
+    else:
+        attn, topk = attention_step(layer.self_attn, xn, pos, rotary, cache, shared_topk, context)
     h = x + attn
     ffn_in = layer.post_attention_layernorm(h)
     if isinstance(layer.mlp, MoE):
@@ -84,7 +88,7 @@ def layer_step(layer, x, pos, rotary, cache: LatentCache, shared_topk, context: 
 
 
 def model_step(
-    model: CausalLM, ids: torch.Tensor, pos: torch.Tensor, caches: list[LatentCache], context: int
+    model: CausalLM, ids: torch.Tensor, pos: torch.Tensor, caches: list[LatentCache | KVCache], context: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The main model on ids [B,S] at positions pos [B,S], attending over the first `context`
     cache slots: (logits [B,S,V], final hidden [B,S,d])."""
@@ -99,7 +103,7 @@ def model_step(
 
 def mtp_step(
     model: CausalLM, depth: int, hidden: torch.Tensor, next_ids: torch.Tensor, pos: torch.Tensor,
-    cache: LatentCache, context: int,
+    cache: LatentCache | KVCache, context: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """MTP depth `depth` (its module) at positions pos [B,S] over the first `context` slots:
     hidden h^{depth-1} and the tokens one step ahead [B,S] -> (logits at the last position

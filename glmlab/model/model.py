@@ -10,6 +10,7 @@ from torch.utils._pytree import register_dataclass
 
 from glmlab.config import ModelConfig
 from glmlab.model.dsa import TopK
+from glmlab.model.gqa import GroupedQueryAttention, KVCache
 from glmlab.model.layers import RMSNorm, RotaryEmbedding, SwiGLU
 from glmlab.model.losses import next_token_loss
 from glmlab.model.mla import LatentCache, MultiHeadLatentAttention
@@ -47,7 +48,10 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.kind = kind
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = MultiHeadLatentAttention(cfg, has_indexer=kind.indexer)
+        if kind.attention == "mla":
+            self.self_attn = MultiHeadLatentAttention(cfg, has_indexer=kind.indexer)
+        else:  # gqa, mha (glmlab/model/gqa.py)
+            self.self_attn = GroupedQueryAttention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MoE(cfg) if kind.moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
@@ -78,13 +82,22 @@ class Backbone(nn.Module):
         self.rotary_emb = RotaryEmbedding(cfg)
 
 
+def layer_cache(
+    cfg: ModelConfig, batch: int, capacity: int, device, dtype, *, index_keys: bool
+) -> LatentCache | KVCache:
+    """One layer's decoding cache: MLA's latents (and indexer keys), or GQA/MHA's K and V."""
+    if cfg.attention_type == "mla":
+        return LatentCache(cfg, batch, capacity, device, dtype, index_keys)
+    return KVCache(cfg, batch, capacity, device, dtype)
+
+
 @dataclass
 class ModelCache:
-    """Latent caches for the main layers and for each MTP depth (one per depth even when the
-    module is shared: each application attends over its own earlier hidden states)."""
+    """Caches for the main layers and for each MTP depth (one per depth even when the module
+    is shared: each application attends over its own earlier hidden states)."""
 
-    layers: list[LatentCache]
-    mtp: list[LatentCache]
+    layers: list[LatentCache | KVCache]
+    mtp: list[LatentCache | KVCache]
 
     @property
     def length(self) -> int:
@@ -184,7 +197,7 @@ class CausalLM(nn.Module):
     def new_cache(self, batch: int, capacity: int, device=None, dtype=None) -> ModelCache:
         p = self.lm_head.weight
         device, dtype = device or p.device, dtype or p.dtype
-        make = lambda idx: LatentCache(self.config, batch, capacity, device, dtype, idx)  # noqa: E731
+        make = lambda idx: layer_cache(self.config, batch, capacity, device, dtype, index_keys=idx)  # noqa: E731
         layers = [make(layer.self_attn.indexer is not None) for layer in self.model.layers]
         depths = self.config.num_nextn_predict_layers if self.mtp else 0
         return ModelCache(layers, [make(self.config.use_dsa) for _ in range(depths)])
