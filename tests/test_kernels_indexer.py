@@ -214,6 +214,45 @@ def test_autocast(backward_inside):
     assert q.grad.dtype == torch.float32 and k.grad.dtype == torch.float32 and torch.isfinite(k.grad).all()
 
 
+def test_quantize_rows():
+    """e4m3 rows: each row's largest |x| becomes 448 exactly, every element within e4m3's rounding
+    (3 mantissa bits: 1/16 relative, or half its smallest subnormal step), an all-zero row stays zero
+    with scale 1; the scales folded as the kernel does (q's into the head weights, k's per key)
+    give the scores of the twin's fp8-rounded inputs."""
+    q, w, k = (x.detach().cpu() for x in inputs(1, 6, 10, H=3, D=32, seed=14))
+    q[0, 2, 1] = 0
+    q8, q_scale = kernels.quantize_rows(q)
+    assert q8.dtype == torch.float8_e4m3fn and q_scale.shape == q.shape[:3]
+    back = q8.float() * q_scale[..., None]
+    assert torch.equal(q8.float().abs().amax(-1)[q_scale != 1], torch.full_like(q_scale[q_scale != 1], 448))
+    assert ((back - q).abs() <= q.abs() / 16 + q_scale[..., None] * 2.0**-10).all()
+    assert q_scale[0, 2, 1] == 1 and (back[0, 2, 1] == 0).all()
+    k8, k_scale = kernels.quantize_rows(k)
+    dots = torch.einsum("bshd,btd->bsht", q8.float(), k8.float()).relu()
+    folded = torch.einsum("bsh,bsht->bst", w * q_scale, dots) * k_scale[:, None, :]
+    expected = ref.index_scores_fp8(q, w, k)
+    close(folded.masked_fill(torch.isinf(expected), 0), expected.masked_fill(torch.isinf(expected), 0), 1e-5)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="fp8 products need a GPU (the interpreter has no fp8)")
+def test_fp8_scores_and_picks():
+    """fp8 scores against the twin on fp8-rounded inputs (the head sum is a bf16 product); fp8 picks
+    against the twin's on those scores: the same valid masks and nearly the same sets."""
+    B, S, T = 2, 40, 200
+    q, w, k = (
+        x.detach().bfloat16() if x.dim() > 2 else x.detach() for x in inputs(B, S, T, H=4, D=32, seed=15)
+    )
+    out = kernels.index_scores(q, w, k, tiles=TILES, fp8=True)
+    expected = ref.index_scores_fp8(q, w, k)
+    assert torch.equal(torch.isinf(out), torch.isinf(expected))
+    close(out.masked_fill(torch.isinf(out), 0), expected.masked_fill(torch.isinf(expected), 0), 2e-2)
+    idx, valid = kernels.index_topk(q, w, k, topk=16, tiles=TILES, fp8=True)
+    order = torch.sort(expected, dim=-1, descending=True, stable=True).indices[..., :16]
+    assert torch.equal(valid, torch.isfinite(expected.gather(-1, order)))
+    hits = (idx.masked_fill(~valid, -1)[..., :, None] == order.masked_fill(~valid, -2)[..., None, :]).any(-1)
+    assert hits.sum() >= 0.9 * valid.sum()
+
+
 def test_flop_counter_sees_the_kernels():
     """FlopCounterMode counts each op by its formula (fake tensors: nothing runs); a training step
     of index_scores is three forwards."""
@@ -245,5 +284,10 @@ def test_bad_inputs_are_one_line_errors():
     q, w, k = inputs(1, 3, 5)
     with pytest.raises(GlmlabError, match="do not fit"):
         kernels.index_topk(q, w[:, :, :1], k, topk=2)
+    if DEVICE == "cpu":
+        with pytest.raises(GlmlabError, match="fp8 index scoring runs on a CUDA GPU"):
+            kernels.index_topk(q, w, k, topk=2, fp8=True)
+    with pytest.raises(GlmlabError, match="no gradient"):
+        kernels.index_scores(q, w, k, fp8=True)
     with pytest.raises(GlmlabError, match="pass idx"):
         kernels.index_scores_at(q, w, k, torch.zeros(1, 3, dtype=torch.int64))

@@ -48,6 +48,9 @@ class Tiles:
     sample: int = 32
 
 
+# e4m3's largest finite value: quantize_rows maps each row's largest |x| to it.
+FP8_MAX = 448.0
+
 # ----------------------------------------------------------------------------------------------
 # Kernels
 
@@ -57,10 +60,12 @@ def _scores_fwd_kernel(
     q_ptr,
     w_ptr,
     k_ptr,
+    ks_ptr,
     out_ptr,
     stride_qb,
     stride_wb,
     stride_kb,
+    stride_ksb,
     S,
     T,
     n_cols,
@@ -76,10 +81,12 @@ def _scores_fwd_kernel(
     FILL_MASKED: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_SP: tl.constexpr,
+    FP8: tl.constexpr,
 ):
     """One program: BLOCK_S queries with all their heads (the (query, head) pairs are one side of
     the product; BLOCK_SP >= 16 columns for the second) against TILES key tiles; tiles above the
-    causal diagonal are skipped (written as -inf when FILL_MASKED)."""
+    causal diagonal are skipped (written as -inf when FILL_MASKED). FP8: q and k are e4m3, the
+    head sum is a bf16 product and each key's score is scaled by ks[t] (its quantisation scale)."""
     pid_s = tl.num_programs(0) - 1 - tl.program_id(0)  # the longest rows first
     pid_t = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -103,7 +110,8 @@ def _scores_fwd_kernel(
     # first operand stays in registers; a sum across the first product's rows was slower (timed in
     # experiments/README.md, "Timings moved from docstrings").
     j = tl.arange(0, BLOCK_SP)
-    wt = tl.where((m // HP)[:, None] == j[None, :], w[:, None], 0.0).to(q.dtype)  # [M, BLOCK_SP]
+    sum_dtype: tl.constexpr = tl.bfloat16 if FP8 else q.dtype
+    wt = tl.where((m // HP)[:, None] == j[None, :], w[:, None], 0.0).to(sum_dtype)  # [M, BLOCK_SP]
     cols = pid_s * BLOCK_S + j
     col_ok = (j < BLOCK_S) & (cols < S)
     out_cols = out_ptr + b * stride_ob + cols.to(tl.int64)[None, :] * stride_os
@@ -115,7 +123,9 @@ def _scores_fwd_kernel(
             other=0.0,
         )
         zt = tl.dot(kt, tl.trans(q), input_precision=PRECISION)  # [BLOCK_T, M]
-        sc = tl.dot(tl.maximum(zt, 0.0).to(q.dtype), wt, input_precision=PRECISION)
+        sc = tl.dot(tl.maximum(zt, 0.0).to(sum_dtype), wt, input_precision=PRECISION)
+        if FP8:
+            sc *= tl.load(ks_ptr + b * stride_ksb + t, mask=t < T, other=0.0)[:, None]
         sc = tl.where(t[:, None] <= (T - S + cols)[None, :], sc, float("-inf"))
         tl.store(out_cols + t[:, None], sc, mask=col_ok[None, :] & (t[:, None] < n_cols))
     if FILL_MASKED:
@@ -490,18 +500,28 @@ def _rows(tiles: Tiles, heads: int) -> int:
 
 
 def _launch_scores(
-    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, T: int, tiles: Tiles, fill: bool
+    q: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    k_scale: torch.Tensor | None,
+    out: torch.Tensor,
+    T: int,
+    tiles: Tiles,
+    fill: bool,
 ) -> None:
-    """Scores of the S queries of q (the last S of T positions) into out [B,S,n_cols], n_cols <= T."""
+    """Scores of the S queries of q (the last S of T positions) into out [B,S,n_cols], n_cols <= T;
+    with k_scale [B,T'] (fp8 q and k), each key's scores are multiplied by its scale."""
     B, S, H, D = q.shape
     if S == 0:
         return
     HP, rows = _pow2(H, 1), _rows(tiles, _pow2(H, 1))
     grid = (triton.cdiv(S, rows), triton.cdiv(triton.cdiv(out.shape[2], tiles.keys), tiles.tiles), B)
+    fp8 = k_scale is not None
+    ks = k_scale if fp8 else w  # read only when fp8
     _scores_fwd_kernel[grid](
-        q, w, k, out, q.stride(0), w.stride(0), k.stride(0), S, T, out.shape[2], out.stride(0), out.stride(1),
-        H=H, D=D, HP=HP, BLOCK_D=_pow2(D), BLOCK_S=rows, BLOCK_T=tiles.keys, TILES=tiles.tiles,
-        FILL_MASKED=fill, PRECISION=_precision(q), BLOCK_SP=_pow2(rows),
+        q, w, k, ks, out, q.stride(0), w.stride(0), k.stride(0), ks.stride(0), S, T, out.shape[2],
+        out.stride(0), out.stride(1), H=H, D=D, HP=HP, BLOCK_D=_pow2(D), BLOCK_S=rows, BLOCK_T=tiles.keys,
+        TILES=tiles.tiles, FILL_MASKED=fill, PRECISION=_precision(q), BLOCK_SP=_pow2(rows), FP8=fp8,
         num_warps=tiles.warps, num_stages=tiles.stages,
     )  # fmt: skip
 
@@ -525,15 +545,17 @@ def _pair_flops(q_shape, k_shape) -> int:
 
 
 @torch.library.custom_op("glmlab::index_scores", mutates_args=())
-def _scores_op(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, tiles: list[int]) -> torch.Tensor:
+def _scores_op(
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor | None, tiles: list[int]
+) -> torch.Tensor:
     B, S, _, _ = q.shape
     out = torch.empty(B, S, k.shape[1], device=q.device, dtype=torch.float32)
-    _launch_scores(q, w, k, out, k.shape[1], _tiles(tiles), fill=True)
+    _launch_scores(q, w, k, k_scale, out, k.shape[1], _tiles(tiles), fill=True)
     return out
 
 
 @_scores_op.register_fake
-def _(q, w, k, tiles):
+def _(q, w, k, k_scale, tiles):
     return q.new_empty(q.shape[0], q.shape[1], k.shape[1], dtype=torch.float32)
 
 
@@ -563,7 +585,7 @@ def _(g, q, w, k, tiles):
 
 
 def _scores_setup(ctx, inputs, output) -> None:
-    q, w, k, tiles = inputs
+    q, w, k, _, tiles = inputs
     ctx.save_for_backward(q, w, k)
     ctx.tiles = tiles
 
@@ -571,7 +593,7 @@ def _scores_setup(ctx, inputs, output) -> None:
 def _scores_backward(ctx, g):
     q, w, k = ctx.saved_tensors
     dq, dw, dk = torch.ops.glmlab.index_scores_backward(g.contiguous(), q, w, k, ctx.tiles)
-    return dq.to(q.dtype), dw, dk.to(k.dtype), None
+    return dq.to(q.dtype), dw, dk.to(k.dtype), None, None
 
 
 _scores_op.register_autograd(_scores_backward, setup_context=_scores_setup)
@@ -639,6 +661,7 @@ def _topk_op(
     q: torch.Tensor,
     w: torch.Tensor,
     k: torch.Tensor,
+    k_scale: torch.Tensor | None,
     topk: int,
     buffer_bytes: int,
     tiles: list[int],
@@ -658,7 +681,7 @@ def _topk_op(
         b = min(a + rows, S)
         end = T - S + b  # the chunk's keys: up to its last query
         chunk = buffer[: B * (b - a) * end].view(B, b - a, end)
-        _launch_scores(q[:, a:b], w[:, a:b], k[:, :end], chunk, end, t, fill=torch_select)
+        _launch_scores(q[:, a:b], w[:, a:b], k[:, :end], k_scale, chunk, end, t, fill=torch_select)
         if torch_select:
             n = min(K, end)
             top = chunk.topk(n, dim=-1, sorted=False)
@@ -673,7 +696,7 @@ def _topk_op(
 
 
 @_topk_op.register_fake
-def _(q, w, k, topk, buffer_bytes, tiles, torch_select):
+def _(q, w, k, k_scale, topk, buffer_bytes, tiles, torch_select):
     shape = (q.shape[0], q.shape[1], min(topk, k.shape[1]))
     return q.new_empty(shape, dtype=torch.int64), q.new_empty(shape, dtype=torch.bool)
 
@@ -730,20 +753,46 @@ def _inputs(
     return q.contiguous(), w.float().contiguous(), k.to(q.dtype).contiguous()
 
 
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [..., D] as fp8 e4m3 rows and their fp32 scales [...]: x ~ x8 * scale[..., None], each row's
+    largest |x| mapped to 448 (e4m3's largest finite value); all-zero rows get scale 1."""
+    amax = x.detach().abs().amax(-1).float()
+    scale = torch.where(amax > 0, amax / FP8_MAX, 1.0)
+    return (x.detach().float() / scale[..., None]).to(torch.float8_e4m3fn), scale
+
+
+def _fp8_inputs(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor):
+    """q [B,S,H,D] per (query, head) and k [B,T,D] per key in fp8; q's scales folded into the head
+    weights (relu(a*z) = a*relu(z) for a > 0), k's returned [B,T] for the kernel to apply per key."""
+    if q.device.type != "cuda":
+        raise GlmlabError(f"fp8 index scoring runs on a CUDA GPU (Hopper or newer), not {q.device.type}")
+    q8, q_scale = quantize_rows(q)
+    k8, k_scale = quantize_rows(k)
+    return q8, (w * q_scale).contiguous(), k8, k_scale
+
+
 def index_scores(
-    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, *, tiles: Tiles | None = None
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, *, tiles: Tiles | None = None, fp8: bool = False
 ) -> torch.Tensor:
     """I[b,s,t] = sum_h w[b,s,h] * relu(q[b,s,h] . k[b,t]), fp32 [B,S,T], -inf where t is not visible.
 
     Fused: each program takes a block of queries with all their heads as one product against key
     tiles, never forming [S,H,T], and skips tiles above the causal diagonal. Differentiable in q, w, k.
 
+    `fp8=True` (CUDA, Hopper or newer; no gradient): q per (query, head) row and k per key quantised
+    to e4m3 (`quantize_rows`), their dots in fp8 with fp32 accumulation, q's scales folded into w,
+    k's applied to each key's score after the head sum (a bf16 product).
+
     Memory: the output, 4 bytes per (query, key) pair (all S x T); nothing is kept for backward but
     the inputs. Backward allocates fp32 gradients (4*H*D + 4*H bytes per query, 4*D per key) and their
     casts to the inputs' dtypes; it recomputes the dots instead of storing them.
     """
     q, w, k = _inputs(q, w, k)
-    return torch.ops.glmlab.index_scores(q, w, k, list(_astuple(tiles)))
+    if not fp8:
+        return torch.ops.glmlab.index_scores(q, w, k, None, list(_astuple(tiles)))
+    if torch.is_grad_enabled() and (q.requires_grad or w.requires_grad or k.requires_grad):
+        raise GlmlabError("fp8 index scores have no gradient: detach the inputs or score in bf16")
+    return torch.ops.glmlab.index_scores(*_fp8_inputs(q, w, k), list(_astuple(tiles)))
 
 
 def index_topk(
@@ -755,6 +804,7 @@ def index_topk(
     buffer_bytes: int = 1 << 28,
     tiles: Tiles | None = None,
     select: str = "radix",
+    fp8: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The K = min(topk, T) best visible keys per query: indices int64 [B,S,K], valid bool [B,S,K].
 
@@ -765,20 +815,27 @@ def index_topk(
     context), and each chunk row is selected exactly: a threshold from a sample of the row keeps about
     1.5*K candidates, whose radix select (four histogram passes over the fp32 bits, then one pass that
     writes the picks) finds the top K; a row whose threshold keeps fewer than K or more than 2*K runs
-    the radix select over the whole row. Ties go to the lower key index; the output is deterministic. Rows seeing fewer than K keys pick them all, in slots
-    0..n-1, and mark the remaining slots invalid (their indices are in range but meaningless).
-    No gradient.
+    the radix select over the whole row. Ties go to the lower key index; the output is deterministic.
+    Rows seeing fewer than K keys pick them all, in slots 0..n-1, and mark the remaining slots invalid
+    (their indices are in range but meaningless). No gradient.
+
+    `fp8=True` scores in fp8 (e4m3) as `index_scores(..., fp8=True)` does, and selects from those
+    scores (so the picks may differ from bf16's where scores are close).
 
     Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S*(4*T + 16*K))
     rounded up to one row of B*(4*T + 16*K) bytes (its scores and, for the radix select, its 2*K
-    candidates' keys and positions; `select="torch"` needs no candidates).
+    candidates' keys and positions; `select="torch"` needs no candidates). With fp8, the quantised
+    inputs (1 byte per element, 4 per scale) and fp32 temporaries of q's size while quantising.
     """
     if topk < 1:
         raise GlmlabError(f"topk {topk}: pass at least 1")
     q, w, k = _inputs(q.detach(), w.detach(), k.detach())
     if select not in ("radix", "torch"):
         raise GlmlabError(f"select {select!r}: pass radix or torch")
-    return torch.ops.glmlab.index_topk(q, w, k, topk, buffer_bytes, list(_astuple(tiles)), select == "torch")
+    q, w, k, k_scale = _fp8_inputs(q, w, k) if fp8 else (q, w, k, None)
+    return torch.ops.glmlab.index_topk(
+        q, w, k, k_scale, topk, buffer_bytes, list(_astuple(tiles)), select == "torch"
+    )
 
 
 def index_scores_at(
@@ -819,7 +876,7 @@ class _DenseIndexKL(torch.autograd.Function):
             b = min(a + rows, S)
             end = T - S + b
             p = _attention_target(q_lat[:, a:b], kv[:, :end], scale)
-            index = torch.ops.glmlab.index_scores(q[:, a:b], w[:, a:b], k[:, :end], tiles)
+            index = torch.ops.glmlab.index_scores(q[:, a:b], w[:, a:b], k[:, :end], None, tiles)
             log_q = F.log_softmax(index, dim=-1)
             total += torch.where(p > 0, p * (p.clamp_min(1e-30).log() - log_q), 0.0).sum()
             if want_grad:

@@ -28,6 +28,18 @@ def index_scores(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor) -> torch.Ten
     return scores.masked_fill(~visible(q.shape[1], k.shape[1], q.device), float("-inf"))
 
 
+def index_scores_fp8(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """`index_scores` of q and k rounded to fp8 e4m3 row by row (q per (query, head), k per key),
+    each row scaled so that its largest |x| is 448 before rounding, and scaled back after."""
+
+    def rounded(x: torch.Tensor) -> torch.Tensor:
+        scale = x.float().abs().amax(-1, keepdim=True) / 448
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return (x.float() / scale).to(torch.float8_e4m3fn).float() * scale
+
+    return index_scores(rounded(q), w, rounded(k))
+
+
 def index_topk(
     q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, *, topk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
