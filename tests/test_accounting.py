@@ -169,6 +169,33 @@ def test_glmlab_convention_masked_dsa_and_fused_cpu_sdpa(extra):
     assert flops_report(cfg, 12, "train").total == train
 
 
+GQA_MHA = [("attention_type=gqa", "num_key_value_heads=1", "head_dim=24"), ("attention_type=mha",)]
+
+
+@pytest.mark.parametrize("extra", GQA_MHA, ids=["gqa", "mha"])
+def test_glmlab_convention_counts_gqa_and_mha_exactly(extra):
+    """GQA/MHA (no DSA; MTP on): training, prefill and decoding FLOPs equal FlopCounterMode's, and
+    the parameters and KV bytes per token are the built model's."""
+    cfg = tiny("glm5", "use_dsa=false", *extra)
+    forward, train = executed_train_flops(cfg, 1, 12)
+    assert (flops_report(cfg, 12, "forward").total, flops_report(cfg, 12, "train").total) == (forward, train)
+    model = build_model(cfg)
+    assert parameter_counts(cfg.model) == parameter_report(model)
+    ids = torch.randint(0, 256, (2, 12))
+    cache = model.new_cache(2, 16)
+    with torch.no_grad():
+        with flop_counter() as counter:
+            model(ids, cache=cache, logits_to_keep=1)
+        assert counter.get_total_flops() == flops_report(cfg, 12, "prefill").total * 2
+        with flop_counter() as counter:
+            model(ids[:, :1], cache=cache)
+        assert counter.get_total_flops() == flops_report(cfg, 13, "decode", mtp=False).total * 2
+    layer = cache.layers[0]
+    per_layer = (layer.k[0, 0].numel() + layer.v[0, 0].numel()) * 2  # bf16
+    kv = kv_cache_bytes_per_token(cfg, "bf16")
+    assert (kv["kv"], kv["latent"]) == (per_layer * cfg.model.num_hidden_layers, 0)
+
+
 def test_glmlab_convention_prefill_and_decode_equal_executed_flops():
     cfg = tiny("glm5.2")
     model = build_model(cfg)
@@ -183,7 +210,11 @@ def test_glmlab_convention_prefill_and_decode_equal_executed_flops():
         assert counter.get_total_flops() == flops_report(cfg, 13, "decode", mtp=False).total * 2
 
 
-@pytest.mark.parametrize(("extra", "seq"), [((), 96), (("use_dsa=false",), 48)])
+@pytest.mark.parametrize(
+    ("extra", "seq"),
+    [((), 96), (("use_dsa=false",), 48),
+     (("use_dsa=false", "attention_type=gqa", "num_key_value_heads=2", "head_dim=48"), 48)],
+)  # fmt: skip
 def test_activation_estimate_tracks_saved_tensors(extra, seq):
     cfg = load_config("glm5-tiny", list(extra))
     model = build_model(cfg)
