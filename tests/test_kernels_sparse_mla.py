@@ -74,6 +74,21 @@ def test_matches_twin(dtype, N, H, K, M, batch_rows):
         close(got, want, tol)
 
 
+@pytest.mark.parametrize(
+    "dtype,N,H,K,M",
+    [(torch.float32, 4, 4, 37, 20), (torch.float32, 3, 18, 20, 9), (torch.bfloat16, 4, 4, 37, 20)],
+)
+def test_column_split_backward(dtype, N, H, K, M):
+    """Two launches share the value columns of dq and dkv (each recomputes the probabilities):
+    the same gradients as the twin's, rope columns included."""
+    q, kv, idx, valid = inputs(N, H, K, M, dtype, seed=5)
+    tiles = {"forward_tiles": TINY["forward_tiles"], "backward_tiles": Tiles(16, 16, 4, 1, column_split=2)}
+    out, _ = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, **tiles)
+    ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=0.2, r=32)
+    for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
+        close(got, want, TOLERANCE[dtype])
+
+
 def test_matches_gathered_attention():
     """The model's torch path: same output and gradients; key mass = its probabilities summed over heads."""
     q, kv, idx, valid = inputs(4, 4, 21, 12, torch.float32)
@@ -171,15 +186,16 @@ def test_rejects_mismatched_shapes():
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="GLM-5's shape with the default tiles needs a GPU")
-def test_glm5_shape_on_gpu():
-    """H=64, R=576, r=512, K=2048 with the tuned default tiles, bf16."""
+@pytest.mark.parametrize("backward_tiles", [Tiles(32, 32, 8, 1), Tiles(64, 64, 8, 1, column_split=2)], ids=str)
+def test_glm5_shape_on_gpu(backward_tiles):
+    """H=64, R=576, r=512, K=2048 with the tuned forward tiles and the backward's candidates, bf16."""
     N, H, K, M = 64, 64, 2048, 4096
     g = torch.Generator().manual_seed(4)
     q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16).requires_grad_()
     kv = torch.randn(M, 576, generator=g).to(DEVICE, torch.bfloat16).requires_grad_()
     idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
     valid = (torch.rand(N, K, generator=g) < 0.9).to(DEVICE)
-    out, mass = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512)
+    out, mass = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, backward_tiles=backward_tiles)
     ref_out, ref_mass = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
     close(out, ref_out, 2e-2)
     close(mass, ref_mass, 2e-2)

@@ -28,127 +28,159 @@ LOG2E = math.log2(math.e)
 
 
 class Tiles(NamedTuple):
-    """One kernel's launch shape: heads per program, keys per tile, warps, pipeline stages."""
+    """One kernel's launch shape: heads per program, keys per tile, warps, pipeline stages, and
+    (backward only) how many programs share a (query, head block) by splitting the value columns
+    of dq and dkv between them (1 or 2)."""
 
     block_h: int
     block_k: int
     num_warps: int
     num_stages: int
+    column_split: int = 1
 
 
 # Measured on an H200 at GLM-5's shape (benchmarks/bench_sparse_mla.py; the results are in
-# experiments/results/h200-kernels-sparse-mla/).
+# experiments/results/h200-kernels-sparse-mla/ and experiments/results/h200-kernels-sparse-mla-2/).
 FORWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=2)
 BACKWARD_TILES = Tiles(block_h=32, block_k=32, num_warps=8, num_stages=1)
 
 
 @triton.jit
-def _scores(qn, qp, kv_row, offs_v, offs_p, r, col_v, col_p, keep, scale_log2, PRECISION: tl.constexpr):
-    """One tile's gathered value columns [BK,BV], rope columns [BK,BP] and scores [BH,BK] in
-    log2 units (-inf at keys that are not kept)."""
-    kvn = tl.load(kv_row + offs_v[None, :], mask=keep[:, None] & col_v[None, :], other=0.0)
-    kvp = tl.load(kv_row + r + offs_p[None, :], mask=keep[:, None] & col_p[None, :], other=0.0)
-    s = tl.dot(qn, tl.trans(kvn), input_precision=PRECISION)
-    s = tl.dot(qp, tl.trans(kvp), s, input_precision=PRECISION)
-    return kvn, kvp, tl.where(keep[None, :], s * scale_log2, float("-inf"))
-
-
-@triton.jit
 def _forward_kernel(
-    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr,
-    H, K, R, r, scale_log2,
+    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr, probs_ptr, maxes_ptr,
+    N, H, K, R, r, scale_log2,
     BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
     MASS: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    n = tl.program_id(0).to(tl.int64)
-    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    """Programs (p, head block) take queries p, p + P, ... With MASS each keeps, in its own slot of
+    the scratch, every tile's probabilities under that tile's running maximum (probs [BH,K]) and
+    the maximum itself (maxes [tiles,BH]); once the log-sum-exp is known, the key mass is those
+    probabilities rescaled by exp2(max - lse) and summed over heads, without gathering the rows
+    again."""
+    heads_local = tl.arange(0, BLOCK_H)
+    heads = tl.program_id(1) * BLOCK_H + heads_local
     offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
     row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
-    q_row = q_ptr + (n * H + heads[:, None]) * R
-    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
-    qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
+    slot = (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)).to(tl.int64)
+    probs_slot = probs_ptr + slot * BLOCK_H * K + heads_local[:, None] * K
+    maxes_slot = maxes_ptr + slot * tl.cdiv(K, BLOCK_K) * BLOCK_H + heads_local
+    for n in range(tl.program_id(0), N, tl.num_programs(0)):
+        n = tl.cast(n, tl.int64)
+        q_row = q_ptr + (n * H + heads[:, None]) * R
+        qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
+        qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
 
-    m = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running maximum (log2 units)
-    total = tl.zeros([BLOCK_H], tl.float32)  # running sum of exp2(s - m)
-    acc = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        keep = tl.load(valid_ptr + n * K + offs_k, mask=offs_k < K, other=0) != 0
-        rows = tl.load(idx_ptr + n * K + offs_k, mask=keep, other=0)
-        kvn, kvp, s = _scores(qn, qp, kv_ptr + rows[:, None] * R, offs_v, offs_p, r, col_v, col_p, keep,
-                              scale_log2, PRECISION)  # fmt: skip
-        m_new = tl.maximum(m, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid key so far
-        p = tl.exp2(s - m_use[:, None])
-        alpha = tl.exp2(m - m_use)
-        total = total * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
-        m = m_new
-    lse = m + tl.log2(total)
-    out_row = out_ptr + (n * H + heads[:, None]) * r
-    tl.store(out_row + offs_v[None, :], (acc / total[:, None]).to(out_ptr.dtype.element_ty),
-             mask=row_h[:, None] & col_v[None, :])  # fmt: skip
-    tl.store(lse_ptr + n * H + heads, lse, mask=row_h)
-
-    if MASS:  # a second pass: the probabilities need the final log-sum-exp
-        lse = tl.where(row_h, lse, float("inf"))  # padded heads weigh nothing
+        m = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running maximum (log2 units)
+        total = tl.zeros([BLOCK_H], tl.float32)  # running sum of exp2(s - m)
+        acc = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             keep = tl.load(valid_ptr + n * K + offs_k, mask=offs_k < K, other=0) != 0
             rows = tl.load(idx_ptr + n * K + offs_k, mask=keep, other=0)
-            _, _, s = _scores(qn, qp, kv_ptr + rows[:, None] * R, offs_v, offs_p, r, col_v, col_p, keep,
-                              scale_log2, PRECISION)  # fmt: skip
-            mass = tl.sum(tl.exp2(s - lse[:, None]), 0)
-            if ONE_HEAD_BLOCK:
-                tl.store(mass_ptr + n * K + offs_k, mass, mask=offs_k < K)
-            else:
-                tl.atomic_add(mass_ptr + n * K + offs_k, mass, mask=offs_k < K)
+            kv_row = kv_ptr + rows[:, None] * R
+            kvn = tl.load(kv_row + offs_v[None, :], mask=keep[:, None] & col_v[None, :], other=0.0)
+            kvp = tl.load(kv_row + r + offs_p[None, :], mask=keep[:, None] & col_p[None, :], other=0.0)
+            s = tl.dot(qn, tl.trans(kvn), input_precision=PRECISION)
+            s = tl.dot(qp, tl.trans(kvp), s, input_precision=PRECISION)
+            s = tl.where(keep[None, :], s * scale_log2, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid key so far
+            p = tl.exp2(s - m_use[:, None])
+            alpha = tl.exp2(m - m_use)
+            total = total * alpha + tl.sum(p, 1)
+            acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
+            m = m_new
+            if MASS:
+                p_keep = p.to(probs_ptr.dtype.element_ty)
+                tl.store(probs_slot + offs_k[None, :], p_keep, mask=offs_k[None, :] < K)
+                tl.store(maxes_slot + (k0 // BLOCK_K) * BLOCK_H, m_use)
+        lse = m + tl.log2(total)
+        out_row = out_ptr + (n * H + heads[:, None]) * r
+        tl.store(out_row + offs_v[None, :], (acc / total[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=row_h[:, None] & col_v[None, :])  # fmt: skip
+        tl.store(lse_ptr + n * H + heads, lse, mask=row_h)
+
+        if MASS:
+            tl.debug_barrier()  # the slot's probabilities, written by other threads of this program
+            lse = tl.where(row_h, lse, float("inf"))  # padded heads weigh nothing
+            for k0 in range(0, K, BLOCK_K):
+                offs_k = k0 + tl.arange(0, BLOCK_K)
+                p = tl.load(probs_slot + offs_k[None, :], mask=offs_k[None, :] < K, other=0.0).to(tl.float32)
+                weight = tl.exp2(tl.load(maxes_slot + (k0 // BLOCK_K) * BLOCK_H) - lse)
+                mass = tl.sum(p * weight[:, None], 0)
+                if ONE_HEAD_BLOCK:
+                    tl.store(mass_ptr + n * K + offs_k, mass, mask=offs_k < K)
+                else:
+                    tl.atomic_add(mass_ptr + n * K + offs_k, mass, mask=offs_k < K)
+            tl.debug_barrier()  # read before the next query overwrites the slot
 
 
 @triton.jit
 def _backward_kernel(
     q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, dout_ptr, dq_ptr, dkv_ptr,
     H, K, R, r, scale, scale_log2,
-    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
-    PRECISION: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    SPLIT: tl.constexpr, PART: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
+    """Program (query, head block) of launch PART: recomputes the probabilities of its heads over
+    every column, then accumulates dq and adds dkv (fp32 atomics) for its own BLOCK_C value
+    columns ("own"); with SPLIT = 2 the other launch's columns ("other") only enter the scores
+    and dP. The rope columns belong to part 0."""
     n = tl.program_id(0).to(tl.int64)
     heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
-    row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
+    own = PART * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_p = tl.arange(0, BLOCK_P)
+    row_h, col_own, col_p = heads < H, own < r, offs_p < R - r
     q_row = q_ptr + (n * H + heads[:, None]) * R
-    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
+    o_row = (n * H + heads[:, None]) * r
+    qa = tl.load(q_row + own[None, :], mask=row_h[:, None] & col_own[None, :], other=0.0)
     qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
-    o_offs = (n * H + heads[:, None]) * r + offs_v[None, :]
-    o_mask = row_h[:, None] & col_v[None, :]
-    do = tl.load(dout_ptr + o_offs, mask=o_mask, other=0.0)
-    delta = tl.sum(do.to(tl.float32) * tl.load(out_ptr + o_offs, mask=o_mask, other=0.0).to(tl.float32), 1)
+    doa = tl.load(dout_ptr + o_row + own[None, :], mask=row_h[:, None] & col_own[None, :], other=0.0)
+    out_a = tl.load(out_ptr + o_row + own[None, :], mask=row_h[:, None] & col_own[None, :], other=0.0)
+    delta = tl.sum(doa.to(tl.float32) * out_a.to(tl.float32), 1)
+    if SPLIT == 2:
+        other = (1 - PART) * BLOCK_C + tl.arange(0, BLOCK_C)
+        col_other = other < r
+        qb = tl.load(q_row + other[None, :], mask=row_h[:, None] & col_other[None, :], other=0.0)
+        dob = tl.load(dout_ptr + o_row + other[None, :], mask=row_h[:, None] & col_other[None, :], other=0.0)
+        out_b = tl.load(out_ptr + o_row + other[None, :], mask=row_h[:, None] & col_other[None, :], other=0.0)
+        delta += tl.sum(dob.to(tl.float32) * out_b.to(tl.float32), 1)
     lse = tl.load(lse_ptr + n * H + heads, mask=row_h, other=float("inf"))
 
-    dqn = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
+    dqa = tl.zeros([BLOCK_H, BLOCK_C], tl.float32)
     dqp = tl.zeros([BLOCK_H, BLOCK_P], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         keep = tl.load(valid_ptr + n * K + offs_k, mask=offs_k < K, other=0) != 0
         rows = tl.load(idx_ptr + n * K + offs_k, mask=keep, other=0)
         kv_row = kv_ptr + rows[:, None] * R
-        kvn, kvp, s = _scores(qn, qp, kv_row, offs_v, offs_p, r, col_v, col_p, keep, scale_log2, PRECISION)
-        p = tl.exp2(s - lse[:, None])  # [BH,BK], 0 at invalid keys and padded heads
-        dp = tl.dot(do, tl.trans(kvn), input_precision=PRECISION)
-        ds = (p * (dp - delta[:, None]) * scale).to(kvn.dtype)
-        dqn = tl.dot(ds, kvn, dqn, input_precision=PRECISION)
-        dqp = tl.dot(ds, kvp, dqp, input_precision=PRECISION)
+        kva = tl.load(kv_row + own[None, :], mask=keep[:, None] & col_own[None, :], other=0.0)
+        kvp = tl.load(kv_row + r + offs_p[None, :], mask=keep[:, None] & col_p[None, :], other=0.0)
+        s = tl.dot(qa, tl.trans(kva), input_precision=PRECISION)
+        s = tl.dot(qp, tl.trans(kvp), s, input_precision=PRECISION)
+        dp = tl.dot(doa, tl.trans(kva), input_precision=PRECISION)
+        if SPLIT == 2:
+            kvb = tl.load(kv_row + other[None, :], mask=keep[:, None] & col_other[None, :], other=0.0)
+            s = tl.dot(qb, tl.trans(kvb), s, input_precision=PRECISION)
+            dp = tl.dot(dob, tl.trans(kvb), dp, input_precision=PRECISION)
+        p = tl.exp2(tl.where(keep[None, :], s * scale_log2, float("-inf")) - lse[:, None])  # 0 off the keys
+        ds = (p * (dp - delta[:, None]) * scale).to(kva.dtype)
+        dqa = tl.dot(ds, kva, dqa, input_precision=PRECISION)
         ds_t = tl.trans(ds)
-        dkvn = tl.dot(ds_t, qn, input_precision=PRECISION)
-        dkvn = tl.dot(tl.trans(p.to(kvn.dtype)), do, dkvn, input_precision=PRECISION)
-        dkvp = tl.dot(ds_t, qp, input_precision=PRECISION)
+        dkva = tl.dot(ds_t, qa, input_precision=PRECISION)
+        dkva = tl.dot(tl.trans(p.to(kva.dtype)), doa, dkva, input_precision=PRECISION)
         dkv_row = dkv_ptr + rows[:, None] * R
-        tl.atomic_add(dkv_row + offs_v[None, :], dkvn, mask=keep[:, None] & col_v[None, :], sem="relaxed")
-        tl.atomic_add(dkv_row + r + offs_p[None, :], dkvp, mask=keep[:, None] & col_p[None, :], sem="relaxed")
+        tl.atomic_add(dkv_row + own[None, :], dkva, mask=keep[:, None] & col_own[None, :], sem="relaxed")
+        if PART == 0:
+            dqp = tl.dot(ds, kvp, dqp, input_precision=PRECISION)
+            dkvp = tl.dot(ds_t, qp, input_precision=PRECISION)
+            dkv_rope = dkv_row + r + offs_p[None, :]
+            tl.atomic_add(dkv_rope, dkvp, mask=keep[:, None] & col_p[None, :], sem="relaxed")
     dq_row = dq_ptr + (n * H + heads[:, None]) * R
     dq_type = dq_ptr.dtype.element_ty
-    tl.store(dq_row + offs_v[None, :], dqn.to(dq_type), mask=row_h[:, None] & col_v[None, :])
-    tl.store(dq_row + r + offs_p[None, :], dqp.to(dq_type), mask=row_h[:, None] & col_p[None, :])
+    tl.store(dq_row + own[None, :], dqa.to(dq_type), mask=row_h[:, None] & col_own[None, :])
+    if PART == 0:
+        tl.store(dq_row + r + offs_p[None, :], dqp.to(dq_type), mask=row_h[:, None] & col_p[None, :])
 
 
 def _launch_shape(H: int, R: int, r: int, tiles: Tiles) -> tuple[int, dict]:
@@ -157,6 +189,13 @@ def _launch_shape(H: int, R: int, r: int, tiles: Tiles) -> tuple[int, dict]:
     sizes = dict(BLOCK_H=block_h, BLOCK_K=tiles.block_k, BLOCK_V=max(16, triton.next_power_of_2(r)))
     sizes["BLOCK_P"] = max(16, triton.next_power_of_2(R - r))
     return block_h, sizes
+
+
+def _resident_programs(device: torch.device) -> int:
+    """Programs of the forward that run at once when it takes the key mass (one per multiprocessor:
+    its tiles fill a multiprocessor's shared memory), each with its own scratch slot; two in
+    Triton's interpreter."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -171,14 +210,21 @@ def _forward(
     """out [N,H,r], log-sum-exp [N,H] (fp32, log2 units), key mass [N,K] (or [N,0] without
     `mass`). `tiles` is the forward's Tiles followed by the backward's."""
     (N, H, R), K = q.shape, idx.shape[1]
-    fwd = Tiles(*tiles[:4])
+    fwd = Tiles(*tiles[:5])
     block_h, sizes = _launch_shape(H, R, r, fwd)
     heads_blocks = triton.cdiv(H, block_h)
     out = q.new_empty(N, H, r)
     lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
     key_mass = torch.zeros(N, K if mass else 0, device=q.device, dtype=torch.float32)
-    _forward_kernel[(N, heads_blocks)](
-        q, kv, idx, valid, out, lse, key_mass, H, K, R, r, scale * LOG2E, **sizes,
+    programs, probs, maxes = N, key_mass, key_mass  # without the mass: one program per query, no scratch
+    if mass:
+        programs = min(N, _resident_programs(q.device))
+        slots = programs * heads_blocks
+        probs_dtype = torch.float32 if q.dtype == torch.float32 else torch.float16
+        probs = torch.empty(slots, block_h, K, device=q.device, dtype=probs_dtype)
+        maxes = torch.empty(slots, triton.cdiv(K, fwd.block_k), block_h, device=q.device, dtype=torch.float32)
+    _forward_kernel[(programs, heads_blocks)](
+        q, kv, idx, valid, out, lse, key_mass, probs, maxes, N, H, K, R, r, scale * LOG2E, **sizes,
         MASS=mass, ONE_HEAD_BLOCK=heads_blocks == 1, PRECISION=_precision(q.dtype),
         num_warps=fwd.num_warps, num_stages=fwd.num_stages,
     )  # fmt: skip
@@ -200,12 +246,15 @@ def _backward(
     """dq [N,H,R] and dkv [M,R] (accumulated in fp32 with atomic adds, returned in kv's dtype)."""
     (N, H, R), bwd = q.shape, Tiles(*tiles)
     block_h, sizes = _launch_shape(H, R, r, bwd)
+    sizes["BLOCK_C"] = max(16, sizes.pop("BLOCK_V") // bwd.column_split)  # value columns per program
     dq = torch.empty_like(q)
     dkv = torch.zeros(kv.shape, device=kv.device, dtype=torch.float32)
-    _backward_kernel[(N, triton.cdiv(H, block_h))](
-        q, kv, idx, valid, out, lse, d_out, dq, dkv, H, idx.shape[1], R, r, scale, scale * LOG2E, **sizes,
-        PRECISION=_precision(q.dtype), num_warps=bwd.num_warps, num_stages=bwd.num_stages,
-    )  # fmt: skip
+    for part in range(bwd.column_split):  # one launch per share of the value columns
+        _backward_kernel[(N, triton.cdiv(H, block_h))](
+            q, kv, idx, valid, out, lse, d_out, dq, dkv, H, idx.shape[1], R, r, scale, scale * LOG2E, **sizes,
+            SPLIT=bwd.column_split, PART=part, PRECISION=_precision(q.dtype), num_warps=bwd.num_warps,
+            num_stages=bwd.num_stages,
+        )  # fmt: skip
     return dq, dkv.to(kv.dtype)
 
 
@@ -219,7 +268,7 @@ def _setup_context(ctx, inputs, output) -> None:
     out, lse, key_mass = output
     ctx.mark_non_differentiable(lse, key_mass)
     ctx.save_for_backward(q, kv, idx, valid, out, lse)
-    ctx.scale, ctx.r, ctx.tiles = scale, r, tiles[4:]
+    ctx.scale, ctx.r, ctx.tiles = scale, r, tiles[5:]
 
 
 def _differentiate(ctx, d_out, _d_lse, _d_mass):
