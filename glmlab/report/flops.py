@@ -66,8 +66,9 @@ def print_flops(s: dict, console: Console) -> None:
         )
     console.print(mem)
     kv, inf = s["kv_cache_dtype"], first["memory_inference"]
+    cached = f"K/V {kv['kv']:,} B" if kv["kv"] else f"latent {kv['latent']:,} B"  # GQA/MHA, or MLA
     console.print(
-        f"KV cache per token ({kv['dtype']}): latent {kv['latent']:,} B + K/V {kv['kv']:,} B + indexer keys "
+        f"KV cache per token ({kv['dtype']}): {cached} + indexer keys "
         f"{kv['indexer_keys']:,} B = {kv['total']:,} B (expanded K/V would be {kv['expanded']:,} B; "
         f"MTP adds {kv['mtp']:,} B)\n"
         f"inference at s={first['seq_len']:,}, batch {first['batch']}: weights {nbytes(inf['weights'])} + "
