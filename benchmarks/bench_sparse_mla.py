@@ -42,8 +42,8 @@ FORWARD_CANDIDATES = [Tiles(64, 64, 8, 2), Tiles(64, 32, 8, 3), Tiles(64, 32, 8,
 PREVIOUS_BACKWARD = Tiles(32, 32, 8, 1)  # the default before the column split
 BACKWARD_CANDIDATES = [
     PREVIOUS_BACKWARD,
+    Tiles(64, 32, 8, 1, column_split=2),
     Tiles(64, 64, 8, 1, column_split=2),
-    Tiles(64, 64, 16, 1, column_split=2),
 ]
 
 

@@ -166,16 +166,17 @@ def _backward_kernel(
         p = tl.exp2(tl.where(keep[None, :], s * scale_log2, float("-inf")) - lse[:, None])  # 0 off the keys
         ds = (p * (dp - delta[:, None]) * scale).to(kva.dtype)
         dqa = tl.dot(ds, kva, dqa, input_precision=PRECISION)
-        ds_t = tl.trans(ds)
-        dkva = tl.dot(ds_t, qa, input_precision=PRECISION)
-        dkva = tl.dot(tl.trans(p.to(kva.dtype)), doa, dkva, input_precision=PRECISION)
-        dkv_row = dkv_ptr + rows[:, None] * R
-        tl.atomic_add(dkv_row + own[None, :], dkva, mask=keep[:, None] & col_own[None, :], sem="relaxed")
+        # dkv transposed, [columns, keys]: the columns are the products' M side (a multiple of 64,
+        # as Hopper's warpgroup products want, whatever BLOCK_K is); fewer registers than [keys, columns]
+        dkva = tl.dot(tl.trans(qa), ds, input_precision=PRECISION)
+        dkva = tl.dot(tl.trans(doa), p.to(kva.dtype), dkva, input_precision=PRECISION)
+        dkv_col = dkv_ptr + rows[None, :] * R
+        tl.atomic_add(dkv_col + own[:, None], dkva, mask=keep[None, :] & col_own[:, None], sem="relaxed")
         if PART == 0:
             dqp = tl.dot(ds, kvp, dqp, input_precision=PRECISION)
-            dkvp = tl.dot(ds_t, qp, input_precision=PRECISION)
-            dkv_rope = dkv_row + r + offs_p[None, :]
-            tl.atomic_add(dkv_rope, dkvp, mask=keep[:, None] & col_p[None, :], sem="relaxed")
+            dkvp = tl.dot(tl.trans(qp), ds, input_precision=PRECISION)
+            dkv_rope = dkv_col + r + offs_p[:, None]
+            tl.atomic_add(dkv_rope, dkvp, mask=keep[None, :] & col_p[:, None], sem="relaxed")
     dq_row = dq_ptr + (n * H + heads[:, None]) * R
     dq_type = dq_ptr.dtype.element_ty
     tl.store(dq_row + own[None, :], dqa.to(dq_type), mask=row_h[:, None] & col_own[None, :])
