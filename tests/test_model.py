@@ -39,6 +39,34 @@ def test_latent_cache_decoding_equals_full_forward(tiny, dsa, chunks):
     assert _close(torch.cat(parts, dim=1), full)
 
 
+def test_dense_cached_decoding_never_copies_the_latents_per_head(tiny):
+    """Absorbed decoding reads one latent cache for all heads; broadcasting it over a head axis
+    made matmul copy it per head (84 GB at batch 8 and 128K positions on an H200). No operator
+    output spanning the cached positions may be as large as H copies of the cache."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and SEQ + 1 in t.shape:  # over the cached positions
+                    self.numel = max(self.numel, t.numel())
+            return out
+
+    model = tiny("use_dsa=false")
+    ids = _ids(seq=SEQ)
+    m = model.config
+    with torch.no_grad():
+        cache = model.new_cache(ids.shape[0], SEQ + 1)
+        model(ids, cache=cache)
+        with Largest() as seen:
+            model(ids[:, :1], cache=cache)
+    one_copy = ids.shape[0] * (SEQ + 1) * (m.kv_lora_rank + m.qk_rope_head_dim)
+    assert seen.numel < 2 * one_copy < m.num_attention_heads * one_copy
+
+
 def test_gathered_dsa_equals_masked_dsa(tiny):
     """dsa_impl gather (sparse) and mask (dense reference): same logits, losses and gradients."""
     gather = tiny("dsa_impl=gather").train()
