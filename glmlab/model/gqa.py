@@ -91,7 +91,9 @@ class GroupedQueryAttention(nn.Module):
             o = self.attend(q, cache.k[:, :T], cache.v[:, :T], visible[None])
         return AttentionOutput(self.o_proj(o.reshape(B, S, -1)), None)
 
-    def project(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    def project(
+        self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q [B,S,H,hd], k and v [B,S,kv,hd], with q and k rotated on their first d_rope dims."""
         B, S, _ = xn.shape
         q = self.q_proj(xn).view(B, S, self.n_heads, self.head_dim)
@@ -105,10 +107,13 @@ class GroupedQueryAttention(nn.Module):
         rot, rest = x.split([self.d_rope, self.head_dim - self.d_rope], dim=-1)
         return torch.cat([apply_rotary(rot, cos, sin, self.interleave), rest], dim=-1)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None):
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """q [B,S,H,hd] over k, v [B,T,kv,hd]; mask [B|1,S,T] (True = attend) or None for causal
         over equal-length q and k. Each K/V head is repeated for its group of query heads, then
-        one SDPA call (a fused kernel where the device has one). Returns o [B,S,H,hd]."""
+        one SDPA call (a fused kernel where the device has one; K/V read from a cache are cast to the
+        queries' dtype, as under autocast). Returns o [B,S,H,hd]."""
         group = self.n_heads // self.n_kv
         k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -122,7 +127,7 @@ class GroupedQueryAttention(nn.Module):
         self, xn: torch.Tensor, pos: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], cache: KVCache,
         context: int,
     ) -> torch.Tensor:  # fmt: skip
-        """The fixed-shape decoding step (glmlab/generate/step.py): xn [B,S] at positions pos [B,S]
+        """The fixed-shape decoding step (glmlab/generate/step.py): xn [B,S,d] at positions pos [B,S]
         (rotary tables for pos flattened); writes K/V at those positions and attends over the
         first `context` slots, those at or before each query. Returns out [B,S,d]."""
         B, S, d = xn.shape
