@@ -16,9 +16,9 @@ Modes, each a row per context:
   (`dsa_dense=True`, only the indexer trains, its KL alone is the loss), against the same dense
   training step;
 - `decode`: one new token per row (`--decode-batch` rows, default 1) after a latent cache of
-  `context` positions (filled with random latents and indexer keys: a step's cost does not depend
-  on their values), through the model's cached forward, which is absorbed MLA over the whole
-  cache when dense and over the indexer's top-k when DSA; the cache is cut back after each step.
+  `context` positions (random latents and indexer keys: a step's cost does not depend on their
+  values), through the fixed-shape decoding step of `glmlab generate`, replayed from a CUDA
+  graph on a GPU: absorbed MLA over the whole cache when dense, over the indexer's top-k when DSA.
 
 Each configuration runs once untimed (it compiles the kernels; FlopCounterMode counts its FLOPs per
 operator), then `--repeats` times (default 3), timed with CUDA events (the median is reported), and
@@ -76,6 +76,8 @@ from glmlab.build import build_model
 from glmlab.config import RECOMPUTE, Config, load_config
 from glmlab.device import PRECISIONS, autocast, resolve_device
 from glmlab.errors import GlmlabError
+from glmlab.generate.graphs import GraphedStep
+from glmlab.generate.step import model_step
 from glmlab.measure import flop_counter
 from glmlab.model import CausalLM, mla
 from glmlab.model.losses import total_loss
@@ -303,23 +305,23 @@ def train_step(model: CausalLM, cfg: Config, ids: torch.Tensor, cast, *, warmup:
 
 
 def decode_step(model: CausalLM, S: int, batch: int, device: torch.device, dtype, cast) -> Callable[[], None]:
-    """One token per row after a cache of S random latents, the cache cut back to S after it."""
+    """One token per row at position S after a cache of S random latents: the fixed-shape step
+    `glmlab generate` runs (glmlab/generate/step.py), replayed from a CUDA graph on a GPU."""
     cache = model.new_cache(batch, S + 1, device=device, dtype=dtype)
     gen = torch.Generator(device).manual_seed(S)
     for layer in cache.layers:
         layer.latent[:, :S].normal_(generator=gen)
         if layer.index_keys is not None:
             layer.index_keys[:, :S].normal_(generator=gen)
-        layer.length = S
     tokens = torch.randint(0, model.config.vocab_size, (batch, 1), device=device, generator=gen)
+    pos = torch.full((batch, 1), S, device=device)
 
-    def step() -> None:
+    def one_token(ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), cast():
-            model(tokens, cache=cache)
-        for layer in cache.layers:
-            layer.truncate(S)
+            return model_step(model, ids, positions, cache.layers, S + 1)[0]
 
-    return step
+    run = GraphedStep(one_token) if device.type == "cuda" else one_token
+    return lambda: run(tokens, pos)
 
 
 def predicted(dsa_cfg: Config, dense_cfg: Config, S: int, mode: str, device: str) -> float:
