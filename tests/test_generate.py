@@ -129,6 +129,33 @@ def test_speculative_greedy_equals_plain_greedy(shared):
     assert accepted > 0 and rejected > 0  # both verification outcomes were exercised
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_one_graph_speculative_step_equals_plain_greedy(shared, monkeypatch):
+    """The greedy step that a CUDA graph replays whole (drafts, verification, acceptance as tensor
+    operations over every slot, DecodeSession._speculate), run eagerly here: the same text as plain
+    greedy decoding, and the same acceptance as the step-by-step path."""
+    from glmlab.generate.session import DecodeSession
+
+    gen = Generator(micro_model(shared=shared))
+    prompt = list(range(3, 20))
+    plain = gen.generate(prompt, max_new_tokens=20)
+    stepwise = {k: gen.generate(prompt, max_new_tokens=20, speculative=k).speculative for k in (1, 2, 3)}
+    original = DecodeSession.__init__
+
+    def with_fused_step(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.depth:
+            self.graphed_speculation = self._speculate  # what GraphedStep replays on a GPU
+
+    monkeypatch.setattr(DecodeSession, "__init__", with_fused_step)
+    gen = Generator(gen.model)
+    for k in (1, 2, 3):
+        spec = gen.generate(prompt, max_new_tokens=20, speculative=k)
+        assert spec.ids == plain.ids, f"K={k}"
+        assert spec.speculative.accepted == stepwise[k].accepted, f"K={k}"
+        assert spec.speculative.verified == stepwise[k].verified, f"K={k}"
+
+
 def test_drafts_equal_mtp_chain_recomputed_from_scratch(monkeypatch):
     """After every verification and rollback, the cached MTP chain drafts exactly what the MTP
     modules give over the whole committed sequence without any cache (the positions in speculative.py)."""

@@ -329,6 +329,12 @@ class Generator:
                 logits = session.step(torch.tensor([[n]], device=self.device), n)[0]
                 row.emit([int(choose(logits, sampling, gen)[0])], eos, limit)
                 continue
+            if sampling.greedy and session.graphed_speculation is not None:  # one graph, one read-back
+                values = session.speculate(n, row.out[-1])
+                a = min(values[0], count)  # the agreeing prefix of the drafts that can be used
+                stats.record(count, a)
+                row.emit(values[1 : 1 + a] + [values[1 + K + a]], eos, limit)
+                continue
             drafts, draft_probs = drafter.draft(n, sampling, gen)
             logits = session.step(verify + n, n + K)[0, : count + 1]
             probs = None if draft_probs is None else draft_probs[:count]

@@ -39,6 +39,8 @@ class DecodeSession:
         self.tokens = torch.zeros(rows, capacity + depth + 1, dtype=torch.long, device=device)
         self.drafter = MTPDrafter(model, self.tokens, depth, capacity, graphs=graphs) if depth else None
         self.graphed = GraphedStep(self._step) if graphs else None
+        # greedy speculative decoding in one graph: drafts, verification and acceptance
+        self.graphed_speculation = GraphedStep(self._speculate) if graphs and depth else None
 
     def _step(self, pos: torch.Tensor, context: int | None = None) -> torch.Tensor:
         """The main model on the tokens at positions pos [rows,S] over `context` slots (all by
@@ -48,6 +50,25 @@ class DecodeSession:
         if self.drafter is not None:
             self.drafter.hidden[0][:, pos[0]] = hidden
         return logits
+
+    def _speculate(self, n: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """With t_n = last (1-element tensors): draft K tokens greedily, verify them with the main
+        model over positions n..n+K, and return [accepted of the K drafts, the K drafts, the main
+        model's argmax at n..n+K] as one tensor, so that the host reads one result per step."""
+        K = self.depth
+        self.tokens[0].index_copy_(0, n, last)
+        drafts = self.drafter.draft_greedy(n)
+        target = self._step((n + torch.arange(K + 1, device=n.device))[None])[0].argmax(-1)
+        accepted = (drafts == target[:K]).long().cumprod(0).sum()
+        return torch.cat([accepted.view(1), drafts, target])
+
+    def speculate(self, n: int, last: int) -> list[int]:
+        """One greedy speculative step of row 0 replayed from a CUDA graph (sessions with graphs):
+        [accepted, drafts (K), the main model's argmax at n..n+K (K + 1)] as Python ints."""
+        device = self.tokens.device
+        return self.graphed_speculation(
+            torch.tensor([n], device=device), torch.tensor([last], device=device)
+        ).tolist()
 
     def prefill(self, row: int, ids: list[int], chunk: int) -> torch.Tensor:
         """Run row `row`'s prompt through the model `chunk` tokens at a time; last logits [V]."""

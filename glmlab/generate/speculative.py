@@ -133,6 +133,18 @@ class MTPDrafter:
             dists.append(dist)
         return torch.cat(drafts), None if params.greedy else torch.cat(dists)
 
+    def draft_greedy(self, n: torch.Tensor) -> torch.Tensor:
+        """Greedy drafts t_{n+1..n+K} [K] for a position n given as a 1-element tensor, written into
+        the token buffer. Tensor operations over every cache slot only, so that a whole speculative
+        step can be captured in one CUDA graph (DecodeSession.speculate)."""
+        pos = (n + torch.arange(-self.window, 0, device=n.device)).clamp_min(0)[None]
+        drafts = []
+        for k in range(1, self.depth + 1):
+            tok = self._depth_step(k, pos).argmax(-1)
+            self.tokens[0].index_copy_(0, n + k, tok)
+            drafts.append(tok)
+        return torch.cat(drafts)
+
 
 def accept(
     logits: torch.Tensor,
