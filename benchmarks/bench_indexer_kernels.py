@@ -39,9 +39,8 @@ H, D, K = 32, 128, 2048
 PARTS = ("scores", "backward", "topk", "fp8", "at")
 SWEEP = [
     indexer.Tiles(rows=4, keys=64, tiles=16, warps=4, stages=3),
-    indexer.Tiles(rows=4, keys=128, tiles=16, warps=8, stages=3),
+    indexer.Tiles(rows=4, keys=64, tiles=32, warps=4, stages=3),
     indexer.Tiles(rows=4, keys=64, tiles=32, warps=4, stages=4),
-    indexer.Tiles(rows=8, keys=128, tiles=8, warps=8, stages=2),
 ]
 
 

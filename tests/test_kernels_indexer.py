@@ -17,7 +17,7 @@ from glmlab.kernels import indexer as kernels
 from glmlab.kernels import indexer_ref as ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TILES = kernels.Tiles(rows=4, keys=16, tiles=2, picks=16, select=16)
+TILES = kernels.Tiles(rows=4, keys=16, tiles=2, picks=16, select=8)
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 
@@ -120,10 +120,7 @@ def test_selection_of_signed_zeros_and_negatives():
     n, K = len(row), 8
     idx = torch.empty(1, 1, K, dtype=torch.int64, device=DEVICE)
     valid = torch.zeros(1, 1, K, dtype=torch.int8, device=DEVICE)
-    keys, pos = torch.empty(2, 2 * K, dtype=torch.int32, device=DEVICE)
-    kernels._select_kernel[(1,)](
-        scores, idx, valid, keys, pos, 1, n - 1, 0, 1, K, n, n, BLOCK=16, CAP=2 * K, STRIDE=1
-    )
+    kernels._select_chunk(scores, idx, valid, n - 1, 0, kernels.Tiles(select=16, sample=1))
     expected = torch.sort(scores[0, 0], descending=True, stable=True).indices[:K]
     assert torch.equal(idx[0, 0].sort().values, expected.sort().values)
     assert valid.bool().all()
@@ -146,11 +143,7 @@ def test_selection_threshold_and_fallback(kind):
     scores = base.to(DEVICE)[None]
     idx = torch.full((1, rows, K), -1, dtype=torch.int64, device=DEVICE)
     valid = torch.zeros(1, rows, K, dtype=torch.int8, device=DEVICE)
-    keys, pos = torch.empty(2, rows * 2 * K, dtype=torch.int32, device=DEVICE)
-    kernels._select_kernel[(rows,)](
-        scores, idx, valid, keys, pos, rows, n0 - 1, 0, rows, K, scores.stride(0), scores.stride(1),
-        BLOCK=16, CAP=2 * K, STRIDE=4,
-    )  # fmt: skip
+    kernels._select_chunk(scores, idx, valid, n0 - 1, 0, kernels.Tiles(select=8, sample=4))
     assert valid.bool().all()
     for r in range(rows):
         expected = torch.sort(scores[0, r, : n0 + r], descending=True, stable=True).indices[:K]

@@ -42,7 +42,7 @@ class Tiles:
     keys: int = 64
     tiles: int = 16
     picks: int = 64
-    select: int = 4096
+    select: int = 1024
     warps: int = 4
     stages: int = 3
     sample: int = 32
@@ -338,33 +338,28 @@ def _at_bwd_kernel(
 
 
 @triton.jit
-def _keys(src_ptr, i, n, MODE: tl.constexpr, STRIDE: tl.constexpr):
-    """The keys of entries i of a source and which exist. Keys are int32 in the scores' order: the
-    fp32 bits, the lower 31 flipped for negative scores; -0.0 takes +0.0's key (equal scores).
-    MODE 0: the score row src[0:n]; 1: its sample, groups of 8 consecutive scores every 8*STRIDE;
-    2: n keys already made (a candidate list)."""
-    t = (i // 8) * (8 * STRIDE) + i % 8 if MODE == 1 else i
+def _keys(src_ptr, i, n, SAMPLE: tl.constexpr, STRIDE: tl.constexpr):
+    """The keys of scores src[i] (i < n; SAMPLE: of the row's sample, groups of 8 consecutive scores
+    every 8*STRIDE) and which exist. Keys are int32 in the scores' order: the fp32 bits, the lower 31
+    flipped for negative scores; -0.0 takes +0.0's key (equal scores)."""
+    t = (i // 8) * (8 * STRIDE) + i % 8 if SAMPLE else i
     ok = t < n
-    if MODE == 2:
-        key = tl.load(src_ptr + t, mask=ok, other=0)
-    else:
-        bits = tl.load(src_ptr + t, mask=ok, other=0.0).to(tl.int32, bitcast=True)
-        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-        key = tl.where(key == -1, 0, key)
-    return key, ok
+    bits = tl.load(src_ptr + t, mask=ok, other=0.0).to(tl.int32, bitcast=True)
+    key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return tl.where(key == -1, 0, key), ok
 
 
 @triton.jit
 def _digit_pass(
     src_ptr, n, n_iter, prefix, remaining,
-    SHIFT: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr, MODE: tl.constexpr, STRIDE: tl.constexpr,
+    SHIFT: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr, SAMPLE: tl.constexpr, STRIDE: tl.constexpr,
 ):  # fmt: skip
     """One radix pass: among the keys whose bits above SHIFT+BITS equal `prefix`, the histogram of
     the next BITS bits; returns the digit holding the `remaining`-th largest and what remains to take
     inside it."""
     hist = tl.zeros((1 << BITS,), tl.int32)
     for i0 in range(0, n_iter, BLOCK):
-        key, ok = _keys(src_ptr, i0 + tl.arange(0, BLOCK), n, MODE, STRIDE)
+        key, ok = _keys(src_ptr, i0 + tl.arange(0, BLOCK), n, SAMPLE, STRIDE)
         if SHIFT + BITS == 32:
             digit = (key >> SHIFT) + (1 << (BITS - 1))  # the sign bit flipped: unsigned order
             match = ok
@@ -381,105 +376,156 @@ def _digit_pass(
 
 
 @triton.jit
-def _kth(src_ptr, n, n_iter, rank, BLOCK: tl.constexpr, MODE: tl.constexpr, STRIDE: tl.constexpr):
-    """The `rank`-th largest key of a source, exactly (four 8-bit radix passes), and how many keys
-    equal to it complete the top `rank`."""
-    kth, ties = _digit_pass(src_ptr, n, n_iter, 0, rank, 24, 8, BLOCK, MODE, STRIDE)
-    kth, ties = _digit_pass(src_ptr, n, n_iter, kth, ties, 16, 8, BLOCK, MODE, STRIDE)
-    kth, ties = _digit_pass(src_ptr, n, n_iter, kth, ties, 8, 8, BLOCK, MODE, STRIDE)
-    return _digit_pass(src_ptr, n, n_iter, kth, ties, 0, 8, BLOCK, MODE, STRIDE)
+def _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss):
+    """This program's chunk row: its scores and how many keys it sees."""
+    r = tl.program_id(0) % n_rows
+    b = (tl.program_id(0) // n_rows).to(tl.int64)
+    return scores_ptr + b * stride_sb + r.to(tl.int64) * stride_ss, first_pos + r + 1
 
 
 @triton.jit
-def _write_picks(
-    src_ptr, pos_ptr, n, kth, ties, idx_ptr, valid_ptr, K, BLOCK: tl.constexpr, MODE: tl.constexpr
-):
-    """Write the keys above `kth` into slots 0.. in source order, then the first `ties` keys equal
-    to it into the last slots. Key positions: the entry index (MODE 0) or pos_ptr's (MODE 2)."""
-    above = tl.full((), 0, tl.int32)
-    tied = tl.full((), 0, tl.int32)
-    for i0 in range(0, n, BLOCK):
-        i = i0 + tl.arange(0, BLOCK)
-        key, ok = _keys(src_ptr, i, n, MODE, 1)
-        t = tl.load(pos_ptr + i, mask=ok, other=0) if MODE == 2 else i
-        gt = (key > kth) & ok
-        eq = (key == kth) & ok
-        eq_rank = tied + tl.cumsum(eq.to(tl.int32), 0) - 1
-        take = gt | (eq & (eq_rank < ties))
-        slot = tl.where(gt, above + tl.cumsum(gt.to(tl.int32), 0) - 1, K - ties + eq_rank)
-        tl.store(idx_ptr + slot, t.to(tl.int64), mask=take)
-        tl.store(valid_ptr + slot, tl.full((BLOCK,), 1, tl.int8), mask=take)
-        above += tl.sum(gt.to(tl.int32), 0)
-        tied += tl.sum(eq.to(tl.int32), 0)
+def _cut_kernel(
+    scores_ptr, cut_ptr, n_rows, first_pos, K, stride_sb, stride_ss,
+    BLOCK: tl.constexpr, CAP: tl.constexpr, STRIDE: tl.constexpr,
+):  # fmt: skip
+    """A row longer than CAP: its threshold key, so that about 1.5*K of its keys are at or above it.
+    From the row's sample (m scores: one in STRIDE, in groups of 8), the r-th largest, r = 1.5*K*m/n,
+    to 16 bits (two radix passes; the cut is the lowest key of those 16 bits)."""
+    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    if n > CAP:
+        m = (n // (8 * STRIDE)) * 8 + tl.minimum(n % (8 * STRIDE), 8)
+        rank = tl.minimum((3 * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
+        n_iter = tl.cdiv(n, 8 * STRIDE) * 8
+        cut, left = _digit_pass(row_ptr, n, n_iter, 0, rank, 24, 8, BLOCK, True, STRIDE)
+        cut, left = _digit_pass(row_ptr, n, n_iter, cut, left, 16, 8, BLOCK, True, STRIDE)
+        tl.store(cut_ptr + tl.program_id(0), cut * (1 << 16))
+
+
+@triton.jit
+def _count_kernel(
+    scores_ptr, cut_ptr, count_ptr, n_rows, first_pos, n_seg, stride_sb, stride_ss,
+    BLOCK: tl.constexpr, CAP: tl.constexpr,
+):  # fmt: skip
+    """The keys at or above the row's cut in one segment of 4*BLOCK keys (program axis 1)."""
+    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    lo = tl.program_id(1) * 4 * BLOCK
+    count = tl.full((), 0, tl.int32)
+    if (n > CAP) & (lo < n):
+        cut = tl.load(cut_ptr + tl.program_id(0))
+        for i0 in range(lo, tl.minimum(lo + 4 * BLOCK, n), BLOCK):
+            key, ok = _keys(row_ptr, i0 + tl.arange(0, BLOCK), n, False, 1)
+            count += tl.sum((ok & (key >= cut)).to(tl.int32), 0)
+    tl.store(count_ptr + tl.program_id(0) * n_seg + tl.program_id(1), count)
+
+
+@triton.jit
+def _counts(count_ptr, n_seg, SEG_P2: tl.constexpr):
+    """This row's candidates in all segments, and in the segments before this program's."""
+    seg = tl.arange(0, SEG_P2)
+    counts = tl.load(count_ptr + tl.program_id(0) * n_seg + seg, mask=seg < n_seg, other=0)
+    return tl.sum(counts, 0), tl.sum(tl.where(seg < tl.program_id(1), counts, 0), 0)
+
+
+@triton.jit
+def _gather_kernel(
+    scores_ptr, cut_ptr, count_ptr, cand_ptr, pos_ptr, n_rows, first_pos, K, n_seg, stride_sb, stride_ss,
+    BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
+):  # fmt: skip
+    """Where a row has K to CAP candidates: copy one segment's (scores and positions) to their
+    place in the row's candidate list, which is in key order."""
+    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    lo = tl.program_id(1) * 4 * BLOCK
+    if (n > CAP) & (lo < n):
+        total, slot0 = _counts(count_ptr, n_seg, SEG_P2)
+        if (total >= K) & (total <= CAP):
+            cut = tl.load(cut_ptr + tl.program_id(0))
+            cand_ptr += tl.program_id(0).to(tl.int64) * CAP
+            pos_ptr += tl.program_id(0).to(tl.int64) * CAP
+            for i0 in range(lo, tl.minimum(lo + 4 * BLOCK, n), BLOCK):
+                i = i0 + tl.arange(0, BLOCK)
+                key, ok = _keys(row_ptr, i, n, False, 1)
+                keep = ok & (key >= cut)
+                slot = slot0 + tl.cumsum(keep.to(tl.int32), 0) - 1
+                tl.store(cand_ptr + slot, tl.load(row_ptr + i, mask=keep), mask=keep)
+                tl.store(pos_ptr + slot, i, mask=keep)
+                slot0 += tl.sum(keep.to(tl.int32), 0)
 
 
 @triton.jit
 def _select_kernel(
-    scores_ptr,
-    idx_ptr,
-    valid_ptr,
-    cand_key_ptr,
-    cand_pos_ptr,
-    n_rows,
-    first_pos,
-    row0,
-    S,
-    K,
-    stride_sb,
-    stride_ss,
-    BLOCK: tl.constexpr,
-    CAP: tl.constexpr,
-    STRIDE: tl.constexpr,
-):
-    """Top-K of one score row, exactly; docs/architecture.md, "DSA: the lightning indexer and top-k".
-
-    A row longer than CAP is first cut down: a threshold from a sample of the row (one score in
-    STRIDE, in groups of 8; its r-th largest, r set so that about 1.5*K scores of the row are expected
-    at or above it), then one pass that copies the scores at or above it, in key order, to this
-    row's candidate list (CAP slots). With K to CAP candidates the radix select runs over them; with
-    fewer or more (an unlucky sample, many equal scores) it runs over the whole row. The radix select
-    takes four histogram passes of 8 bits for the K-th largest key and one pass that writes the
-    keys above it and the lowest-indexed ties. (tl.histogram costs a GPU thread work per bin it
-    owns for every key, masked or not, which is why whole-row histograms are avoided; the figures
-    are in experiments/README.md.)"""
-    r = tl.program_id(0) % n_rows
-    b = (tl.program_id(0) // n_rows).to(tl.int64)
-    n = first_pos + r + 1  # visible keys
-    row_ptr = scores_ptr + b * stride_sb + r.to(tl.int64) * stride_ss
-    out = (b * S + row0 + r) * K
-    cand_key_ptr += tl.program_id(0).to(tl.int64) * CAP
-    cand_pos_ptr += tl.program_id(0).to(tl.int64) * CAP
+    scores_ptr, idx_ptr, valid_ptr, cand_ptr, pos_ptr, count_ptr, n_rows, first_pos, row0, S, K, n_seg,
+    stride_sb, stride_ss, BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
+):  # fmt: skip
+    """Top-K of one row, exactly, by radix select over its candidate list when that holds K to CAP
+    scores, else over the whole row: four histogram passes of 8 bits find the K-th largest key, one
+    pass writes the keys above it (slots 0.., in key order) and the lowest-indexed ties (last slots)."""
+    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    out = (tl.program_id(0) // n_rows * S + row0 + tl.program_id(0) % n_rows).to(tl.int64) * K
+    idx_ptr += out
+    valid_ptr += out
     if n <= K:  # every visible key is picked; the rest are invalid
         for j0 in range(0, K, BLOCK):
             j = j0 + tl.arange(0, BLOCK)
-            tl.store(idx_ptr + out + j, j.to(tl.int64), mask=j < K)
-            tl.store(valid_ptr + out + j, (j < n).to(tl.int8), mask=j < K)
+            tl.store(idx_ptr + j, j.to(tl.int64), mask=j < K)
+            tl.store(valid_ptr + j, (j < n).to(tl.int8), mask=j < K)
     else:
-        count = tl.full((), CAP + 1, tl.int32)  # rows up to CAP long go to the whole-row select
+        total = tl.full((), CAP + 1, tl.int32)
         if n > CAP:
-            groups = tl.cdiv(n, 8 * STRIDE)
-            m = (n // (8 * STRIDE)) * 8 + tl.minimum(n % (8 * STRIDE), 8)  # sampled scores
-            rank = tl.minimum((3 * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
-            cut, _ = _kth(row_ptr, n, groups * 8, rank, BLOCK, 1, STRIDE)
-            count = tl.full((), 0, tl.int32)
-            i0 = tl.full((), 0, tl.int32)
-            while (i0 < n) & (count <= CAP):
-                i = i0 + tl.arange(0, BLOCK)
-                key, ok = _keys(row_ptr, i, n, 0, STRIDE)
-                keep = ok & (key >= cut)
-                slot = count + tl.cumsum(keep.to(tl.int32), 0) - 1
-                tl.store(cand_key_ptr + slot, key, mask=keep & (slot < CAP))
-                tl.store(cand_pos_ptr + slot, i, mask=keep & (slot < CAP))
-                count += tl.sum(keep.to(tl.int32), 0)
-                i0 += BLOCK
-        if (count >= K) & (count <= CAP):
-            kth, ties = _kth(cand_key_ptr, count, count, K, BLOCK, 2, STRIDE)
-            _write_picks(
-                cand_key_ptr, cand_pos_ptr, count, kth, ties, idx_ptr + out, valid_ptr + out, K, BLOCK, 2
-            )
+            total, _ = _counts(count_ptr, n_seg, SEG_P2)
+        listed = (total >= K) & (total <= CAP)
+        if listed:
+            src_ptr = cand_ptr + tl.program_id(0).to(tl.int64) * CAP
+            n_src = total
         else:
-            kth, ties = _kth(row_ptr, n, n, K, BLOCK, 0, STRIDE)
-            _write_picks(row_ptr, row_ptr, n, kth, ties, idx_ptr + out, valid_ptr + out, K, BLOCK, 0)
+            src_ptr = row_ptr
+            n_src = n
+        pos_ptr += tl.program_id(0).to(tl.int64) * CAP
+        kth, ties = _digit_pass(src_ptr, n_src, n_src, 0, K, 24, 8, BLOCK, False, 1)
+        kth, ties = _digit_pass(src_ptr, n_src, n_src, kth, ties, 16, 8, BLOCK, False, 1)
+        kth, ties = _digit_pass(src_ptr, n_src, n_src, kth, ties, 8, 8, BLOCK, False, 1)
+        kth, ties = _digit_pass(src_ptr, n_src, n_src, kth, ties, 0, 8, BLOCK, False, 1)
+        above = tl.full((), 0, tl.int32)
+        tied = tl.full((), 0, tl.int32)
+        for i0 in range(0, n_src, BLOCK):
+            i = i0 + tl.arange(0, BLOCK)
+            key, ok = _keys(src_ptr, i, n_src, False, 1)
+            t = tl.where(listed, tl.load(pos_ptr + i, mask=ok & listed, other=0), i)
+            gt = (key > kth) & ok
+            eq = (key == kth) & ok
+            eq_rank = tied + tl.cumsum(eq.to(tl.int32), 0) - 1
+            take = gt | (eq & (eq_rank < ties))
+            slot = tl.where(gt, above + tl.cumsum(gt.to(tl.int32), 0) - 1, K - ties + eq_rank)
+            tl.store(idx_ptr + slot, t.to(tl.int64), mask=take)
+            tl.store(valid_ptr + slot, tl.full((BLOCK,), 1, tl.int8), mask=take)
+            above += tl.sum(gt.to(tl.int32), 0)
+            tied += tl.sum(eq.to(tl.int32), 0)
+
+
+def _select_chunk(
+    chunk: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, first_pos: int, row0: int, tiles: Tiles
+) -> None:
+    """Top-K of every row of a scored chunk [B,rows,n'] (row r sees first_pos + r + 1 keys) into
+    rows row0.. of idx and valid [B,S,K]: the four launches of the radix select (each row's cut,
+    candidate counts per segment, the candidate lists, the select), scratch 2*K*8 bytes a row."""
+    B, rows, width = chunk.shape
+    S, K = idx.shape[1], idx.shape[2]
+    cap, block, seg = 2 * K, tiles.select, 4 * tiles.select
+    n_seg = triton.cdiv(width, seg)
+    cut = torch.empty(B * rows, device=chunk.device, dtype=torch.int32)
+    counts = torch.empty(B * rows * n_seg, device=chunk.device, dtype=torch.int32)
+    cand = torch.empty(B * rows * cap, device=chunk.device, dtype=torch.float32)
+    pos = torch.empty(B * rows * cap, device=chunk.device, dtype=torch.int32)
+    strides = chunk.stride()[:2]
+    common = dict(BLOCK=block, CAP=cap, num_warps=4)
+    _cut_kernel[(B * rows,)](chunk, cut, rows, first_pos, K, *strides, STRIDE=tiles.sample, **common)
+    _count_kernel[(B * rows, n_seg)](chunk, cut, counts, rows, first_pos, n_seg, *strides, **common)
+    common["SEG_P2"] = triton.next_power_of_2(n_seg)
+    _gather_kernel[(B * rows, n_seg)](
+        chunk, cut, counts, cand, pos, rows, first_pos, K, n_seg, *strides, **common
+    )
+    _select_kernel[(B * rows,)](
+        chunk, idx, valid, cand, pos, counts, rows, first_pos, row0, S, K, n_seg, *strides, **common
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -675,8 +721,6 @@ def _topk_op(
     cap = 0 if torch_select else 2 * K  # each row's candidate list (radix select)
     rows = max(1, min(S, buffer_bytes // (B * (4 * T + 8 * cap))))
     buffer = torch.empty(B * rows * T, device=q.device, dtype=torch.float32)
-    cand_keys = torch.empty(B * rows * cap, device=q.device, dtype=torch.int32)
-    cand_pos = torch.empty_like(cand_keys)
     for a in range(0, S, rows):
         b = min(a + rows, S)
         end = T - S + b  # the chunk's keys: up to its last query
@@ -688,10 +732,7 @@ def _topk_op(
             idx[:, a:b, :n], valid[:, a:b, :n] = top.indices, torch.isfinite(top.values)
             idx[:, a:b, n:], valid[:, a:b, n:] = 0, 0
             continue
-        _select_kernel[(B * (b - a),)](
-            chunk, idx, valid, cand_keys, cand_pos, b - a, T - S + a, a, S, K, *chunk.stride()[:2],
-            BLOCK=t.select, CAP=cap, STRIDE=t.sample, num_warps=8,
-        )  # fmt: skip
+        _select_chunk(chunk, idx, valid, T - S + a, a, t)
     return idx, valid.view(torch.bool)
 
 
