@@ -167,10 +167,12 @@ def profile(
     decode_steps: int = 4,
 ) -> dict:
     """Run real training steps (forward with labels so every loss path runs, backward, AdamW
-    step; fp32 on CPU, bf16 autocast on CUDA, as the trainer does with its default precision,
-    bf16-mixed, whatever `train.precision` says) and cached decoding steps;
-    return time, executed FLOPs, peak memory and MFU next to the `glmlab`-convention estimate.
-    A config whose estimated training memory exceeds what the device has free is refused first."""
+    step) and cached decoding steps in `train.precision` as the trainer applies it (bf16 weights
+    for bf16, autocast for bf16-mixed on CUDA); return time, executed FLOPs, peak memory and MFU
+    next to the `glmlab`-convention estimate. Memory is compared like with like: on CUDA the
+    allocator's peak against `training_memory`'s `peak`, on a CPU the saved tensors plus states
+    against its `total`. A config whose estimated peak exceeds what the device has free is
+    refused first."""
     from glmlab.accounting import flops_report, training_flops_per_token, training_memory
     from glmlab.build import build_model
     from glmlab.model.losses import total_loss
@@ -185,16 +187,21 @@ def profile(
         raise GlmlabError(f"--seq {S} leaves no room to decode within max_position_embeddings; lower --seq")
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
-    memory = training_memory(cfg, S, B, "fp32", activation_dtype="bf16" if cuda else "fp32", device=dev.type)
+    precision = cfg.train.precision
+    memory = training_memory(cfg, S, B, precision, device=dev.type)
     free = available_memory(dev)
-    if memory["total"] > free:
+    if memory["peak"] > free:
         raise GlmlabError(
-            f"profiling {cfg.name} at seq {S}, batch {B} needs about {memory['total'] / 1e9:,.1f} GB, and "
+            f"profiling {cfg.name} at seq {S}, batch {B} needs about {memory['peak'] / 1e9:,.1f} GB, and "
             f"{dev} has {free / 1e9:,.1f} GB free: profile a smaller config (glm5-tiny, lower --seq or "
             f"--batch), or get the estimate alone with glmlab flops {cfg.name}"
         )
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dev)
+    if precision == "bf16":
+        from glmlab.train.loop import bf16_parameters
+
+        bf16_parameters(model)
     params = list(model.parameters())
     opt = torch.optim.AdamW(
         params, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), weight_decay=cfg.train.weight_decay
@@ -202,7 +209,7 @@ def profile(
     ids = torch.randint(0, cfg.model.vocab_size, (B, S), device=dev)
 
     def step() -> None:
-        with autocast(dev, "bf16-mixed"):
+        with autocast(dev, precision):
             out = model(ids, labels=ids)
             loss = total_loss(out, cfg.train, dense_warmup=False).total
         loss.backward()
@@ -226,11 +233,12 @@ def profile(
     synchronize(dev)
     step_time = (time.perf_counter() - start) / steps
     peak_measured = torch.cuda.max_memory_allocated(dev) if cuda else saved["bytes"] + 2 * weights + states
+    estimated_peak = memory["peak"] if cuda else memory["total"]
 
     # decoding: prefill S - 1 tokens into a cache, then one token at a time
     model.eval()
     cache = model.new_cache(B, S + decode_steps)
-    with torch.no_grad(), autocast(dev, "bf16-mixed"):
+    with torch.no_grad(), autocast(dev, precision):
         model(ids[:, : S - 1], cache=cache, logits_to_keep=1)
         token = ids[:, -1:]
         with flop_counter() as counter:
@@ -252,8 +260,8 @@ def profile(
         "step_time_s": step_time, "tokens_per_s": tokens_per_s,
         "flops_estimated": estimate.total * B, "flops_measured": flops_measured,
         "flops_ratio": estimate.total * B / flops_measured if flops_measured else None,
-        "peak_memory_estimated_bytes": memory["total"], "peak_memory_measured_bytes": peak_measured,
-        "peak_memory_ratio": memory["total"] / peak_measured,
+        "precision": precision, "peak_memory_estimated_bytes": estimated_peak,
+        "peak_memory_measured_bytes": peak_measured, "peak_memory_ratio": estimated_peak / peak_measured,
         "memory_estimated": {k: v for k, v in memory.items() if k != "activations_by_part"},
         "memory_measured": {"activations": saved["bytes"], "weights": weights, "gradients": weights,
                             "optimizer": states} if not cuda else {"max_memory_allocated": peak_measured},
