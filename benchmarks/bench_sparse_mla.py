@@ -37,14 +37,11 @@ from glmlab.model.dsa import gathered_attention
 H, R, r, K = 64, 576, 512, 2048
 SCALE = 256**-0.5  # the order of GLM-5's softmax scale (a query head has 192 + 64 dimensions)
 # Candidates that fit in shared memory (compiled for sm_90a on a CPU first; see
-# experiments/results/h200-kernels-sparse-mla-2/README.md).
+# experiments/results/h200-kernels-sparse-mla-2/README.md). Tiles(64, 32, 8, 1, column_split=2) is
+# left out: Triton 3.6 compiles it to a kernel that reads shared memory out of range.
 FORWARD_CANDIDATES = [Tiles(64, 64, 8, 2), Tiles(64, 32, 8, 3), Tiles(64, 32, 8, 2)]
 PREVIOUS_BACKWARD = Tiles(32, 32, 8, 1)  # the default before the column split
-BACKWARD_CANDIDATES = [
-    PREVIOUS_BACKWARD,
-    Tiles(64, 32, 8, 1, column_split=2),
-    Tiles(64, 64, 8, 1, column_split=2),
-]
+BACKWARD_CANDIDATES = [PREVIOUS_BACKWARD, Tiles(64, 64, 8, 1, column_split=2)]
 
 
 def problem(N: int, *, grad: bool) -> tuple[torch.Tensor, ...]:

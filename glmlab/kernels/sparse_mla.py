@@ -42,7 +42,11 @@ class Tiles(NamedTuple):
 # Measured on an H200 at GLM-5's shape (benchmarks/bench_sparse_mla.py; the results are in
 # experiments/results/h200-kernels-sparse-mla/ and experiments/results/h200-kernels-sparse-mla-2/).
 FORWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=2)
-BACKWARD_TILES = Tiles(block_h=32, block_k=32, num_warps=8, num_stages=1)
+# The backward's 64 heads in one program add dkv once per key and column, half the atomics of two
+# 32-head programs; two launches split the value columns (1.6x faster at 8K, 2026-11-30). With 32-key
+# tiles that shape compiles, under Triton 3.6, to a kernel that reads shared memory out of range.
+BACKWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=1, column_split=2)
+MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
 
 
 @triton.jit
@@ -50,7 +54,7 @@ def _forward_kernel(
     q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr, probs_ptr, maxes_ptr,
     N, H, K, R, r, scale_log2,
     BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
-    MASS: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, PRECISION: tl.constexpr,
+    MASS: tl.constexpr, MASS_TILES: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Programs (p, head block) take queries p, p + P, ... With MASS each keeps, in its own slot of
     the scratch, every tile's probabilities under that tile's running maximum (probs [BH,K]) and
@@ -103,15 +107,18 @@ def _forward_kernel(
         if MASS:
             tl.debug_barrier()  # the slot's probabilities, written by other threads of this program
             lse = tl.where(row_h, lse, float("inf"))  # padded heads weigh nothing
-            for k0 in range(0, K, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
-                p = tl.load(probs_slot + offs_k[None, :], mask=offs_k[None, :] < K, other=0.0).to(tl.float32)
-                weight = tl.exp2(tl.load(maxes_slot + (k0 // BLOCK_K) * BLOCK_H) - lse)
-                mass = tl.sum(p * weight[:, None], 0)
+            tiles = tl.arange(0, MASS_TILES)  # MASS_TILES key tiles per step: fewer, longer steps
+            for t0 in range(0, tl.cdiv(K, BLOCK_K), MASS_TILES):
+                keys = (t0 + tiles)[:, None] * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]  # [T,BK]
+                p = tl.load(probs_slot[:, :, None] + keys[None, :, :], mask=keys[None, :, :] < K, other=0.0)
+                maxes = tl.load(maxes_slot[:, None] + (t0 + tiles)[None, :] * BLOCK_H,
+                                mask=(t0 + tiles)[None, :] * BLOCK_K < K, other=0.0)  # fmt: skip
+                weight = tl.exp2(maxes - lse[:, None])  # [BH,T]
+                mass = tl.sum(p.to(tl.float32) * weight[:, :, None], 0)
                 if ONE_HEAD_BLOCK:
-                    tl.store(mass_ptr + n * K + offs_k, mass, mask=offs_k < K)
+                    tl.store(mass_ptr + n * K + keys, mass, mask=keys < K)
                 else:
-                    tl.atomic_add(mass_ptr + n * K + offs_k, mass, mask=offs_k < K)
+                    tl.atomic_add(mass_ptr + n * K + keys, mass, mask=keys < K)
             tl.debug_barrier()  # read before the next query overwrites the slot
 
 
@@ -226,7 +233,8 @@ def _forward(
         maxes = torch.empty(slots, triton.cdiv(K, fwd.block_k), block_h, device=q.device, dtype=torch.float32)
     _forward_kernel[(programs, heads_blocks)](
         q, kv, idx, valid, out, lse, key_mass, probs, maxes, N, H, K, R, r, scale * LOG2E, **sizes,
-        MASS=mass, ONE_HEAD_BLOCK=heads_blocks == 1, PRECISION=_precision(q.dtype),
+        MASS=mass, MASS_TILES=max(1, MASS_KEYS // fwd.block_k), ONE_HEAD_BLOCK=heads_blocks == 1,
+        PRECISION=_precision(q.dtype),
         num_warps=fwd.num_warps, num_stages=fwd.num_stages,
     )  # fmt: skip
     return out, lse, key_mass
@@ -328,15 +336,18 @@ def sparse_mla(
     rows of kv per query; valid [N,K] bool marks real keys (at least one per row). Returns
     out [N,H,r] in q's dtype, the softmax over valid keys of (q . kv[idx]) * scale applied to the
     first r columns of kv[idx], and key_mass [N,K] fp32, the probabilities summed over heads
-    (0 at invalid keys, no gradient; None with `mass=False`, which skips the second pass over
-    the gathered rows: on an H200 that pass takes about as long as the attention itself, see
-    experiments/results/h200-kernels-sparse-mla/).
+    (0 at invalid keys, no gradient; None with `mass=False`, which skips the mass's scratch and
+    its pass over it: on an H200 the mass adds 56-58% to the forward at 8K-32K, see
+    experiments/results/h200-kernels-sparse-mla-2/). With the mass the forward holds a scratch of
+    one slot per multiprocessor, H x K probabilities in fp16 (fp32 for fp32 inputs) and one fp32
+    maximum per head and key tile: 35.7 MB on an H200 (132 slots) at H=64, K=2048.
 
     Kept for backward: q, kv, idx and valid (the caller's tensors), out (the returned tensor) and
     the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of
     which only the log-sum-exp's 4 bytes are not otherwise alive; the backward allocates dkv in
     fp32 (4R bytes per latent row) for its atomic adds. FLOPs are registered for FlopCounterMode:
-    `forward_flops` and `backward_flops`.
+    `forward_flops` and `backward_flops` (useful work: the backward's column split recomputes the
+    scores and dP once more, not counted).
     """
     if q.dim() != 3 or kv.dim() != 2 or q.shape[2] != kv.shape[1] or not 0 < r < kv.shape[1]:
         raise ValueError(
