@@ -27,7 +27,7 @@ limit=${LIMIT:-450}
 steps=${STEPS:+--steps $STEPS}
 device=${DEVICE:-cuda}
 extra=${EXTRA:-}
-work=/tmp/studies-$$
+work=${WORK:-/tmp/studies-$$}
 [ "$device" = cuda ] && nvidia-smi -L
 studies=()
 for arg in "${@:-a}"; do

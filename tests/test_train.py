@@ -241,16 +241,19 @@ def test_bf16_precision_trains_bf16_weights_and_keeps_router_biases_fp32(small, 
     assert code == 2 and "train.precision" in err and "bf16-mixed" in err
 
 
-def test_a_new_run_refuses_a_leftover_run_folder(small, tmp_path):
-    """A run that died outside the CLI's clean-up left its byte tokenizer behind; a new run there
-    once reused it with the config's unsized vocabulary (two H200s trained 16,384 logits over
-    257-token data). Now it stops with one line, and the leftover is untouched."""
+def test_a_new_run_sizes_its_vocab_to_a_tokenizer_already_in_its_folder(small, tmp_path):
+    """Two H200 runs started in a folder left by a failed call: its byte tokenizer was reused with
+    the config's unsized 16,384-row vocabulary, so training began at LM loss ln(16384). A tokenizer
+    already in a new run's folder (left there, or placed by the experiment runner) now sizes the
+    vocabulary as one built by the run does; a leftover run config stops the run with one line."""
     run = tmp_path / "run"
-    make_trainer(small, run, ["train.tokenizer=byte"])
-    (run / "config.yaml").unlink()  # the tokenizer alone is enough to refuse
-    with pytest.raises(GlmlabError, match="already holds tokenizer from another run: choose a new --out"):
+    first = make_trainer(small, run, ["train.tokenizer=byte"])
+    assert first.cfg.model.vocab_size == 257
+    (run / "config.yaml").unlink()  # a tokenizer alone: sized again, the run starts
+    again = make_trainer(small, run, ["train.tokenizer=byte"])
+    assert again.cfg.model.vocab_size == 257 and again.model.lm_head.weight.shape[0] == 257
+    with pytest.raises(GlmlabError, match="already holds a run: continue it with"):
         make_trainer(small, run, ["train.tokenizer=byte"])
-    assert (run / "tokenizer").is_dir()
 
 
 def test_step_result_holds_device_tensors_read_in_one_transfer(small, tmp_path):

@@ -93,9 +93,10 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     corpus = load_corpus(t.data, t.val_fraction, t.seed)
     tok_dir = run_dir / TOKENIZER_DIR
     note = None
-    if tok_dir.is_dir():
+    if tok_dir.is_dir():  # a resumed run's, or one placed for a new run (experiment cells, other ranks)
         tokenizer = load_tokenizer(tok_dir)
         check_vocab(tokenizer, cfg.model.vocab_size)
+        cfg, note = _sized_vocab(cfg, tokenizer)  # bytes: 257 rows, as for a tokenizer built here
     else:
         if t.tokenizer == "byte":
             tokenizer = ByteTokenizer()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from glmlab.checkpoint import CHECKPOINTS, CONFIG
 from glmlab.config import Config, load_config, validate
-from glmlab.data.prepare import TOKENIZER_DIR
 from glmlab.errors import GlmlabError
 
 
@@ -38,13 +37,11 @@ def ensure_writable(path: Path) -> None:
 
 
 def refuse_leftover_run(path: Path) -> None:
-    """A new run must not start in a folder that holds another run's config or tokenizer (a run
-    that failed outside `removed_on_failure`): the stale tokenizer would be reused while the new
-    config's vocab_size stayed unsized, silently training a different model."""
-    for leftover in (path / CONFIG, path / TOKENIZER_DIR):
-        if leftover.exists():
-            raise GlmlabError(f"{path} already holds {leftover.name} from another run: choose a new --out, "
-                              f"or continue it with {resume_hint(path)}")  # fmt: skip
+    """A new run must not start in a folder that holds another run's config (a run that failed
+    outside `removed_on_failure`): its files would mix with the new run's."""
+    if is_run(path):
+        hint = resume_hint(path)
+        raise GlmlabError(f"{path} already holds a run: continue it with {hint}, or use a new --out")
 
 
 def resume_hint(run_dir: str | Path, steps: int | None = None) -> str:
