@@ -19,7 +19,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from glmlab.accounting.flops import flops_report
-from glmlab.accounting.memory import activation_bytes, kv_cache_bytes_per_token
+from glmlab.accounting.memory import (
+    StepDtypes,
+    activation_bytes,
+    backward_transient,
+    kv_cache_bytes_per_token,
+)
 from glmlab.accounting.params import layer_params
 from glmlab.config import RECOMPUTE, Config
 from glmlab.errors import GlmlabError
@@ -239,21 +244,30 @@ def _all_to_all_seconds(gpu: Gpu, bytes_off_rank: float, ep: int, stride: int) -
     return max(intra / gpu.nvlink, inter / gpu.network)
 
 
+# Activations' dtypes (accounting/memory.py): one GPU trains unsharded fp32 weights under bf16
+# autocast (bf16 copies of fp32 inputs and weights); FSDP's mixed-precision policy, or resident bf16
+# weights, gives bf16 weights and residual stream under autocast everywhere else.
+ONE_GPU, SHARDED = StepDtypes(4, 2, True), StepDtypes(2, 2, True)
+
+
 @dataclass(frozen=True)
 class _Costs:
-    """The layout-independent counts: FLOPs per token and activations of one sequence."""
+    """The layout-independent counts: FLOPs per token, activations of one micro-batch in either
+    dtype regime, and the backward's first transients."""
 
     train: float
     forward: float
-    activations: dict[str, float]
+    activations: dict[StepDtypes, dict[str, float]]
+    transient: float
 
 
 def _costs(cfg: Config, opts: PlanOptions) -> _Costs:
-    S = opts.seq_len
+    S, mb = opts.seq_len, opts.micro_batch
     return _Costs(
         flops_report(cfg, S, "train", "glmlab", opts.mtp, device="cuda").per_token,
         flops_report(cfg, S, "forward", "glmlab", opts.mtp, device="cuda").per_token,
-        activation_bytes(cfg, S, 1, "bf16", opts.mtp, "cuda"),
+        {dt: activation_bytes(cfg, S, mb, dt, opts.mtp, "cuda") for dt in (ONE_GPU, SHARDED)},
+        backward_transient(cfg, S, mb, "bf16-mixed", "cuda", mtp=opts.mtp),
     )
 
 
@@ -270,14 +284,16 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
     shard_dense, shard_experts = L.dp * L.cp, L.edp
 
     # ---- activations of one micro-batch, per GPU (sequence parallel: tokens split over TP and CP)
-    act = {k: v * mb for k, v in costs.activations.items()}
+    act = costs.activations[ONE_GPU if L.gpus == 1 and opts.sharding == "fsdp" else SHARDED]
     per_layer = act["layers"] / m.num_hidden_layers / (L.tp * L.cp)
     layer_input = mb * S * d * 2 / (L.tp * L.cp)
     depths = m.num_nextn_predict_layers if (opts.mtp and m.num_mtp_modules) else 0
     mtp_act = act["mtp"]
     if opts.recompute == "full" and depths:  # each depth keeps its input; one depth recomputed at a time
         mtp_act = act["mtp"] / depths + depths * mb * S * d * 2
-    head = (act["head"] + mtp_act) / (L.tp * L.cp)
+    # the last stage also holds the logits into backward, then the head's or its first layer's
+    # gradients (memory.backward_transient)
+    head = (act["head"] + mtp_act + costs.transient) / (L.tp * L.cp)
 
     worst: dict[str, float] = {}
     for i, st in enumerate(stages):
@@ -295,10 +311,12 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
         unit = st.largest_unit / L.tp + (st.experts / max(st.moe_layers, 1)) / L.ep
         mem["transient"] = (2 * 2 + 4) * unit if opts.sharding == "fsdp" else 0.0
         in_flight = min(L.pp - i, micro)  # 1F1B: stage i holds pp - i micro-batches
+        # experts split by EP stay fp32 outside FSDP: autocast keeps a bf16 copy of each for backward
+        copies = 2 * experts if L.ep > 1 and opts.sharding == "fsdp" else 0.0
         if opts.recompute == "full":
-            stage_act = in_flight * st.layers * layer_input + per_layer
+            stage_act = in_flight * st.layers * layer_input + per_layer + copies / max(st.moe_layers, 1)
         else:
-            stage_act = in_flight * st.layers * per_layer
+            stage_act = in_flight * (st.layers * per_layer + copies)
         mem["activations"] = stage_act + (head if st.last else 0.0)
         mem["total"] = sum(mem.values())
         if mem["total"] > worst.get("total", -1):
