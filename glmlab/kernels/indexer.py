@@ -40,7 +40,7 @@ class Tiles:
 
     rows: int = 4
     keys: int = 64
-    tiles: int = 16
+    tiles: int = 32
     picks: int = 64
     select: int = 1024
     warps: int = 4

@@ -19,9 +19,10 @@ from glmlab.model.dsa import Indexer, TopK, gathered_attention, indexer_kl, reca
 from glmlab.model.layers import RMSNorm, apply_rotary
 from glmlab.plan import KL_TARGET_BYTES, AttentionPlan
 
-# How the Triton path selects each scored chunk: torch.topk measured faster on the H200 than the
-# radix-select kernel (experiments/results/h200-kernels-indexer/).
-TOPK_SELECT = "torch"
+# How the Triton path selects each scored chunk: the radix select (exact, ties to the lower key)
+# measured faster on the H200 than torch.topk per chunk at 32K-128K
+# (experiments/results/h200-kernels-indexer-2/).
+TOPK_SELECT = "radix"
 
 # The query and key/value latent norms use a fixed eps, not `rms_norm_eps`: so do DeepSeek's
 # reference code and transformers' glm_moe_dsa / deepseek_v3(2) (it matters when rms_norm_eps
