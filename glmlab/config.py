@@ -75,6 +75,9 @@ class ModelConfig:
     use_moe: bool = True  # False: every layer a dense SwiGLU MLP (the dense-FFN baseline)
     mtp_share_modules: bool = False  # True: one MTP module applied at all D depths (GLM-5)
     dsa_impl: str = "auto"  # auto | triton | gather (torch, sparse) | mask (dense reference); glmlab/plan.py
+    # bf16 | fp8: the Triton top-k scores in fp8 e4m3 (CUDA, Hopper; glmlab/kernels/indexer.py); the
+    # torch paths and the indexer's loss ignore it
+    index_dtype: str = "bf16"
     # mla | gqa | mha (docs/architecture.md, "Attention types"): gqa and mha replace MLA with
     # grouped-query attention (q/k/v/o projections, a per-head K/V cache) and read the two fields below
     attention_type: str = "mla"
@@ -481,6 +484,8 @@ def validate(cfg: Config) -> None:
             _fail("rope_scaling", "needs original_max_position_embeddings", "add it (4096 for DeepSeek-V3)")
     if m.dsa_impl not in ("auto", "triton", "gather", "mask"):
         _fail("dsa_impl", f"must be auto, triton, gather or mask, got {m.dsa_impl!r}", "use auto")
+    if m.index_dtype not in ("bf16", "fp8"):
+        _fail("index_dtype", f"must be bf16 or fp8, got {m.index_dtype!r}", "use bf16")
     if m.model_type not in ("glm_moe_dsa", "deepseek_v32", "deepseek_v3"):
         _fail("model_type", f"{m.model_type!r} is unknown", "use glm_moe_dsa, deepseek_v32 or deepseek_v3")
     if m.rms_norm_eps <= 0:

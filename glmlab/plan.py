@@ -124,6 +124,7 @@ class AttentionPlan:
     probs: bool  # attention materialises explicit probabilities (for the KL target)
     fused_sdpa: bool  # dense SDPA runs a fused causal kernel (else the math path: full square)
     kernel: str  # "torch" or "triton": who selects and attends on sparse and cached paths
+    index_fp8: bool  # the Triton top-k scores in fp8 e4m3 (`index_dtype: fp8`); its KL stays in bf16
     score_chunks: tuple[tuple[int, int, int], ...]  # the torch indexer's chunks (empty if none)
     kl_chunks: tuple[tuple[int, int, int], ...]  # the Triton warm-up KL's target chunks (empty if none)
 
@@ -173,12 +174,22 @@ def attention_plan(m: ModelConfig, kind: LayerKind, call: Call) -> AttentionPlan
     """The path one layer takes for one call (`dsa_impl` resolved for its device and context)."""
     impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context)
     widths = m.attention_type != "mla" or m.qk_head_dim >= m.v_head_dim  # GQA: one width for q, k, v
-    return _attention_plan(m.index_topk, m.index_n_heads, m.num_attention_heads, widths, kind, call, impl)
+    fp8 = m.index_dtype == "fp8"
+    return _attention_plan(
+        m.index_topk, m.index_n_heads, m.num_attention_heads, widths, kind, call, impl, fp8
+    )
 
 
 @lru_cache(maxsize=4096)
 def _attention_plan(
-    index_topk: int, index_heads: int, heads: int, equal_widths: bool, kind: LayerKind, call: Call, impl: str
+    index_topk: int,
+    index_heads: int,
+    heads: int,
+    equal_widths: bool,
+    kind: LayerKind,
+    call: Call,
+    impl: str,
+    fp8: bool,
 ) -> AttentionPlan:
     n, T = call.queries, call.context
     sparse = kind.dsa and not call.dsa_dense and T > index_topk
@@ -209,6 +220,7 @@ def _attention_plan(
         probs=probs,
         fused_sdpa=fused,
         kernel=kernel,
+        index_fp8=fp8 and kernel == "triton" and sparse and score,
         score_chunks=chunks,
         kl_chunks=kl_chunks,
     )

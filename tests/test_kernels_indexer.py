@@ -12,9 +12,11 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from glmlab.config import load_config
 from glmlab.errors import GlmlabError
 from glmlab.kernels import indexer as kernels
 from glmlab.kernels import indexer_ref as ref
+from glmlab.plan import Call, attention_plan, layer_kinds
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TILES = kernels.Tiles(rows=4, keys=16, tiles=2, picks=16, select=8)
@@ -244,6 +246,19 @@ def test_fp8_scores_and_picks():
     assert torch.equal(valid, torch.isfinite(expected.gather(-1, order)))
     hits = (idx.masked_fill(~valid, -1)[..., :, None] == order.masked_fill(~valid, -2)[..., None, :]).any(-1)
     assert hits.sum() >= 0.9 * valid.sum()
+
+
+def test_index_dtype_switch():
+    """`index_dtype: fp8` reaches the plan for the Triton top-k only (not the torch paths, not the
+    dense warm-up); other values are a one-line config error."""
+    for impl, context, fp8 in [("triton", 64, True), ("gather", 64, False), ("triton", 8, False)]:
+        cfg = load_config("glm5-tiny", ["index_dtype=fp8", f"dsa_impl={impl}", "index_topk=16"]).model
+        call = Call(context, context, False, False, False, "cuda")
+        assert attention_plan(cfg, layer_kinds(cfg)[0], call).index_fp8 is fp8
+    cfg = load_config("glm5-tiny", ["dsa_impl=triton", "index_topk=16"]).model
+    assert not attention_plan(cfg, layer_kinds(cfg)[0], Call(64, 64, False, False, False, "cuda")).index_fp8
+    with pytest.raises(GlmlabError, match="index_dtype"):
+        load_config("glm5-tiny", ["index_dtype=fp16"])
 
 
 def test_flop_counter_sees_the_kernels():

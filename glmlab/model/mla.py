@@ -209,7 +209,11 @@ class MultiHeadLatentAttention(nn.Module):
 
             if not plan.sparse:
                 return Selection(None, queries=(q, w, index_keys))
-            topk = TopK(*index_topk(q, w, index_keys, topk=self.cfg.index_topk, select=TOPK_SELECT))
+            topk = TopK(
+                *index_topk(
+                    q, w, index_keys, topk=self.cfg.index_topk, select=TOPK_SELECT, fp8=plan.index_fp8
+                )
+            )
             picked = index_scores_at(q, w, index_keys, topk.indices) if plan.index_loss else None
             return Selection(topk, picked=picked)
         scores = self.indexer.scores(
