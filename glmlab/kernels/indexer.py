@@ -34,8 +34,9 @@ class Tiles:
 
     rows: queries per program of the scoring kernels (their (query, head) pairs are one side of the
     product, at least 16); keys: keys per tile; tiles: key tiles per scoring program; picks: picked
-    keys per tile in `index_scores_at`; select: scores per step of the top-k selection; sample: the
-    selection's threshold is estimated from one score in `sample` of each row.
+    keys per tile in `index_scores_at`; select: scores per step of the top-k selection (its
+    segments, one program each, are 4*select scores); sample: the selection's threshold is estimated
+    from one score in `sample` of each row.
     """
 
     rows: int = 4
@@ -853,12 +854,12 @@ def index_topk(
     (same sets; ties as torch.topk breaks them, so not necessarily the lower index).
 
     Queries are scored in chunks into a buffer of at most `buffer_bytes` (never a full [S,T] at long
-    context), and each chunk row is selected exactly: a threshold from a sample of the row keeps about
-    1.5*K candidates, whose radix select (four histogram passes over the fp32 bits, then one pass that
-    writes the picks) finds the top K; a row whose threshold keeps fewer than K or more than 2*K runs
-    the radix select over the whole row. Ties go to the lower key index; the output is deterministic.
-    Rows seeing fewer than K keys pick them all, in slots 0..n-1, and mark the remaining slots invalid
-    (their indices are in range but meaningless). No gradient.
+    context), and each chunk row is selected exactly (`_select_chunk`): a threshold from a sample of
+    the row keeps about 1.5*K candidates, whose radix select (four histogram passes over the fp32 bits,
+    then one pass that writes the picks) finds the top K; a row whose threshold keeps fewer than K or
+    more than 2*K runs the radix select over the whole row. Ties go to the lower key index; the output
+    is deterministic. Rows seeing fewer than K keys pick them all, in slots 0..n-1, and mark the
+    remaining slots invalid (their indices are in range but meaningless). No gradient.
 
     `fp8=True` scores in fp8 (e4m3) as `index_scores(..., fp8=True)` does, and selects from those
     scores (so the picks may differ from bf16's where scores are close).
