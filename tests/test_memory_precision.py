@@ -6,9 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glmlab.accounting.memory import GROUP_ALIGN, StepDtypes, _ffn_activations, activation_bytes
+from glmlab.accounting.memory import (
+    GROUP_ALIGN,
+    StepDtypes,
+    _ffn_activations,
+    activation_bytes,
+    step_dtypes,
+    training_memory,
+)
 from glmlab.build import build_model
 from glmlab.config import load_config
+from glmlab.errors import GlmlabError
 from glmlab.measure import profile, saved_tensor_bytes
 from glmlab.model import moe
 from glmlab.model.losses import total_loss
@@ -92,3 +100,23 @@ def test_grouped_experts_saved_tensors(dtypes):
     estimate = _ffn_activations(cfg.model, 40, True, dtypes, "cuda", 2)  # weight copies included
     assert y.dtype == x.dtype
     assert estimate / saved["bytes"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_precision_on_each_device_and_the_gpu_peak():
+    """bf16-mixed autocasts on CUDA only (glmlab.device.autocast); the GPU peak holds the
+    activations and the backward's first transients beside weights and optimiser states, and the
+    gradients too when an earlier micro-batch left them."""
+    assert step_dtypes("bf16-mixed", "cpu") == step_dtypes("fp32", "cuda") == StepDtypes(4, 4, False)
+    assert step_dtypes("bf16-mixed", "cuda") == StepDtypes(4, 2, True)
+    assert step_dtypes("bf16", "cpu") == StepDtypes(2, 2, False)
+    with pytest.raises(GlmlabError, match="unknown precision"):
+        step_dtypes("fp16", "cuda")
+    cfg = load_config("glm5-small", [])
+    one = training_memory(cfg, 1024, 16, "bf16-mixed", device="cuda")
+    assert one["weights"] == one["gradients"] == 4 * one["params"] and one["optimizer"] == 8 * one["params"]
+    held = one["weights"] + one["optimizer"] + one["activations"] + one["transient"]
+    assert one["peak"] == held and one["total"] == held - one["transient"] + one["gradients"]
+    accumulated = training_memory(cfg, 1024, 16, "bf16-mixed", device="cuda", grad_accum=2)
+    assert accumulated["peak"] == held + one["gradients"]
+    bf16 = training_memory(cfg, 1024, 16, "bf16", device="cuda")
+    assert bf16["weights"] == 2 * bf16["params"] and bf16["optimizer"] == 4 * bf16["params"]
