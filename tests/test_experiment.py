@@ -224,15 +224,18 @@ def test_claims_report_joins_analytic_and_measured(tmp_path):
     from glmlab.accounting.claims import claims_markdown, claims_report
 
     (tmp_path / "mtp_depth").mkdir()
+    # the last has the best mean but, over two seeds, an interval far below 2x
     rows = [_row("mtp=D2-own,data=synthetic", "spec_speedup_json", 1.6, 1.5, 1.7),
-            _row("mtp=D3-own,data=synthetic", "spec_speedup_sql", 2.4, 2.1, 2.7)]  # fmt: skip
+            _row("mtp=D3-own,data=synthetic", "spec_speedup_sql", 2.4, 2.1, 2.7),
+            _row("mtp=D3-shared,data=stdlib", "spec_speedup_json", 2.5, -1.1, 6.1)]  # fmt: skip
     (tmp_path / "mtp_depth" / "results.json").write_text(json.dumps(rows))
     (tmp_path / "dsa_topk").mkdir()
     rows = [_row("64", "tokens_per_s", 900.0, 850, 950, diff=-50.0, baseline="all", significant=True),
             _row("64", "train_flops_per_token", 2e6), _row("all", "train_flops_per_token", 4e6)]  # fmt: skip
     (tmp_path / "dsa_topk" / "results.json").write_text(json.dumps(rows))
     report = {r["id"]: r for r in claims_report(load_config("glm5"), tmp_path)}
-    assert report["mtp_speedup"]["verdict"].startswith("reproduced")
+    # the verdict rests on an interval clearing 2x, not on the best mean with an interval below it
+    assert report["mtp_speedup"]["verdict"].startswith("reproduced: mtp=D3-own,data=synthetic sql 2.4")
     assert "mtp=D3-own,data=synthetic sql: 2.4 [2.1, 2.7]x" in report["mtp_speedup"]["measured"]
     assert "no measured time saving" in report["sparse_attention"]["verdict"]
     assert "FLOPs/token k=64 50.0% of all" in report["sparse_attention"]["measured"]

@@ -126,11 +126,19 @@ def _measure_mtp(rows: dict) -> tuple[str, str]:
     speed = [r for (v, m), r in rows.items() if m in ("spec_speedup_json", "spec_speedup_sql")]
     if not speed:
         return "not measured (no speed-up in the study's results)", ""
-    best = max(speed, key=lambda r: r["mean"])
-    parts = [f"{r['variant']} {r['metric'].removeprefix('spec_speedup_')}: {_ci(r)}x" for r in speed]
-    high = best["ci95_low"] if best["ci95_low"] is not None else best["mean"]
-    verdict = ("reproduced: the 95% interval lies at or above 2x" if high >= 2 else
-               f"not reproduced at this scale: best {best['mean']:.2f}x ({best['variant']})")  # fmt: skip
+
+    def name(r: dict) -> str:
+        return f"{r['variant']} {r['metric'].removeprefix('spec_speedup_')}"
+
+    parts = [f"{name(r)}: {_ci(r)}x" for r in speed]
+    above = [r for r in speed if r["ci95_low"] is not None and r["ci95_low"] >= 2]
+    if above:  # a variant whose whole interval clears 2x, not just its mean
+        best = max(above, key=lambda r: r["ci95_low"])
+        verdict = f"reproduced: {name(best)} {_ci(best)}x, its 95% interval at or above 2x"
+    else:
+        best = max(speed, key=lambda r: r["mean"])
+        verdict = (f"not reproduced at this scale: no 95% interval at or above 2x; best mean "
+                   f"{best['mean']:.2f}x ({name(best)})")  # fmt: skip
     return verdict, "; ".join(parts)
 
 
