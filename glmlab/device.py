@@ -66,6 +66,15 @@ def autocast(device: torch.device, precision: str = "bf16-mixed") -> AbstractCon
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def bf16_parameters(model: torch.nn.Module) -> None:
+    """`train.precision: bf16`: parameters (so gradients and optimiser states) in bf16. Buffers keep
+    their dtype: the router biases take steps of 1e-3 that bf16 would round away."""
+    import torch
+
+    for p in model.parameters():
+        p.data = p.data.to(torch.bfloat16)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the work queued on `device` (a no-op on the CPU), so that timings are real."""
     if device.type == "cuda":

@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from glmlab.config import Config
-from glmlab.device import autocast, available_memory, resolve_device, synchronize
+from glmlab.device import autocast, available_memory, bf16_parameters, resolve_device, synchronize
 from glmlab.errors import GlmlabError
 
 aten = torch.ops.aten
@@ -199,8 +199,6 @@ def profile(
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dev)
     if precision == "bf16":
-        from glmlab.train.loop import bf16_parameters
-
         bf16_parameters(model)
     params = list(model.parameters())
     opt = torch.optim.AdamW(

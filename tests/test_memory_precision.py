@@ -16,11 +16,11 @@ from glmlab.accounting.memory import (
 )
 from glmlab.build import build_model
 from glmlab.config import load_config
+from glmlab.device import bf16_parameters
 from glmlab.errors import GlmlabError
 from glmlab.measure import profile, saved_tensor_bytes
 from glmlab.model import moe
 from glmlab.model.losses import total_loss
-from glmlab.train.loop import bf16_parameters
 
 # seq 40 > index_topk 16: the sparse path and its KL run on every DSA layer, and the MTP layer
 SPARSE = ("index_topk=16",)

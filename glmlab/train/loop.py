@@ -39,7 +39,7 @@ from glmlab.checkpoint import (
 from glmlab.config import Config
 from glmlab.data.batching import Batches, validation_batches
 from glmlab.data.prepare import RunData, prepare_data
-from glmlab.device import autocast, resolve_device
+from glmlab.device import autocast, bf16_parameters, resolve_device
 from glmlab.errors import GlmlabError
 from glmlab.measure import device_peak, mfu
 from glmlab.model import CausalLM
@@ -162,13 +162,6 @@ class StepResult:
         values = torch.stack([v.float() for v in (*self.losses.values(), self.grad_norm)]).tolist()
         read = dict(zip([*self.losses, "grad_norm"], values, strict=True))
         return {"step": self.step, "stage": self.stage, "lr": self.lr, **read}
-
-
-def bf16_parameters(model: CausalLM) -> None:
-    """`train.precision: bf16`: parameters (so gradients and optimiser states) in bf16. Buffers keep
-    their dtype: the router biases take steps of 1e-3 that bf16 would round away."""
-    for p in model.parameters():
-        p.data = p.data.to(torch.bfloat16)
 
 
 @dataclass
