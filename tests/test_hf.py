@@ -124,6 +124,7 @@ def test_round_trip_keeps_every_tensor_and_mtp(tmp_path):
     torch.manual_seed(0)
     model = _glmlab_model("glm_moe_dsa")
     model.config.num_nextn_predict_layers, model.config.mtp_share_modules = 3, True
+    model.config.index_dtype = "fp8"  # a glmlab-only knob: kept beside transformers' fields
     glmlab.save_pretrained(model, tmp_path)
     names = set(_stored_names(tmp_path))
     L = model.config.num_hidden_layers
@@ -134,6 +135,7 @@ def test_round_trip_keeps_every_tensor_and_mtp(tmp_path):
     assert not any(n.startswith("mtp.") or n.startswith(f"model.layers.{L + 1}.") for n in names)
     loaded = glmlab.from_pretrained(tmp_path)
     assert loaded.config.num_nextn_predict_layers == 3 and loaded.config.mtp_share_modules
+    assert loaded.config.index_dtype == "fp8"
     original, again = model.state_dict(), loaded.state_dict()
     assert original.keys() == again.keys()
     for name, t in original.items():
