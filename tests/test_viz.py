@@ -5,6 +5,7 @@ One short real run (a 2-layer glm5-tiny, byte tokenizer, 8 steps) serves every t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -295,6 +296,29 @@ def test_inspect_command_json_pngs_and_errors(run, tmp_path, run_cli):
     assert code == 0 and "acceptance depth 1" in out and "MLA cache per token" in out
     code, _, err = run_cli("inspect", str(run), "--prompt", "x", "--layer", "4")
     assert code == 2 and err.count("\n") == 1 and "--layer 4 is out of range" in err
+
+
+def test_inspect_names_a_gqa_cache_by_its_kv_heads():
+    """A GQA model has no latent: the summary and the figure show its K/V bytes, not 'latent 0 B'."""
+    from types import SimpleNamespace
+
+    from glmlab.accounting.memory import kv_cache_bytes_per_token
+    from glmlab.viz.inspect_figures import cache_figure
+    from glmlab.viz.inspect_report import cache_line
+
+    for extra, words in (([], "MLA cache per token"), (GQA, "K/V cache per token")):
+        per = kv_cache_bytes_per_token(load_config("glm5-tiny", extra), "bf16")
+        cache = {"dtype": "bf16", "per_token": per, "prompt_latent_bytes": 10 * per["total"],
+                 "prompt_expanded_bytes": 10 * per["expanded"]}  # fmt: skip
+        line = cache_line(SimpleNamespace(cache=cache))
+        assert line.startswith(words) and ("latent 0 B" not in line)
+        assert f"{per['total']:,} B" in line
+        if importlib.util.find_spec("matplotlib"):
+            title = cache_figure(cache, "m").axes[0].get_title()
+            assert ("MLA cache" in title) == (not extra) and ("K/V cache" in title) == bool(extra)
+
+
+GQA = ["use_dsa=false", "attention_type=gqa", "num_key_value_heads=2", "head_dim=48"]
 
 
 # ---- docs/lessons -------------------------------------------------------------------------------

@@ -57,12 +57,13 @@ def check_claims(
                     f"experts are {routed / counts['total']:.1%} of all parameters",
         })  # fmt: skip
     kv = kv_cache_bytes_per_token(m, "bf16")
+    cached = (f"latent {kv['latent']:,} + indexer keys {kv['indexer_keys']:,}" if kv["latent"] else
+              f"no latent: {m.attention_type} caches K/V heads")  # fmt: skip
     rows.append({
         "id": "latent_cache",
         "claim": "the latent KV cache is a small fraction of per-head keys and values",
         "value": f"{kv['total'] / kv['expanded']:.1%} of an expanded cache",
-        "note": f"{kv['total']:,} B/token (latent {kv['latent']:,} + indexer keys {kv['indexer_keys']:,}) "
-                f"vs {kv['expanded']:,} B/token expanded, bf16",
+        "note": f"{kv['total']:,} B/token ({cached}) vs {kv['expanded']:,} B/token expanded, bf16",
     })  # fmt: skip
     D = m.num_nextn_predict_layers
     if D:

@@ -100,13 +100,17 @@ def cache_figure(cache: dict, name: str):
     plt = pyplot()
     per = cache["per_token"]
     fig, ax = plt.subplots(figsize=(6, 2.4))
-    ax.barh(["expanded K/V", "latent + indexer keys"], [per["expanded"], 0], color="C7")
-    ax.barh(["latent + indexer keys"], [per["latent"]], color="C0", label="latent [c_kv ; k_pe]")
-    ax.barh(["latent + indexer keys"], [per["indexer_keys"]], left=[per["latent"]], color="C1",
-            label="indexer keys")  # fmt: skip
+    mla = bool(per["latent"])  # GQA/MHA caches K/V heads instead of a latent
+    row = "latent + indexer keys" if mla else "grouped K/V"
+    ax.barh(["expanded K/V", row], [per["expanded"], 0], color="C7")
+    if mla:
+        ax.barh([row], [per["latent"]], color="C0", label="latent [c_kv ; k_pe]")
+        ax.barh([row], [per["indexer_keys"]], left=[per["latent"]], color="C1", label="indexer keys")
+    else:
+        ax.barh([row], [per["kv"]], color="C0", label="K and V of the K/V heads")
     ax.set_xlabel(f"bytes per token of context ({cache['dtype']}, all layers)")
     ratio = per["expanded"] / max(per["total"], 1)
-    ax.set_title(f"{name}: MLA cache, {ratio:.1f}x smaller than expanded")
+    ax.set_title(f"{name}: {'MLA' if mla else 'K/V'} cache, {ratio:.1f}x smaller than expanded")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

@@ -34,8 +34,12 @@ def layer_table(result: Inspection) -> Table:
 
 def cache_line(result: Inspection) -> str:
     c, per = result.cache, result.cache["per_token"]
-    return (f"MLA cache per token ({c['dtype']}): latent {per['latent']:,} B + indexer keys "
-            f"{per['indexer_keys']:,} B = {per['total']:,} B against {per['expanded']:,} B expanded "
+    if per["latent"]:  # MLA: the latent, and DSA's indexer keys
+        parts = (f"MLA cache per token ({c['dtype']}): latent {per['latent']:,} B + indexer keys "
+                 f"{per['indexer_keys']:,} B = {per['total']:,} B")  # fmt: skip
+    else:  # GQA / MHA: grouped K and V heads
+        parts = f"K/V cache per token ({c['dtype']}): {per['total']:,} B"
+    return (f"{parts} against {per['expanded']:,} B expanded "
             f"({per['expanded'] / max(per['total'], 1):.1f}x); this prompt: {c['prompt_latent_bytes']:,} B "
             f"against {c['prompt_expanded_bytes']:,} B")  # fmt: skip
 
