@@ -62,6 +62,21 @@ def test_pipeline_bubble_and_sends(tiny):
     assert plan.times["with_bubble"] == pytest.approx(plan.times["compute"] * 9 / 8)
 
 
+def test_context_parallel_ring_passes_each_attention_types_kv():
+    """Ring attention passes K and V round the CP ranks: for MLA the expanded per-head K/V
+    (4 heads x (qk 48 + v 32) values in glm5-tiny), for GQA only its K/V heads (2 x 2 x 48)."""
+    opts = PlanOptions(seq_len=256, global_batch=1, micro_batch=1, sharding="zero1")
+    gqa = ["use_dsa=false", "attention_type=gqa", "num_key_value_heads=2", "head_dim=48"]
+    per_value = {}
+    for name, extra in (("mla", []), ("gqa", gqa)):
+        cfg = load_config("glm5-tiny", extra)
+        m = cfg.model
+        plan = plan_layout(cfg, Layout(dp=1, cp=2), opts)
+        # one micro-batch, every layer, 3 passes (forward K/V, backward K/V and their gradients)
+        per_value[name] = plan.comm_bytes["cp_ring"] / (m.num_hidden_layers * 3 * (2 - 1) * 256 / 2 * 2)
+    assert per_value == {"mla": 4 * (48 + 32), "gqa": 2 * 2 * 48}
+
+
 def test_step_time_is_compute_at_the_efficiency_on_one_gpu(tiny):
     from glmlab.accounting.flops import flops_report
 

@@ -23,6 +23,7 @@ from glmlab.accounting.memory import (
     StepDtypes,
     activation_bytes,
     backward_transient,
+    cache_values_per_layer,
     kv_cache_bytes_per_token,
 )
 from glmlab.accounting.params import layer_params
@@ -350,7 +351,9 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
     sent["ep_all_to_all"] = micro * moe_layers * 4 * tokens * m.num_experts_per_tok * d * 2 * frac(L.ep)
     # per layer: two all-reduces (as all-gather + reduce-scatter) forward, two backward
     sent["tp_all_reduce"] = micro * st.layers * 4 * 2 * frac(L.tp) * tokens * d * 2
-    kv_width = m.num_attention_heads * (m.qk_head_dim + m.v_head_dim) / L.tp
+    # the K and V that ring attention passes round: MLA's expanded per-head K/V, GQA's K/V heads
+    heads_kv = m.num_attention_heads * (m.qk_head_dim + m.v_head_dim)
+    kv_width = (heads_kv if m.attention_type == "mla" else cache_values_per_layer(m)) / L.tp
     sent["cp_ring"] = micro * st.layers * 3 * (L.cp - 1) * mb * S / L.cp * kv_width * 2
     sent["pp_send"] = micro * 2 * tokens * d * 2 if L.pp > 1 else 0.0
     plan.comm_bytes = sent
