@@ -75,8 +75,9 @@ class ExpertParallel(nn.Module):
         counts = routing.counts.to(torch.int64)  # [E] pairs this rank sends to each expert
         received = torch.empty_like(counts)  # [ep * n_local]: from each source rank, per local expert
         dist.all_to_all_single(received, counts, group=self.group)
-        send_splits = counts.view(ep, n_local).sum(1).tolist()
-        recv_splits = received.view(ep, n_local).sum(1).tolist()
+        # the one read-back of the layer: both split lists in one transfer
+        splits = torch.stack([counts.view(ep, n_local).sum(1), received.view(ep, n_local).sum(1)]).tolist()
+        send_splits, recv_splits = splits
         if torch.is_grad_enabled():  # rows for other ranks: dispatched, combined, both again backward
             off_rank = sum(send_splits) - send_splits[self.rank] + sum(recv_splits) - recv_splits[self.rank]
             self.sent_bytes += 2 * off_rank * x.shape[1] * x.element_size()
@@ -96,7 +97,8 @@ class ExpertParallel(nn.Module):
         if recv.shape[0] == 0:  # nothing routed here: keep the weights in the graph (zero gradient)
             return recv + 0 * sum(w.sum() for w in weights.values())
         expert = torch.arange(self.n_local, device=recv.device).repeat(self.ep)
-        local_ids = expert.repeat_interleave(received.reshape(-1).to(recv.device))
+        # output_size given: repeat_interleave would otherwise read the total back from the device
+        local_ids = expert.repeat_interleave(received.reshape(-1).to(recv.device), output_size=recv.shape[0])
         routing = Routing(
             indices=local_ids[:, None],
             gates=torch.ones(recv.shape[0], 1, device=recv.device),
