@@ -280,7 +280,9 @@ def plan(
     seq: Optional[int] = typer.Option(None, "--seq", help="Tokens per sequence (train.seq_len)."),  # noqa: UP045
     batch: Optional[int] = typer.Option(None, "--batch", help="Sequences per step (train.batch_size)."),  # noqa: UP045
     micro_batch: int = typer.Option(1, "--micro-batch", help="Sequences per forward pass."),
-    recompute: str = typer.Option("none", "--recompute", help="none or full (keep only layer inputs)."),
+    recompute: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--recompute", help="none or full (keep only layer inputs); default train.recompute."
+    ),
     sharding: str = typer.Option("fsdp", "--sharding", help="fsdp, zero1 or none."),
     efficiency: float = typer.Option(0.8, "--efficiency", help="Share of peak the matmuls reach."),
     search: bool = typer.Option(False, "--search", help="List the layouts that fit, fastest first."),
@@ -295,8 +297,9 @@ def plan(
 
     cfg = load_config(config, set_)
     t = cfg.train
-    opts = PlanOptions(seq or t.seq_len, batch or t.batch_size * t.grad_accum, micro_batch, recompute,
-                       sharding, gpu_named(gpu), efficiency, t.optimizer)  # fmt: skip
+    opts = PlanOptions(seq or t.seq_len, batch or t.batch_size * t.grad_accum, micro_batch,
+                       recompute or t.recompute, sharding, gpu_named(gpu), efficiency,
+                       t.optimizer)  # fmt: skip
     degrees = {"tp": tp, "pp": pp, "cp": cp, "dp": dp, "ep": ep}
     summary = plan_summary(cfg, gpus, opts, degrees, search=search, top=top)
     if as_json:

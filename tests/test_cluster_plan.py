@@ -120,6 +120,20 @@ def test_glm5_does_not_fit_one_gpu_but_fits_a_cluster():
     assert found["plans"] and all(p["fits"] and p["layout"]["pp"] == 16 for p in found["plans"])
 
 
+def test_cli_plan_takes_recompute_from_the_config_unless_given():
+    runner = CliRunner()
+
+    def activations(*args: str) -> float:
+        out = runner.invoke(app, ["plan", "glm5-tiny", "--gpus", "1", "--json", *args])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.output)["plans"][0]["memory"]["activations"]
+
+    kept = activations()
+    recomputed = activations("--set", "train.recompute=full")
+    assert recomputed < 0.6 * kept  # glm5-tiny: the head's logits stay, the layers keep their inputs
+    assert activations("--set", "train.recompute=full", "--recompute", "none") == kept
+
+
 def test_cli_plan_json_and_errors():
     runner = CliRunner()
     out = runner.invoke(app, ["plan", "glm5-tiny", "--gpus", "2", "--ep", "2", "--json"])

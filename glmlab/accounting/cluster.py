@@ -267,7 +267,7 @@ def _costs(cfg: Config, opts: PlanOptions) -> _Costs:
     return _Costs(
         flops_report(cfg, S, "train", "glmlab", opts.mtp, device="cuda").per_token,
         flops_report(cfg, S, "forward", "glmlab", opts.mtp, device="cuda").per_token,
-        {dt: activation_bytes(cfg, S, mb, dt, opts.mtp, "cuda") for dt in (ONE_GPU, SHARDED)},
+        {dt: activation_bytes(cfg, S, mb, dt, mtp=opts.mtp, device="cuda") for dt in (ONE_GPU, SHARDED)},
         backward_transient(cfg, S, mb, "bf16-mixed", "cuda", mtp=opts.mtp),
     )
 
@@ -285,13 +285,15 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
     shard_dense, shard_experts = L.dp * L.cp, L.edp
 
     # ---- activations of one micro-batch, per GPU (sequence parallel: tokens split over TP and CP)
-    act = costs.activations[ONE_GPU if L.gpus == 1 and opts.sharding == "fsdp" else SHARDED]
+    regime = ONE_GPU if L.gpus == 1 and opts.sharding == "fsdp" else SHARDED
+    act = costs.activations[regime]
     per_layer = act["layers"] / m.num_hidden_layers / (L.tp * L.cp)
-    layer_input = mb * S * d * 2 / (L.tp * L.cp)
+    residual = regime.weights  # bytes per value of the residual stream a recomputed layer keeps
+    layer_input = mb * S * d * residual / (L.tp * L.cp)
     depths = m.num_nextn_predict_layers if (opts.mtp and m.num_mtp_modules) else 0
     mtp_act = act["mtp"]
     if opts.recompute == "full" and depths:  # each depth keeps its input; one depth recomputed at a time
-        mtp_act = act["mtp"] / depths + depths * mb * S * d * 2
+        mtp_act = act["mtp"] / depths + depths * mb * S * d * residual
     # the last stage also holds the logits into backward, then the head's or its first layer's
     # gradients (memory.backward_transient)
     head = (act["head"] + mtp_act + costs.transient) / (L.tp * L.cp)

@@ -31,7 +31,7 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 # bytes per parameter of weights, gradients and AdamW's two moments, by train.precision as glmlab
 # trains: bf16-mixed keeps fp32 weights (its master copy) and casts them per product; bf16 stores
 # all three in bf16
-PRECISIONS = {"fp32": (4, 4, 8), "bf16-mixed": (4, 4, 8), "bf16": (2, 2, 4)}
+PRECISION_BYTES = {"fp32": (4, 4, 8), "bf16-mixed": (4, 4, 8), "bf16": (2, 2, 4)}
 # each expert's rows in the GPU's grouped-GEMM buffer start at a multiple of this (moe.py)
 GROUP_ALIGN = 8
 
@@ -76,11 +76,15 @@ class StepDtypes:
         return 2 if self.autocast else 4
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISION_BYTES:
+        raise GlmlabError(f"unknown precision '{precision}': choose one of {', '.join(PRECISION_BYTES)}")
+
+
 def step_dtypes(precision: str, device: str) -> StepDtypes:
     """`train.precision` on `device` (a type) as glmlab.device.autocast applies it: bf16-mixed
     autocasts on a GPU only (on the CPU it trains in fp32); bf16 has bf16 weights, no autocast."""
-    if precision not in PRECISIONS:
-        raise GlmlabError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     if precision == "bf16":
         return StepDtypes(2, 2, False)
     if precision == "bf16-mixed" and device == "cuda":
@@ -98,11 +102,10 @@ def state_bytes(cfg: Config | ModelConfig, precision: str = "fp32", mtp: bool = 
     """Weights, gradients and AdamW states of every stored parameter (all experts resident), in
     the dtypes `precision` (a train.precision) stores them."""
     m = cfg.model if isinstance(cfg, Config) else cfg
-    if precision not in PRECISIONS:
-        raise GlmlabError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     counts = parameter_counts(m)
     P = counts["total_with_mtp"] if mtp else counts["total"]
-    w, g, o = PRECISIONS[precision]
+    w, g, o = PRECISION_BYTES[precision]
     return {"params": P, "weights": P * w, "gradients": P * g, "optimizer": P * o}
 
 
@@ -256,6 +259,7 @@ def activation_bytes(
     seq_len: int,
     batch: int = 1,
     precision: str | StepDtypes = "fp32",
+    *,
     mtp: bool = True,
     device: str = "cpu",
 ) -> dict[str, float]:
@@ -319,9 +323,9 @@ def training_memory(
     seq_len: int,
     batch: int = 1,
     precision: str = "fp32",
+    *,
     mtp: bool = True,
     device: str = "cpu",
-    *,
     grad_accum: int = 1,
 ) -> dict[str, float]:
     """A training step under `precision` on `device` (a type: cpu, cuda): weights, gradients,
@@ -330,7 +334,7 @@ def training_memory(
     optimiser states, activations and the backward's first transients (`backward_transient`),
     gradients only from a previous micro-batch; at the end all gradients and no activations."""
     states = state_bytes(cfg, precision, mtp)
-    act = activation_bytes(cfg, seq_len, batch, precision, mtp, device)
+    act = activation_bytes(cfg, seq_len, batch, precision, mtp=mtp, device=device)
     transient = backward_transient(cfg, seq_len, batch, precision, device, mtp=mtp)
     total = states["weights"] + states["gradients"] + states["optimizer"] + act["total"]
     start = act["total"] + transient + (states["gradients"] if grad_accum > 1 else 0)

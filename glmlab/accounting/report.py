@@ -55,8 +55,9 @@ def seq_summary(
         "forward_breakdown": forward.to_dict()["by_component_per_token"],
         "decode_breakdown": decode.to_dict()["by_component_per_token"],
         "by_layer": train.to_dict()["by_layer_per_token"],
-        "memory_fp32": training_memory(cfg, seq, batch, "fp32", mtp, device=device),
-        "memory_bf16_mixed": training_memory(cfg, seq, batch, "bf16-mixed", mtp, device=device),
+        "memory_fp32": training_memory(cfg, seq, batch, "fp32", mtp=mtp, device=device),
+        # bf16 autocast exists on a GPU only (the CPU trains bf16-mixed in fp32): priced as a GPU runs it
+        "memory_bf16_mixed": training_memory(cfg, seq, batch, "bf16-mixed", mtp=mtp, device="cuda"),
         "memory_inference": inference_memory(cfg, seq, batch, dtype),
     }
 

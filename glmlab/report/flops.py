@@ -59,7 +59,7 @@ def print_flops(s: dict, console: Console) -> None:
     mem = Table(title=f"training memory at s={first['seq_len']:,}, batch {first['batch']}")
     for col in ("", "weights", "gradients", "optimizer", "activations", "total"):
         mem.add_column(col, justify="left" if not col else "right")
-    for label, key in (("fp32 AdamW", "memory_fp32"), ("bf16 mixed, fp32 master", "memory_bf16_mixed")):
+    for label, key in (("fp32 AdamW", "memory_fp32"), ("bf16 mixed, fp32 master (GPU)", "memory_bf16_mixed")):
         m = first[key]
         mem.add_row(
             label, *[nbytes(m[k]) for k in ("weights", "gradients", "optimizer", "activations", "total")]
