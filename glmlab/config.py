@@ -536,6 +536,10 @@ def _validate_attention_type(m: ModelConfig) -> None:
     if m.attention_type not in ("mla", "gqa", "mha"):
         _fail("attention_type", f"must be mla, gqa or mha, got {m.attention_type!r}", "use mla")
     if m.attention_type == "mla":
+        for name in ("num_key_value_heads", "head_dim"):  # read by gqa/mha only: a silent no-op otherwise
+            if getattr(m, name) is not None:
+                _fail(name, "is set but attention_type is mla, which does not read it",
+                      "set attention_type gqa or mha, or leave it null")  # fmt: skip
         return
     H, kv = m.num_attention_heads, m.num_key_value_heads
     if m.attention_type == "gqa" and kv is None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from glmlab.model import mla
+
 pytest.importorskip("triton")
 
 SEQ = 24  # > index_topk (8): the sparse path
@@ -32,10 +34,13 @@ def _grads_close(a: torch.nn.Module, b: torch.nn.Module, tol: float) -> None:
             assert err <= tol * max(q.grad.abs().max().item(), 1e-6), (name, err)
 
 
-@pytest.mark.parametrize("dsa_dense", [False, True], ids=["sparse", "warm-up"])
-def test_triton_path_equals_gather_path(tiny, dsa_dense):
+@pytest.mark.parametrize(("dsa_dense", "select"), [(False, None), (False, "radix"), (True, None)],
+                         ids=["sparse", "sparse-radix", "warm-up"])  # fmt: skip
+def test_triton_path_equals_gather_path(tiny, dsa_dense, select, monkeypatch):
     """Same logits, LM loss and indexer KL; the same gradients reach every parameter (the
-    indexer's from its KL alone)."""
+    indexer's from its KL alone). At these lengths the model selects with torch.topk; the radix
+    select, which it takes from 32K keys, is forced once."""
+    monkeypatch.setattr(mla, "TOPK_SELECT", select)
     gather, triton = _pair(tiny)
     ids = _ids(SEQ)
     a = gather(ids, labels=ids, dsa_dense=dsa_dense)

@@ -130,6 +130,8 @@ def test_a_few_training_steps_lower_the_loss(variant):
         ),
         (["attention_type=gqa", "num_key_value_heads=2"], "set use_dsa=false"),
         (["attention_type=mha", "use_dsa=false", "head_dim=8"], "narrower than qk_rope_head_dim"),
+        (["num_key_value_heads=2"], "num_key_value_heads is set but attention_type is mla"),
+        (["head_dim=32"], "head_dim is set but attention_type is mla"),
     ],
 )
 def test_config_errors_are_one_line(extra, message):

@@ -183,6 +183,8 @@ def test_rejects_mismatched_shapes():
         sparse_mla(q, kv, idx, valid, scale=0.2, r=48)
     with pytest.raises(ValueError, match="must be"):
         sparse_mla(q, kv, idx, valid[:, :8], scale=0.2, r=32)
+    with pytest.raises(ValueError, match="column_split 3 must be 1 or 2"):  # 3 would give wrong gradients
+        sparse_mla(q, kv, idx, valid, scale=0.2, r=32, backward_tiles=Tiles(16, 16, 4, 1, column_split=3))
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="GLM-5's shape with the default tiles needs a GPU")

@@ -808,6 +808,10 @@ def _fp8_inputs(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor):
     weights (relu(a*z) = a*relu(z) for a > 0), k's returned [B,T] for the kernel to apply per key."""
     if q.device.type != "cuda":
         raise GlmlabError(f"fp8 index scoring runs on a CUDA GPU (Hopper or newer), not {q.device.type}")
+    if torch.cuda.get_device_capability(q.device) < (8, 9):  # e4m3 products: Ada (8.9), Hopper and newer
+        name = torch.cuda.get_device_name(q.device)
+        raise GlmlabError(f"index_dtype fp8 needs fp8 matrix units (Ada, Hopper or newer), not a {name}: "
+                          "use index_dtype=bf16")  # fmt: skip
     q8, q_scale = quantize_rows(q)
     k8, k_scale = quantize_rows(k)
     return q8, (w * q_scale).contiguous(), k8, k_scale

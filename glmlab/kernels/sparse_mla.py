@@ -355,6 +355,8 @@ def sparse_mla(
         )
     if idx.shape != valid.shape or idx.shape[0] != q.shape[0]:
         raise ValueError(f"sparse_mla: idx {tuple(idx.shape)} and valid {tuple(valid.shape)} must be [N,K]")
+    if backward_tiles.column_split not in (1, 2):  # the kernel's "other columns" are those of the other half
+        raise ValueError(f"sparse_mla: backward column_split {backward_tiles.column_split} must be 1 or 2")
     kv = kv.to(q.dtype)
     out, _, key_mass = _forward(
         q.contiguous(), kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass,

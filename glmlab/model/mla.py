@@ -20,9 +20,11 @@ from glmlab.model.layers import RMSNorm, apply_rotary
 from glmlab.plan import KL_TARGET_BYTES, AttentionPlan
 
 # How the Triton path selects each scored chunk: the radix select (exact, ties to the lower key)
-# measured faster on the H200 than torch.topk per chunk at 32K-128K
-# (experiments/results/h200-kernels-indexer-2/).
-TOPK_SELECT = "radix"
+# from RADIX_FROM_KEYS keys, torch.topk per chunk below. On the H200 the radix select was faster
+# at 32K-128K and slower at 8K (2.41 against 1.72 ms; experiments/results/h200-kernels-indexer-2/);
+# 16K was not measured. TOPK_SELECT ("radix" or "torch") overrides the rule (the DSA benchmark).
+RADIX_FROM_KEYS = 32768
+TOPK_SELECT: str | None = None
 
 # The query and key/value latent norms use a fixed eps, not `rms_norm_eps`: so do DeepSeek's
 # reference code and transformers' glm_moe_dsa / deepseek_v3(2) (it matters when rms_norm_eps
@@ -209,10 +211,9 @@ class MultiHeadLatentAttention(nn.Module):
 
             if not plan.sparse:
                 return Selection(None, queries=(q, w, index_keys))
+            select = TOPK_SELECT or ("radix" if index_keys.shape[1] >= RADIX_FROM_KEYS else "torch")
             topk = TopK(
-                *index_topk(
-                    q, w, index_keys, topk=self.cfg.index_topk, select=TOPK_SELECT, fp8=plan.index_fp8
-                )
+                *index_topk(q, w, index_keys, topk=self.cfg.index_topk, select=select, fp8=plan.index_fp8)
             )
             picked = index_scores_at(q, w, index_keys, topk.indices) if plan.index_loss else None
             return Selection(topk, picked=picked)

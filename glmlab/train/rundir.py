@@ -88,10 +88,7 @@ def resolve_run(
     if cfg.train.steps < 1:
         raise GlmlabError(f"train.steps is {cfg.train.steps}: a run needs at least 1 step (--steps N)")
     run_dir = Path(out) if out else default_run_dir(cfg)
-    if is_run(run_dir):
-        raise GlmlabError(
-            f"{run_dir} already holds a run: continue it with {resume_hint(run_dir)}, or use a new --out"
-        )
+    refuse_leftover_run(run_dir)
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise GlmlabError(f"output folder {run_dir} is not empty: choose a new --out")
     return cfg, run_dir
