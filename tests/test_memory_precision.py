@@ -56,7 +56,7 @@ def test_saved_tensors_match_the_estimate(config, dtypes):
     masked path gathers and drops before backward."""
     cfg = load_config("glm5-tiny", list(CONFIGS[config]))
     estimate = activation_bytes(cfg, 40, 2, dtypes)
-    assert estimate["total"] / _saved_bytes(cfg, dtypes) == pytest.approx(1.0, abs=0.10)
+    assert estimate["total"] / _saved_bytes(cfg, dtypes) == pytest.approx(1.0, abs=0.02)  # measured 0.99-1.01
 
 
 @pytest.mark.slow
@@ -67,9 +67,9 @@ def test_profile_memory_per_precision(precision):
     cfg = load_config("glm5-tiny", [*SPARSE, f"train.precision={precision}"])
     out = profile(cfg, 40, 2, steps=1, device="cpu", decode_steps=1)
     assert out["precision"] == precision
-    assert out["peak_memory_ratio"] == pytest.approx(1.0, abs=0.10)
+    assert out["peak_memory_ratio"] == pytest.approx(1.0, abs=0.02)
     estimated, measured = out["memory_estimated"], out["memory_measured"]
-    assert estimated["activations"] / measured["activations"] == pytest.approx(1.0, abs=0.10)
+    assert estimated["activations"] / measured["activations"] == pytest.approx(1.0, abs=0.03)
     assert estimated["optimizer"] == pytest.approx(measured["optimizer"], rel=0.01)
     assert measured["weights"] == pytest.approx(estimated["weights"], rel=1e-4)  # the count has router biases
 
