@@ -304,7 +304,9 @@ def train_step(model: CausalLM, cfg: Config, ids: torch.Tensor, cast, *, warmup:
     return step
 
 
-def decode_step(model: CausalLM, S: int, batch: int, device: torch.device, dtype, cast) -> Callable[[], None]:
+def decode_step(
+    model: CausalLM, S: int, batch: int, device: torch.device, dtype: torch.dtype, cast: Callable
+) -> Callable[[], None]:
     """One token per row at position S after a cache of S random latents: the fixed-shape step
     `glmlab generate` runs (glmlab/generate/step.py), replayed from a CUDA graph on a GPU."""
     cache = model.new_cache(batch, S + 1, device=device, dtype=dtype)

@@ -59,7 +59,7 @@ def peak(fn) -> tuple[float, float]:
     return median_ms(fn), gb
 
 
-def sweep(q, w, k, flops: int, *, fp8: bool) -> indexer.Tiles:
+def sweep(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, flops: int, *, fp8: bool) -> indexer.Tiles:
     """index_scores' forward for each tile shape of SWEEP; returns the fastest."""
     times = {}
     for tiles in SWEEP:
@@ -75,14 +75,16 @@ def sweep(q, w, k, flops: int, *, fp8: bool) -> indexer.Tiles:
     return best
 
 
-def gaussian(T: int, g: torch.Generator):
+def gaussian(T: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     q = torch.randn(1, T, H, D, device="cuda", generator=g).bfloat16()
     k = torch.randn(1, T, D, device="cuda", generator=g).bfloat16()
     w = torch.randn(1, T, H, device="cuda", generator=g) * (H**-0.5 * D**-0.5)
     return q, w, k
 
 
-def projected(T: int, g: torch.Generator, hidden: int = 1024):
+def projected(
+    T: int, g: torch.Generator, hidden: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, w, k as the indexer makes them (without RoPE) from random hidden states that share a
     component (tokens of one text are not independent): q = x Wq, k = LayerNorm(x Wk), w = x Ww."""
     shared = torch.randn(hidden, device="cuda", generator=g)
@@ -111,7 +113,9 @@ def agreement(
     return hits / max(total, 1)
 
 
-def bench_length(T: int, tiles, *, tune: bool, parts: list[str], torch_topk: bool):
+def bench_length(
+    T: int, tiles: tuple, *, tune: bool, parts: list[str], torch_topk: bool
+) -> tuple[indexer.Tiles, indexer.Tiles]:
     """Every asked-for figure at one context length T = S; with `tune`, first the sweeps, whose
     fastest tiles (bf16, fp8) are used from then on (returned)."""
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -73,7 +73,10 @@ def attention_step(
     return attn.o_proj(o.reshape(B, S, -1)), topk
 
 
-def layer_step(layer, x, pos, rotary, cache: LatentCache | KVCache, shared_topk, context: int):
+def layer_step(
+    layer: torch.nn.Module, x: torch.Tensor, pos: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
+    cache: LatentCache | KVCache, shared_topk: TopK | None, context: int,
+) -> tuple[torch.Tensor, TopK | None]:  # fmt: skip
     """One decoder layer (pre-norm attention, then the FFN) on x [B,S,d]; returns (x, top-k)."""
     xn = layer.input_layernorm(x)
     if isinstance(layer.self_attn, GroupedQueryAttention):  # GQA/MHA: its own step, no DSA

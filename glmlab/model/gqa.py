@@ -25,7 +25,9 @@ class KVCache:
     """One layer's decoding cache: K and V [B, capacity, kv, head_dim], preallocated; `length`
     says how many positions are valid (a rejected speculative draft is undone by `truncate`)."""
 
-    def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device, dtype) -> None:
+    def __init__(
+        self, cfg: ModelConfig, batch: int, capacity: int, device: torch.device | str, dtype: torch.dtype
+    ) -> None:
         self.length = 0
         shape = (batch, capacity, cfg.resolved_kv_heads, cfg.resolved_head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)

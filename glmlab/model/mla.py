@@ -40,7 +40,10 @@ class LatentCache:
     rejected speculative draft is undone by `truncate`.
     """
 
-    def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device, dtype, with_index_keys: bool):
+    def __init__(
+        self, cfg: ModelConfig, batch: int, capacity: int, device: torch.device | str, dtype: torch.dtype,
+        with_index_keys: bool,
+    ) -> None:  # fmt: skip
         self.length = 0
         width = cfg.kv_lora_rank + cfg.qk_rope_head_dim
         self.latent = torch.zeros(batch, capacity, width, device=device, dtype=dtype)

@@ -83,7 +83,13 @@ class Backbone(nn.Module):
 
 
 def layer_cache(
-    cfg: ModelConfig, batch: int, capacity: int, device, dtype, *, index_keys: bool
+    cfg: ModelConfig,
+    batch: int,
+    capacity: int,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    index_keys: bool,
 ) -> LatentCache | KVCache:
     """One layer's decoding cache: MLA's latents (and indexer keys), or GQA/MHA's K and V."""
     if cfg.attention_type == "mla":
