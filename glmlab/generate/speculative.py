@@ -17,6 +17,7 @@ so any prompt length works.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -118,32 +119,40 @@ class MTPDrafter:
                 e = min(s + chunk, end)
                 self._depth_step(k, torch.arange(s, e, device=self.tokens.device)[None], e)
 
+    def _chain(
+        self, n: torch.Tensor, logits_at: Callable, pick: Callable
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The K depths in turn from position n (a 1-element tensor): depth k's logits
+        (`logits_at(k, pos)`) give its draft (`pick(logits)` -> token, distribution or None), which
+        is written into the token buffer for depth k + 1. Returns the drafts [K] and distributions."""
+        pos = (n + torch.arange(-self.window, 0, device=n.device)).clamp_min(0)[None]
+        drafts, dists = [], []
+        for k in range(1, self.depth + 1):
+            tok, dist = pick(logits_at(k, pos))
+            self.tokens[0].index_copy_(0, n + k, tok)
+            drafts.append(tok)
+            dists.append(dist)
+        return torch.cat(drafts), None if dists[0] is None else torch.cat(dists)
+
     def draft(
         self, n: int, params: SamplingParams, gen: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Propose t_{n+1..n+K}, writing them into the token buffer; returns the drafts [K] and,
-        when sampling, their draft distributions [K, V]."""
-        pos = torch.arange(n - self.window, n, device=self.tokens.device).clamp_min(0)[None]
-        drafts, dists = [], []
-        for k in range(1, self.depth + 1):
-            logits = self.graphed[k - 1](pos) if self.graphed else self._depth_step(k, pos, n)
-            tok, dist = choose(logits, params, gen)
-            self.tokens[:, n + k] = tok
-            drafts.append(tok)
-            dists.append(dist)
-        return torch.cat(drafts), None if params.greedy else torch.cat(dists)
+        when sampling, their draft distributions [K, V]. Each depth replays its own graph, or runs
+        eagerly over the slots up to n."""
+
+        def logits_at(k: int, pos: torch.Tensor) -> torch.Tensor:
+            return self.graphed[k - 1](pos) if self.graphed else self._depth_step(k, pos, n)
+
+        at = torch.tensor([n], device=self.tokens.device)
+        drafts, dists = self._chain(at, logits_at, lambda logits: choose(logits, params, gen))
+        return drafts, None if params.greedy else dists
 
     def draft_greedy(self, n: torch.Tensor) -> torch.Tensor:
         """Greedy drafts t_{n+1..n+K} [K] for a position n given as a 1-element tensor, written into
         the token buffer. Tensor operations over every cache slot only, so that a whole speculative
         step can be captured in one CUDA graph (DecodeSession.speculate)."""
-        pos = (n + torch.arange(-self.window, 0, device=n.device)).clamp_min(0)[None]
-        drafts = []
-        for k in range(1, self.depth + 1):
-            tok = self._depth_step(k, pos).argmax(-1)
-            self.tokens[0].index_copy_(0, n + k, tok)
-            drafts.append(tok)
-        return torch.cat(drafts)
+        return self._chain(n, self._depth_step, lambda logits: (logits.argmax(-1), None))[0]
 
 
 def accept(
