@@ -131,10 +131,10 @@ def test_selection_of_signed_zeros_and_negatives():
 @pytest.mark.parametrize("kind", ["random", "ties", "descending", "ascending"])
 def test_selection_threshold_and_fallback(kind):
     """Rows of 40-47 keys, longer than the candidate list (K=4, CAP=8), the threshold from a sample
-    of 8 scores in 32: random rows; rows of three distinct values (more than CAP candidates: the
-    whole-row select); descending rows (the sample holds the largest scores and its threshold leaves
-    fewer than K candidates: the whole-row select); ascending rows (the candidate path for lengths
-    41-45, the whole row for the others)."""
+    of 8 scores in 32: random rows (some within the candidate list, some overflowing it); rows of
+    three distinct values (more than CAP candidates: the whole-row select); descending rows (the
+    sample holds the largest scores and its threshold leaves fewer than K candidates: the whole-row
+    select); ascending rows (the candidate path for lengths 41-45, the whole row for the others)."""
     g = torch.Generator().manual_seed(13)
     rows, K, n0 = 8, 4, 40
     base = torch.randn(rows, n0 + rows, generator=g)
@@ -145,11 +145,20 @@ def test_selection_threshold_and_fallback(kind):
     scores = base.to(DEVICE)[None]
     idx = torch.full((1, rows, K), -1, dtype=torch.int64, device=DEVICE)
     valid = torch.zeros(1, rows, K, dtype=torch.int8, device=DEVICE)
-    kernels._select_chunk(scores, idx, valid, n0 - 1, 0, kernels.Tiles(select=8, sample=4))
+    counts = kernels._select_chunk(scores, idx, valid, n0 - 1, 0, kernels.Tiles(select=8, sample=4))
     assert valid.bool().all()
     for r in range(rows):
         expected = torch.sort(scores[0, r, : n0 + r], descending=True, stable=True).indices[:K]
         assert torch.equal(idx[0, r].sort().values, expected.sort().values), r
+    # the path each row took: its candidates when their count lies in [K, 2K], else the whole row
+    candidates = [K <= int(c) <= 2 * K for c in counts.sum(1).cpu()]
+    lengths = [n0 + r for r in range(rows)]
+    if kind == "random":  # with a list of only 2K = 8 candidates, some rows overflow it
+        assert any(candidates) and not all(candidates)
+    else:
+        want = {"ties": [False] * rows, "descending": [False] * rows,
+                "ascending": [41 <= n <= 45 for n in lengths]}[kind]  # fmt: skip
+        assert candidates == want, (counts.sum(1).tolist(), lengths)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

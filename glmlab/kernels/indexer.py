@@ -504,10 +504,12 @@ def _select_kernel(
 
 def _select_chunk(
     chunk: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, first_pos: int, row0: int, tiles: Tiles
-) -> None:
+) -> torch.Tensor:
     """Top-K of every row of a scored chunk [B,rows,n'] (row r sees first_pos + r + 1 keys) into
     rows row0.. of idx and valid [B,S,K]: the four launches of the radix select (each row's cut,
-    candidate counts per segment, the candidate lists, the select), scratch 2*K*8 bytes a row."""
+    candidate counts per segment, the candidate lists, the select), scratch 2*K*8 bytes a row.
+    Returns the candidate counts [B*rows, segments]: a row whose total lies in [K, 2K] was selected
+    from its candidates, any other from the whole row."""
     B, rows, width = chunk.shape
     S, K = idx.shape[1], idx.shape[2]
     cap, block, seg = 2 * K, tiles.select, 4 * tiles.select
@@ -527,6 +529,7 @@ def _select_chunk(
     _select_kernel[(B * rows,)](
         chunk, idx, valid, cand, pos, counts, rows, first_pos, row0, S, K, n_seg, *strides, **common
     )
+    return counts.view(B * rows, n_seg)
 
 
 # ----------------------------------------------------------------------------------------------
