@@ -258,16 +258,20 @@ def test_fp8_scores_and_picks():
 
 
 def test_index_dtype_switch():
-    """`index_dtype: fp8` reaches the plan for the Triton top-k only (not the torch paths, not the
-    dense warm-up); other values are a one-line config error."""
-    for impl, context, fp8 in [("triton", 64, True), ("gather", 64, False), ("triton", 8, False)]:
+    """`index_dtype: fp8` reaches the plan for the Triton top-k only (not the torch paths on a CPU,
+    not the dense warm-up); with a torch path chosen outright, or another value, it is a one-line
+    config error."""
+    for impl, context, fp8 in [("triton", 64, True), ("auto", 64, False), ("triton", 8, False)]:
         cfg = load_config("glm5-tiny", ["index_dtype=fp8", f"dsa_impl={impl}", "index_topk=16"]).model
-        call = Call(context, context, False, False, False, "cuda")
+        call = Call(context, context, False, False, False, "cuda" if impl == "triton" else "cpu")
         assert attention_plan(cfg, layer_kinds(cfg)[0], call).index_fp8 is fp8
     cfg = load_config("glm5-tiny", ["dsa_impl=triton", "index_topk=16"]).model
     assert not attention_plan(cfg, layer_kinds(cfg)[0], Call(64, 64, False, False, False, "cuda")).index_fp8
     with pytest.raises(GlmlabError, match="index_dtype"):
         load_config("glm5-tiny", ["index_dtype=fp16"])
+    for extra in (["dsa_impl=gather"], ["dsa_impl=mask"], ["use_dsa=false"]):
+        with pytest.raises(GlmlabError, match="fp8 scores the Triton top-k only"):
+            load_config("glm5-tiny", ["index_dtype=fp8", *extra])
 
 
 def test_flop_counter_sees_the_kernels():
