@@ -33,7 +33,9 @@ totals of `glmlab.accounting.flops_report`, glmlab convention, for the device ru
 for prefill, since the calculator's `prefill` mode counts a prefill into the latent cache, whose dense
 path scores all T keys in the absorbed form, which is not what this forward runs; `train` for
 training; for the warm-up, `training_flops_per_token(dsa_dense=True)`, the count `glmlab train` uses),
-the issue's target (prefill 1.3x at 32K, 2x at 64K, 3x at 128K; training 2x at 64K), the peaks, and
+the issue's target (prefill 1.3x at 32K, 2x at 64K, 3x at 128K; training 2x at 64K), the peaks (on
+training rows beside glmlab's estimate: `glmlab.accounting.memory.training_memory` without
+optimiser states, plus the other model's resident weights; not with `--recompute full`), and
 the achieved TFLOP/s of each attention operator of the profiled run: FLOPs counted by
 FlopCounterMode (Triton kernels register theirs; SDPA is counted causally, glmlab.measure) over the
 operator's device time (its kernels and those of the operators it calls; CPU time on a CPU).
@@ -72,6 +74,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from glmlab.accounting import flops_report, training_flops_per_token
+from glmlab.accounting.memory import training_memory
 from glmlab.build import build_model
 from glmlab.config import RECOMPUTE, Config, load_config
 from glmlab.device import PRECISIONS, autocast, resolve_device
@@ -338,6 +341,24 @@ def predicted(dsa_cfg: Config, dense_cfg: Config, S: int, mode: str, device: str
 # ---- output --------------------------------------------------------------------------------
 
 
+def estimated_peak(cfg: Config, S: int, mode: str, precision: str, device: str, beside: int) -> float | None:
+    """glmlab's estimate of a training step's peak memory (glmlab.accounting.memory, no optimiser
+    states: the benchmark steps none), plus `beside` bytes of the other model's weights, which are
+    resident too; None where the estimate does not model the step (prefill, decode, the warm-up,
+    recomputation)."""
+    if mode != "train":
+        return None
+    m = training_memory(cfg, S, 1, precision, mtp=False, device=device)
+    return m["peak"] - m["optimizer"] + beside
+
+
+def with_estimate(cell: str, estimate: float | None) -> str:
+    if estimate is None or cell == "ERR":  # an OOM keeps it: did the estimate say it fits?
+        return cell
+    size = f"{estimate / 1e9:.1f} GB" if estimate >= 1e9 else f"{estimate / 1e6:.1f} MB"
+    return f"{cell} (est {size})"
+
+
 def ratio(dense: Measured, dsa: Measured) -> str:
     return "-" if dense.error or dsa.error else f"{dense.seconds / dsa.seconds:.2f}x"
 
@@ -346,7 +367,8 @@ def table_row(row: dict, dsa: Measured, dense: Measured) -> list[str]:
     target = f"{row['target']:g}x" if row["target"] else "-"
     return [
         label(row["context"]), row["mode"], dsa.cell(), dense.cell(), ratio(dense, dsa),
-        f"{row['predicted']:.2f}x", target, dsa.peak(), dense.peak(), dsa.kernels(), dense.kernels(),
+        f"{row['predicted']:.2f}x", target, with_estimate(dsa.peak(), row["dsa_peak_estimate"]),
+        with_estimate(dense.peak(), row["dense_peak_estimate"]), dsa.kernels(), dense.kernels(),
     ]  # fmt: skip
 
 
@@ -448,10 +470,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def measure_all(args, models, cast, device: torch.device, report: dict, rows: list[list[str]]) -> bool:
+def measure_all(
+    args, models, cast, device: torch.device, report: dict, rows: list[list[str]], *, precision: str
+) -> bool:
     """Every (context, mode) row into `rows` and `report` (rewritten to --json after each); True when
     a configuration failed other than by running out of memory."""
     (dsa_cfg, dsa), (dense_cfg, dense) = models
+    weights = {id(m): sum(p.numel() * p.element_size() for p in m.parameters()) for m in (dsa, dense)}
     failed = False
     for S in args.contexts:
         ids = random_ids(dsa_cfg.model.vocab_size, S, device)
@@ -480,6 +505,11 @@ def measure_all(args, models, cast, device: torch.device, report: dict, rows: li
                 "dense": dataclasses.asdict(dense_run),
                 "ratio": None if dsa_run.error or dense_run.error else dense_run.seconds / dsa_run.seconds,
             }  # fmt: skip
+            estimate = mode == "train" and args.recompute == "none"
+            for side, cfg, other in (("dsa", dsa_cfg, dense), ("dense", dense_cfg, dsa)):
+                beside = weights[id(other)]
+                peak = estimated_peak(cfg, S, mode, precision, device.type, beside) if estimate else None
+                row[f"{side}_peak_estimate"] = peak
             failed |= "ERR" in (dsa_run.error, dense_run.error)
             rows.append(table_row(row, dsa_run, dense_run))
             report["rows"].append(row)
@@ -522,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     rows: list[list[str]] = []
     try:
-        failed = measure_all(args, ((dsa_cfg, dsa), (dense_cfg, dense)), cast, device, report, rows)
+        failed = measure_all(args, ((dsa_cfg, dsa), (dense_cfg, dense)), cast, device, report, rows,
+                             precision=precision)  # fmt: skip
     finally:  # also when stopped: the rows measured so far
         print()
         print(markdown(COLUMNS, rows), flush=True)

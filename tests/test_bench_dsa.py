@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from glmlab.accounting import flops_report, training_flops_per_token
+from glmlab.accounting.memory import training_memory
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_dsa_long_context.py"
 
@@ -65,6 +66,13 @@ def test_tiny_run_prints_the_table_and_the_calculators_ratio(bench, one_thread, 
         assert figures["predicted"] == pytest.approx(dense / dsa)
         assert row[5] == f"{dense / dsa:.2f}x"
         assert row[6] == "-"  # the targets are for 32K and longer
+        # the training rows set the memory estimate beside the measured peak (none on a CPU)
+        estimated = figures["dsa_peak_estimate"]
+        assert (estimated is not None) == (mode == "train")
+        if mode == "train":
+            one = training_memory(dsa_cfg, S, 1, "fp32", mtp=False, device="cpu")
+            assert estimated > one["peak"] - one["optimizer"]  # plus the dense model's weights
+            assert row[7] == f"- (est {estimated / 1e6:.1f} MB)"
     # the dense side's SDPA kernels were profiled and their FLOPs counted
     assert "flash_attention_for_cpu" in rows[0][10]
     sdpa = report["rows"][0]["dense"]["ops"]["aten::_scaled_dot_product_flash_attention_for_cpu"]
@@ -93,6 +101,8 @@ def test_out_of_memory_and_failures_fill_their_cells(bench, capsys):
     oom = bench.attempt(out_of_memory, cpu, 3, profiled=True)
     err = bench.attempt(broken, cpu, 3, profiled=True)
     assert "expected scalar type Float" in capsys.readouterr().err  # the traceback
-    row = {"context": 65536, "mode": "train", "predicted": 3.04, "target": 2.0}
+    row = {"context": 65536, "mode": "train", "predicted": 3.04, "target": 2.0, "dsa_peak_estimate": 5e10,
+           "dense_peak_estimate": 4e10}  # fmt: skip
     cells = bench.table_row(row, oom, err)
-    assert cells == ["64K", "train", "OOM", "ERR", "-", "3.04x", "2x", "OOM", "ERR", "OOM", "ERR"]
+    assert cells == ["64K", "train", "OOM", "ERR", "-", "3.04x", "2x", "OOM (est 50.0 GB)", "ERR", "OOM",
+                     "ERR"]  # fmt: skip
