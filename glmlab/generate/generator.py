@@ -323,17 +323,17 @@ class Generator:
         verify = torch.arange(K + 1, device=self.device)[None]
         while not row.done:
             n = row.last
-            session.tokens[0, n] = row.out[-1]
             count = min(K, limit - len(row.out) - 1)  # drafts that can still be used
-            if count == 0:
-                logits = session.step(torch.tensor([[n]], device=self.device), n)[0]
-                row.emit([int(choose(logits, sampling, gen)[0])], eos, limit)
-                continue
-            if sampling.greedy and session.graphed_speculation is not None:  # one graph, one read-back
-                values = session.speculate(n, row.out[-1])
+            if count and sampling.greedy and session.graphed_speculation is not None:
+                values = session.speculate(n, row.out[-1])  # one graph, which writes t_n; one read-back
                 a = min(values[0], count)  # the agreeing prefix of the drafts that can be used
                 stats.record(count, a)
                 row.emit(values[1 : 1 + a] + [values[1 + K + a]], eos, limit)
+                continue
+            session.tokens[0, n] = row.out[-1]
+            if count == 0:
+                logits = session.step(torch.tensor([[n]], device=self.device), n)[0]
+                row.emit([int(choose(logits, sampling, gen)[0])], eos, limit)
                 continue
             drafts, draft_probs = drafter.draft(n, sampling, gen)
             logits = session.step(verify + n, n + K)[0, : count + 1]
