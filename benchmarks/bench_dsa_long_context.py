@@ -50,7 +50,8 @@ figure, rewritten after each configuration so that a run cut short keeps what it
 
     python benchmarks/bench_dsa_long_context.py [--contexts 8k,32k,64k,128k] [--layers 2] [--repeats 3]
         [--modes prefill,train,warmup,decode] [--decode-batch 1] [--warmup-up-to 32k] [--impl auto]
-        [--precision bf16] [--recompute none] [--hf] [--hf-up-to 32k] [--no-profile] [--json PATH]
+        [--precision bf16] [--recompute none] [--hf] [--hf-up-to 32k] [--no-profile] [--kernels N]
+        [--set KEY=VALUE] [--json PATH]
     python benchmarks/bench_dsa_long_context.py --tiny
 """
 
@@ -142,13 +143,15 @@ def label(n: int) -> str:
 # ---- models --------------------------------------------------------------------------------
 
 
-def configs(overrides: list[str], layers: int, impl: str, longest: int) -> tuple[Config, Config]:
-    """The DSA and the dense config of the slice."""
+def configs(
+    overrides: list[str], layers: int, impl: str, longest: int, dsa_only: list[str]
+) -> tuple[Config, Config]:
+    """The DSA and the dense config of the slice; `dsa_only` overrides the DSA one alone."""
     common = [
         *overrides, f"num_hidden_layers={layers}", f"dsa_impl={impl}",
         f"max_position_embeddings={longest}", f"train.seq_len={longest}",
     ]  # fmt: skip
-    return load_config("glm5", common), load_config("glm5", [*common, "use_dsa=false"])
+    return load_config("glm5", [*common, *dsa_only]), load_config("glm5", [*common, "use_dsa=false"])
 
 
 def build_pair(dsa_cfg: Config, dense_cfg: Config, device: torch.device, dtype: torch.dtype):
@@ -173,6 +176,8 @@ class Measured:
     peak_bytes: int | None = None
     # operator -> its FLOPs, seconds and TFLOP/s in the profiled run
     ops: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # the profiled run's slowest kernels (`--kernels N`): [name, milliseconds, launches]
+    top: list[list] = dataclasses.field(default_factory=list)
     error: str | None = None
 
     def cell(self) -> str:
@@ -232,7 +237,16 @@ def operator_seconds(prof, names: set[str], device: torch.device) -> dict[str, f
     return out
 
 
-def run(step: Callable[[], None], device: torch.device, repeats: int, *, profiled: bool) -> Measured:
+def slowest_kernels(prof, n: int) -> list[list]:
+    """The n kernels with the most device time in a profile: [name (cut to 90 characters), ms, launches]."""
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels.sort(key=lambda e: -e.self_device_time_total)
+    return [[e.key[:90], e.self_device_time_total / 1e3, e.count] for e in kernels[:n]]
+
+
+def run(
+    step: Callable[[], None], device: torch.device, repeats: int, *, profiled: bool, kernels: int = 0
+) -> Measured:
     """Warm-up (FLOPs counted per operator), `repeats` timed runs, then a profiled one."""
     with flop_counter() as counter:
         step()
@@ -254,13 +268,17 @@ def run(step: Callable[[], None], device: torch.device, repeats: int, *, profile
             for name, s in sorted(seconds.items(), key=lambda item: -item[1])
             if s > 0
         }
+        if device.type == "cuda" and kernels:
+            out.top = slowest_kernels(prof, kernels)
     return out
 
 
-def attempt(step: Callable[[], None], device: torch.device, repeats: int, *, profiled: bool) -> Measured:
+def attempt(
+    step: Callable[[], None], device: torch.device, repeats: int, *, profiled: bool, kernels: int = 0
+) -> Measured:
     """`run`, with running out of memory (OOM) or failing (ERR, traceback on stderr) as outcomes."""
     try:
-        result = run(step, device, repeats, profiled=profiled)
+        result = run(step, device, repeats, profiled=profiled, kernels=kernels)
     except torch.cuda.OutOfMemoryError:
         result = Measured(error="OOM")
     except Exception:  # a broken configuration is reported; the others still run
@@ -452,6 +470,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tiny", action="store_true", help=f"hidden 64, 4 heads, k 8, contexts {TINY_CONTEXTS}"
     )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="DSA model override, e.g. index_dtype=fp8 (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--kernels", type=int, default=0, help="print the N slowest kernels of each profiled run"
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument(
         "--topk-select",
@@ -495,9 +518,11 @@ def measure_all(
                 dsa_step = train_step(dsa, dsa_cfg, ids, cast, warmup=mode == "warmup")
                 dense_step = train_step(dense, dense_cfg, ids, cast, warmup=False)
             profiled = not args.no_profile
-            dsa_run = attempt(dsa_step, device, args.repeats, profiled=profiled)
+            dsa_run = attempt(dsa_step, device, args.repeats, profiled=profiled, kernels=args.kernels)
             if kind not in dense_runs:
-                dense_runs[kind] = attempt(dense_step, device, args.repeats, profiled=profiled)
+                dense_runs[kind] = attempt(
+                    dense_step, device, args.repeats, profiled=profiled, kernels=args.kernels
+                )
             dense_run = dense_runs[kind]
             row = {
                 "context": S, "mode": mode, "predicted": predicted(dsa_cfg, dense_cfg, S, mode, device.type),
@@ -515,6 +540,9 @@ def measure_all(
             report["rows"].append(row)
             write_json(args.json, report)
             print(f"  {label(S)} {mode}: DSA {dsa_run.cell()}, dense {dense_run.cell()}", flush=True)
+            for side, measured in (("DSA", dsa_run), ("dense", dense_run)):
+                for name, ms, launches in measured.top:
+                    print(f"    {side} {ms:9.2f} ms {launches:5d}x  {name}", flush=True)
     return failed
 
 
@@ -532,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     cast = lambda: autocast(device, precision)
-    dsa_cfg, dense_cfg = configs(TINY if args.tiny else SLICE, args.layers, args.impl, max(args.contexts))
+    shape = TINY if args.tiny else SLICE
+    dsa_cfg, dense_cfg = configs(shape, args.layers, args.impl, max(args.contexts), args.set)
     dsa, dense = build_pair(dsa_cfg, dense_cfg, device, dtype)
     for model in (dsa, dense):
         apply_recompute(model, args.recompute)

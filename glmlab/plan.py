@@ -141,6 +141,17 @@ class AttentionPlan:
         return self.path == "masked" or self.probs or not self.fused_sdpa
 
     @property
+    def visible_mask(self) -> bool:
+        """The call needs its [S,T] causal mask as a tensor: the torch indexer's scores, a top-k
+        mask, or dense attention over a cache. The Triton kernels and causal SDPA do not (at 128K
+        the mask alone would be 17 GB)."""
+        return (
+            (self.score and self.kernel == "torch")
+            or self.path == "masked"
+            or (self.path == "cached" and not self.sparse)
+        )
+
+    @property
     def recall(self) -> bool:
         """Dense torch attention with the indexer's loss also reports the top-k's recall."""
         return self.path == "dense" and self.index_loss and self.kernel == "torch"

@@ -48,7 +48,7 @@ def test_tiny_run_prints_the_table_and_the_calculators_ratio(bench, one_thread, 
     assert header == bench.COLUMNS
     assert [(r[0], r[1]) for r in rows] == [(c, m) for c in ("32", "64") for m in bench.MODES]
     report = json.loads(out.read_text())
-    dsa_cfg, dense_cfg = bench.configs(bench.TINY, 2, "auto", 64)
+    dsa_cfg, dense_cfg = bench.configs(bench.TINY, 2, "auto", 64, [])
     for row, figures in zip(rows, report["rows"], strict=True):
         S, mode = figures["context"], figures["mode"]
         assert row[0] == str(S) and row[1] == mode

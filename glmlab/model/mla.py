@@ -156,13 +156,16 @@ class MultiHeadLatentAttention(nn.Module):
                 index_keys = cache.index_keys[:, : cache.length]
         T = cache.length if cache is not None else S
         query_pos = positions if cache is not None else torch.arange(S, device=xn.device)
-        causal = torch.arange(T, device=xn.device)[None, :] <= query_pos[:, None]  # [S,T]
+        causal = (
+            torch.arange(T, device=xn.device)[None, :] <= query_pos[:, None] if plan.visible_mask else None
+        )
 
         with torch.set_grad_enabled(grad_indexer):
             sel = self.score_and_select(xn, p.q_latent, cos, sin, index_keys, causal, plan, shared_topk)
 
         if plan.path == "cached":
-            o, mass = self.attend_cached(p, latent, sel.topk, causal[None], kernel=plan.kernel)
+            visible = None if causal is None else causal[None]
+            o, mass = self.attend_cached(p, latent, sel.topk, visible, kernel=plan.kernel)
         elif plan.path == "sparse":
             o, mass = self.attend_gathered(p, sel.topk, kernel=plan.kernel, need_mass=plan.key_mass)
         elif plan.path == "masked":
