@@ -243,7 +243,7 @@ class MultiHeadLatentAttention(nn.Module):
 
         q, w, keys = sel.queries
         with torch.no_grad():  # the target is detached
-            q_abs = self._absorbed_queries(p.q_nope, p.q_pe).transpose(1, 2)  # [B,S,H,R]
+            q_abs = self._absorbed_queries(p.q_nope, p.q_pe)  # [B,S,H,R]
             kv = torch.cat([p.c_kv, p.k_pe], dim=-1)
         budget = KL_TARGET_BYTES * q.shape[0]  # plan.kl_target_chunks' rows at any batch size
         return dense_index_kl(q, w, keys, q_abs, kv, scale=self.scale, buffer_bytes=budget)
@@ -312,9 +312,11 @@ class MultiHeadLatentAttention(nn.Module):
         return o.transpose(1, 2), probs
 
     def _absorbed_queries(self, q_nope: torch.Tensor, q_pe: torch.Tensor) -> torch.Tensor:
-        """[B,H,S,R] queries in latent space: W_UK moved onto q_nope, beside the rotary part."""
+        """[B,S,H,R] queries in latent space: W_UK moved onto q_nope, beside the rotary part. One
+        product per head, written once into the layout the sparse kernel reads (at 128K queries
+        the tensor is 9.7 GB in bf16: every extra transposed copy costs milliseconds)."""
         w_uk, _ = self._absorbed_weights()
-        return torch.cat([q_nope.transpose(1, 2) @ w_uk, q_pe.transpose(1, 2)], dim=-1)
+        return torch.cat([(q_nope.transpose(1, 2) @ w_uk).transpose(1, 2), q_pe], dim=-1)
 
     def _absorbed_output(self, o_lat: torch.Tensor) -> torch.Tensor:
         """Latent outputs [B,H,S,r] -> o [B,S,H,v]: W_UV applied after the weighted sum."""
@@ -324,7 +326,7 @@ class MultiHeadLatentAttention(nn.Module):
     def _absorbed_dense(self, q_nope, q_pe, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Absorbed attention over every latent of kv [B,T,R] = [c_kv ; k_pe] that `mask`
         [B|1,S,T] allows (decoding without DSA, or within k keys)."""
-        q_full = self._absorbed_queries(q_nope, q_pe)
+        q_full = self._absorbed_queries(q_nope, q_pe).transpose(1, 2)
         B, H, S, R = q_full.shape
         # Every head reads the same latents (MQA-like): the heads join the query rows of one
         # [B, H*S, R] x [B, R, T] product. Broadcasting kv over a head axis instead makes matmul
@@ -338,8 +340,11 @@ class MultiHeadLatentAttention(nn.Module):
         """Absorbed attention of each query over its own K latents of kv [B,T,R], gathered by the
         torch path or read by index in the Triton kernel. Returns o [B,S,H,v], key mass [B,S,K]."""
         (B, S, H, _), (T, R), K = q_nope.shape, kv.shape[1:], topk.indices.shape[-1]
-        q_full = self._absorbed_queries(q_nope, q_pe).transpose(1, 2).reshape(B * S, H, R)
-        rows = (topk.indices + torch.arange(B, device=kv.device)[:, None, None] * T).reshape(B * S, K)
+        q_full = self._absorbed_queries(q_nope, q_pe).view(B * S, H, R)
+        rows = topk.indices  # into the flattened [B*T,R] latents (at 128K, 2 GB: no add when B = 1)
+        if B > 1:
+            rows = rows + torch.arange(B, device=kv.device)[:, None, None] * T
+        rows = rows.reshape(B * S, K)
         valid = topk.valid.reshape(B * S, K)
         if kernel == "triton":
             from glmlab.kernels.sparse_mla import sparse_mla
