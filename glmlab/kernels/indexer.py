@@ -309,7 +309,8 @@ def _at_bwd_kernel(
     BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """dq, dw of one query over all its picks; dk scattered into the picked rows with atomic adds."""
+    """dq, dw of one query over all its picks; dk scattered into the picked rows with atomic adds,
+    relaxed (the default acq_rel put a GPU-wide fence and an L1 invalidation around each of them)."""
     s = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1).to(tl.int64)
     h = tl.arange(0, HP)
@@ -331,9 +332,8 @@ def _at_bwd_kernel(
         dw += tl.sum(g[None, :] * tl.maximum(z, 0.0), axis=1)
         dz = tl.where(z > 0.0, g[None, :] * w[:, None], 0.0)
         dq += tl.dot(dz.to(kp.dtype), kp, input_precision=PRECISION)
-        tl.atomic_add(
-            dk_ptr + kd_off, tl.dot(tl.trans(dz).to(q.dtype), q, input_precision=PRECISION), mask=kd_mask
-        )
+        dk = tl.dot(tl.trans(dz).to(q.dtype), q, input_precision=PRECISION)
+        tl.atomic_add(dk_ptr + kd_off, dk, mask=kd_mask, sem="relaxed")
     tl.store(dq_ptr + qd_off, dq, mask=qd_mask)
     tl.store(dw_ptr + (b * S + s) * H + h, dw, mask=h < H)
 
