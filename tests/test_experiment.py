@@ -17,6 +17,7 @@ from glmlab.config import load_config
 from glmlab.errors import GlmlabError
 from glmlab.experiment import load_spec
 from glmlab.experiment.cell import RESULT, TRAIN_SUMMARY, run_cell
+from glmlab.experiment.runner import config_changes
 from glmlab.experiment.stats import paired_difference, summarize, t_quantile
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -169,6 +170,15 @@ quick: {{steps: 2, seeds: [3]}}
 """
 
 
+def test_a_field_added_since_a_cell_finished_counts_only_off_its_default():
+    now = load_config("glm5-tiny", ["train.steps=7"]).to_dict()
+    ran = json.loads(json.dumps(now))
+    del ran["index_dtype"], ran["train"]["recompute"]  # fields a finished cell may predate
+    assert config_changes(ran, now) == []
+    now["index_dtype"], now["train"]["recompute"], now["train"]["steps"] = "fp8", "full", 8
+    assert config_changes(ran, now) == ["index_dtype", "train.recompute", "train.steps"]
+
+
 @pytest.mark.slow
 def test_tiny_spec_end_to_end_then_skipped(tmp_path):
     spec = _write(tmp_path, TINY_SPEC)
@@ -193,7 +203,9 @@ def test_tiny_spec_end_to_end_then_skipped(tmp_path):
     assert again.exit_code == 0 and "4 of 4 cells already finished: skipped" in again.output
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     changed = cli.invoke(app, ["experiment", str(spec), "--out", str(out), "--steps", "4", "--device", "cpu"])
-    assert changed.exit_code != 0 and "finished with another config (train differ)" in str(changed.exception)
+    assert changed.exit_code != 0 and "finished with another config (train.steps differ)" in str(
+        changed.exception
+    )
     quick = cli.invoke(app, ["experiment", str(spec), "--out", str(out), "--quick", "--device", "cpu"])
     assert quick.exit_code == 0 and (out / "study-quick" / "cells/d1/seed-3" / RESULT).is_file()
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from glmlab.config import Config
 from glmlab.errors import GlmlabError
 from glmlab.experiment.cell import (
     RESULT,
@@ -235,14 +236,25 @@ def _finished(cell: Cell, folder: Path) -> bool:
     """A finished cell must have run this cell's config: a spec edited since is an error."""
     if not is_finished(folder):
         return False
-    ran = json.loads((folder / RESULT).read_text())["config"]
-    if ran != cell.config.to_dict():
-        changed = sorted(
-            k for k in set(ran) | set(cell.config.to_dict()) if ran.get(k) != cell.config.to_dict().get(k)
-        )
+    changed = config_changes(json.loads((folder / RESULT).read_text())["config"], cell.config.to_dict())
+    if changed:
         raise GlmlabError(f"cell {cell.key} in {folder} finished with another config ({', '.join(changed)} "
                           "differ): the spec or --steps changed since; use a new --out")  # fmt: skip
     return True
+
+
+def config_changes(ran: dict, now: dict) -> list[str]:
+    """Fields in which a finished cell's config differs from the spec's now (`train.` prefixed for the
+    training fields). A field the finished cell predates (glmlab gained it since) counts as unchanged
+    while it holds its default, which is what that run did."""
+    defaults = Config().to_dict()
+
+    def differ(old: dict, new: dict, base: dict, prefix: str) -> list[str]:
+        keys = (set(old) | set(new)) - {"train"}
+        return [prefix + k for k in keys if old.get(k, base.get(k)) != new.get(k)]
+
+    model = differ(ran, now, defaults, "")
+    return sorted(model + differ(ran.get("train", {}), now["train"], defaults["train"], "train."))
 
 
 def _cell(spec: Spec, key: str) -> Cell:
