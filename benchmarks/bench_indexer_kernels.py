@@ -6,10 +6,13 @@ that). Per context length, the parts asked for (`--parts`, default all):
 - scores: index_scores' forward in bf16 and in fp8 (`fp8=True`), time and TFLOP/s;
 - backward: index_scores' forward+backward (up to 32K);
 - topk: index_topk (K = 2048) with the radix select at a 256 MB and a 32 MB buffer, and with
-  `select="torch"` (torch.topk per scored chunk, 256 MB: what the model ran before), time and peak
-  memory, and the share of torch.topk's picks that the radix select picks too (the two are exact:
-  below 1 only where scores tie); up to `--torch-topk-up-to`, also index_scores + torch.topk over
-  full rows;
+  `select="torch"` (torch.topk per scored chunk, 256 MB), time and peak memory; the radix call's
+  device time per kernel (torch.profiler: the scoring and the select's four kernels); the share of
+  torch.topk's picks that the radix select picks too (the two are exact: below 1 only where scores
+  tie); for the last (longest) rows, how many the select took from their candidate list (the
+  others, whose cut kept fewer than K or more than CAP, run the histogram passes over the whole
+  row), on gaussian and projected inputs; up to `--torch-topk-up-to`, also index_scores +
+  torch.topk over full rows;
 - fp8: index_topk in fp8 (radix select) and how much of bf16's top-k it picks (the share of bf16's
   valid picks that fp8 picks too, over rows that see more than K keys) on two kinds of input:
   `gaussian` (q, k standard normal, w normal times (H*D)^-0.5) and `projected` (q, k and w as the
@@ -57,6 +60,34 @@ def peak(fn) -> tuple[float, float]:
     torch.cuda.synchronize()
     gb = (torch.cuda.max_memory_allocated() - base) / 1e9
     return median_ms(fn), gb
+
+
+def kernel_ms(fn) -> dict[str, float]:
+    """Device milliseconds per Triton kernel (names starting with _) of one call of fn."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {
+        e.key: e.device_time_total / 1e3 for e in prof.key_averages() if e.key.startswith("_") and e.count
+    }
+
+
+def candidate_rows(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, tiles: indexer.Tiles) -> str:
+    """How the select took the last rows (those of one 256 MB chunk): from their candidate list,
+    or from the whole row; and the candidate counts' spread."""
+    T = k.shape[1]
+    cap = indexer.select_cap(K)
+    rows = max(1, min(T, (1 << 28) // (4 * T + 8 * cap)))
+    padded = torch.empty(1, rows, -(-T // 16) * 16, device="cuda")[:, :, :T]
+    indexer._launch_scores(q[:, T - rows :], w[:, T - rows :], k, None, padded, T, tiles, fill=False)
+    idx = torch.empty(1, T, K, device="cuda", dtype=torch.int64)
+    valid = torch.empty(1, T, K, device="cuda", dtype=torch.int8)
+    totals = indexer._select_chunk(padded, idx, valid, T - rows, T - rows, tiles).sum(1).float()
+    listed = ((totals >= K) & (totals <= cap)).sum().item()
+    return (
+        f"{listed} of {rows} rows from their candidates (CAP {cap}; candidates min {totals.min():.0f}, "
+        f"median {totals.median():.0f}, max {totals.max():.0f})"
+    )
 
 
 def sweep(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, flops: int, *, fp8: bool) -> indexer.Tiles:
@@ -150,6 +181,14 @@ def bench_length(
             f"T={T} radix picks / torch.topk picks: {share:.6f} (below 1 only where scores tie)", flush=True
         )
         del radix, by_torch
+        parts_ms = kernel_ms(lambda: indexer.index_topk(q, w, k, topk=K, tiles=bf16_tiles))
+        print(f"T={T} index_topk(radix, 256 MB) per kernel: "
+              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in parts_ms.items()), flush=True)  # fmt: skip
+        if T > indexer.select_cap(K):
+            print(f"T={T} gaussian inputs: {candidate_rows(q, w, k, bf16_tiles)}", flush=True)
+            inputs = projected(T, torch.Generator(device="cuda").manual_seed(1))
+            print(f"T={T} projected inputs: {candidate_rows(*inputs, bf16_tiles)}", flush=True)
+            del inputs
     if "topk" in parts and torch_topk:
         scores = indexer.index_scores(q, w, k, tiles=bf16_tiles)
         ms = median_ms(lambda: scores.topk(K, dim=-1, sorted=False))
@@ -181,6 +220,11 @@ def bench_length(
         print(f"T={T} index_scores_at fwd {ms:.2f} ms, {at_flops / ms / 1e9:.0f} TFLOP/s", flush=True)
         ms = median_ms(lambda: indexer.index_scores_at(qg, wg, kg, idx, tiles=bf16_tiles).sum().backward())
         print(f"T={T} index_scores_at fwd+bwd {ms:.2f} ms, {3 * at_flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+        parts_ms = kernel_ms(
+            lambda: indexer.index_scores_at(qg, wg, kg, idx, tiles=bf16_tiles).sum().backward()
+        )
+        print(f"T={T} index_scores_at fwd+bwd per kernel: "
+              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in parts_ms.items()), flush=True)  # fmt: skip
     return bf16_tiles, fp8_tiles
 
 
@@ -194,7 +238,7 @@ def parts_list(text: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768, 65536, 131072])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
     parser.add_argument("--parts", type=parts_list, default=list(PARTS), help=f"subset of {','.join(PARTS)}")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--torch-topk-up-to", type=int, default=131072, help="full-row baseline up to")

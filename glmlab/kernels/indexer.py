@@ -339,28 +339,44 @@ def _at_bwd_kernel(
 
 
 @triton.jit
-def _keys(src_ptr, i, n, SAMPLE: tl.constexpr, STRIDE: tl.constexpr):
-    """The keys of scores src[i] (i < n; SAMPLE: of the row's sample, groups of 8 consecutive scores
-    every 8*STRIDE) and which exist. Keys are int32 in the scores' order: the fp32 bits, the lower 31
-    flipped for negative scores; -0.0 takes +0.0's key (equal scores)."""
-    t = (i // 8) * (8 * STRIDE) + i % 8 if SAMPLE else i
-    ok = t < n
-    bits = tl.load(src_ptr + t, mask=ok, other=0.0).to(tl.int32, bitcast=True)
+def _keys(src_ptr, t, n):
+    """The keys of scores src[t] and which exist (t < n). Keys are int32 in the scores' order: the
+    fp32 bits, the lower 31 flipped for negative scores; -0.0 takes +0.0's key (equal scores). The
+    loads reach n rounded up to 4 (so they can be 16 bytes wide): rows are padded to 4 scores."""
+    x = tl.load(src_ptr + t, mask=t < (n + 3) // 4 * 4, other=0.0)
+    bits = x.to(tl.int32, bitcast=True)
     key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return tl.where(key == -1, 0, key), ok
+    return tl.where(key == -1, 0, key), t < n
+
+
+@triton.jit
+def _kth(key, ok, want):
+    """The want-th largest of the keys where ok (1 <= want <= their count) and how many are larger:
+    a bisection between the smallest and the largest key, one count over the block per step."""
+    lo = tl.min(tl.where(ok, key, 0x7FFFFFFF), 0).to(tl.int64)  # at least `want` keys >= lo
+    hi = tl.max(tl.where(ok, key, -0x7FFFFFFF - 1), 0).to(tl.int64) + 1  # fewer than `want` >= hi
+    above = tl.full((), 0, tl.int32)  # keys >= hi
+    while hi - lo > 1:
+        mid = lo + (hi - lo) // 2
+        count = tl.sum((ok & (key >= mid.to(tl.int32))).to(tl.int32), 0)
+        if count >= want:
+            lo = mid
+        else:
+            hi = mid
+            above = count
+    return lo.to(tl.int32), above
 
 
 @triton.jit
 def _digit_pass(
-    src_ptr, n, n_iter, prefix, remaining,
-    SHIFT: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr, SAMPLE: tl.constexpr, STRIDE: tl.constexpr,
+    src_ptr, n, prefix, remaining, SHIFT: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr
 ):  # fmt: skip
-    """One radix pass: among the keys whose bits above SHIFT+BITS equal `prefix`, the histogram of
-    the next BITS bits; returns the digit holding the `remaining`-th largest and what remains to take
-    inside it."""
+    """One radix pass over a whole row: among the keys whose bits above SHIFT+BITS equal `prefix`,
+    the histogram of the next BITS bits; returns the digit holding the `remaining`-th largest and
+    what remains to take inside it."""
     hist = tl.zeros((1 << BITS,), tl.int32)
-    for i0 in range(0, n_iter, BLOCK):
-        key, ok = _keys(src_ptr, i0 + tl.arange(0, BLOCK), n, SAMPLE, STRIDE)
+    for i0 in range(0, n, BLOCK):
+        key, ok = _keys(src_ptr, i0 + tl.arange(0, BLOCK), n)
         if SHIFT + BITS == 32:
             digit = (key >> SHIFT) + (1 << (BITS - 1))  # the sign bit flipped: unsigned order
             match = ok
@@ -386,20 +402,21 @@ def _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss):
 
 @triton.jit
 def _cut_kernel(
-    scores_ptr, cut_ptr, n_rows, first_pos, K, stride_sb, stride_ss,
-    BLOCK: tl.constexpr, CAP: tl.constexpr, STRIDE: tl.constexpr,
+    scores_ptr, cut_ptr, n_rows, first_pos, K, stride_sb, stride_ss, CAP: tl.constexpr, STRIDE: tl.constexpr,
 ):  # fmt: skip
-    """A row longer than CAP: its threshold key, so that about 1.5*K of its keys are at or above it.
-    From the row's sample (m scores: one in STRIDE, in groups of 8), the r-th largest, r = 1.5*K*m/n,
-    to 16 bits (two radix passes; the cut is the lowest key of those 16 bits)."""
+    """A row longer than CAP: its threshold key, so that about 2.5*K of its keys are at or above it.
+    From the row's sample (m <= CAP scores in groups of 8 consecutive ones, one score in STRIDE or
+    sparser on rows longer than CAP*STRIDE), held in registers: the r-th largest, r = 2.5*K*m/n, to
+    16 bits (the cut is the lowest key of those 16 bits)."""
     row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
     if n > CAP:
-        m = (n // (8 * STRIDE)) * 8 + tl.minimum(n % (8 * STRIDE), 8)
-        rank = tl.minimum((3 * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
-        n_iter = tl.cdiv(n, 8 * STRIDE) * 8
-        cut, left = _digit_pass(row_ptr, n, n_iter, 0, rank, 24, 8, BLOCK, True, STRIDE)
-        cut, left = _digit_pass(row_ptr, n, n_iter, cut, left, 16, 8, BLOCK, True, STRIDE)
-        tl.store(cut_ptr + tl.program_id(0), cut * (1 << 16))
+        every = tl.maximum(STRIDE, tl.cdiv(n, CAP))
+        i = tl.arange(0, CAP)
+        key, ok = _keys(row_ptr, (i // 8) * (8 * every) + i % 8, n)
+        m = tl.sum(ok.to(tl.int32), 0)
+        rank = tl.minimum((5 * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
+        top, _ = _kth(key >> 16, ok, tl.maximum(rank, 1))
+        tl.store(cut_ptr + tl.program_id(0), top * (1 << 16))
 
 
 @triton.jit
@@ -414,7 +431,7 @@ def _count_kernel(
     if (n > CAP) & (lo < n):
         cut = tl.load(cut_ptr + tl.program_id(0))
         for i0 in range(lo, tl.minimum(lo + 4 * BLOCK, n), BLOCK):
-            key, ok = _keys(row_ptr, i0 + tl.arange(0, BLOCK), n, False, 1)
+            key, ok = _keys(row_ptr, i0 + tl.arange(0, BLOCK), n)
             count += tl.sum((ok & (key >= cut)).to(tl.int32), 0)
     tl.store(count_ptr + tl.program_id(0) * n_seg + tl.program_id(1), count)
 
@@ -432,8 +449,8 @@ def _gather_kernel(
     scores_ptr, cut_ptr, count_ptr, cand_ptr, pos_ptr, n_rows, first_pos, K, n_seg, stride_sb, stride_ss,
     BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
 ):  # fmt: skip
-    """Where a row has K to CAP candidates: copy one segment's (scores and positions) to their
-    place in the row's candidate list, which is in key order."""
+    """Where a row has K to CAP candidates: copy one segment's (keys and positions) to their place
+    in the row's candidate list, which is in key order."""
     row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
     lo = tl.program_id(1) * 4 * BLOCK
     if (n > CAP) & (lo < n):
@@ -444,10 +461,10 @@ def _gather_kernel(
             pos_ptr += tl.program_id(0).to(tl.int64) * CAP
             for i0 in range(lo, tl.minimum(lo + 4 * BLOCK, n), BLOCK):
                 i = i0 + tl.arange(0, BLOCK)
-                key, ok = _keys(row_ptr, i, n, False, 1)
+                key, ok = _keys(row_ptr, i, n)
                 keep = ok & (key >= cut)
                 slot = slot0 + tl.cumsum(keep.to(tl.int32), 0) - 1
-                tl.store(cand_ptr + slot, tl.load(row_ptr + i, mask=keep), mask=keep)
+                tl.store(cand_ptr + slot, key, mask=keep)
                 tl.store(pos_ptr + slot, i, mask=keep)
                 slot0 += tl.sum(keep.to(tl.int32), 0)
 
@@ -457,9 +474,11 @@ def _select_kernel(
     scores_ptr, idx_ptr, valid_ptr, cand_ptr, pos_ptr, count_ptr, n_rows, first_pos, row0, S, K, n_seg,
     stride_sb, stride_ss, BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
 ):  # fmt: skip
-    """Top-K of one row, exactly, by radix select over its candidate list when that holds K to CAP
-    scores, else over the whole row: four histogram passes of 8 bits find the K-th largest key, one
-    pass writes the keys above it (slots 0.., in key order) and the lowest-indexed ties (last slots)."""
+    """Top-K of one row, exactly. A row of at most CAP keys, or its candidate list when that holds K
+    to CAP keys, is held in registers: a bisection over the key values finds the K-th largest, one
+    pass writes the keys above it (slots 0.., in key order) and the lowest-indexed ties (last slots).
+    Any other row (rare: its cut missed) takes four histogram passes of 8 bits over the whole row,
+    then one pass that writes the picks the same way."""
     row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
     out = (tl.program_id(0) // n_rows * S + row0 + tl.program_id(0) % n_rows).to(tl.int64) * K
     idx_ptr += out
@@ -474,62 +493,86 @@ def _select_kernel(
         if n > CAP:
             total, _ = _counts(count_ptr, n_seg, SEG_P2)
         listed = (total >= K) & (total <= CAP)
-        if listed:
-            src_ptr = cand_ptr + tl.program_id(0).to(tl.int64) * CAP
-            n_src = total
-        else:
-            src_ptr = row_ptr
-            n_src = n
-        pos_ptr += tl.program_id(0).to(tl.int64) * CAP
-        kth, ties = _digit_pass(src_ptr, n_src, n_src, 0, K, 24, 8, BLOCK, False, 1)
-        kth, ties = _digit_pass(src_ptr, n_src, n_src, kth, ties, 16, 8, BLOCK, False, 1)
-        kth, ties = _digit_pass(src_ptr, n_src, n_src, kth, ties, 8, 8, BLOCK, False, 1)
-        kth, ties = _digit_pass(src_ptr, n_src, n_src, kth, ties, 0, 8, BLOCK, False, 1)
-        above = tl.full((), 0, tl.int32)
-        tied = tl.full((), 0, tl.int32)
-        for i0 in range(0, n_src, BLOCK):
-            i = i0 + tl.arange(0, BLOCK)
-            key, ok = _keys(src_ptr, i, n_src, False, 1)
-            t = tl.where(listed, tl.load(pos_ptr + i, mask=ok & listed, other=0), i)
-            gt = (key > kth) & ok
-            eq = (key == kth) & ok
-            eq_rank = tied + tl.cumsum(eq.to(tl.int32), 0) - 1
-            take = gt | (eq & (eq_rank < ties))
-            slot = tl.where(gt, above + tl.cumsum(gt.to(tl.int32), 0) - 1, K - ties + eq_rank)
+        if listed | (n <= CAP):
+            i = tl.arange(0, CAP)
+            list_ptr = tl.program_id(0).to(tl.int64) * CAP + i
+            if listed:
+                key = tl.load(cand_ptr + list_ptr, mask=i < (total + 3) // 4 * 4, other=0)
+                ok = i < total
+            else:
+                key, ok = _keys(row_ptr, i, n)
+            kth, above = _kth(key, ok, K)
+            gt = ok & (key > kth)
+            eq = ok & (key == kth)
+            eq_rank = tl.cumsum(eq.to(tl.int32), 0) - 1
+            take = gt | (eq & (eq_rank < K - above))
+            slot = tl.where(gt, tl.cumsum(gt.to(tl.int32), 0) - 1, above + eq_rank)
+            t = i
+            if listed:
+                t = tl.load(pos_ptr + list_ptr, mask=take, other=0)
             tl.store(idx_ptr + slot, t.to(tl.int64), mask=take)
-            tl.store(valid_ptr + slot, tl.full((BLOCK,), 1, tl.int8), mask=take)
-            above += tl.sum(gt.to(tl.int32), 0)
-            tied += tl.sum(eq.to(tl.int32), 0)
+            tl.store(valid_ptr + slot, tl.full((CAP,), 1, tl.int8), mask=take)
+        else:
+            kth, ties = _digit_pass(row_ptr, n, 0, K, 24, 8, BLOCK)
+            kth, ties = _digit_pass(row_ptr, n, kth, ties, 16, 8, BLOCK)
+            kth, ties = _digit_pass(row_ptr, n, kth, ties, 8, 8, BLOCK)
+            kth, ties = _digit_pass(row_ptr, n, kth, ties, 0, 8, BLOCK)
+            above = tl.full((), 0, tl.int32)
+            tied = tl.full((), 0, tl.int32)
+            for i0 in range(0, n, BLOCK):
+                i = i0 + tl.arange(0, BLOCK)
+                key, ok = _keys(row_ptr, i, n)
+                gt = (key > kth) & ok
+                eq = (key == kth) & ok
+                eq_rank = tied + tl.cumsum(eq.to(tl.int32), 0) - 1
+                take = gt | (eq & (eq_rank < ties))
+                slot = tl.where(gt, above + tl.cumsum(gt.to(tl.int32), 0) - 1, K - ties + eq_rank)
+                tl.store(idx_ptr + slot, i.to(tl.int64), mask=take)
+                tl.store(valid_ptr + slot, tl.full((BLOCK,), 1, tl.int8), mask=take)
+                above += tl.sum(gt.to(tl.int32), 0)
+                tied += tl.sum(eq.to(tl.int32), 0)
 
 
 def _select_chunk(
     chunk: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, first_pos: int, row0: int, tiles: Tiles
 ) -> torch.Tensor:
-    """Top-K of every row of a scored chunk [B,rows,n'] (row r sees first_pos + r + 1 keys) into
+    """Top-K of every row of a scored chunk [B,rows,n'] (row r sees first_pos + r + 1 keys; the rows'
+    stride a multiple of 4 scores, and the buffer reaching each row's length rounded up to 4) into
     rows row0.. of idx and valid [B,S,K]: the four launches of the radix select (each row's cut,
-    candidate counts per segment, the candidate lists, the select), scratch 2*K*8 bytes a row.
-    Returns the candidate counts [B*rows, segments]: a row whose total lies in [K, 2K] was selected
-    from its candidates, any other from the whole row."""
+    candidate counts per segment, the candidate lists, the select), scratch CAP*8 bytes a row, CAP
+    = 4*K rounded up to a power of two. Returns the candidate counts [B*rows, segments]: a row
+    longer than CAP whose total lies in [K, CAP] was selected from its candidates, any other longer
+    row from the whole row."""
     B, rows, width = chunk.shape
     S, K = idx.shape[1], idx.shape[2]
-    cap, block, seg = 2 * K, tiles.select, 4 * tiles.select
+    if chunk.stride(1) % 4 or chunk.stride(0) % 4:
+        raise GlmlabError(f"chunk strides {chunk.stride()}: pad the rows to a multiple of 4 scores")
+    cap, block, seg = select_cap(K), tiles.select, 4 * tiles.select
     n_seg = triton.cdiv(width, seg)
     cut = torch.empty(B * rows, device=chunk.device, dtype=torch.int32)
     counts = torch.empty(B * rows * n_seg, device=chunk.device, dtype=torch.int32)
-    cand = torch.empty(B * rows * cap, device=chunk.device, dtype=torch.float32)
+    cand = torch.empty(B * rows * cap, device=chunk.device, dtype=torch.int32)
     pos = torch.empty(B * rows * cap, device=chunk.device, dtype=torch.int32)
     strides = chunk.stride()[:2]
+    warps = max(4, min(16, cap // 512))  # registers: the select holds 2*CAP/threads keys a thread
+    _cut_kernel[(B * rows,)](chunk, cut, rows, first_pos, K, *strides, CAP=cap, STRIDE=tiles.sample,
+                             num_warps=warps)  # fmt: skip
     common = dict(BLOCK=block, CAP=cap, num_warps=4)
-    _cut_kernel[(B * rows,)](chunk, cut, rows, first_pos, K, *strides, STRIDE=tiles.sample, **common)
     _count_kernel[(B * rows, n_seg)](chunk, cut, counts, rows, first_pos, n_seg, *strides, **common)
     common["SEG_P2"] = triton.next_power_of_2(n_seg)
     _gather_kernel[(B * rows, n_seg)](
         chunk, cut, counts, cand, pos, rows, first_pos, K, n_seg, *strides, **common
     )
+    common["num_warps"] = warps
     _select_kernel[(B * rows,)](
         chunk, idx, valid, cand, pos, counts, rows, first_pos, row0, S, K, n_seg, *strides, **common
     )
     return counts.view(B * rows, n_seg)
+
+
+def select_cap(k: int) -> int:
+    """The radix select's candidate list per row for K picks: 4*K rounded up to a power of two."""
+    return triton.next_power_of_2(max(4 * k, 16))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -574,6 +617,11 @@ def _launch_scores(
         TILES=tiles.tiles, FILL_MASKED=fill, PRECISION=_precision(q), BLOCK_SP=_pow2(rows), FP8=fp8,
         num_warps=tiles.warps, num_stages=tiles.stages,
     )  # fmt: skip
+
+
+def _pad(n: int) -> int:
+    """n scores rounded up to 16 (64 bytes): the pitch of a chunk's rows."""
+    return -(-n // 16) * 16
 
 
 def _tiles(args: list[int]) -> Tiles:
@@ -722,13 +770,13 @@ def _topk_op(
     K = min(topk, T)
     idx = torch.empty(B, S, K, device=q.device, dtype=torch.int64)
     valid = torch.empty(B, S, K, device=q.device, dtype=torch.int8)
-    cap = 0 if torch_select else 2 * K  # each row's candidate list (radix select)
-    rows = max(1, min(S, buffer_bytes // (B * (4 * T + 8 * cap))))
-    buffer = torch.empty(B * rows * T, device=q.device, dtype=torch.float32)
+    cap = 0 if torch_select else select_cap(K)  # each row's candidate list (radix select)
+    rows = max(1, min(S, buffer_bytes // (B * (4 * _pad(T) + 8 * cap))))
+    buffer = torch.empty(B * rows * _pad(T), device=q.device, dtype=torch.float32)
     for a in range(0, S, rows):
         b = min(a + rows, S)
-        end = T - S + b  # the chunk's keys: up to its last query
-        chunk = buffer[: B * (b - a) * end].view(B, b - a, end)
+        end = T - S + b  # the chunk's keys: up to its last query, each row padded to 16 scores
+        chunk = buffer[: B * (b - a) * _pad(end)].view(B, b - a, _pad(end))[:, :, :end]
         _launch_scores(q[:, a:b], w[:, a:b], k[:, :end], k_scale, chunk, end, t, fill=torch_select)
         if torch_select:
             n = min(K, end)
@@ -862,18 +910,21 @@ def index_topk(
 
     Queries are scored in chunks into a buffer of at most `buffer_bytes` (never a full [S,T] at long
     context), and each chunk row is selected exactly (`_select_chunk`): a threshold from a sample of
-    the row keeps about 1.5*K candidates, whose radix select (four histogram passes over the fp32 bits,
-    then one pass that writes the picks) finds the top K; a row whose threshold keeps fewer than K or
-    more than 2*K runs the radix select over the whole row. Ties go to the lower key index; the output
+    the row keeps about 2.5*K candidates (their count, summed over the row's segments in parallel,
+    lies in [K, CAP], CAP = 4*K rounded up to a power of two, except in rare rows); the candidates (or
+    a row of at most CAP keys) are held in registers, where a bisection over the fp32 bits finds the
+    K-th largest and one pass writes the picks. A row whose threshold keeps fewer than K or more than
+    CAP runs a radix select (histogram passes) over the whole row. Ties go to the lower key index; the output
     is deterministic. Rows seeing fewer than K keys pick them all, in slots 0..n-1, and mark the
     remaining slots invalid (their indices are in range but meaningless). No gradient.
 
     `fp8=True` scores in fp8 (e4m3) as `index_scores(..., fp8=True)` does, and selects from those
     scores (so the picks may differ from bf16's where scores are close).
 
-    Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S*(4*T + 16*K))
-    rounded up to one row of B*(4*T + 16*K) bytes (its scores and, for the radix select, its 2*K
-    candidates' keys and positions; `select="torch"` needs no candidates). With fp8, the quantised
+    Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S*(4*T' + 8*CAP))
+    rounded up to one row of B*(4*T' + 8*CAP) bytes, T' = T rounded up to 16 (its scores and, for the
+    radix select, its CAP candidates' keys and positions, 64 KB a row at K = 2048; `select="torch"`
+    needs no candidates). With fp8, the quantised
     inputs (1 byte per element, 4 per scale) and fp32 temporaries of q's size while quantising.
     """
     if topk < 1:
