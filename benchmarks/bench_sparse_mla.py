@@ -1,13 +1,14 @@
 """Sparse MLA attention (glmlab/kernels/sparse_mla.py) at GLM-5's shape on one GPU.
 
 H=64 heads, latent rows of R=576 (r=512 values + 64 rope), K=2048 selected keys per query, N queries
-over M=N latent rows with uniformly random indices, bf16. Forward (with and without the key mass)
-and forward+backward times from `triton.testing.do_bench` (median), useful TFLOP/s (the
-calculator's absorbed count: `forward_flops`, `backward_flops`), the backward with the previous
-default tiles beside the chosen ones, against the torch twin and the model's gathered path where
-they fit, and against dense causal SDPA (64 heads x 192) at the same N for scale. `--sweep` first
-times several tile configurations at the smallest N and uses the fastest of each kind for the rest
-(the forward by its time with and without the key mass together).
+over M=N latent rows with uniformly random indices, bf16. Forward (with and without the key mass),
+backward alone (the backward op on a saved forward) and forward+backward times from
+`triton.testing.do_bench` (median), useful TFLOP/s (the calculator's absorbed count:
+`forward_flops`, `backward_flops`), each beside the previous session's figure where one was
+measured (BEFORE), the backward's three kernels timed apart by torch.profiler, against the torch
+twin and the model's gathered path where they fit, and against dense causal SDPA (64 heads x 192)
+at the same N for scale. `--sweep` first times the candidate tiles at the smallest N and uses the
+fastest of each kind for the rest (the forward by its time with and without the key mass together).
 
     python benchmarks/bench_sparse_mla.py [--n 8192 32768 131072] [--sweep] [--no-baselines]
 """
@@ -23,25 +24,23 @@ import torch.nn.functional as F
 from triton.runtime.errors import OutOfResources
 from triton.testing import do_bench
 
-from glmlab.kernels.sparse_mla import (
-    BACKWARD_TILES,
-    FORWARD_TILES,
-    Tiles,
-    backward_flops,
-    forward_flops,
-    sparse_mla,
-)
+from glmlab.kernels import sparse_mla as kernels
+from glmlab.kernels.sparse_mla import BackwardTiles, Tiles, backward_flops, forward_flops, sparse_mla
 from glmlab.kernels.sparse_mla_ref import sparse_mla_ref
 from glmlab.model.dsa import gathered_attention
 
 H, R, r, K = 64, 576, 512, 2048
 SCALE = 256**-0.5  # the order of GLM-5's softmax scale (a query head has 192 + 64 dimensions)
-# Candidates that fit in shared memory (compiled for sm_90a on a CPU first; see
-# experiments/results/h200-kernels-sparse-mla-2/README.md). Tiles(64, 32, 8, 1, column_split=2) is
-# left out: Triton 3.6 compiles it to a kernel that reads shared memory out of range.
-FORWARD_CANDIDATES = [Tiles(64, 64, 8, 2), Tiles(64, 32, 8, 3), Tiles(64, 32, 8, 2)]
-PREVIOUS_BACKWARD = Tiles(32, 32, 8, 1)  # the default before the column split
-BACKWARD_CANDIDATES = [PREVIOUS_BACKWARD, Tiles(64, 64, 8, 1, column_split=2)]
+# Milliseconds before this session's kernels, same benchmark on an H200
+# (experiments/results/h200-kernels-sparse-mla-2/README.md and run1_bench.txt).
+BEFORE = {
+    ("forward, no mass", 8192): 9.01,
+    ("forward with mass", 8192): 14.07,
+    ("backward", 8192): 55.10,
+    ("forward+backward", 8192): 69.17,
+    ("forward, no mass", 32768): 37.83,
+    ("forward with mass", 32768): 59.79,
+}
 
 
 def problem(N: int, *, grad: bool) -> tuple[torch.Tensor, ...]:
@@ -62,10 +61,15 @@ def timed(fn) -> float | str:
         torch.cuda.empty_cache()
 
 
-def fmt(seconds: float | str, flops: float) -> str:
+def fmt(seconds: float | str, flops: float, before: float | None = None) -> str:
     if isinstance(seconds, str):
         return seconds
-    return f"{seconds * 1e3:9.2f} ms {flops / seconds / 1e12:6.1f} TF/s"
+    line = f"{seconds * 1e3:9.2f} ms {flops / seconds / 1e12:6.1f} TF/s"
+    if before is not None:
+        line += (
+            f"   (before {before:.2f} ms, {flops / before / 1e9:.1f} TF/s: {before / (seconds * 1e3):.2f}x)"
+        )
+    return line
 
 
 def train_step(attend, *args):
@@ -81,58 +85,72 @@ def train_step(attend, *args):
     return step
 
 
-def sweep(N: int) -> tuple[Tiles, Tiles]:
-    q, kv, idx, valid = problem(N, grad=True)
-    fwd = forward_flops(N, K, H, R, r)
-    best_f, best_b = (math.inf, FORWARD_TILES), (math.inf, BACKWARD_TILES)
-    print(f"sweep at N={N} (forward without / with key mass; backward = fwd+bwd minus forward with mass)")
-    qd, kvd = q.detach(), kv.detach()
-    for tiles in FORWARD_CANDIDATES:
-        attend = partial(sparse_mla, qd, kvd, idx, valid, scale=SCALE, r=r, forward_tiles=tiles)
+def backward_only(q, kv, idx, valid, fwd_tiles: Tiles, bwd_tiles: BackwardTiles):
+    """The backward op alone on one saved forward (d_out all ones)."""
+    tiles = [*fwd_tiles, *(x for t in bwd_tiles for x in t)]
+    out, lse, _ = kernels._forward(q, kv, idx, valid, SCALE, r, False, tiles)
+    d_out = torch.ones_like(out)
+    return partial(kernels._backward, q, kv, idx, valid, out, lse, d_out, SCALE, r, [*tiles[4:]])
+
+
+def sweep(N: int) -> tuple[Tiles, BackwardTiles]:
+    q, kv, idx, valid = problem(N, grad=False)
+    fwd, bwd = forward_flops(N, K, H, R, r), backward_flops(N, K, H, R, r)
+    best_f, best_b = (math.inf, kernels.FORWARD_TILES), (math.inf, kernels.BACKWARD_TILES)
+    print(f"sweep at N={N} (forward without / with key mass; backward alone)")
+    for tiles in kernels.FORWARD_CANDIDATES:
+        attend = partial(sparse_mla, q, kv, idx, valid, scale=SCALE, r=r, forward_tiles=tiles)
         t, t_mass = timed(partial(attend, mass=False)), timed(attend)
-        print(f"  forward  {tiles}: {fmt(t, fwd)} / {fmt(t_mass, fwd)}", flush=True)
+        print(f"  forward  {tuple(tiles)}: {fmt(t, fwd)} / {fmt(t_mass, fwd)}", flush=True)
         if not isinstance(t, str) and not isinstance(t_mass, str) and t + t_mass < best_f[0]:
             best_f = (t + t_mass, tiles)
-    with_mass = timed(partial(sparse_mla, qd, kvd, idx, valid, scale=SCALE, r=r, forward_tiles=best_f[1]))
-    for tiles in BACKWARD_CANDIDATES:
-        attend = lambda *a, tiles=tiles: sparse_mla(
-            *a, scale=SCALE, r=r, forward_tiles=best_f[1], backward_tiles=tiles
-        )
-        t = timed(train_step(attend, q, kv, idx, valid))
-        t = t if isinstance(t, str) else t - with_mass
-        print(f"  backward {tiles}: {fmt(t, backward_flops(N, K, H, R, r))}", flush=True)
+    for tiles in kernels.BACKWARD_CANDIDATES:
+        t = timed(backward_only(q, kv, idx, valid, best_f[1], tiles))
+        print(f"  backward {[tuple(x) for x in tiles]}: {fmt(t, bwd)}", flush=True)
         if not isinstance(t, str) and t < best_b[0]:
             best_b = (t, tiles)
-    print(f"  chosen: forward {best_f[1]}, backward {best_b[1]}")
+    print(f"  chosen: forward {tuple(best_f[1])}, backward {[tuple(x) for x in best_b[1]]}")
     return best_f[1], best_b[1]
 
 
-def row(name: str, fn, flops: float) -> None:
-    print(f"  {name:26}{fmt(timed(fn), flops)}", flush=True)
+def row(name: str, fn, flops: float, N: int) -> None:
+    print(f"  {name:26}{fmt(timed(fn), flops, BEFORE.get((name, N)))}", flush=True)
 
 
-def bench(N: int, fwd_tiles: Tiles, bwd_tiles: Tiles, *, baselines: bool) -> None:
+def kernel_times(step) -> None:
+    """Each backward kernel's total time over one call of step (torch.profiler, CUDA time)."""
+    step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    for event in prof.key_averages():
+        if event.key.startswith("_") and event.key.endswith("_kernel"):
+            print(f"    {event.key:18} {event.device_time_total / 1e3:9.2f} ms ({event.count} launches)")
+
+
+def bench(N: int, fwd_tiles: Tiles, bwd_tiles: BackwardTiles, *, baselines: bool) -> None:
     """One N: the Triton kernels, the torch paths where they fit, dense SDPA."""
     fwd, bwd = forward_flops(N, K, H, R, r), backward_flops(N, K, H, R, r)
     print(f"N={N} (useful GFLOP: forward {fwd / 1e9:.0f}, backward {bwd / 1e9:.0f})")
     q, kv, idx, valid = problem(N, grad=True)
     no_grad = (q.detach(), kv.detach(), idx, valid)
     tiles = dict(scale=SCALE, r=r, forward_tiles=fwd_tiles, backward_tiles=bwd_tiles)
-    row("triton forward", partial(sparse_mla, *no_grad, **tiles), fwd)
-    row("triton forward, no mass", partial(sparse_mla, *no_grad, mass=False, **tiles), fwd)
-    row("triton forward+backward", train_step(partial(sparse_mla, **tiles), q, kv, idx, valid), fwd + bwd)
-    if bwd_tiles != PREVIOUS_BACKWARD:
-        previous = dict(tiles, backward_tiles=PREVIOUS_BACKWARD)
-        step = train_step(partial(sparse_mla, **previous), q, kv, idx, valid)
-        row("  ... previous bwd tiles", step, fwd + bwd)
+    row("forward, no mass", partial(sparse_mla, *no_grad, mass=False, **tiles), fwd, N)
+    row("forward with mass", partial(sparse_mla, *no_grad, **tiles), fwd, N)
+    backward = backward_only(*no_grad, fwd_tiles, bwd_tiles)
+    row("backward", backward, bwd, N)
+    kernel_times(backward)
+    del backward
+    row("forward+backward", train_step(partial(sparse_mla, **tiles), q, kv, idx, valid), fwd + bwd, N)
     if not baselines:
         return
     if N <= 8192:
-        row("twin forward", partial(sparse_mla_ref, *no_grad, scale=SCALE, r=r), fwd)
+        row("twin forward", partial(sparse_mla_ref, *no_grad, scale=SCALE, r=r), fwd, N)
     if N <= 32768:
-        row("gathered forward", partial(gathered_attention, *no_grad, SCALE, r), fwd)
+        row("gathered forward", partial(gathered_attention, *no_grad, SCALE, r), fwd, N)
         gathered = partial(gathered_attention, scale=SCALE, r=r)
-        row("gathered forward+backward", train_step(gathered, q, kv, idx, valid), fwd + bwd)
+        row("gathered forward+backward", train_step(gathered, q, kv, idx, valid), fwd + bwd, N)
     del q, kv, idx, valid, no_grad
     qkv = [torch.randn(1, H, N, 192, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in "qkv"]
     dense = 2 * 2 * H * 192 * N * N / 2  # causal: half of the N x N pairs, QK and PV
@@ -141,8 +159,8 @@ def bench(N: int, fwd_tiles: Tiles, bwd_tiles: Tiles, *, baselines: bool) -> Non
         return (F.scaled_dot_product_attention(*args, is_causal=True),)
 
     with torch.no_grad():
-        row("dense SDPA forward", partial(sdpa, *qkv), dense)
-    row("dense SDPA fwd+bwd", train_step(sdpa, *qkv), 3.5 * dense)  # backward: 2.5x forward
+        row("dense SDPA forward", partial(sdpa, *qkv), dense, N)
+    row("dense SDPA fwd+bwd", train_step(sdpa, *qkv), 3.5 * dense, N)  # backward: 2.5x forward
 
 
 def main() -> None:
@@ -152,9 +170,9 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true", help="time only the Triton kernels")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; H={H} R={R} r={r} K={K}, bf16")
-    fwd_tiles, bwd_tiles = sweep(args.n[0]) if args.sweep else (FORWARD_TILES, BACKWARD_TILES)
+    tiles = sweep(args.n[0]) if args.sweep else (kernels.FORWARD_TILES, kernels.BACKWARD_TILES)
     for N in args.n:
-        bench(N, fwd_tiles, bwd_tiles, baselines=not args.no_baselines)
+        bench(N, *tiles, baselines=not args.no_baselines)
         torch.cuda.empty_cache()
 
 

@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from glmlab.kernels.sparse_mla import Tiles, backward_flops, forward_flops, sparse_mla
+from glmlab.kernels import sparse_mla as kernels
+from glmlab.kernels.sparse_mla import BackwardTiles, Tiles, backward_flops, forward_flops, sparse_mla
 from glmlab.kernels.sparse_mla_ref import sparse_mla_ref
 from glmlab.model.dsa import gathered_attention
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TINY = {"forward_tiles": Tiles(16, 16, 4, 1), "backward_tiles": Tiles(16, 16, 4, 1)}
+TINY = {"forward_tiles": Tiles(16, 16, 4, 1), "backward_tiles": BackwardTiles(*[Tiles(16, 16, 4, 1)] * 3)}
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 
@@ -74,16 +75,14 @@ def test_matches_twin(dtype, N, H, K, M, batch_rows):
         close(got, want, tol)
 
 
-@pytest.mark.parametrize(
-    "dtype,N,H,K,M",
-    [(torch.float32, 4, 4, 37, 20), (torch.float32, 3, 18, 20, 9), (torch.bfloat16, 4, 4, 37, 20)],
-)
-def test_column_split_backward(dtype, N, H, K, M):
-    """Two launches share the value columns of dq and dkv (each recomputes the probabilities):
-    the same gradients as the twin's, rope columns included."""
-    q, kv, idx, valid = inputs(N, H, K, M, dtype, seed=5)
-    tiles = {"forward_tiles": TINY["forward_tiles"], "backward_tiles": Tiles(16, 16, 4, 1, column_split=2)}
-    out, _ = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, **tiles)
+@pytest.mark.parametrize("dtype,H", [(torch.float32, 4), (torch.float32, 18), (torch.bfloat16, 4)])
+def test_backward_in_chunks(monkeypatch, dtype, H):
+    """The backward's P and dS buffer holds 2 queries, so 5 queries take three chunks (the last
+    partial): the same gradients as the twin's."""
+    monkeypatch.setattr(kernels, "BACKWARD_BUFFER_BYTES", 2 * 2 * H * 37 * dtype.itemsize)
+    assert kernels.backward_chunk(H, 37, dtype) == 2
+    q, kv, idx, valid = inputs(5, H, 37, 20, dtype, seed=5)
+    out, _ = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, **TINY)
     ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=0.2, r=32)
     for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
         close(got, want, TOLERANCE[dtype])
@@ -183,21 +182,24 @@ def test_rejects_mismatched_shapes():
         sparse_mla(q, kv, idx, valid, scale=0.2, r=48)
     with pytest.raises(ValueError, match="must be"):
         sparse_mla(q, kv, idx, valid[:, :8], scale=0.2, r=32)
-    with pytest.raises(ValueError, match="column_split 3 must be 1 or 2"):  # 3 would give wrong gradients
-        sparse_mla(q, kv, idx, valid, scale=0.2, r=32, backward_tiles=Tiles(16, 16, 4, 1, column_split=3))
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="GLM-5's shape with the default tiles needs a GPU")
-@pytest.mark.parametrize("backward_tiles", [Tiles(32, 32, 8, 1), Tiles(64, 64, 8, 1, 2)], ids=str)
-def test_glm5_shape_on_gpu(backward_tiles):
-    """H=64, R=576, r=512, K=2048 with the tuned forward tiles and the backward's candidates, bf16."""
+@pytest.mark.parametrize(
+    "forward_tiles,backward_tiles",
+    list(zip(kernels.FORWARD_CANDIDATES, kernels.BACKWARD_CANDIDATES, strict=True)),
+    ids=str,
+)
+def test_glm5_shape_on_gpu(forward_tiles, backward_tiles):
+    """H=64, R=576, r=512, K=2048 with every candidate of the forward and of the backward, bf16."""
     N, H, K, M = 64, 64, 2048, 4096
     g = torch.Generator().manual_seed(4)
     q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16).requires_grad_()
     kv = torch.randn(M, 576, generator=g).to(DEVICE, torch.bfloat16).requires_grad_()
     idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
     valid = (torch.rand(N, K, generator=g) < 0.9).to(DEVICE)
-    out, mass = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, backward_tiles=backward_tiles)
+    tiles = dict(forward_tiles=forward_tiles, backward_tiles=backward_tiles)
+    out, mass = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, **tiles)
     ref_out, ref_mass = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
     close(out, ref_out, 2e-2)
     close(mass, ref_mass, 2e-2)

@@ -9,6 +9,22 @@ read once feeds an [H,BLOCK_K] product. Softmax is online (running maximum and s
 in their dtype (bf16 on a GPU) with fp32 accumulation, and only the log-sum-exp per (query, head)
 is kept for the backward pass, never the [N,H,K] probabilities.
 
+Two things decide the speed on Hopper (experiments/results/h200-kernels-sparse-mla-3/README.md):
+- The gathered tile must be in flight while the previous ones are multiplied. The rows of the next
+  key tile are read one iteration ahead (`_rows`), so the gather depends only on a loop-carried
+  value and Triton's pipeliner keeps num_stages - 1 gathers in flight (a gather whose rows are
+  read in the same iteration is issued too late for any overlap).
+- The score tile [64 heads, BLOCK_K] must be split between the two warpgroups, not computed by
+  both. Triton gives a product whose result feeds another product in the same iteration all its
+  warps along M; with 64 rows and 8 warps that duplicates the product in each warpgroup. The
+  masking of the scores sits inside an `if` on a runtime value that always holds (`_masked`):
+  Triton does not follow values out of an `if`, so the score product keeps the default split.
+
+The backward runs in chunks of queries through three kernels, each with no loop-carried state but
+its own accumulator: the probabilities (`_probs_kernel`, scores recomputed), then dQ with dS
+(`_dq_kernel`, writing dS), then dKV from dS and P (`_dkv_kernel`, fp32 atomic adds into the
+selected rows). P and dS of a chunk live in a buffer of at most BACKWARD_BUFFER_BYTES.
+
 The plain torch twin is glmlab/kernels/sparse_mla_ref.py. On a machine without CUDA the kernels
 run through Triton's interpreter (TRITON_INTERPRET=1, set before triton is imported), which is
 how the tests check them on a CPU.
@@ -28,25 +44,67 @@ LOG2E = math.log2(math.e)
 
 
 class Tiles(NamedTuple):
-    """One kernel's launch shape: heads per program, keys per tile, warps, pipeline stages, and
-    (backward only) how many programs share a (query, head block) by splitting the value columns
-    of dq and dkv between them (1 or 2)."""
+    """One kernel's launch shape: heads per program, keys per tile, warps, pipeline stages."""
 
     block_h: int
     block_k: int
     num_warps: int
     num_stages: int
-    column_split: int = 1
 
 
-# Measured on an H200 at GLM-5's shape (benchmarks/bench_sparse_mla.py; the results are in
-# experiments/results/h200-kernels-sparse-mla/ and experiments/results/h200-kernels-sparse-mla-2/).
-FORWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=2)
-# The backward's 64 heads in one program add dkv once per key and column, half the atomics of two
-# 32-head programs; two launches split the value columns (1.6x faster at 8K, 2026-11-30). With 32-key
-# tiles that shape compiles, under Triton 3.6, to a kernel that reads shared memory out of range.
-BACKWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=1, column_split=2)
+class BackwardTiles(NamedTuple):
+    """The backward's three kernels: probabilities, dQ (with dS), dKV."""
+
+    probs: Tiles
+    dq: Tiles
+    dkv: Tiles
+
+
+# Measured on an H200 at GLM-5's shape (benchmarks/bench_sparse_mla.py; experiments/results/
+# h200-kernels-sparse-mla-3/). 32-key tiles leave shared memory for 3-4 gathers in flight beside
+# the 64 x 576 queries; 64-key tiles fit only 2, which Triton's pipeliner does not overlap.
+FORWARD_TILES = Tiles(block_h=64, block_k=32, num_warps=8, num_stages=3)
+BACKWARD_TILES = BackwardTiles(probs=Tiles(64, 32, 8, 3), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3))
+# The alternatives the benchmark's sweep times and the GPU test checks (each fits in an H200's
+# shared memory when compiled for sm_90a: experiments/results/h200-kernels-sparse-mla-3/compile_report.txt).
+FORWARD_CANDIDATES = (FORWARD_TILES, Tiles(64, 32, 8, 4), Tiles(64, 64, 8, 2))
+BACKWARD_CANDIDATES = (
+    BACKWARD_TILES,
+    BackwardTiles(probs=Tiles(64, 32, 8, 4), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 4)),
+    BackwardTiles(probs=Tiles(64, 32, 8, 3), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 16, 8, 4)),
+)
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
+BACKWARD_BUFFER_BYTES = 1 << 30  # P and dS of one chunk of queries in the backward
+
+
+@triton.jit
+def _rows(idx_ptr, valid_ptr, n, K, k0, BLOCK_K: tl.constexpr):
+    """Rows of kv that query n reads at keys k0 .. k0 + BLOCK_K, -1 where invalid or past K."""
+    offs = k0 + tl.arange(0, BLOCK_K)
+    inside = offs < K
+    keep = tl.load(valid_ptr + n * K + offs, mask=inside, other=0) != 0
+    rows = tl.load(idx_ptr + n * K + offs, mask=inside, other=0)
+    return tl.where(keep, rows, -1)
+
+
+@triton.jit
+def _gather(kv_ptr, rows, R, r, offs_v, offs_p, col_v, col_p):
+    """The value columns [BK,BLOCK_V] and rope columns [BK,BLOCK_P] of kv's rows (0 where rows < 0)."""
+    keep = rows >= 0
+    kv_row = kv_ptr + rows[:, None] * R
+    kvn = tl.load(kv_row + offs_v[None, :], mask=keep[:, None] & col_v[None, :], other=0.0)
+    kvp = tl.load(kv_row + r + offs_p[None, :], mask=keep[:, None] & col_p[None, :], other=0.0)
+    return kvn, kvp
+
+
+@triton.jit
+def _masked(x, keep, K, fill: tl.constexpr):
+    """x [BH,BK] with `fill` at the keys not kept. The `if` holds whenever a kernel runs (K >= 1);
+    it stands between x's product and the product that reads its result, so that Triton splits x's
+    product between the warpgroups instead of computing it in each (see the module docstring)."""
+    if K > 0:
+        x = tl.where(keep[None, :], x, fill)
+    return x
 
 
 @triton.jit
@@ -77,16 +135,13 @@ def _forward_kernel(
         m = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running maximum (log2 units)
         total = tl.zeros([BLOCK_H], tl.float32)  # running sum of exp2(s - m)
         acc = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
+        rows = _rows(idx_ptr, valid_ptr, n, K, 0, BLOCK_K)
         for k0 in range(0, K, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            keep = tl.load(valid_ptr + n * K + offs_k, mask=offs_k < K, other=0) != 0
-            rows = tl.load(idx_ptr + n * K + offs_k, mask=keep, other=0)
-            kv_row = kv_ptr + rows[:, None] * R
-            kvn = tl.load(kv_row + offs_v[None, :], mask=keep[:, None] & col_v[None, :], other=0.0)
-            kvp = tl.load(kv_row + r + offs_p[None, :], mask=keep[:, None] & col_p[None, :], other=0.0)
-            s = tl.dot(qn, tl.trans(kvn), input_precision=PRECISION)
-            s = tl.dot(qp, tl.trans(kvp), s, input_precision=PRECISION)
-            s = tl.where(keep[None, :], s * scale_log2, float("-inf"))
+            rows_next = _rows(idx_ptr, valid_ptr, n, K, k0 + BLOCK_K, BLOCK_K)
+            kvn, kvp = _gather(kv_ptr, rows, R, r, offs_v, offs_p, col_v, col_p)
+            s = tl.dot(qn, tl.trans(kvn), input_precision=PRECISION) * scale_log2
+            s += tl.dot(qp, tl.trans(kvp), input_precision=PRECISION) * scale_log2
+            s = _masked(s, rows >= 0, K, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, 1))
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid key so far
             p = tl.exp2(s - m_use[:, None])
@@ -95,9 +150,11 @@ def _forward_kernel(
             acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
             m = m_new
             if MASS:
+                offs_k = k0 + tl.arange(0, BLOCK_K)
                 p_keep = p.to(probs_ptr.dtype.element_ty)
                 tl.store(probs_slot + offs_k[None, :], p_keep, mask=offs_k[None, :] < K)
                 tl.store(maxes_slot + (k0 // BLOCK_K) * BLOCK_H, m_use)
+            rows = rows_next
         lse = m + tl.log2(total)
         out_row = out_ptr + (n * H + heads[:, None]) * r
         tl.store(out_row + offs_v[None, :], (acc / total[:, None]).to(out_ptr.dtype.element_ty),
@@ -123,72 +180,110 @@ def _forward_kernel(
 
 
 @triton.jit
-def _backward_kernel(
-    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, dout_ptr, dq_ptr, dkv_ptr,
-    H, K, R, r, scale, scale_log2,
-    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-    SPLIT: tl.constexpr, PART: tl.constexpr, PRECISION: tl.constexpr,
+def _probs_kernel(
+    q_ptr, kv_ptr, idx_ptr, valid_ptr, lse_ptr, p_ptr, n0, H, K, R, r, scale_log2,
+    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """Program (query, head block) of launch PART: recomputes the probabilities of its heads over
-    every column, then accumulates dq and adds dkv (fp32 atomics) for its own BLOCK_C value
-    columns ("own"); with SPLIT = 2 the other launch's columns ("other") only enter the scores
-    and dP. The rope columns belong to part 0."""
-    n = tl.program_id(0).to(tl.int64)
+    """Program (query n0 + c, head block): P[c] = exp2(q . kv * scale_log2 - lse), 0 off the keys."""
+    c = tl.program_id(0).to(tl.int64)
+    n = n0 + c
     heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    own = PART * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_p = tl.arange(0, BLOCK_P)
-    row_h, col_own, col_p = heads < H, own < r, offs_p < R - r
+    offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
+    row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
     q_row = q_ptr + (n * H + heads[:, None]) * R
-    o_row = (n * H + heads[:, None]) * r
-    qa = tl.load(q_row + own[None, :], mask=row_h[:, None] & col_own[None, :], other=0.0)
+    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
     qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
-    doa = tl.load(dout_ptr + o_row + own[None, :], mask=row_h[:, None] & col_own[None, :], other=0.0)
-    out_a = tl.load(out_ptr + o_row + own[None, :], mask=row_h[:, None] & col_own[None, :], other=0.0)
-    delta = tl.sum(doa.to(tl.float32) * out_a.to(tl.float32), 1)
-    if SPLIT == 2:
-        other = (1 - PART) * BLOCK_C + tl.arange(0, BLOCK_C)
-        col_other = other < r
-        qb = tl.load(q_row + other[None, :], mask=row_h[:, None] & col_other[None, :], other=0.0)
-        dob = tl.load(dout_ptr + o_row + other[None, :], mask=row_h[:, None] & col_other[None, :], other=0.0)
-        out_b = tl.load(out_ptr + o_row + other[None, :], mask=row_h[:, None] & col_other[None, :], other=0.0)
-        delta += tl.sum(dob.to(tl.float32) * out_b.to(tl.float32), 1)
     lse = tl.load(lse_ptr + n * H + heads, mask=row_h, other=float("inf"))
-
-    dqa = tl.zeros([BLOCK_H, BLOCK_C], tl.float32)
-    dqp = tl.zeros([BLOCK_H, BLOCK_P], tl.float32)
+    p_row = p_ptr + (c * H + heads[:, None]) * K
+    rows = _rows(idx_ptr, valid_ptr, n, K, 0, BLOCK_K)
     for k0 in range(0, K, BLOCK_K):
+        rows_next = _rows(idx_ptr, valid_ptr, n, K, k0 + BLOCK_K, BLOCK_K)
+        kvn, kvp = _gather(kv_ptr, rows, R, r, offs_v, offs_p, col_v, col_p)
+        s = tl.dot(qn, tl.trans(kvn), input_precision=PRECISION) * scale_log2
+        s += tl.dot(qp, tl.trans(kvp), input_precision=PRECISION) * scale_log2
+        p = tl.exp2(tl.where((rows >= 0)[None, :], s, float("-inf")) - lse[:, None])
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        keep = tl.load(valid_ptr + n * K + offs_k, mask=offs_k < K, other=0) != 0
-        rows = tl.load(idx_ptr + n * K + offs_k, mask=keep, other=0)
-        kv_row = kv_ptr + rows[:, None] * R
-        kva = tl.load(kv_row + own[None, :], mask=keep[:, None] & col_own[None, :], other=0.0)
-        kvp = tl.load(kv_row + r + offs_p[None, :], mask=keep[:, None] & col_p[None, :], other=0.0)
-        s = tl.dot(qa, tl.trans(kva), input_precision=PRECISION)
-        s = tl.dot(qp, tl.trans(kvp), s, input_precision=PRECISION)
-        dp = tl.dot(doa, tl.trans(kva), input_precision=PRECISION)
-        if SPLIT == 2:
-            kvb = tl.load(kv_row + other[None, :], mask=keep[:, None] & col_other[None, :], other=0.0)
-            s = tl.dot(qb, tl.trans(kvb), s, input_precision=PRECISION)
-            dp = tl.dot(dob, tl.trans(kvb), dp, input_precision=PRECISION)
-        p = tl.exp2(tl.where(keep[None, :], s * scale_log2, float("-inf")) - lse[:, None])  # 0 off the keys
-        ds = (p * (dp - delta[:, None]) * scale).to(kva.dtype)
-        dqa = tl.dot(ds, kva, dqa, input_precision=PRECISION)
-        # dkv transposed, [columns, keys]: the columns are the products' M side (a multiple of 64,
-        # as Hopper's warpgroup products want, whatever BLOCK_K is); fewer registers than [keys, columns]
-        dkva = tl.dot(tl.trans(qa), ds, input_precision=PRECISION)
-        dkva = tl.dot(tl.trans(doa), p.to(kva.dtype), dkva, input_precision=PRECISION)
-        dkv_col = dkv_ptr + rows[None, :] * R
-        tl.atomic_add(dkv_col + own[:, None], dkva, mask=keep[None, :] & col_own[:, None], sem="relaxed")
-        if PART == 0:
-            dqp = tl.dot(ds, kvp, dqp, input_precision=PRECISION)
-            dkvp = tl.dot(tl.trans(qp), ds, input_precision=PRECISION)
-            dkv_rope = dkv_col + r + offs_p[:, None]
-            tl.atomic_add(dkv_rope, dkvp, mask=keep[None, :] & col_p[:, None], sem="relaxed")
+        tl.store(
+            p_row + offs_k[None, :], p.to(p_ptr.dtype.element_ty), mask=row_h[:, None] & (offs_k < K)[None, :]
+        )
+        rows = rows_next
+
+
+@triton.jit
+def _dq_kernel(
+    kv_ptr, idx_ptr, valid_ptr, out_ptr, dout_ptr, p_ptr, ds_ptr, dq_ptr, n0, H, K, R, r, scale,
+    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Program (query n0 + c, head block): dP = dO . v, dS = P (dP - delta) * scale (written to
+    the chunk's buffer for `_dkv_kernel`), dQ = dS . kv; delta = rowsum(dO * out)."""
+    c = tl.program_id(0).to(tl.int64)
+    n = n0 + c
+    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
+    row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
+    o_row = (n * H + heads[:, None]) * r + offs_v[None, :]
+    do = tl.load(dout_ptr + o_row, mask=row_h[:, None] & col_v[None, :], other=0.0)
+    out = tl.load(out_ptr + o_row, mask=row_h[:, None] & col_v[None, :], other=0.0)
+    delta = tl.sum(do.to(tl.float32) * out.to(tl.float32), 1)
+    p_row = (c * H + heads[:, None]) * K
+    dqn = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
+    dqp = tl.zeros([BLOCK_H, BLOCK_P], tl.float32)
+    rows = _rows(idx_ptr, valid_ptr, n, K, 0, BLOCK_K)
+    for k0 in range(0, K, BLOCK_K):
+        rows_next = _rows(idx_ptr, valid_ptr, n, K, k0 + BLOCK_K, BLOCK_K)
+        kvn, kvp = _gather(kv_ptr, rows, R, r, offs_v, offs_p, col_v, col_p)
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        in_k = row_h[:, None] & (offs_k < K)[None, :]
+        p = tl.load(p_ptr + p_row + offs_k[None, :], mask=in_k, other=0.0).to(tl.float32)
+        dp = _masked(tl.dot(do, tl.trans(kvn), input_precision=PRECISION), rows >= 0, K, 0.0)
+        ds = (p * (dp - delta[:, None]) * scale).to(kvn.dtype)  # P is 0 off the keys
+        tl.store(ds_ptr + p_row + offs_k[None, :], ds, mask=in_k)
+        dqn = tl.dot(ds, kvn, dqn, input_precision=PRECISION)
+        dqp = tl.dot(ds, kvp, dqp, input_precision=PRECISION)
+        rows = rows_next
     dq_row = dq_ptr + (n * H + heads[:, None]) * R
     dq_type = dq_ptr.dtype.element_ty
-    tl.store(dq_row + own[None, :], dqa.to(dq_type), mask=row_h[:, None] & col_own[None, :])
-    if PART == 0:
-        tl.store(dq_row + r + offs_p[None, :], dqp.to(dq_type), mask=row_h[:, None] & col_p[None, :])
+    tl.store(dq_row + offs_v[None, :], dqn.to(dq_type), mask=row_h[:, None] & col_v[None, :])
+    tl.store(dq_row + r + offs_p[None, :], dqp.to(dq_type), mask=row_h[:, None] & col_p[None, :])
+
+
+@triton.jit
+def _dkv_kernel(
+    q_ptr, dout_ptr, idx_ptr, valid_ptr, p_ptr, ds_ptr, dkv_ptr, n0, H, K, R, r,
+    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Program (query n0 + c, head block): dKV of its selected rows, [columns, keys] per tile so
+    that the columns are the products' M side (a multiple of 64, as Hopper's warpgroup products
+    want): dS^T q over all columns plus P^T dO over the value columns, added with fp32 atomics."""
+    c = tl.program_id(0).to(tl.int64)
+    n = n0 + c
+    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
+    row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
+    q_row = q_ptr + (n * H + heads[:, None]) * R
+    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
+    qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
+    do = tl.load(dout_ptr + (n * H + heads[:, None]) * r + offs_v[None, :],
+                 mask=row_h[:, None] & col_v[None, :], other=0.0)  # fmt: skip
+    p_row = (c * H + heads[:, None]) * K
+    rows = _rows(idx_ptr, valid_ptr, n, K, 0, BLOCK_K)
+    for k0 in range(0, K, BLOCK_K):
+        rows_next = _rows(idx_ptr, valid_ptr, n, K, k0 + BLOCK_K, BLOCK_K)
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        in_k = row_h[:, None] & (offs_k < K)[None, :]
+        p = tl.load(p_ptr + p_row + offs_k[None, :], mask=in_k, other=0.0)
+        ds = tl.load(ds_ptr + p_row + offs_k[None, :], mask=in_k, other=0.0)
+        dkvn = tl.dot(tl.trans(qn), ds, input_precision=PRECISION)
+        dkvn = tl.dot(tl.trans(do), p, dkvn, input_precision=PRECISION)
+        dkvp = tl.dot(tl.trans(qp), ds, input_precision=PRECISION)
+        keep = rows >= 0
+        dkv_col = dkv_ptr + rows[None, :] * R
+        tl.atomic_add(dkv_col + offs_v[:, None], dkvn, mask=keep[None, :] & col_v[:, None], sem="relaxed")
+        tl.atomic_add(dkv_col + r + offs_p[:, None], dkvp, mask=keep[None, :] & col_p[:, None], sem="relaxed")
+        rows = rows_next
 
 
 def _launch_shape(H: int, R: int, r: int, tiles: Tiles) -> tuple[int, dict]:
@@ -216,9 +311,9 @@ def _forward(
     mass: bool, tiles: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """out [N,H,r], log-sum-exp [N,H] (fp32, log2 units), key mass [N,K] (or [N,0] without
-    `mass`). `tiles` is the forward's Tiles followed by the backward's."""
+    `mass`). `tiles` is the forward's Tiles followed by the backward's three."""
     (N, H, R), K = q.shape, idx.shape[1]
-    fwd = Tiles(*tiles[:5])
+    fwd = Tiles(*tiles[:4])
     block_h, sizes = _launch_shape(H, R, r, fwd)
     heads_blocks = triton.cdiv(H, block_h)
     out = q.new_empty(N, H, r)
@@ -247,23 +342,37 @@ def _forward_fake(q, kv, idx, valid, scale, r, mass, tiles):
     return q.new_empty(N, H, r), lse, q.new_empty(N, K if mass else 0, dtype=torch.float32)
 
 
+def backward_chunk(H: int, K: int, dtype: torch.dtype) -> int:
+    """Queries per chunk of the backward: P and dS of a chunk, [chunk,H,K] each in q's dtype,
+    fit in BACKWARD_BUFFER_BYTES."""
+    return max(1, BACKWARD_BUFFER_BYTES // (2 * H * K * dtype.itemsize))
+
+
 @torch.library.custom_op("glmlab::sparse_mla_bwd", mutates_args=())
 def _backward(
     q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, out: torch.Tensor,
     lse: torch.Tensor, d_out: torch.Tensor, scale: float, r: int, tiles: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """dq [N,H,R] and dkv [M,R] (accumulated in fp32 with atomic adds, returned in kv's dtype)."""
-    (N, H, R), bwd = q.shape, Tiles(*tiles)
-    block_h, sizes = _launch_shape(H, R, r, bwd)
-    sizes["BLOCK_C"] = max(16, sizes.pop("BLOCK_V") // bwd.column_split)  # value columns per program
+    (N, H, R), K = q.shape, idx.shape[1]
+    kernels = BackwardTiles(*(Tiles(*tiles[i : i + 4]) for i in (0, 4, 8)))
+    chunk = min(N, backward_chunk(H, K, q.dtype))
+    p = torch.empty(chunk, H, K, device=q.device, dtype=q.dtype)
+    ds = torch.empty_like(p)
     dq = torch.empty_like(q)
     dkv = torch.zeros(kv.shape, device=kv.device, dtype=torch.float32)
-    for part in range(bwd.column_split):  # one launch per share of the value columns
-        _backward_kernel[(N, triton.cdiv(H, block_h))](
-            q, kv, idx, valid, out, lse, d_out, dq, dkv, H, idx.shape[1], R, r, scale, scale * LOG2E, **sizes,
-            SPLIT=bwd.column_split, PART=part, PRECISION=_precision(q.dtype), num_warps=bwd.num_warps,
-            num_stages=bwd.num_stages,
-        )  # fmt: skip
+    precision = _precision(q.dtype)
+    for n0 in range(0, N, chunk):
+        rows = min(chunk, N - n0)
+        for kernel, t, args in (
+            (_probs_kernel, kernels.probs, (q, kv, idx, valid, lse, p, n0, H, K, R, r, scale * LOG2E)),
+            (_dq_kernel, kernels.dq, (kv, idx, valid, out, d_out, p, ds, dq, n0, H, K, R, r, scale)),
+            (_dkv_kernel, kernels.dkv, (q, d_out, idx, valid, p, ds, dkv, n0, H, K, R, r)),
+        ):
+            block_h, sizes = _launch_shape(H, R, r, t)
+            kernel[(rows, triton.cdiv(H, block_h))](
+                *args, **sizes, PRECISION=precision, num_warps=t.num_warps, num_stages=t.num_stages
+            )
     return dq, dkv.to(kv.dtype)
 
 
@@ -277,7 +386,7 @@ def _setup_context(ctx, inputs, output) -> None:
     out, lse, key_mass = output
     ctx.mark_non_differentiable(lse, key_mass)
     ctx.save_for_backward(q, kv, idx, valid, out, lse)
-    ctx.scale, ctx.r, ctx.tiles = scale, r, tiles[5:]
+    ctx.scale, ctx.r, ctx.tiles = scale, r, tiles[4:]
 
 
 def _differentiate(ctx, d_out, _d_lse, _d_mass):
@@ -327,7 +436,7 @@ def sparse_mla(
     r: int,
     mass: bool = True,
     forward_tiles: Tiles = FORWARD_TILES,
-    backward_tiles: Tiles = BACKWARD_TILES,
+    backward_tiles: BackwardTiles = BACKWARD_TILES,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sparse attention over selected latent rows, differentiable in q and kv.
 
@@ -337,17 +446,17 @@ def sparse_mla(
     out [N,H,r] in q's dtype, the softmax over valid keys of (q . kv[idx]) * scale applied to the
     first r columns of kv[idx], and key_mass [N,K] fp32, the probabilities summed over heads
     (0 at invalid keys, no gradient; None with `mass=False`, which skips the mass's scratch and
-    its pass over it: on an H200 the mass adds 56-58% to the forward at 8K-32K, see
-    experiments/results/h200-kernels-sparse-mla-2/). With the mass the forward holds a scratch of
-    one slot per multiprocessor, H x K probabilities in fp16 (fp32 for fp32 inputs) and one fp32
-    maximum per head and key tile: 35.7 MB on an H200 (132 slots) at H=64, K=2048.
+    its pass over it). With the mass the forward holds a scratch of one slot per multiprocessor,
+    H x K probabilities in fp16 (fp32 for fp32 inputs) and one fp32 maximum per head and key
+    tile: 36.9 MB on an H200 (132 slots) at H=64, K=2048 and 32-key tiles.
 
     Kept for backward: q, kv, idx and valid (the caller's tensors), out (the returned tensor) and
     the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of
-    which only the log-sum-exp's 4 bytes are not otherwise alive; the backward allocates dkv in
-    fp32 (4R bytes per latent row) for its atomic adds. FLOPs are registered for FlopCounterMode:
-    `forward_flops` and `backward_flops` (useful work: the backward's column split recomputes the
-    scores and dP once more, not counted).
+    which only the log-sum-exp's 4 bytes are not otherwise alive. The backward allocates dkv in
+    fp32 (4R bytes per latent row) for its atomic adds, and P and dS of one chunk of queries in
+    q's dtype (`backward_chunk`; at most BACKWARD_BUFFER_BYTES, 1 GiB, together). FLOPs are
+    registered for FlopCounterMode: `forward_flops` and `backward_flops` (useful work; the
+    backward recomputes the scores once, which the count includes, and nothing else).
     """
     if q.dim() != 3 or kv.dim() != 2 or q.shape[2] != kv.shape[1] or not 0 < r < kv.shape[1]:
         raise ValueError(
@@ -355,11 +464,9 @@ def sparse_mla(
         )
     if idx.shape != valid.shape or idx.shape[0] != q.shape[0]:
         raise ValueError(f"sparse_mla: idx {tuple(idx.shape)} and valid {tuple(valid.shape)} must be [N,K]")
-    if backward_tiles.column_split not in (1, 2):  # the kernel's "other columns" are those of the other half
-        raise ValueError(f"sparse_mla: backward column_split {backward_tiles.column_split} must be 1 or 2")
     kv = kv.to(q.dtype)
     out, _, key_mass = _forward(
         q.contiguous(), kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass,
-        [*forward_tiles, *backward_tiles],
+        [*forward_tiles, *(x for t in backward_tiles for x in t)],
     )  # fmt: skip
     return out, key_mass if mass else None
