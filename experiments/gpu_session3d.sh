@@ -6,7 +6,8 @@
 #        table), then decoding after 8K and 128K cached positions at batch 1 and 8 (CUDA-graph step);
 # GPU 1: the slice's training step at 64K and at 128K (without recompute: does it fit now?), then the kernel and model tests
 #        on CUDA beside the mtp_depth study's third seed (issue 13; the finished cells are copied from
-#        experiments/results/mtp_depth so that the runner runs only seed 3).
+#        experiments/results/mtp_depth so that the runner runs only seed 3) and three 200-step glm5-small
+#        runs (Triton and gather DSA at one seed, Triton at another).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 mkdir -p "$OUT/gpu0" "$OUT/gpu1" "$OUT/mtp_depth"
@@ -39,6 +40,16 @@ bench="python3 benchmarks/bench_dsa_long_context.py"
       | while read -r f; do mkdir -p "$OUT/mtp_depth/$(dirname "$f")"; cp "$f" "$OUT/mtp_depth/$f"; done)
     cp $work/mtp_depth/invocations.jsonl "$OUT/mtp_depth/" 2>/dev/null
   ) &
+  # issue 16's loss-curve check: glm5-small, 200 steps of 8 x 1,024 (20 dense warm-up), Triton against
+  # the torch gather path at the same seed, and Triton at another seed for the size of seed noise
+  for run in triton:1337 gather:1337 triton:7; do
+    impl=${run%%:*}; seed=${run##*:}; d=/tmp/small-$impl-$seed; rm -rf $d
+    ( timeout 190 python3 -m glmlab train glm5-small --device cuda --out $d --steps 200 --set dsa_impl=$impl \
+        --set train.seed=$seed --set train.batch_size=8 --set train.dsa_warmup_steps=20 --set train.warmup_steps=20 \
+        --set train.tokenizer=byte --set train.eval_interval=0 --set train.log_interval=10 \
+        --set train.checkpoint_interval=0 > $g/small_$impl-$seed.log 2>&1; echo "exit $?" >> $g/small_$impl-$seed.log
+      cp $d/metrics.jsonl $g/small_$impl-$seed.metrics.jsonl ) &
+  done
   timeout 170 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels_sparse_mla.py tests/test_kernels_indexer.py \
     tests/test_dsa_triton_model.py > $g/tests.log 2>&1; echo "exit $?" >> $g/tests.log
   wait
