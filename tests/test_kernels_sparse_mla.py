@@ -187,7 +187,7 @@ def test_rejects_mismatched_shapes():
 @pytest.mark.skipif(DEVICE != "cuda", reason="GLM-5's shape with the default tiles needs a GPU")
 @pytest.mark.parametrize(
     "forward_tiles,backward_tiles",
-    list(zip(kernels.FORWARD_CANDIDATES, kernels.BACKWARD_CANDIDATES, strict=True)),
+    kernels.candidate_pairs(),
     ids=str,
 )
 def test_glm5_shape_on_gpu(forward_tiles, backward_tiles):

@@ -61,18 +61,32 @@ class BackwardTiles(NamedTuple):
 
 
 # Measured on an H200 at GLM-5's shape (benchmarks/bench_sparse_mla.py; experiments/results/
-# h200-kernels-sparse-mla-3/). 32-key tiles leave shared memory for 3-4 gathers in flight beside
-# the 64 x 576 queries; 64-key tiles fit only 2, which Triton's pipeliner does not overlap.
-FORWARD_TILES = Tiles(block_h=64, block_k=32, num_warps=8, num_stages=3)
+# h200-kernels-sparse-mla-3/). 64-key tiles leave shared memory for two gathered tiles beside the
+# 64 x 576 queries, so the gather overlaps little; 32-key tiles keep 2-3 gathers in flight but halve
+# each product's N and double the per-tile softmax, and ran slower in the forward (8.3 against
+# 10.7 ms at 8K queries). The backward's kernels hold more beside the gathered tile (dO in dQ) and
+# take 32-key tiles.
+FORWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=2)
 BACKWARD_TILES = BackwardTiles(probs=Tiles(64, 32, 8, 3), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3))
 # The alternatives the benchmark's sweep times and the GPU test checks (each fits in an H200's
 # shared memory when compiled for sm_90a: experiments/results/h200-kernels-sparse-mla-3/compile_report.txt).
-FORWARD_CANDIDATES = (FORWARD_TILES, Tiles(64, 32, 8, 4), Tiles(64, 64, 8, 2))
+FORWARD_CANDIDATES = (FORWARD_TILES, Tiles(64, 32, 8, 3), Tiles(64, 32, 8, 4))
 BACKWARD_CANDIDATES = (
     BACKWARD_TILES,
+    BackwardTiles(probs=Tiles(64, 64, 8, 2), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3)),
+    BackwardTiles(probs=Tiles(64, 64, 4, 2), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3)),
     BackwardTiles(probs=Tiles(64, 32, 8, 4), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 4)),
     BackwardTiles(probs=Tiles(64, 32, 8, 3), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 16, 8, 4)),
 )
+
+
+def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
+    """Every candidate once: each forward with the default backward, then the default forward with
+    each other backward."""
+    pairs = [(tiles, BACKWARD_TILES) for tiles in FORWARD_CANDIDATES]
+    return pairs + [(FORWARD_TILES, tiles) for tiles in BACKWARD_CANDIDATES[1:]]
+
+
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
 BACKWARD_BUFFER_BYTES = 1 << 30  # P and dS of one chunk of queries in the backward
 
@@ -448,7 +462,7 @@ def sparse_mla(
     (0 at invalid keys, no gradient; None with `mass=False`, which skips the mass's scratch and
     its pass over it). With the mass the forward holds a scratch of one slot per multiprocessor,
     H x K probabilities in fp16 (fp32 for fp32 inputs) and one fp32 maximum per head and key
-    tile: 36.9 MB on an H200 (132 slots) at H=64, K=2048 and 32-key tiles.
+    tile: 35.7 MB on an H200 (132 slots) at H=64, K=2048 and 64-key tiles.
 
     Kept for backward: q, kv, idx and valid (the caller's tensors), out (the returned tensor) and
     the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of

@@ -31,7 +31,7 @@ torch.cuda.synchronize()
 
 if __name__ == "__main__":
     start = time.time()
-    pairs = list(zip(kernels.FORWARD_CANDIDATES, kernels.BACKWARD_CANDIDATES, strict=True))
+    pairs = kernels.candidate_pairs()
     jobs = []
     for fwd, bwd in pairs:
         code = ONE.format(fwd=tuple(fwd), bwd=[tuple(t) for t in bwd])
