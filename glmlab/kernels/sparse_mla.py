@@ -10,10 +10,12 @@ in their dtype (bf16 on a GPU) with fp32 accumulation, and only the log-sum-exp 
 is kept for the backward pass, never the [N,H,K] probabilities.
 
 Two things decide the speed on Hopper (experiments/results/h200-kernels-sparse-mla-3/README.md):
-- The gathered tile must be in flight while the previous ones are multiplied. The rows of the next
-  key tile are read one iteration ahead (`_rows`), so the gather depends only on a loop-carried
-  value and Triton's pipeliner keeps num_stages - 1 gathers in flight (a gather whose rows are
-  read in the same iteration is issued too late for any overlap).
+- The gathered tile should be in flight while the previous ones are multiplied. The rows of the
+  next key tile are read one iteration ahead (`_rows`), so the gather depends only on a
+  loop-carried value; with 3 or more stages Triton's pipeliner then waits only for the oldest
+  gather (a gather whose rows are read in the same iteration is issued too late for any overlap,
+  and with 2 stages every gather is waited for at the top of the next iteration, so 64-key tiles,
+  which leave room for only 2 beside the queries, overlap little).
 - The score tile [64 heads, BLOCK_K] must be split between the two warpgroups, not computed by
   both. Triton gives a product whose result feeds another product in the same iteration all its
   warps along M; with 64 rows and 8 warps that duplicates the product in each warpgroup. The
@@ -23,7 +25,8 @@ Two things decide the speed on Hopper (experiments/results/h200-kernels-sparse-m
 The backward runs in chunks of queries through three kernels, each with no loop-carried state but
 its own accumulator: the probabilities (`_probs_kernel`, scores recomputed), then dQ with dS
 (`_dq_kernel`, writing dS), then dKV from dS and P (`_dkv_kernel`, fp32 atomic adds into the
-selected rows). P and dS of a chunk live in a buffer of at most BACKWARD_BUFFER_BYTES.
+selected rows, the backward's largest cost). P and dS of a chunk live in a buffer of at most
+BACKWARD_BUFFER_BYTES.
 
 The plain torch twin is glmlab/kernels/sparse_mla_ref.py. On a machine without CUDA the kernels
 run through Triton's interpreter (TRITON_INTERPRET=1, set before triton is imported), which is
@@ -64,8 +67,9 @@ class BackwardTiles(NamedTuple):
 # h200-kernels-sparse-mla-3/). 64-key tiles leave shared memory for two gathered tiles beside the
 # 64 x 576 queries, so the gather overlaps little; 32-key tiles keep 2-3 gathers in flight but halve
 # each product's N and double the per-tile softmax, and ran slower in the forward (8.3 against
-# 10.7 ms at 8K queries). The backward's kernels hold more beside the gathered tile (dO in dQ) and
-# take 32-key tiles.
+# 10.7 ms at 8K queries). dQ holds dO beside the gathered tile, so 64-key tiles do not fit there
+# (237,568 B); of the backward's candidates the default was fastest (36.86 ms at 8K against 36.97
+# and 39.35), and the two with 64-key tiles for the probabilities have not been timed yet.
 FORWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=2)
 BACKWARD_TILES = BackwardTiles(probs=Tiles(64, 32, 8, 3), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3))
 # The alternatives the benchmark's sweep times and the GPU test checks (each fits in an H200's
