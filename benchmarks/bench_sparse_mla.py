@@ -4,7 +4,7 @@ H=64 heads, latent rows of R=576 (r=512 values + 64 rope), K=2048 selected keys 
 over M=N latent rows with uniformly random indices, bf16. Forward (with and without the key mass),
 backward alone (the backward op on a saved forward) and forward+backward times from
 `triton.testing.do_bench` (median), useful TFLOP/s (the calculator's absorbed count:
-`forward_flops`, `backward_flops`), each beside the previous session's figure where one was
+`forward_flops`, `backward_flops`), each beside session 2's kernels' figure where one was
 measured (BEFORE), the backward's three kernels timed apart by torch.profiler, against the torch
 twin and the model's gathered path where they fit, and against dense causal SDPA (64 heads x 192)
 at the same N for scale. `--sweep` first times the candidate tiles at the smallest N and uses the
@@ -31,15 +31,16 @@ from glmlab.model.dsa import gathered_attention
 
 H, R, r, K = 64, 576, 512, 2048
 SCALE = 256**-0.5  # the order of GLM-5's softmax scale (a query head has 192 + 64 dimensions)
-# Milliseconds before this session's kernels, same benchmark on an H200
-# (experiments/results/h200-kernels-sparse-mla-2/README.md and run1_bench.txt).
+# Milliseconds of session 2's kernels (glmlab/kernels/sparse_mla.py at b7336c3) on an H200, timed
+# as this script times the current ones, in the same call as the current ones' first run
+# (experiments/results/h200-kernels-sparse-mla-3/run1_before.txt, probe/before.py).
 BEFORE = {
-    ("forward, no mass", 8192): 9.01,
-    ("forward with mass", 8192): 14.07,
-    ("backward", 8192): 55.10,
-    ("forward+backward", 8192): 69.17,
-    ("forward, no mass", 32768): 37.83,
-    ("forward with mass", 32768): 59.79,
+    ("forward, no mass", 8192): 8.94,
+    ("forward with mass", 8192): 13.97,
+    ("backward", 8192): 58.74,
+    ("forward, no mass", 32768): 37.77,
+    ("forward with mass", 32768): 60.13,
+    ("backward", 32768): 261.12,
 }
 
 

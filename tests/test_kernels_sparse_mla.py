@@ -7,6 +7,11 @@ partial last tile, several head blocks) is exercised in a few seconds.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -205,3 +210,36 @@ def test_glm5_shape_on_gpu(forward_tiles, backward_tiles):
     close(mass, ref_mass, 2e-2)
     for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
         close(got, want, 2e-2)
+
+
+COMPILE_FORWARD = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from glmlab.kernels import sparse_mla as kernels
+
+pointers = dict(q="bf16", kv="bf16", idx="i64", valid="i1", out="bf16", lse="fp32", mass="fp32", probs="fp16")
+signature = {f"{name}_ptr": f"*{kind}" for name, kind in (pointers | {"maxes": "fp32"}).items()}
+signature |= dict.fromkeys(["N", "H", "K", "R", "r"], "i32") | {"scale_log2": "fp32"}
+tiles = kernels.FORWARD_TILES
+constants = dict(BLOCK_H=tiles.block_h, BLOCK_K=tiles.block_k, BLOCK_V=512, BLOCK_P=64, MASS=False)
+constants |= dict(MASS_TILES=4, ONE_HEAD_BLOCK=True, PRECISION="tf32")
+signature |= dict.fromkeys(constants, "constexpr")
+src = ASTSource(fn=kernels._forward_kernel, signature=signature, constexprs=constants)
+options = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+print(triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ttgir"])
+"""
+
+
+def test_forward_splits_scores_between_warpgroups():
+    """Compiled for an H200 (sm_90a; no GPU needed, in a process without Triton's interpreter)
+    with the default tiles, every product of the forward splits its 64 heads x keys between the two
+    warpgroups ([4, 2] warps): without the `if` in `_masked`, Triton gives the score product
+    [8, 1] and each warpgroup computes all of it."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    ttgir = subprocess.run(
+        [sys.executable, "-c", COMPILE_FORWARD], env=env, capture_output=True, text=True, check=True
+    )
+    warps = re.findall(r"nvidia_mma<\{versionMajor = 3.*warpsPerCTA = \[(\d+), (\d+)\]", ttgir.stdout)
+    assert len(warps) >= 2 and set(warps) == {("4", "2")}, warps
