@@ -34,9 +34,10 @@ class Tiles:
 
     rows: queries per program of the scoring kernels (their (query, head) pairs are one side of the
     product, at least 16); keys: keys per tile; tiles: key tiles per scoring program; picks: picked
-    keys per tile in `index_scores_at`; select: scores per step of the top-k selection (its
-    segments, one program each, are 4*select scores); sample: the selection's threshold is estimated
-    from one score in `sample` of each row.
+    keys per tile in `index_scores_at`; select: scores per step of the top-k selection's counts,
+    copies and whole-row fallback (their segments, one program each, are 4*select scores); sample:
+    the selection's threshold is estimated from one score in `sample` of each row (sparser where
+    that would exceed the candidate list's length).
     """
 
     rows: int = 4
