@@ -66,3 +66,25 @@ def test_triton_decoding_over_a_cache_equals_the_full_forward(tiny):
         parts = [triton(ids[:, :12], cache=cache).logits]
         parts += [triton(ids[:, t : t + 1], cache=cache).logits for t in range(12, SEQ)]
     assert (torch.cat(parts, dim=1) - full).abs().max().item() < 1e-4
+
+
+def test_fixed_shape_decoding_step_scores_with_the_kernel(tiny, monkeypatch):
+    """`glmlab generate`'s fixed-shape step (what CUDA graphs replay) scores the indexer with the
+    fused kernel under dsa_impl=triton, over every cache slot with the stale ones masked: the same
+    logits as the torch path's step."""
+    from glmlab.generate.step import model_step
+    from glmlab.kernels import indexer
+
+    calls = []
+    kernel = indexer.index_scores
+    monkeypatch.setattr(indexer, "index_scores", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    gather, triton = _pair(tiny)
+    ids = _ids(SEQ)
+    pos = torch.arange(SEQ, device=DEVICE)[None].expand(2, SEQ)
+    with torch.no_grad():
+        logits = []
+        for model in (gather.eval(), triton.eval()):
+            caches = model.new_cache(2, SEQ + 5).layers  # 5 slots past the rows' ends
+            logits.append(model_step(model, ids, pos, caches, SEQ + 5)[0])
+    assert len(calls) == 2  # both layers of the Triton model, none of the gather one
+    assert (logits[0] - logits[1]).abs().max().item() < 1e-4

@@ -25,7 +25,7 @@ from glmlab.model.dsa import TopK, select_topk
 from glmlab.model.gqa import GroupedQueryAttention, KVCache
 from glmlab.model.mla import LatentCache, MultiHeadLatentAttention, Projections
 from glmlab.model.moe import MoE
-from glmlab.plan import score_chunks
+from glmlab.plan import resolve_dsa_impl, score_chunks
 
 
 def attention_step(
@@ -61,10 +61,18 @@ def attention_step(
     if dsa and C > cfg.index_topk:  # masked slots score -inf: the top-k holds every visible key if few
         if attn.indexer is not None:
             per_row = (cos.view(B, S, 1, -1), sin.view(B, S, 1, -1))
-            chunks = tuple(score_chunks(S, C, attn.indexer.n_heads, xn.device.type))
             q_latent = p.q_latent.view(B, S, -1)
             keys = cache.index_keys[:, :C]
-            index = attn.indexer.scores(xn, q_latent, *per_row, keys, visible, chunks=chunks)
+            if resolve_dsa_impl(cfg.dsa_impl, xn.device.type, C) == "triton":
+                # the fused kernel reads the bf16 keys in place (torch's path makes fp32 copies of
+                # every key and of their [B,H,C] dots: at 128K slots and batch 8, 0.5 GB a layer)
+                from glmlab.kernels.indexer import index_scores
+
+                q, w = attn.indexer.queries(xn, q_latent, *per_row)
+                index = index_scores(q, w, keys).masked_fill_(~visible, float("-inf"))
+            else:
+                chunks = tuple(score_chunks(S, C, attn.indexer.n_heads, xn.device.type))
+                index = attn.indexer.scores(xn, q_latent, *per_row, keys, visible, chunks=chunks)
             topk = select_topk(index, cfg.index_topk)
         else:
             topk = shared_topk
