@@ -91,6 +91,10 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
     return pairs + [(FORWARD_TILES, tiles) for tiles in BACKWARD_CANDIDATES[1:]]
 
 
+# The forward keeps its softmax sums per key column (one reduction after the loop, not one across
+# the warpgroups per tile) up to this many keys per tile; at 64 keys the sums' registers spill
+# (128 B against 28 B per thread when compiled for sm_90a).
+KEY_SUMS_BLOCK_K = 32
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
 BACKWARD_BUFFER_BYTES = 1 << 30  # P and dS of one chunk of queries in the backward
 
@@ -130,7 +134,8 @@ def _forward_kernel(
     q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr, probs_ptr, maxes_ptr,
     N, H, K, R, r, scale_log2,
     BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
-    MASS: tl.constexpr, MASS_TILES: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, PRECISION: tl.constexpr,
+    MASS: tl.constexpr, MASS_TILES: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, KEY_SUMS: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Programs (p, head block) take queries p, p + P, ... With MASS each keeps, in its own slot of
     the scratch, every tile's probabilities under that tile's running maximum (probs [BH,K]) and
@@ -151,20 +156,27 @@ def _forward_kernel(
         qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
 
         m = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running maximum (log2 units)
-        total = tl.zeros([BLOCK_H], tl.float32)  # running sum of exp2(s - m)
+        # running sum of exp2(s - m): per key column with KEY_SUMS (summed once after the loop, which
+        # saves a reduction across the warpgroups per tile), else per head
+        total = tl.zeros([BLOCK_H, BLOCK_K if KEY_SUMS else 1], tl.float32)
         acc = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
         rows = _rows(idx_ptr, valid_ptr, n, K, 0, BLOCK_K)
         for k0 in range(0, K, BLOCK_K):
             rows_next = _rows(idx_ptr, valid_ptr, n, K, k0 + BLOCK_K, BLOCK_K)
             kvn, kvp = _gather(kv_ptr, rows, R, r, offs_v, offs_p, col_v, col_p)
-            s = tl.dot(qn, tl.trans(kvn), input_precision=PRECISION) * scale_log2
-            s += tl.dot(qp, tl.trans(kvp), input_precision=PRECISION) * scale_log2
-            s = _masked(s, rows >= 0, K, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, 1))
+            # the value columns' product accumulates onto the rope columns' (scaled once, in exp2);
+            # each product's result passes a `_masked`, so that both keep the warpgroup split
+            keep = rows >= 0
+            s = _masked(tl.dot(qp, tl.trans(kvp), input_precision=PRECISION), keep, K, float("-inf"))
+            s = _masked(tl.dot(qn, tl.trans(kvn), s, input_precision=PRECISION), keep, K, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, 1) * scale_log2)  # the scale is positive
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid key so far
-            p = tl.exp2(s - m_use[:, None])
+            p = tl.exp2(s * scale_log2 - m_use[:, None])
             alpha = tl.exp2(m - m_use)
-            total = total * alpha + tl.sum(p, 1)
+            if KEY_SUMS:
+                total = total * alpha[:, None] + p
+            else:
+                total = total * alpha[:, None] + tl.sum(p, 1, keep_dims=True)
             acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
             m = m_new
             if MASS:
@@ -173,6 +185,7 @@ def _forward_kernel(
                 tl.store(probs_slot + offs_k[None, :], p_keep, mask=offs_k[None, :] < K)
                 tl.store(maxes_slot + (k0 // BLOCK_K) * BLOCK_H, m_use)
             rows = rows_next
+        total = tl.sum(total, 1)
         lse = m + tl.log2(total)
         out_row = out_ptr + (n * H + heads[:, None]) * r
         tl.store(out_row + offs_v[None, :], (acc / total[:, None]).to(out_ptr.dtype.element_ty),
@@ -347,6 +360,7 @@ def _forward(
     _forward_kernel[(programs, heads_blocks)](
         q, kv, idx, valid, out, lse, key_mass, probs, maxes, N, H, K, R, r, scale * LOG2E, **sizes,
         MASS=mass, MASS_TILES=max(1, MASS_KEYS // fwd.block_k), ONE_HEAD_BLOCK=heads_blocks == 1,
+        KEY_SUMS=fwd.block_k <= KEY_SUMS_BLOCK_K,
         PRECISION=_precision(q.dtype),
         num_warps=fwd.num_warps, num_stages=fwd.num_stages,
     )  # fmt: skip
