@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -83,7 +84,7 @@ def same_picks(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Tensor,
         (2, 5, 8, 8, 1 << 20),  # T = K, batch 2
         (2, 3, 29, 8, 2 * 4 * 29 * 4),  # S < T, chunks of two rows, rows longer than K and not tile multiples
         (1, 1, 30, 8, 1 << 20),  # decoding
-        (2, 5, 75, 8, 1 << 20),  # rows longer than the candidate list (CAP = 32): the cut, counts, copies
+        (2, 5, 75, 8, 1 << 20),  # rows longer than the candidate list (CAP = 32): cut, collect, select
     ],
 )
 def test_index_topk_matches_twin(B, S, T, topk, buffer_bytes):
@@ -160,7 +161,7 @@ def emulated_candidates(row: torch.Tensor, K: int, stride: int) -> int:
 
 @pytest.mark.parametrize("kind", ["random", "ties", "sampled_high"])
 def test_selection_threshold_and_fallback(kind):
-    """Rows of 54-61 keys, longer than the candidate list (K=4, CAP=16), in two segments of 32 keys,
+    """Rows of 54-61 keys, longer than the candidate list (K=4, CAP=16), in segments of 8 keys,
     the threshold from a sample of 16 scores (8 in 32): random rows (the candidates, where their count
     lies in [K, CAP], which it misses on 1 or 2 rows of these 8); rows of zeros and ones (more than CAP
     candidates: the whole-row select); rows whose sampled scores are the largest (the threshold keeps
@@ -188,6 +189,50 @@ def test_selection_threshold_and_fallback(kind):
         assert 0 < rows - sum(listed) <= 2, totals
     else:
         assert not any(listed), totals
+
+
+def test_select_reads_candidate_runs_in_any_order():
+    """The collect pass reserves each segment's run of the candidate list with an atomic add, so runs
+    may lie in any order. Runs written by hand in reverse segment order (rows of 45-47 keys, segments
+    of 8, K=4, CAP=16, the 5-12 largest keys of each row as candidates, some segments without any):
+    the select picks the same keys in the same slots as `_select_chunk`, whose runs the interpreter
+    lays out in segment order."""
+    g = torch.Generator().manual_seed(17)
+    rows, K, n0, seg = 3, 4, 45, 8
+    cap = kernels.select_cap(K)
+    scores = padded(torch.randn(rows, n0 + rows - 1, generator=g).to(DEVICE)[None])
+    n_seg = -(-scores.shape[2] // seg)
+    counts = torch.zeros(rows, n_seg, dtype=torch.int32)
+    bases = torch.zeros(rows, n_seg, dtype=torch.int32)
+    cand = torch.zeros(rows, cap, dtype=torch.int32)
+    pos = torch.zeros(rows, cap, dtype=torch.int32)
+    for r in range(rows):
+        row = scores[0, r, : n0 + r].cpu()
+        bits = row.view(torch.int32)
+        keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        kept = torch.zeros(row.numel(), dtype=torch.bool)
+        kept[row.argsort(descending=True)[: 5 + 3 * r]] = True
+        slot = 0
+        for s in reversed(range(n_seg)):
+            at = torch.nonzero(kept[s * seg : (s + 1) * seg]).flatten() + s * seg
+            counts[r, s], bases[r, s] = at.numel(), slot
+            cand[r, slot : slot + at.numel()], pos[r, slot : slot + at.numel()] = keys[at], at.int()
+            slot += at.numel()
+    assert (counts == 0).any()
+    idx = torch.full((1, rows, K), -1, dtype=torch.int64, device=DEVICE)
+    valid = torch.zeros(1, rows, K, dtype=torch.int8, device=DEVICE)
+    lists = [x.to(DEVICE).flatten() for x in (cand, pos, counts, bases)]
+    kernels._select_kernel[(rows,)](
+        scores, idx, valid, *lists, rows, n0 - 1, 0, rows, K, n_seg, *scores.stride()[:2],
+        BLOCK=seg, CAP=cap, SEG_P2=triton.next_power_of_2(n_seg),
+    )  # fmt: skip
+    want_idx = torch.full_like(idx, -1)
+    want_valid = torch.zeros_like(valid)
+    kernels._select_chunk(scores, want_idx, want_valid, n0 - 1, 0, kernels.Tiles(select=seg))
+    assert torch.equal(idx, want_idx) and torch.equal(valid, want_valid)
+    for r in range(rows):
+        expected = torch.sort(scores[0, r, : n0 + r], descending=True, stable=True).indices[:K]
+        assert torch.equal(idx[0, r].sort().values, expected.sort().values), r
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

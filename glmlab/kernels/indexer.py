@@ -34,10 +34,10 @@ class Tiles:
 
     rows: queries per program of the scoring kernels (their (query, head) pairs are one side of the
     product, at least 16); keys: keys per tile; tiles: key tiles per scoring program; picks: picked
-    keys per tile in `index_scores_at`; select: scores per step of the top-k selection's counts,
-    copies and whole-row fallback (their segments, one program each, are 4*select scores); sample:
-    the selection's threshold is estimated from one score in `sample` of each row (sparser where
-    that would exceed the candidate list's length).
+    keys per tile in `index_scores_at`; select: scores per segment of the top-k selection's
+    candidate pass (one program each, the segment in registers) and per step of its whole-row
+    fallback; sample: the selection's threshold is estimated from one score in `sample` of each row
+    (sparser where that would exceed the candidate list's length).
     """
 
     rows: int = 4
@@ -352,19 +352,29 @@ def _keys(src_ptr, t, n):
 
 @triton.jit
 def _kth(key, ok, want):
-    """The want-th largest of the keys where ok (1 <= want <= their count) and how many are larger:
-    a bisection between the smallest and the largest key, one count over the block per step."""
+    """The want-th largest of the keys where ok (1 <= want <= their count, at most 2**21 - 1 keys) and
+    how many are larger: a search between the smallest and the largest key that splits the interval
+    in four per step, its three counts packed 21 bits apart in one int64 sum over the block (one
+    reduction per step, at most 16 steps for 32-bit keys)."""
     lo = tl.min(tl.where(ok, key, 0x7FFFFFFF), 0).to(tl.int64)  # at least `want` keys >= lo
     hi = tl.max(tl.where(ok, key, -0x7FFFFFFF - 1), 0).to(tl.int64) + 1  # fewer than `want` >= hi
     above = tl.full((), 0, tl.int32)  # keys >= hi
     while hi - lo > 1:
-        mid = lo + (hi - lo) // 2
-        count = tl.sum((ok & (key >= mid.to(tl.int32))).to(tl.int32), 0)
-        if count >= want:
-            lo = mid
-        else:
-            hi = mid
-            above = count
+        m1 = lo + (hi - lo) // 4
+        m2 = lo + (hi - lo) // 2
+        m3 = lo + 3 * (hi - lo) // 4
+        packed = (ok & (key >= m1.to(tl.int32))).to(tl.int64)
+        packed += (ok & (key >= m2.to(tl.int32))).to(tl.int64) << 21
+        packed += (ok & (key >= m3.to(tl.int32))).to(tl.int64) << 42
+        total = tl.sum(packed, 0)
+        c1 = (total & 0x1FFFFF).to(tl.int32)
+        c2 = ((total >> 21) & 0x1FFFFF).to(tl.int32)
+        c3 = (total >> 42).to(tl.int32)
+        in3, in2, in1 = c3 >= want, c2 >= want, c1 >= want
+        new_lo = tl.where(in3, m3, tl.where(in2, m2, tl.where(in1, m1, lo)))
+        hi = tl.where(in3, hi, tl.where(in2, m3, tl.where(in1, m2, m1)))
+        above = tl.where(in3, above, tl.where(in2, c3, tl.where(in1, c2, c1)))
+        lo = new_lo
     return lo.to(tl.int32), above
 
 
@@ -403,13 +413,15 @@ def _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss):
 
 @triton.jit
 def _cut_kernel(
-    scores_ptr, cut_ptr, n_rows, first_pos, K, stride_sb, stride_ss, CAP: tl.constexpr, STRIDE: tl.constexpr,
+    scores_ptr, cut_ptr, total_ptr, n_rows, first_pos, K, stride_sb, stride_ss, CAP: tl.constexpr,
+    STRIDE: tl.constexpr,
 ):  # fmt: skip
     """A row longer than CAP: its threshold key, so that about 2.5*K of its keys are at or above it.
     From the row's sample (m <= CAP scores in groups of 8 consecutive ones, one score in STRIDE or
     sparser on rows longer than CAP*STRIDE), held in registers: the r-th largest, r = 2.5*K*m/n, to
-    16 bits (the cut is the lowest key of those 16 bits)."""
+    16 bits (the cut is the lowest key of those 16 bits). Every row: its candidate total set to 0."""
     row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    tl.store(total_ptr + tl.program_id(0), 0)
     if n > CAP:
         every = tl.maximum(STRIDE, tl.cdiv(n, CAP))
         i = tl.arange(0, CAP)
@@ -421,62 +433,60 @@ def _cut_kernel(
 
 
 @triton.jit
-def _count_kernel(
-    scores_ptr, cut_ptr, count_ptr, n_rows, first_pos, n_seg, stride_sb, stride_ss,
-    BLOCK: tl.constexpr, CAP: tl.constexpr,
+def _collect_kernel(
+    scores_ptr, cut_ptr, total_ptr, count_ptr, base_ptr, cand_ptr, pos_ptr, n_rows, first_pos, n_seg,
+    stride_sb, stride_ss, SEG: tl.constexpr, CAP: tl.constexpr,
 ):  # fmt: skip
-    """The keys at or above the row's cut in one segment of 4*BLOCK keys (program axis 1)."""
+    """One segment of SEG scores of a row longer than CAP (program axis 1), held in registers: its
+    keys at or above the row's cut, counted, are copied (keys and positions, in key order) to a run of
+    the row's candidate list that an atomic add on the row's total reserves; the run's length and
+    start go to count and base [rows, n_seg]. Runs lie in the list in any order (the select reads them
+    in segment order); slots past CAP are not written (the row then has more than CAP candidates)."""
     row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
-    lo = tl.program_id(1) * 4 * BLOCK
+    lo = tl.program_id(1) * SEG
     count = tl.full((), 0, tl.int32)
+    base = tl.full((), 0, tl.int32)
     if (n > CAP) & (lo < n):
         cut = tl.load(cut_ptr + tl.program_id(0))
-        for i0 in range(lo, tl.minimum(lo + 4 * BLOCK, n), BLOCK):
-            key, ok = _keys(row_ptr, i0 + tl.arange(0, BLOCK), n)
-            count += tl.sum((ok & (key >= cut)).to(tl.int32), 0)
+        i = lo + tl.arange(0, SEG)
+        key, ok = _keys(row_ptr, i, n)
+        keep = ok & (key >= cut)
+        count = tl.sum(keep.to(tl.int32), 0)
+        if count > 0:
+            base = tl.atomic_add(total_ptr + tl.program_id(0), count, sem="relaxed")
+            slot = base + tl.cumsum(keep.to(tl.int32), 0) - 1
+            keep &= slot < CAP
+            row = tl.program_id(0).to(tl.int64) * CAP
+            tl.store(cand_ptr + row + slot, key, mask=keep)
+            tl.store(pos_ptr + row + slot, i, mask=keep)
     tl.store(count_ptr + tl.program_id(0) * n_seg + tl.program_id(1), count)
+    tl.store(base_ptr + tl.program_id(0) * n_seg + tl.program_id(1), base)
 
 
 @triton.jit
-def _counts(count_ptr, n_seg, SEG_P2: tl.constexpr):
-    """This row's candidates in all segments, and in the segments before this program's."""
+def _list_slots(count_ptr, base_ptr, n_seg, i, SEG_P2: tl.constexpr):
+    """The row's candidate total and, for the candidates i (in segment and key order), their slots in
+    the list that `_collect_kernel` wrote: each one's segment by a binary search over the segments'
+    cumulative counts, then its offset in that segment's run."""
     seg = tl.arange(0, SEG_P2)
-    counts = tl.load(count_ptr + tl.program_id(0) * n_seg + seg, mask=seg < n_seg, other=0)
-    return tl.sum(counts, 0), tl.sum(tl.where(seg < tl.program_id(1), counts, 0), 0)
-
-
-@triton.jit
-def _gather_kernel(
-    scores_ptr, cut_ptr, count_ptr, cand_ptr, pos_ptr, n_rows, first_pos, K, n_seg, stride_sb, stride_ss,
-    BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
-):  # fmt: skip
-    """Where a row has K to CAP candidates: copy one segment's (keys and positions) to their place
-    in the row's candidate list, which is in key order."""
-    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
-    lo = tl.program_id(1) * 4 * BLOCK
-    if (n > CAP) & (lo < n):
-        total, slot0 = _counts(count_ptr, n_seg, SEG_P2)
-        if (total >= K) & (total <= CAP):
-            cut = tl.load(cut_ptr + tl.program_id(0))
-            cand_ptr += tl.program_id(0).to(tl.int64) * CAP
-            pos_ptr += tl.program_id(0).to(tl.int64) * CAP
-            for i0 in range(lo, tl.minimum(lo + 4 * BLOCK, n), BLOCK):
-                i = i0 + tl.arange(0, BLOCK)
-                key, ok = _keys(row_ptr, i, n)
-                keep = ok & (key >= cut)
-                slot = slot0 + tl.cumsum(keep.to(tl.int32), 0) - 1
-                tl.store(cand_ptr + slot, key, mask=keep)
-                tl.store(pos_ptr + slot, i, mask=keep)
-                slot0 += tl.sum(keep.to(tl.int32), 0)
+    at = tl.program_id(0) * n_seg + seg
+    counts = tl.load(count_ptr + at, mask=seg < n_seg, other=0)
+    ends = tl.cumsum(counts, 0)  # candidates in the segments up to each one
+    shift = tl.load(base_ptr + at, mask=seg < n_seg, other=0) - (ends - counts)
+    owner = tl.zeros(i.shape, tl.int32)  # segments that end at or before i
+    for j in tl.static_range(SEG_P2.bit_length() - 1):
+        half = SEG_P2 >> (j + 1)
+        owner = tl.where(tl.gather(ends, owner + (half - 1), 0) <= i, owner + half, owner)
+    return tl.sum(counts, 0), i + tl.gather(shift, owner, 0)
 
 
 @triton.jit
 def _select_kernel(
-    scores_ptr, idx_ptr, valid_ptr, cand_ptr, pos_ptr, count_ptr, n_rows, first_pos, row0, S, K, n_seg,
-    stride_sb, stride_ss, BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
+    scores_ptr, idx_ptr, valid_ptr, cand_ptr, pos_ptr, count_ptr, base_ptr, n_rows, first_pos, row0, S,
+    K, n_seg, stride_sb, stride_ss, BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
 ):  # fmt: skip
     """Top-K of one row, exactly. A row of at most CAP keys, or its candidate list when that holds K
-    to CAP keys, is held in registers: a bisection over the key values finds the K-th largest, one
+    to CAP keys, is held in registers: a search over the key values finds the K-th largest, one
     pass writes the keys above it (slots 0.., in key order) and the lowest-indexed ties (last slots).
     Any other row (rare: its cut missed) takes four histogram passes of 8 bits over the whole row,
     then one pass that writes the picks the same way."""
@@ -490,25 +500,26 @@ def _select_kernel(
             tl.store(idx_ptr + j, j.to(tl.int64), mask=j < K)
             tl.store(valid_ptr + j, (j < n).to(tl.int8), mask=j < K)
     else:
+        e = tl.arange(0, CAP)  # entries held in registers
         total = tl.full((), CAP + 1, tl.int32)
+        slot_of = e
         if n > CAP:
-            total, _ = _counts(count_ptr, n_seg, SEG_P2)
+            total, slot_of = _list_slots(count_ptr, base_ptr, n_seg, e, SEG_P2)
         listed = (total >= K) & (total <= CAP)
         if listed | (n <= CAP):
-            i = tl.arange(0, CAP)
-            list_ptr = tl.program_id(0).to(tl.int64) * CAP + i
+            list_ptr = tl.program_id(0).to(tl.int64) * CAP + slot_of
             if listed:
-                key = tl.load(cand_ptr + list_ptr, mask=i < (total + 3) // 4 * 4, other=0)
-                ok = i < total
+                ok = e < total
+                key = tl.load(cand_ptr + list_ptr, mask=ok, other=0)
             else:
-                key, ok = _keys(row_ptr, i, n)
+                key, ok = _keys(row_ptr, e, n)
             kth, above = _kth(key, ok, K)
             gt = ok & (key > kth)
             eq = ok & (key == kth)
             eq_rank = tl.cumsum(eq.to(tl.int32), 0) - 1
             take = gt | (eq & (eq_rank < K - above))
             slot = tl.where(gt, tl.cumsum(gt.to(tl.int32), 0) - 1, above + eq_rank)
-            t = i
+            t = e
             if listed:
                 t = tl.load(pos_ptr + list_ptr, mask=take, other=0)
             tl.store(idx_ptr + slot, t.to(tl.int64), mask=take)
@@ -539,35 +550,33 @@ def _select_chunk(
 ) -> torch.Tensor:
     """Top-K of every row of a scored chunk [B,rows,n'] (row r sees first_pos + r + 1 keys; the rows'
     stride a multiple of 4 scores, and the buffer reaching each row's length rounded up to 4) into
-    rows row0.. of idx and valid [B,S,K]: the four launches of the radix select (each row's cut,
-    candidate counts per segment, the candidate lists, the select), scratch CAP*8 bytes a row, CAP
-    = 4*K rounded up to a power of two. Returns the candidate counts [B*rows, segments]: a row
-    longer than CAP whose total lies in [K, CAP] was selected from its candidates, any other longer
-    row from the whole row."""
+    rows row0.. of idx and valid [B,S,K]: the three launches of the radix select (each row's cut,
+    the candidates of each segment of `select` scores counted and copied in one pass, the select),
+    scratch CAP*8 bytes a row, CAP = 4*K rounded up to a power of two. Returns the candidate counts
+    [B*rows, segments]: a row longer than CAP whose total lies in [K, CAP] was selected from its
+    candidates, any other longer row from the whole row."""
     B, rows, width = chunk.shape
     S, K = idx.shape[1], idx.shape[2]
     if chunk.stride(1) % 4 or chunk.stride(0) % 4:
         raise GlmlabError(f"chunk strides {chunk.stride()}: pad the rows to a multiple of 4 scores")
-    cap, block, seg = select_cap(K), tiles.select, 4 * tiles.select
+    cap, seg = select_cap(K), tiles.select
     n_seg = triton.cdiv(width, seg)
-    cut = torch.empty(B * rows, device=chunk.device, dtype=torch.int32)
-    counts = torch.empty(B * rows * n_seg, device=chunk.device, dtype=torch.int32)
-    cand = torch.empty(B * rows * cap, device=chunk.device, dtype=torch.int32)
-    pos = torch.empty(B * rows * cap, device=chunk.device, dtype=torch.int32)
+    new = dict(device=chunk.device, dtype=torch.int32)
+    cut, total = torch.empty(B * rows, **new), torch.empty(B * rows, **new)
+    counts, bases = torch.empty(B * rows * n_seg, **new), torch.empty(B * rows * n_seg, **new)
+    cand, pos = torch.empty(B * rows * cap, **new), torch.empty(B * rows * cap, **new)
     strides = chunk.stride()[:2]
     warps = max(4, min(16, cap // 512))  # registers: the select holds 2*CAP/threads keys a thread
-    _cut_kernel[(B * rows,)](chunk, cut, rows, first_pos, K, *strides, CAP=cap, STRIDE=tiles.sample,
+    _cut_kernel[(B * rows,)](chunk, cut, total, rows, first_pos, K, *strides, CAP=cap, STRIDE=tiles.sample,
                              num_warps=warps)  # fmt: skip
-    common = dict(BLOCK=block, CAP=cap, num_warps=4)
-    _count_kernel[(B * rows, n_seg)](chunk, cut, counts, rows, first_pos, n_seg, *strides, **common)
-    common["SEG_P2"] = triton.next_power_of_2(n_seg)
-    _gather_kernel[(B * rows, n_seg)](
-        chunk, cut, counts, cand, pos, rows, first_pos, K, n_seg, *strides, **common
-    )
-    common["num_warps"] = warps
+    _collect_kernel[(B * rows, n_seg)](
+        chunk, cut, total, counts, bases, cand, pos, rows, first_pos, n_seg, *strides, SEG=seg, CAP=cap,
+        num_warps=4,
+    )  # fmt: skip
     _select_kernel[(B * rows,)](
-        chunk, idx, valid, cand, pos, counts, rows, first_pos, row0, S, K, n_seg, *strides, **common
-    )
+        chunk, idx, valid, cand, pos, counts, bases, rows, first_pos, row0, S, K, n_seg, *strides,
+        BLOCK=tiles.select, CAP=cap, SEG_P2=max(2, triton.next_power_of_2(n_seg)), num_warps=warps,
+    )  # fmt: skip
     return counts.view(B * rows, n_seg)
 
 
@@ -911,13 +920,14 @@ def index_topk(
 
     Queries are scored in chunks into a buffer of at most `buffer_bytes` (never a full [S,T] at long
     context), and each chunk row is selected exactly (`_select_chunk`): a threshold from a sample of
-    the row keeps about 2.5*K candidates (their count, summed over the row's segments in parallel,
-    lies in [K, CAP], CAP = 4*K rounded up to a power of two, except in rare rows); the candidates (or
-    a row of at most CAP keys) are held in registers, where a bisection over the fp32 bits finds the
-    K-th largest and one pass writes the picks. A row whose threshold keeps fewer than K or more than
-    CAP runs a radix select (histogram passes) over the whole row. Ties go to the lower key index; the output
-    is deterministic. Rows seeing fewer than K keys pick them all, in slots 0..n-1, and mark the
-    remaining slots invalid (their indices are in range but meaningless). No gradient.
+    the row keeps about 2.5*K candidates (counted and copied in one pass over the row's segments in
+    parallel; their count lies in [K, CAP], CAP = 4*K rounded up to a power of two, except in rare
+    rows); the candidates (or a row of at most CAP keys) are held in registers, where a search over
+    the fp32 bits (the interval split in four per step) finds the K-th largest and one pass writes the
+    picks. A row whose threshold keeps fewer than K or more than CAP runs a radix select (histogram
+    passes) over the whole row. Ties go to the lower key index; the output is deterministic. Rows
+    seeing fewer than K keys pick them all, in slots 0..n-1, and mark the remaining slots invalid
+    (their indices are in range but meaningless). No gradient.
 
     `fp8=True` scores in fp8 (e4m3) as `index_scores(..., fp8=True)` does, and selects from those
     scores (so the picks may differ from bf16's where scores are close).
