@@ -80,22 +80,6 @@ def test_matches_twin(dtype, N, H, K, M, batch_rows):
         close(got, want, tol)
 
 
-@pytest.mark.parametrize("block_k", [16, 64])
-def test_softmax_sums_per_key_and_per_head(block_k):
-    """Up to KEY_SUMS_BLOCK_K keys per tile the forward keeps its softmax sums per key column, above
-    it per head: both give the twin's output, key mass and gradients over several tiles, the last
-    partial."""
-    assert (block_k <= kernels.KEY_SUMS_BLOCK_K) == (block_k == 16)
-    q, kv, idx, valid = inputs(3, 4, 100, 30, torch.float32, seed=6)
-    tiles = {**TINY, "forward_tiles": Tiles(16, block_k, 4, 1)}
-    out, mass = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, **tiles)
-    ref_out, ref_mass = sparse_mla_ref(q, kv, idx, valid, scale=0.2, r=32)
-    close(out, ref_out, 1e-5)
-    close(mass, ref_mass, 1e-5)
-    for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
-        close(got, want, 1e-5)
-
-
 @pytest.mark.parametrize("dtype,H", [(torch.float32, 4), (torch.float32, 18), (torch.bfloat16, 4)])
 def test_backward_in_chunks(monkeypatch, dtype, H):
     """The backward's P and dS buffer holds 2 queries, so 5 queries take three chunks (the last
@@ -239,7 +223,7 @@ signature = {f"{name}_ptr": f"*{kind}" for name, kind in (pointers | {"maxes": "
 signature |= dict.fromkeys(["N", "H", "K", "R", "r"], "i32") | {"scale_log2": "fp32"}
 tiles = kernels.FORWARD_TILES
 constants = dict(BLOCK_H=tiles.block_h, BLOCK_K=tiles.block_k, BLOCK_V=512, BLOCK_P=64, MASS=False)
-constants |= dict(MASS_TILES=4, ONE_HEAD_BLOCK=True, KEY_SUMS=False, PRECISION="tf32")
+constants |= dict(MASS_TILES=4, ONE_HEAD_BLOCK=True, PRECISION="tf32")
 signature |= dict.fromkeys(constants, "constexpr")
 src = ASTSource(fn=kernels._forward_kernel, signature=signature, constexprs=constants)
 options = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)

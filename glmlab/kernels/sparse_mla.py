@@ -64,23 +64,23 @@ class BackwardTiles(NamedTuple):
 
 
 # Measured on an H200 at GLM-5's shape (benchmarks/bench_sparse_mla.py; experiments/results/
-# h200-kernels-sparse-mla-3/). 64-key tiles leave shared memory for two gathered tiles beside the
-# 64 x 576 queries, so the gather overlaps little; 32-key tiles keep 2-3 gathers in flight but halve
-# each product's N and double the per-tile softmax, and ran slower in the forward (8.3 against
-# 10.7 ms at 8K queries). dQ holds dO beside the gathered tile, so 64-key tiles do not fit there
-# (237,568 B); of the backward's candidates the default was fastest (36.86 ms at 8K against 36.97
-# and 39.35), and the two with 64-key tiles for the probabilities have not been timed yet.
+# h200-kernels-sparse-mla-3/ and -4/). 64-key tiles leave shared memory for two gathered tiles beside
+# the 64 x 576 queries, so the gather overlaps little; 32-key tiles keep 2-3 gathers in flight but
+# halve each product's N and double the per-tile softmax, and ran slower in the forward (8.4 against
+# 10.7-11.2 ms at 8K queries, in two calls). The probabilities kernel, which has no accumulator, runs
+# one warpgroup over 64-key tiles (64 x 64 products, the queries read once per tile, not once per
+# warpgroup): 6.0 against 8.1 ms at 8K queries, the backward 35.0 against 37.2 ms. dQ holds dO
+# beside the gathered tile, so 64-key tiles do not fit there (237,568 B); dKV with 16-key tiles or 4
+# stages was slower (39.4-39.9 and 37.0-37.3 ms for the backward).
 FORWARD_TILES = Tiles(block_h=64, block_k=64, num_warps=8, num_stages=2)
-BACKWARD_TILES = BackwardTiles(probs=Tiles(64, 32, 8, 3), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3))
+BACKWARD_TILES = BackwardTiles(probs=Tiles(64, 64, 4, 2), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3))
 # The alternatives the benchmark's sweep times and the GPU test checks (each fits in an H200's
-# shared memory when compiled for sm_90a: experiments/results/h200-kernels-sparse-mla-3/compile_report.txt).
-FORWARD_CANDIDATES = (FORWARD_TILES, Tiles(64, 32, 8, 3), Tiles(64, 32, 8, 4))
+# shared memory when compiled for sm_90a: experiments/results/h200-kernels-sparse-mla-3/compile_report.py).
+FORWARD_CANDIDATES = (FORWARD_TILES, Tiles(64, 32, 8, 3))
 BACKWARD_CANDIDATES = (
     BACKWARD_TILES,
     BackwardTiles(probs=Tiles(64, 64, 8, 2), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3)),
-    BackwardTiles(probs=Tiles(64, 64, 4, 2), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3)),
-    BackwardTiles(probs=Tiles(64, 32, 8, 4), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 4)),
-    BackwardTiles(probs=Tiles(64, 32, 8, 3), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 16, 8, 4)),
+    BackwardTiles(probs=Tiles(64, 32, 8, 3), dq=Tiles(64, 32, 8, 3), dkv=Tiles(64, 32, 8, 3)),
 )
 
 
@@ -91,10 +91,6 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
     return pairs + [(FORWARD_TILES, tiles) for tiles in BACKWARD_CANDIDATES[1:]]
 
 
-# The forward keeps its softmax sums per key column (one reduction after the loop, not one across
-# the warpgroups per tile) up to this many keys per tile; at 64 keys the sums' registers spill
-# (128 B against 28 B per thread when compiled for sm_90a).
-KEY_SUMS_BLOCK_K = 32
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
 BACKWARD_BUFFER_BYTES = 1 << 30  # P and dS of one chunk of queries in the backward
 
@@ -134,8 +130,7 @@ def _forward_kernel(
     q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr, probs_ptr, maxes_ptr,
     N, H, K, R, r, scale_log2,
     BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
-    MASS: tl.constexpr, MASS_TILES: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, KEY_SUMS: tl.constexpr,
-    PRECISION: tl.constexpr,
+    MASS: tl.constexpr, MASS_TILES: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Programs (p, head block) take queries p, p + P, ... With MASS each keeps, in its own slot of
     the scratch, every tile's probabilities under that tile's running maximum (probs [BH,K]) and
@@ -156,9 +151,7 @@ def _forward_kernel(
         qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
 
         m = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running maximum (log2 units)
-        # running sum of exp2(s - m): per key column with KEY_SUMS (summed once after the loop, which
-        # saves a reduction across the warpgroups per tile), else per head
-        total = tl.zeros([BLOCK_H, BLOCK_K if KEY_SUMS else 1], tl.float32)
+        total = tl.zeros([BLOCK_H], tl.float32)  # running sum of exp2(s - m)
         acc = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
         rows = _rows(idx_ptr, valid_ptr, n, K, 0, BLOCK_K)
         for k0 in range(0, K, BLOCK_K):
@@ -173,10 +166,7 @@ def _forward_kernel(
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid key so far
             p = tl.exp2(s * scale_log2 - m_use[:, None])
             alpha = tl.exp2(m - m_use)
-            if KEY_SUMS:
-                total = total * alpha[:, None] + p
-            else:
-                total = total * alpha[:, None] + tl.sum(p, 1, keep_dims=True)
+            total = total * alpha + tl.sum(p, 1)
             acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
             m = m_new
             if MASS:
@@ -185,7 +175,6 @@ def _forward_kernel(
                 tl.store(probs_slot + offs_k[None, :], p_keep, mask=offs_k[None, :] < K)
                 tl.store(maxes_slot + (k0 // BLOCK_K) * BLOCK_H, m_use)
             rows = rows_next
-        total = tl.sum(total, 1)
         lse = m + tl.log2(total)
         out_row = out_ptr + (n * H + heads[:, None]) * r
         tl.store(out_row + offs_v[None, :], (acc / total[:, None]).to(out_ptr.dtype.element_ty),
@@ -360,7 +349,6 @@ def _forward(
     _forward_kernel[(programs, heads_blocks)](
         q, kv, idx, valid, out, lse, key_mass, probs, maxes, N, H, K, R, r, scale * LOG2E, **sizes,
         MASS=mass, MASS_TILES=max(1, MASS_KEYS // fwd.block_k), ONE_HEAD_BLOCK=heads_blocks == 1,
-        KEY_SUMS=fwd.block_k <= KEY_SUMS_BLOCK_K,
         PRECISION=_precision(q.dtype),
         num_warps=fwd.num_warps, num_stages=fwd.num_stages,
     )  # fmt: skip
