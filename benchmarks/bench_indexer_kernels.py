@@ -5,22 +5,24 @@ that). Per context length, the parts asked for (`--parts`, default all):
 
 - scores: index_scores' forward in bf16 and in fp8 (`fp8=True`), time and TFLOP/s;
 - backward: index_scores' forward+backward (up to 32K);
-- topk: index_topk (K = 2048) with the radix select at a 256 MB and a 32 MB buffer, and with
-  `select="torch"` (torch.topk per scored chunk, 256 MB), time and peak memory; the radix call's
-  device time per kernel (torch.profiler: the scoring and the select's four kernels); the share of
-  torch.topk's picks that the radix select picks too (the two are exact: below 1 only where scores
-  tie); for the last (longest) rows, how many the select took from their candidate list (the
-  others, whose cut kept fewer than K or more than CAP, run the histogram passes over the whole
-  row), on gaussian and projected inputs; up to `--torch-topk-up-to`, also index_scores +
+- topk: index_topk (K = 2048) with the radix select at each buffer of `--buffers` (default 256 and
+  32 MB), and with `select="torch"` (torch.topk per scored chunk, 256 MB), time and peak memory; the
+  radix call's device time per kernel (torch.profiler: the scoring and the select's three kernels);
+  the share of torch.topk's picks that the radix select picks too (the two are exact: below 1 only
+  where scores tie); for the last (longest) rows, how many the select took from their candidate
+  list (the others, whose cut kept fewer than K or more than CAP, run the histogram passes over the
+  whole row), on gaussian and projected inputs; up to `--torch-topk-up-to`, also index_scores +
   torch.topk over full rows;
-- fp8: index_topk in fp8 (radix select) and how much of bf16's top-k it picks (the share of bf16's
-  valid picks that fp8 picks too, over rows that see more than K keys) on two kinds of input:
-  `gaussian` (q, k standard normal, w normal times (H*D)^-0.5) and `projected` (q, k and w as the
-  model makes them from hidden states: random hidden states [T, 1024] with a shared component,
-  random projections, k layer-normed);
+- fp8: the quantisation of q and k (`quantize_rows`, one kernel, against its torch twin, the earlier
+  implementation); index_topk in fp8 (radix select), its device time per kernel, and how much of
+  bf16's top-k it picks (the share of bf16's valid picks that fp8 picks too, over rows that see
+  more than K keys) on two kinds of input: `gaussian` (q, k standard normal, w normal times
+  (H*D)^-0.5) and `projected` (q, k and w as the model makes them from hidden states: random hidden
+  states [T, 1024] with a shared component, random projections, k layer-normed);
 - at: index_scores_at's forward and forward+backward at K picks per query.
 
     python benchmarks/bench_indexer_kernels.py [--lengths 8192 32768] [--parts scores,topk,fp8] [--sweep]
+        [--buffers 256 32]
 
 --sweep first times index_scores' forward (bf16 and fp8) at the first length for a few tile shapes,
 and uses the fastest of each for everything after; without it, the default Tiles.
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from triton.runtime.errors import OutOfResources
 from triton.testing import do_bench
 
-from glmlab.kernels import indexer
+from glmlab.kernels import indexer, indexer_ref
 
 H, D, K = 32, 128, 2048
 PARTS = ("scores", "backward", "topk", "fp8", "at")
@@ -145,7 +147,7 @@ def agreement(
 
 
 def bench_length(
-    T: int, tiles: tuple, *, tune: bool, parts: list[str], torch_topk: bool
+    T: int, tiles: tuple, *, tune: bool, parts: list[str], torch_topk: bool, buffers: list[int]
 ) -> tuple[indexer.Tiles, indexer.Tiles]:
     """Every asked-for figure at one context length T = S; with `tune`, first the sweeps, whose
     fastest tiles (bf16, fp8) are used from then on (returned)."""
@@ -165,7 +167,7 @@ def bench_length(
         ms = median_ms(lambda: indexer.index_scores(qg, wg, kg, tiles=bf16_tiles).sum().backward())
         print(f"T={T} index_scores fwd+bwd {ms:.2f} ms, {3 * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
     if "topk" in parts:
-        for select, budget in (("radix", 1 << 28), ("radix", 1 << 25), ("torch", 1 << 28)):
+        for select, budget in [("radix", mb << 20) for mb in buffers] + [("torch", 1 << 28)]:
             ms, gb = peak(
                 lambda s=select, b=budget: indexer.index_topk(
                     q, w, k, topk=K, buffer_bytes=b, tiles=bf16_tiles, select=s
@@ -203,8 +205,16 @@ def bench_length(
             print(f"T={T} index_scores + torch.topk: out of memory", flush=True)
         torch.cuda.empty_cache()
     if "fp8" in parts:
+        for name, x in (("q", q), ("k", k)):
+            ms = median_ms(lambda x=x: indexer.quantize_rows(x))
+            ms_torch, gb_torch = peak(lambda x=x: indexer_ref.quantize_rows(x))
+            print(f"T={T} quantize_rows({name}): kernel {ms:.2f} ms, torch twin {ms_torch:.2f} ms "
+                  f"(its temporaries {gb_torch:.2f} GB)", flush=True)  # fmt: skip
         ms, gb = peak(lambda: indexer.index_topk(q, w, k, topk=K, tiles=fp8_tiles, fp8=True))
         print(f"T={T} index_topk(K={K}, radix, buffer 256 MB) fp8 {ms:.2f} ms, peak {gb:.2f} GB", flush=True)
+        parts_ms = kernel_ms(lambda: indexer.index_topk(q, w, k, topk=K, tiles=fp8_tiles, fp8=True))
+        print(f"T={T} index_topk(radix, 256 MB) fp8 per kernel: "
+              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in parts_ms.items()), flush=True)  # fmt: skip
         for kind, make in (("gaussian", gaussian), ("projected", projected)):
             inputs = make(T, torch.Generator(device="cuda").manual_seed(1))
             bf16 = indexer.index_topk(*inputs, topk=K, tiles=bf16_tiles)
@@ -242,12 +252,16 @@ def main() -> None:
     parser.add_argument("--parts", type=parts_list, default=list(PARTS), help=f"subset of {','.join(PARTS)}")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--torch-topk-up-to", type=int, default=131072, help="full-row baseline up to")
+    parser.add_argument("--buffers", type=int, nargs="+", default=[256, 32], help="radix buffers, MB")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     tiles = None
     for T in args.lengths:
         tune = args.sweep and T == args.lengths[0]
-        tiles = bench_length(T, tiles, tune=tune, parts=args.parts, torch_topk=T <= args.torch_topk_up_to)
+        torch_topk = T <= args.torch_topk_up_to
+        tiles = bench_length(
+            T, tiles, tune=tune, parts=args.parts, torch_topk=torch_topk, buffers=args.buffers
+        )
         torch.cuda.empty_cache()
 
 

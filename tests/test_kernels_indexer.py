@@ -292,24 +292,50 @@ def test_autocast(backward_inside):
     assert q.grad.dtype == torch.float32 and k.grad.dtype == torch.float32 and torch.isfinite(k.grad).all()
 
 
-def test_quantize_rows():
+def test_quantize_rows_twin():
     """e4m3 rows: each row's largest |x| becomes 448 exactly, every element within e4m3's rounding
     (3 mantissa bits: 1/16 relative, or half its smallest subnormal step), an all-zero row stays zero
     with scale 1; the scales folded as the kernel does (q's into the head weights, k's per key)
     give the scores of the twin's fp8-rounded inputs."""
     q, w, k = (x.detach().cpu() for x in inputs(1, 6, 10, H=3, D=32, seed=14))
     q[0, 2, 1] = 0
-    q8, q_scale = kernels.quantize_rows(q)
+    q8, q_scale = ref.quantize_rows(q)
     assert q8.dtype == torch.float8_e4m3fn and q_scale.shape == q.shape[:3]
     back = q8.float() * q_scale[..., None]
     assert torch.equal(q8.float().abs().amax(-1)[q_scale != 1], torch.full_like(q_scale[q_scale != 1], 448))
     assert ((back - q).abs() <= q.abs() / 16 + q_scale[..., None] * 2.0**-10).all()
     assert q_scale[0, 2, 1] == 1 and (back[0, 2, 1] == 0).all()
-    k8, k_scale = kernels.quantize_rows(k)
+    k8, k_scale = ref.quantize_rows(k)
     dots = torch.einsum("bshd,btd->bsht", q8.float(), k8.float()).relu()
     folded = torch.einsum("bsh,bsht->bst", w * q_scale, dots) * k_scale[:, None, :]
     expected = ref.index_scores_fp8(q, w, k)
     close(folded.masked_fill(torch.isinf(expected), 0), expected.masked_fill(torch.isinf(expected), 0), 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_quantize_rows_kernel(dtype):
+    """The one-pass kernel against its twin, bit for bit: 300 rows of 24 (three programs, the last
+    partial; rows not a power of two), one of them all zeros. Rows of e4m3 values times a power of
+    two, one of them +-448 (exact on the CPU, where the interpreter's casts to fp8 round wrongly);
+    on a GPU also random rows (the cast's rounding)."""
+    g = torch.Generator().manual_seed(21)
+    e4m3 = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
+    e4m3 = e4m3[torch.isfinite(e4m3)]
+    values = e4m3[torch.randint(0, e4m3.numel(), (300, 24), generator=g)]
+    values[:, 5] = 448 * torch.where(torch.rand(300, generator=g) < 0.5, -1.0, 1.0)
+    values *= 2.0 ** torch.randint(-8, 5, (300, 1), generator=g)
+    values[7] = 0
+    cases = [("exact", values.view(3, 100, 24))]
+    if DEVICE == "cuda":
+        cases.append(("random", torch.randn(3, 100, 24, generator=g) * torch.rand(3, 100, 1, generator=g)))
+    for kind, x in cases:
+        x = x.to(DEVICE, dtype)
+        got, want = kernels.quantize_rows(x), ref.quantize_rows(x)
+        assert got[0].dtype == torch.float8_e4m3fn and got[1].shape == x.shape[:2]
+        assert torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8))
+        assert torch.equal(got[1], want[1])
+        if kind == "exact":
+            assert got[1].view(-1)[7] == 1 and not got[0].view(300, 24)[7].float().any()
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="fp8 products need a GPU (the interpreter has no fp8)")

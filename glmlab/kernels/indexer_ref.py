@@ -28,14 +28,21 @@ def index_scores(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor) -> torch.Ten
     return scores.masked_fill(~visible(q.shape[1], k.shape[1], q.device), float("-inf"))
 
 
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [..., D] as fp8 e4m3 rows and their fp32 scales [...]: x ~ x8 * scale[..., None], each row
+    scaled so that its largest |x| is 448 (e4m3's largest finite value); all-zero rows get scale 1."""
+    amax = x.detach().float().abs().amax(-1)
+    scale = torch.where(amax > 0, amax / 448, 1.0)
+    return (x.detach().float() / scale[..., None]).to(torch.float8_e4m3fn), scale
+
+
 def index_scores_fp8(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """`index_scores` of q and k rounded to fp8 e4m3 row by row (q per (query, head), k per key),
-    each row scaled so that its largest |x| is 448 before rounding, and scaled back after."""
+    """`index_scores` of q and k rounded to fp8 e4m3 row by row (`quantize_rows`: q per (query, head),
+    k per key), and scaled back."""
 
     def rounded(x: torch.Tensor) -> torch.Tensor:
-        scale = x.float().abs().amax(-1, keepdim=True) / 448
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return (x.float() / scale).to(torch.float8_e4m3fn).float() * scale
+        x8, scale = quantize_rows(x)
+        return x8.float() * scale[..., None]
 
     return index_scores(rounded(q), w, rounded(k))
 

@@ -31,7 +31,8 @@ BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin"
 OPS = r"\b(ATOMS\.ADD|ATOMG[.\w]*|REDG[.\w]*|MEMBAR\.ALL\.GPU|LDG\.E\.128|LDG\.E|HGMMA|HMMA)\b"
 POINTERS = {
     "scores_ptr": "*fp32", "cut_ptr": "*i32", "count_ptr": "*i32", "pos_ptr": "*i32", "total_ptr": "*i32",
-    "base_ptr": "*i32", "cand_ptr": "*i32", "idx_ptr": "*i64",
+    "base_ptr": "*i32", "cand_ptr": "*i32", "x_ptr": "*bf16", "out_ptr": "*fp8e4nv", "scale_ptr": "*fp32",
+    "idx_ptr": "*i64",
     "valid_ptr": "*i8", "q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*bf16", "g_ptr": "*fp32",
     "dq_ptr": "*fp32", "dw_ptr": "*fp32", "dk_ptr": "*fp32",
 }  # fmt: skip
@@ -80,7 +81,11 @@ def main() -> None:
     else:
         kernels.append(("_count_kernel", m._count_kernel, dict(BLOCK=1024, CAP=cap), 4))
         kernels.append(("_gather_kernel", m._gather_kernel, dict(BLOCK=1024, CAP=cap, SEG_P2=32), 4))
-    kernels.append(("_select_kernel", m._select_kernel, dict(BLOCK=1024, CAP=cap, SEG_P2=32 if hasattr(m, "_gather_kernel") else 128), warps))
+    if hasattr(m, "_quantize_kernel"):  # q's rows: 32 rows of 128 per program
+        quantize = dict(D=128, BLOCK_R=32, BLOCK_D=128, FMAX=448.0)
+        kernels.append(("_quantize_kernel", m._quantize_kernel, quantize, 4))
+    segments = 32 if hasattr(m, "_gather_kernel") else 128
+    kernels.append(("_select_kernel", m._select_kernel, dict(BLOCK=1024, CAP=cap, SEG_P2=segments), warps))
     for name, fn, constants, num_warps in kernels:
         print(f"{name}: {compile_one(fn, constants, num_warps)}", flush=True)
 
