@@ -516,9 +516,13 @@ def _select_kernel(
             kth, above = _kth(key, ok, K)
             gt = ok & (key > kth)
             eq = ok & (key == kth)
-            eq_rank = tl.cumsum(eq.to(tl.int32), 0) - 1
+            # both ranks from one scan: the counts of gt and eq, packed BITS apart (BITS > log2(CAP))
+            PACK: tl.constexpr = tl.int32 if CAP < 1 << 15 else tl.int64
+            BITS: tl.constexpr = 16 if CAP < 1 << 15 else 32
+            ranks = tl.cumsum(gt.to(PACK) + (eq.to(PACK) << BITS), 0)
+            eq_rank = (ranks >> BITS).to(tl.int32) - 1
             take = gt | (eq & (eq_rank < K - above))
-            slot = tl.where(gt, tl.cumsum(gt.to(tl.int32), 0) - 1, above + eq_rank)
+            slot = tl.where(gt, (ranks & ((1 << BITS) - 1)).to(tl.int32) - 1, above + eq_rank)
             t = e
             if listed:
                 t = tl.load(pos_ptr + list_ptr, mask=take, other=0)
