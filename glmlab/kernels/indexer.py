@@ -352,28 +352,27 @@ def _keys(src_ptr, t, n):
 
 @triton.jit
 def _kth(key, ok, want):
-    """The want-th largest of the keys where ok (1 <= want <= their count, at most 2**21 - 1 keys) and
-    how many are larger: a search between the smallest and the largest key that splits the interval
-    in four per step, its three counts packed 21 bits apart in one int64 sum over the block (one
-    reduction per step, at most 16 steps for 32-bit keys)."""
+    """The want-th largest of the keys where ok (1 <= want <= their count; keys above INT32_MIN, as
+    every score's is) and how many are larger: a search between the smallest and the largest key
+    that splits the interval in three per step, its two counts packed in one sum over the block (one
+    reduction per step, at most 21 steps for 32-bit keys; a bisection took 32)."""
+    PACK: tl.constexpr = tl.int32 if key.shape[0] < 1 << 15 else tl.int64
+    BITS: tl.constexpr = 16 if key.shape[0] < 1 << 15 else 32
     lo = tl.min(tl.where(ok, key, 0x7FFFFFFF), 0).to(tl.int64)  # at least `want` keys >= lo
-    hi = tl.max(tl.where(ok, key, -0x7FFFFFFF - 1), 0).to(tl.int64) + 1  # fewer than `want` >= hi
+    key = tl.where(ok, key, -0x7FFFFFFF - 1)  # below every threshold: no `ok` in the loop
+    hi = tl.max(key, 0).to(tl.int64) + 1  # fewer than `want` keys >= hi
     above = tl.full((), 0, tl.int32)  # keys >= hi
     while hi - lo > 1:
-        m1 = lo + (hi - lo) // 4
-        m2 = lo + (hi - lo) // 2
-        m3 = lo + 3 * (hi - lo) // 4
-        packed = (ok & (key >= m1.to(tl.int32))).to(tl.int64)
-        packed += (ok & (key >= m2.to(tl.int32))).to(tl.int64) << 21
-        packed += (ok & (key >= m3.to(tl.int32))).to(tl.int64) << 42
+        m1 = lo + (hi - lo) // 3
+        m2 = lo + 2 * (hi - lo) // 3
+        packed = (key >= m1.to(tl.int32)).to(PACK) + ((key >= m2.to(tl.int32)).to(PACK) << BITS)
         total = tl.sum(packed, 0)
-        c1 = (total & 0x1FFFFF).to(tl.int32)
-        c2 = ((total >> 21) & 0x1FFFFF).to(tl.int32)
-        c3 = (total >> 42).to(tl.int32)
-        in3, in2, in1 = c3 >= want, c2 >= want, c1 >= want
-        new_lo = tl.where(in3, m3, tl.where(in2, m2, tl.where(in1, m1, lo)))
-        hi = tl.where(in3, hi, tl.where(in2, m3, tl.where(in1, m2, m1)))
-        above = tl.where(in3, above, tl.where(in2, c3, tl.where(in1, c2, c1)))
+        c1 = (total & ((1 << BITS) - 1)).to(tl.int32)
+        c2 = (total >> BITS).to(tl.int32)
+        in2, in1 = c2 >= want, c1 >= want
+        new_lo = tl.where(in2, m2, tl.where(in1, m1, lo))
+        hi = tl.where(in2, hi, tl.where(in1, m2, m1))
+        above = tl.where(in2, above, tl.where(in1, c2, c1))
         lo = new_lo
     return lo.to(tl.int32), above
 
