@@ -28,6 +28,8 @@ MIN_INDEX_ROWS = 16
 # The Triton dense warm-up KL computes its target (bf16 scores and fp32 probabilities of every
 # head) for chunks of query rows within this many bytes per sequence.
 KL_TARGET_BYTES = 1 << 28
+# The Triton sparse attention's backward holds P and dS of a chunk of queries within this many bytes.
+SPARSE_BACKWARD_BYTES = 1 << 30
 
 
 def rows_per_chunk(device_type: str, row_elements: int, budget: tuple[int, int], minimum: int = 1) -> int:

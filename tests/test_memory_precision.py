@@ -11,6 +11,7 @@ from glmlab.accounting.memory import (
     StepDtypes,
     _ffn_activations,
     activation_bytes,
+    backward_transient,
     step_dtypes,
     training_memory,
 )
@@ -21,6 +22,7 @@ from glmlab.errors import GlmlabError
 from glmlab.measure import profile, saved_tensor_bytes
 from glmlab.model import moe
 from glmlab.model.losses import total_loss
+from glmlab.plan import SPARSE_BACKWARD_BYTES
 
 # seq 40 > index_topk 16: the sparse path and its KL run on every DSA layer, and the MTP layer
 SPARSE = ("index_topk=16",)
@@ -120,3 +122,19 @@ def test_precision_on_each_device_and_the_gpu_peak():
     assert accumulated["peak"] == held + one["gradients"]
     bf16 = training_memory(cfg, 1024, 16, "bf16", device="cuda")
     assert bf16["weights"] == 2 * bf16["params"] and bf16["optimizer"] == 4 * bf16["params"]
+
+
+def test_the_sparse_kernels_backward_transient_is_in_the_gpu_peak():
+    """Under the Triton sparse path the last layer's backward allocates dq ([N,H,R] in bf16), dkv
+    in fp32 and P and dS of a chunk of queries (at most SPARSE_BACKWARD_BYTES): at 64K tokens of
+    GLM-5's attention that outweighs the LM head's gradients, so it sets the peak's transient;
+    the torch gather path has none of it."""
+    shape = ["use_moe=false", "num_nextn_predict_layers=0", "vocab_size=1024", "num_hidden_layers=2"]
+    triton = load_config("glm5", [*shape, "dsa_impl=triton"])
+    gather = load_config("glm5", [*shape, "dsa_impl=gather"])
+    N, m = 65536, triton.model
+    dq = N * m.num_attention_heads * (m.kv_lora_rank + m.qk_rope_head_dim) * 2
+    sparse = backward_transient(triton, N, 1, "bf16", "cuda", mtp=False)
+    head = backward_transient(gather, N, 1, "bf16", "cuda", mtp=False)
+    assert head == N * m.vocab_size * (2 + 8)  # the kept logits and the head's fp32 gradients
+    assert dq + SPARSE_BACKWARD_BYTES < sparse - N * m.vocab_size * 2 < dq + SPARSE_BACKWARD_BYTES + N * 4096

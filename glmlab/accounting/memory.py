@@ -18,6 +18,7 @@ from glmlab.accounting.params import attention_params, ffn_params, parameter_cou
 from glmlab.config import Config, ModelConfig
 from glmlab.errors import GlmlabError
 from glmlab.plan import (
+    SPARSE_BACKWARD_BYTES,
     AttentionPlan,
     Call,
     LayerKind,
@@ -303,7 +304,8 @@ def backward_transient(
 ) -> float:
     """Bytes beyond the saved activations at the start of backward: the logits the caller keeps,
     and the larger of the LM head's fp32 gradients (of the log-softmax's input and output) and
-    the first layer's attention gradients over an explicit score square."""
+    the first layer's attention gradients: over an explicit score square, or the Triton sparse
+    kernel's backward (P and dS of a chunk of queries, dq, dkv in fp32 and its cast)."""
     m = cfg.model if isinstance(cfg, Config) else cfg
     dt = step_dtypes(precision, device)
     N, S, c = seq_len * batch, seq_len, dt.compute
@@ -313,8 +315,12 @@ def backward_transient(
     attention = 0.0
     if kind.attention == "mla":
         plan = attention_plan(m, kind, Call(n, n, cache=False, labels=True, dsa_dense=False, device=device))
+        H, R, N_att = m.num_attention_heads, m.kv_lora_rank + m.qk_rope_head_dim, n * batch
         if plan.path in ("dense", "masked") and plan.key_mass:  # fp32 gradients of probs and scores
-            attention = n * n * batch * m.num_attention_heads * (8 if c == 4 else 6)
+            attention = n * n * batch * H * (8 if c == 4 else 6)
+        elif plan.path == "sparse" and plan.kernel == "triton":
+            chunk = min(2 * N_att * H * plan.selected_keys * c, SPARSE_BACKWARD_BYTES)
+            attention = chunk + N_att * H * R * c + N_att * R * (4 + c)
     return N * m.vocab_size * c + max(8 * N * m.vocab_size, attention)
 
 

@@ -43,6 +43,8 @@ import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
+from glmlab.plan import SPARSE_BACKWARD_BYTES
+
 LOG2E = math.log2(math.e)
 
 
@@ -92,7 +94,7 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
 
 
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
-BACKWARD_BUFFER_BYTES = 1 << 30  # P and dS of one chunk of queries in the backward
+BACKWARD_BUFFER_BYTES = SPARSE_BACKWARD_BYTES  # P and dS of one chunk of queries (the memory estimate's too)
 
 
 @triton.jit
