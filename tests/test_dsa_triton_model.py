@@ -88,3 +88,11 @@ def test_fixed_shape_decoding_step_scores_with_the_kernel(tiny, monkeypatch):
             logits.append(model_step(model, ids, pos, caches, SEQ + 5)[0])
     assert len(calls) == 2  # both layers of the Triton model, none of the gather one
     assert (logits[0] - logits[1]).abs().max().item() < 1e-4
+    if DEVICE == "cuda":  # the same step captured in a CUDA graph (what `glmlab generate` replays)
+        from glmlab.generate.graphs import GraphedStep
+
+        caches = triton.new_cache(2, SEQ + 5).layers
+        graphed = GraphedStep(lambda ids, pos: model_step(triton, ids, pos, caches, SEQ + 5)[0])
+        with torch.no_grad():
+            replayed = graphed(ids, pos).clone()
+        assert (replayed - logits[1]).abs().max().item() < 1e-4
