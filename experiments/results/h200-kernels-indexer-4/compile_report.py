@@ -1,7 +1,8 @@
-"""Compile glmlab's selection kernels and the picked-key backward for an H200 (sm_90a) on a machine
-without a GPU and report what they cost per thread: registers and spills (ptxas), shared memory,
-and the SASS instructions that decide their speed here (shared-memory atomics of the histograms,
-16-byte loads, fenced ATOMG against plain REDG atomics, GPU-wide memory barriers). Uses the ptxas and
+"""Compile glmlab's selection kernels and the fp8 quantisation for an H200 (sm_90a) on a machine
+without a GPU and report what they cost per thread: registers and spills (ptxas), shared memory, the
+SASS instructions that decide their speed here (shared-memory atomics of the histograms, 16-byte
+loads, global atomics), and the size of each loop that holds a barrier (in the select, one step of
+the K-th-key search is such a loop; the longest lists the fallback's passes). Uses the ptxas and
 cuobjdump that Triton's wheel carries.
 
     python experiments/results/h200-kernels-indexer-4/compile_report.py [PATH/TO/indexer.py]
@@ -62,7 +63,26 @@ def compile_one(fn, constants: dict, num_warps: int) -> str:
     spills = re.search(r"(\d+) bytes spill stores", usage).group(1)
     ops = dict(sorted(Counter(re.findall(OPS, sass)).items()))
     shared = kernel.metadata.shared
-    return f"{num_warps} warps, {registers} registers, {spills} B spills, shared {shared} B, SASS {ops}"
+    size = len(re.findall(r"/\*[0-9a-f]{4,}\*/", sass))
+    report = (f"{num_warps} warps, {registers} registers, {spills} B spills, shared {shared} B, SASS {ops}, "
+              f"{size} instructions ({sass.count('BAR.SYNC')} barriers) in all")  # fmt: skip
+    return report + "".join(f"\n  loop: {n} instructions, {bars} barriers" for n, bars in loops(sass))
+
+
+def loops(sass: str) -> list[tuple[int, int]]:
+    """(instructions, BAR.SYNCs) of each loop of the SASS with a barrier: from a backward branch's
+    target to the branch."""
+    code = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    where = {a: i for i, (a, _) in enumerate(code)}
+    found = []
+    for i, (a, op) in enumerate(code):
+        target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", op)
+        if target and int(target.group(1), 16) < a and int(target.group(1), 16) in where:
+            body = [o for _, o in code[where[int(target.group(1), 16)] : i + 1]]
+            bars = sum("BAR.SYNC" in o for o in body)
+            if bars:
+                found.append((len(body), bars))
+    return found
 
 
 def main() -> None:
