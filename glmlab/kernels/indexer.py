@@ -449,15 +449,18 @@ def _collect_kernel(
         cut = tl.load(cut_ptr + tl.program_id(0))
         i = lo + tl.arange(0, SEG)
         key, ok = _keys(row_ptr, i, n)
-        keep = ok & (key >= cut)
-        count = tl.sum(keep.to(tl.int32), 0)
+        # kept as int32 and scanned first: a boolean mask cost a layout change through shared memory
+        # and a scan of eight times as many shuffles (784 instructions against 464, sm_90a)
+        keep = tl.where(ok & (key >= cut), 1, 0)
+        rank = tl.cumsum(keep, 0)
+        count = tl.sum(keep, 0)
         if count > 0:
             base = tl.atomic_add(total_ptr + tl.program_id(0), count, sem="relaxed")
-            slot = base + tl.cumsum(keep.to(tl.int32), 0) - 1
-            keep &= slot < CAP
+            slot = base + rank - 1
+            write = (keep > 0) & (slot < CAP)
             row = tl.program_id(0).to(tl.int64) * CAP
-            tl.store(cand_ptr + row + slot, key, mask=keep)
-            tl.store(pos_ptr + row + slot, i, mask=keep)
+            tl.store(cand_ptr + row + slot, key, mask=write)
+            tl.store(pos_ptr + row + slot, i, mask=write)
     tl.store(count_ptr + tl.program_id(0) * n_seg + tl.program_id(1), count)
     tl.store(base_ptr + tl.program_id(0) * n_seg + tl.program_id(1), base)
 
