@@ -31,7 +31,7 @@ def index_scores(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor) -> torch.Ten
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x [..., D] as fp8 e4m3 rows and their fp32 scales [...]: x ~ x8 * scale[..., None], each row
     scaled so that its largest |x| is 448 (e4m3's largest finite value); all-zero rows get scale 1."""
-    amax = x.detach().float().abs().amax(-1)
+    amax = x.detach().abs().amax(-1).float()
     scale = torch.where(amax > 0, amax / 448, 1.0)
     return (x.detach().float() / scale[..., None]).to(torch.float8_e4m3fn), scale
 
