@@ -142,6 +142,20 @@ def test_selection_of_signed_zeros_and_negatives(length):
     assert n <= kernels.select_cap(K) or counts.sum() > kernels.select_cap(K)
 
 
+def test_selection_of_a_long_list():
+    """K = 4097 (CAP = 32K keys, where the search and the rank scan pack their counts in int64): a
+    row of 20,000 keys, held whole, with many ties (50 values); the picks are the stable sort's."""
+    n, K = 20000, 4097
+    row = torch.randint(0, 50, (n,), generator=torch.Generator().manual_seed(23)).float().to(DEVICE)
+    scores = padded(row.view(1, 1, -1))
+    idx = torch.empty(1, 1, K, dtype=torch.int64, device=DEVICE)
+    valid = torch.zeros(1, 1, K, dtype=torch.int8, device=DEVICE)
+    kernels._select_chunk(scores, idx, valid, n - 1, 0, kernels.Tiles())
+    expected = torch.sort(row, descending=True, stable=True).indices[:K]
+    assert kernels.select_cap(K) == 1 << 15
+    assert torch.equal(idx[0, 0].sort().values, expected.sort().values) and valid.bool().all()
+
+
 def emulated_candidates(row: torch.Tensor, K: int, stride: int) -> int:
     """What the cut keeps of a row longer than CAP, computed in torch as `_cut_kernel` does: the
     sample (groups of 8 consecutive scores every 8*stride), its r-th largest key, r = 2.5*K*m/n

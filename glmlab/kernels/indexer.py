@@ -365,7 +365,8 @@ def _kth(key, ok, want):
     while hi - lo > 1:
         m1 = lo + (hi - lo) // 3
         m2 = lo + 2 * (hi - lo) // 3
-        packed = (key >= m1.to(tl.int32)).to(PACK) + ((key >= m2.to(tl.int32)).to(PACK) << BITS)
+        packed = tl.where(key >= m1.to(tl.int32), 1, 0).to(PACK)
+        packed = tl.where(key >= m2.to(tl.int32), (1 << BITS) + 1, packed)  # both counts
         total = tl.sum(packed, 0)
         c1 = (total & ((1 << BITS) - 1)).to(tl.int32)
         c2 = (total >> BITS).to(tl.int32)
