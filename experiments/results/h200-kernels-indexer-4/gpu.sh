@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Session 3, the selection's second pass (issue 16): one device call from the repository root (a
 # `git archive` snapshot) on GPU 0, logs under $OUT (default ./out), each step under its own time
-# limit (80 s in all; the steps in the order of what matters most):
+# limit (78 s in all, about 80 s with the environment line; a step stopped at its limit keeps the
+# lines it printed):
 #   OUT=/tmp/o bash experiments/results/h200-kernels-indexer-4/gpu.sh
 # the selection's and the fp8 quantisation's tests on CUDA; index_topk at 128K/64K/32K with its
-# per-kernel split and the torch.topk control (the figures to set beside ../h200-kernels-indexer-3);
-# the GLM-5 slice's 128K prefill with index_dtype=fp8 and its slowest kernels; the quantisation
-# against its torch twin and the fp8 per-kernel split at 64K.
+# per-kernel split and the torch.topk control (the figures to set beside ../h200-kernels-indexer-3),
+# and the fp8 part there (the quantisation against its torch twin, fp8 index_topk per kernel, fp8
+# picks against bf16's); the GLM-5 slice's 128K prefill with index_dtype=fp8 and its slowest kernels.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES=0
 OUT=${OUT:-out}
@@ -19,11 +20,10 @@ step() {  # step SECONDS LOG COMMAND...: the command's output into $OUT/LOG, the
   timeout "$limit" "$@" > "$OUT/$log" 2>&1
   echo "exit $?" >> "$OUT/$log"
 }
-bench="python3 benchmarks/bench_indexer_kernels.py"
 # without test_selection_of_a_long_list: its 32K-key select took 6 s to compile for sm_90a (on the CPU)
-step 14 tests_cuda.log python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels_indexer.py \
+step 16 tests_cuda.log python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels_indexer.py \
   -k "(topk or select or quantize or fp8) and not long_list"
-step 24 bench_topk.log $bench --lengths 131072 65536 32768 --parts topk --torch-topk-up-to 0 --buffers 256
-step 30 prefill_fp8_128k.log python3 benchmarks/bench_dsa_long_context.py --modes prefill --contexts 128k \
+step 30 bench_topk.log python3 benchmarks/bench_indexer_kernels.py --lengths 131072 65536 32768 \
+  --parts topk,fp8 --torch-topk-up-to 0 --buffers 256
+step 32 prefill_fp8_128k.log python3 benchmarks/bench_dsa_long_context.py --modes prefill --contexts 128k \
   --repeats 2 --kernels 12 --set index_dtype=fp8 --json "$OUT/prefill_fp8_128k.json"
-step 12 bench_fp8.log $bench --lengths 65536 --parts fp8
