@@ -71,7 +71,7 @@ def test_triton_decoding_over_a_cache_equals_the_full_forward(tiny):
 def test_fixed_shape_decoding_step_scores_with_the_kernel(tiny, monkeypatch):
     """`glmlab generate`'s fixed-shape step (what CUDA graphs replay) scores the indexer with the
     fused kernel under dsa_impl=triton, over every cache slot with the stale ones masked: the same
-    logits as the torch path's step."""
+    logits as the torch path's step, each row masked at its own positions."""
     from glmlab.generate.step import model_step
     from glmlab.kernels import indexer
 
@@ -80,7 +80,7 @@ def test_fixed_shape_decoding_step_scores_with_the_kernel(tiny, monkeypatch):
     monkeypatch.setattr(indexer, "index_scores", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     gather, triton = _pair(tiny)
     ids = _ids(SEQ)
-    pos = torch.arange(SEQ, device=DEVICE)[None].expand(2, SEQ)
+    pos = torch.arange(SEQ, device=DEVICE)[None] + torch.tensor([[0], [3]], device=DEVICE)  # row 1 runs ahead
     with torch.no_grad():
         logits = []
         for model in (gather.eval(), triton.eval()):

@@ -84,7 +84,7 @@ def test_matches_twin(dtype, N, H, K, M, batch_rows):
 def test_backward_in_chunks(monkeypatch, dtype, H):
     """The backward's P and dS buffer holds 2 queries, so 5 queries take three chunks (the last
     partial): the same gradients as the twin's."""
-    monkeypatch.setattr(kernels, "BACKWARD_BUFFER_BYTES", 2 * 2 * H * 37 * dtype.itemsize)
+    monkeypatch.setattr(kernels, "SPARSE_BACKWARD_BYTES", 2 * 2 * H * 37 * dtype.itemsize)
     assert kernels.backward_chunk(H, 37, dtype) == 2
     q, kv, idx, valid = inputs(5, H, 37, 20, dtype, seed=5)
     out, _ = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, **TINY)

@@ -64,12 +64,14 @@ def attention_step(
             q_latent = p.q_latent.view(B, S, -1)
             keys = cache.index_keys[:, :C]
             if resolve_dsa_impl(cfg.dsa_impl, xn.device.type, C) == "triton":
-                # the fused kernel reads the bf16 keys in place (torch's path makes fp32 copies of
-                # every key and of their [B,H,C] dots: at 128K slots and batch 8, 0.5 GB a layer)
+                # the fused kernel reads the keys in their dtype (torch's path makes fp32 copies of
+                # every key and of their [B,H,C] dots: at 128K slots and batch 8, 0.5 GB a layer),
+                # in fp8 when the prefill's top-k is (index_dtype), so both pick alike
                 from glmlab.kernels.indexer import index_scores
 
                 q, w = attn.indexer.queries(xn, q_latent, *per_row)
-                index = index_scores(q, w, keys).masked_fill_(~visible, float("-inf"))
+                fp8 = cfg.index_dtype == "fp8"
+                index = index_scores(q, w, keys, fp8=fp8).masked_fill_(~visible, float("-inf"))
             else:
                 chunks = tuple(score_chunks(S, C, attn.indexer.n_heads, xn.device.type))
                 index = attn.indexer.scores(xn, q_latent, *per_row, keys, visible, chunks=chunks)

@@ -26,7 +26,7 @@ The backward runs in chunks of queries through three kernels, each with no loop-
 its own accumulator: the probabilities (`_probs_kernel`, scores recomputed), then dQ with dS
 (`_dq_kernel`, writing dS), then dKV from dS and P (`_dkv_kernel`, fp32 atomic adds into the
 selected rows, the backward's largest cost). P and dS of a chunk live in a buffer of at most
-BACKWARD_BUFFER_BYTES.
+SPARSE_BACKWARD_BYTES.
 
 The plain torch twin is glmlab/kernels/sparse_mla_ref.py. On a machine without CUDA the kernels
 run through Triton's interpreter (TRITON_INTERPRET=1, set before triton is imported), which is
@@ -94,7 +94,6 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
 
 
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
-BACKWARD_BUFFER_BYTES = SPARSE_BACKWARD_BYTES  # P and dS of one chunk of queries (the memory estimate's too)
 
 
 @triton.jit
@@ -366,8 +365,8 @@ def _forward_fake(q, kv, idx, valid, scale, r, mass, tiles):
 
 def backward_chunk(H: int, K: int, dtype: torch.dtype) -> int:
     """Queries per chunk of the backward: P and dS of a chunk, [chunk,H,K] each in q's dtype,
-    fit in BACKWARD_BUFFER_BYTES."""
-    return max(1, BACKWARD_BUFFER_BYTES // (2 * H * K * dtype.itemsize))
+    fit in SPARSE_BACKWARD_BYTES."""
+    return max(1, SPARSE_BACKWARD_BYTES // (2 * H * K * dtype.itemsize))
 
 
 @torch.library.custom_op("glmlab::sparse_mla_bwd", mutates_args=())
@@ -476,7 +475,7 @@ def sparse_mla(
     the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of
     which only the log-sum-exp's 4 bytes are not otherwise alive. The backward allocates dkv in
     fp32 (4R bytes per latent row) for its atomic adds, and P and dS of one chunk of queries in
-    q's dtype (`backward_chunk`; at most BACKWARD_BUFFER_BYTES, 1 GiB, together). FLOPs are
+    q's dtype (`backward_chunk`; at most SPARSE_BACKWARD_BYTES, 1 GiB, together). FLOPs are
     registered for FlopCounterMode: `forward_flops` and `backward_flops` (useful work; the
     backward recomputes the scores once, which the count includes, and nothing else).
     """

@@ -203,8 +203,8 @@ class MultiHeadLatentAttention(nn.Module):
 
     # ---- score and select --------------------------------------------------------------------
 
-    def score_and_select(self, xn, q_latent, cos, sin, index_keys, causal, plan: AttentionPlan,
-                         shared_topk: TopK | None) -> Selection:  # fmt: skip
+    def score_and_select(self, xn, q_latent, cos, sin, index_keys, causal: torch.Tensor | None,
+                         plan: AttentionPlan, shared_topk: TopK | None) -> Selection:  # fmt: skip
         """The indexer scores when the plan says so; a sparse call takes the top-k of those
         scores, or the previous layer's top-k on an IndexShare layer without an indexer.
         Torch scores every visible key into [B,S,T]; the Triton kernels select from bounded
@@ -271,7 +271,9 @@ class MultiHeadLatentAttention(nn.Module):
         kv = torch.cat([p.c_kv, p.k_pe], dim=-1)
         return self._absorbed_sparse(p.q_nope, p.q_pe, kv, topk, kernel=kernel, need_mass=need_mass)
 
-    def attend_cached(self, p: Projections, latent, topk: TopK | None, visible: torch.Tensor, *, kernel: str):
+    def attend_cached(
+        self, p: Projections, latent, topk: TopK | None, visible: torch.Tensor | None, *, kernel: str
+    ):
         """Absorbed attention over the latent cache [B,T,R]: the top-k, or every position that
         `visible` [B|1,S,T] allows."""
         if topk is not None:
@@ -327,15 +329,15 @@ class MultiHeadLatentAttention(nn.Module):
     def _absorbed_dense(self, q_nope, q_pe, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Absorbed attention over every latent of kv [B,T,R] = [c_kv ; k_pe] that `mask`
         [B|1,S,T] allows (decoding without DSA, or within k keys)."""
-        q_full = self._absorbed_queries(q_nope, q_pe).transpose(1, 2)
-        B, H, S, R = q_full.shape
+        q_full = self._absorbed_queries(q_nope, q_pe)
+        B, S, H, R = q_full.shape
         # Every head reads the same latents (MQA-like): the heads join the query rows of one
-        # [B, H*S, R] x [B, R, T] product. Broadcasting kv over a head axis instead makes matmul
+        # [B, S*H, R] x [B, R, T] product. Broadcasting kv over a head axis instead makes matmul
         # copy it H times (measured on an H200: 84 GB at batch 8 and 128K cached positions).
-        scores = (q_full.reshape(B, H * S, R) @ kv.transpose(1, 2)).view(B, H, S, -1).float() * self.scale
-        probs = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
-        o_lat = probs.to(kv.dtype).view(B, H * S, -1) @ kv[:, :, : self.r_kv]
-        return self._absorbed_output(o_lat.view(B, H, S, -1))
+        scores = (q_full.view(B, S * H, R) @ kv.transpose(1, 2)).view(B, S, H, -1).float() * self.scale
+        probs = scores.masked_fill(~mask[:, :, None], float("-inf")).softmax(-1)
+        o_lat = probs.to(kv.dtype).view(B, S * H, -1) @ kv[:, :, : self.r_kv]
+        return self._absorbed_output(o_lat.view(B, S, H, -1).transpose(1, 2))
 
     def _absorbed_sparse(self, q_nope, q_pe, kv: torch.Tensor, topk: TopK, *, kernel: str, need_mass: bool):
         """Absorbed attention of each query over its own K latents of kv [B,T,R], gathered by the
