@@ -32,7 +32,9 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x [..., D] as fp8 e4m3 rows and their fp32 scales [...]: x ~ x8 * scale[..., None], each row
     scaled so that its largest |x| is 448 (e4m3's largest finite value); all-zero rows get scale 1."""
     amax = x.detach().abs().amax(-1).float()
-    scale = torch.where(amax > 0, amax / 448, 1.0)
+    # a tensor divisor: CUDA turns a division by a Python number into a product with its rounded
+    # reciprocal, 1 ulp off the quotient the kernel computes (measured on the H200: the scales differed)
+    scale = torch.where(amax > 0, amax / amax.new_tensor(448.0), 1.0)
     return (x.detach().float() / scale[..., None]).to(torch.float8_e4m3fn), scale
 
 
