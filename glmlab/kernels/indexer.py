@@ -565,7 +565,7 @@ def _select_chunk(
     B, rows, width = chunk.shape
     S, K = idx.shape[1], idx.shape[2]
     if chunk.stride(1) % 4 or chunk.stride(0) % 4:
-        raise GlmlabError(f"chunk strides {chunk.stride()}: pad the rows to a multiple of 4 scores")
+        raise ValueError(f"chunk strides {chunk.stride()}: pad the rows to a multiple of 4 scores")
     cap, seg = select_cap(K), tiles.select
     n_seg = triton.cdiv(width, seg)
     new = dict(device=chunk.device, dtype=torch.int32)
@@ -958,7 +958,7 @@ def index_topk(
     the row keeps about 2.5*K candidates (counted and copied in one pass over the row's segments in
     parallel; their count lies in [K, CAP], CAP = 4*K rounded up to a power of two, except in rare
     rows); the candidates (or a row of at most CAP keys) are held in registers, where a search over
-    the fp32 bits (the interval split in four per step) finds the K-th largest and one pass writes the
+    the fp32 bits (the interval split in three per step) finds the K-th largest and one pass writes the
     picks. A row whose threshold keeps fewer than K or more than CAP runs a radix select (histogram
     passes) over the whole row. Ties go to the lower key index; the output is deterministic. Rows
     seeing fewer than K keys pick them all, in slots 0..n-1, and mark the remaining slots invalid

@@ -20,10 +20,10 @@ from glmlab.model.layers import RMSNorm, apply_rotary
 from glmlab.plan import KL_TARGET_BYTES, AttentionPlan
 
 # How the Triton path selects each scored chunk: the radix select (exact, ties to the lower key)
-# from RADIX_FROM_KEYS keys, torch.topk per chunk below. On the H200 the radix select was faster
-# at 64K-128K, level at 32K and 8K, slower at 16K (5.43 against 4.98 ms;
-# experiments/results/h200-kernels-indexer-3/). TOPK_SELECT ("radix" or "torch") overrides the rule
-# (the DSA benchmark).
+# from RADIX_FROM_KEYS keys, torch.topk per chunk below. On the H200 the radix select of dd670a4 was
+# faster at 64K-128K, level at 32K and 8K, slower at 16K (5.43 against 4.98 ms;
+# experiments/results/h200-kernels-indexer-3/); the fused collect pass since is not timed.
+# TOPK_SELECT ("radix" or "torch") overrides the rule (the DSA benchmark).
 RADIX_FROM_KEYS = 32768
 TOPK_SELECT: str | None = None
 
