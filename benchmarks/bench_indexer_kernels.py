@@ -79,12 +79,12 @@ def candidate_rows(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, tiles: ind
     or from the whole row; and the candidate counts' spread."""
     T = k.shape[1]
     cap = indexer.select_cap(K)
-    rows = max(1, min(T, (1 << 28) // (4 * T + 8 * cap)))
-    padded = torch.empty(1, rows, -(-T // 16) * 16, device="cuda")[:, :, :T]
+    rows = indexer.topk_chunk_rows(1, T, T, K, 1 << 28, radix=True)
+    padded = torch.empty(1, rows, indexer._pad(T), device="cuda")[:, :, :T]
     indexer._launch_scores(q[:, T - rows :], w[:, T - rows :], k, None, padded, T, tiles, fill=False)
-    idx = torch.empty(1, T, K, device="cuda", dtype=torch.int64)
-    valid = torch.empty(1, T, K, device="cuda", dtype=torch.int8)
-    totals = indexer._select_chunk(padded, idx, valid, T - rows, T - rows, tiles).sum(1).float()
+    idx = torch.empty(1, rows, K, device="cuda", dtype=torch.int64)  # the chunk's picks only
+    valid = torch.empty(1, rows, K, device="cuda", dtype=torch.int8)
+    totals = indexer._select_chunk(padded, idx, valid, T - rows, 0, tiles).sum(1).float()
     listed = ((totals >= K) & (totals <= cap)).sum().item()
     return (
         f"{listed} of {rows} rows from their candidates (CAP {cap}; candidates min {totals.min():.0f}, "

@@ -659,6 +659,13 @@ def _pad(n: int) -> int:
     return -(-n // 16) * 16
 
 
+def topk_chunk_rows(B: int, S: int, T: int, K: int, buffer_bytes: int, *, radix: bool) -> int:
+    """Query rows per scored chunk of `index_topk`: the buffer holds their padded fp32 score rows
+    and, for the radix select, each row's candidate list (keys and positions)."""
+    cap = select_cap(K) if radix else 0
+    return max(1, min(S, buffer_bytes // (B * (4 * _pad(T) + 8 * cap))))
+
+
 def _tiles(args: list[int]) -> Tiles:
     return Tiles(*args)
 
@@ -805,8 +812,7 @@ def _topk_op(
     K = min(topk, T)
     idx = torch.empty(B, S, K, device=q.device, dtype=torch.int64)
     valid = torch.empty(B, S, K, device=q.device, dtype=torch.int8)
-    cap = 0 if torch_select else select_cap(K)  # each row's candidate list (radix select)
-    rows = max(1, min(S, buffer_bytes // (B * (4 * _pad(T) + 8 * cap))))
+    rows = topk_chunk_rows(B, S, T, K, buffer_bytes, radix=not torch_select)
     buffer = torch.empty(B * rows * _pad(T), device=q.device, dtype=torch.float32)
     for a in range(0, S, rows):
         b = min(a + rows, S)
