@@ -213,10 +213,8 @@ def test_glm5_shape_on_gpu(forward_tiles, backward_tiles):
 
 
 COMPILE_FORWARD = """
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from glmlab.kernels import sparse_mla as kernels
+from glmlab.kernels.hopper import compile_for_hopper
 
 pointers = dict(q="bf16", kv="bf16", idx="i64", valid="i1", out="bf16", lse="fp32", mass="fp32", probs="fp16")
 signature = {f"{name}_ptr": f"*{kind}" for name, kind in (pointers | {"maxes": "fp32"}).items()}
@@ -224,10 +222,9 @@ signature |= dict.fromkeys(["N", "H", "K", "R", "r"], "i32") | {"scale_log2": "f
 tiles = kernels.FORWARD_TILES
 constants = dict(BLOCK_H=tiles.block_h, BLOCK_K=tiles.block_k, BLOCK_V=512, BLOCK_P=64, MASS=False)
 constants |= dict(MASS_TILES=4, ONE_HEAD_BLOCK=True, PRECISION="tf32")
-signature |= dict.fromkeys(constants, "constexpr")
-src = ASTSource(fn=kernels._forward_kernel, signature=signature, constexprs=constants)
-options = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-print(triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ttgir"])
+kernel = compile_for_hopper(kernels._forward_kernel, signature, constants, num_warps=tiles.num_warps,
+                            num_stages=tiles.num_stages)
+print(kernel.asm["ttgir"])
 """
 
 

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
 import re
-import subprocess
 import sys
-import tempfile
 from collections import Counter
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from glmlab.kernels.hopper import compile_for_hopper, resources
 
-BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 OPS = r"\b(ATOMS\.ADD|ATOMG[.\w]*|REDG[.\w]*|MEMBAR\.ALL\.GPU|LDG\.E\.128|LDG\.E|HGMMA|HMMA)\b"
 POINTERS = {
     "scores_ptr": "*fp32", "cut_ptr": "*i32", "count_ptr": "*i32", "pos_ptr": "*i32", "idx_ptr": "*i64",
@@ -40,26 +34,11 @@ DIVISIBLE = {"stride_sb", "stride_ss"}
 def compile_one(fn, constants: dict, cand_dtype: str, num_warps: int) -> str:
     names = [p for p in inspect.signature(fn.fn).parameters if p not in constants]
     sig = {n: POINTERS.get(n, cand_dtype if n == "cand_ptr" else "i32") for n in names}
-    attrs = {
-        (i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n.endswith("_ptr") or n in DIVISIBLE
-    }
-    src = ASTSource(fn=fn, signature={**sig, **{c: "constexpr" for c in constants}}, constexprs=constants,
-                    attrs=attrs)  # fmt: skip
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
-        with open(ptx, "w") as f:
-            f.write(kernel.asm["ptx"])
-        with open(cubin, "wb") as f:
-            f.write(kernel.asm["cubin"])
-        usage = subprocess.run([f"{BIN}/ptxas", "-v", "--gpu-name", "sm_90a", ptx, "-o", os.devnull],
-                               capture_output=True, text=True).stderr  # fmt: skip
-        sass = subprocess.run([f"{BIN}/cuobjdump", "-sass", cubin], capture_output=True, text=True).stdout
-    registers = re.search(r"Used (\d+) registers", usage).group(1)
-    spills = re.search(r"(\d+) bytes spill stores", usage).group(1)
-    ops = dict(sorted(Counter(re.findall(OPS, sass)).items()))
-    shared = kernel.metadata.shared
-    return f"{num_warps} warps, {registers} registers, {spills} B spills, shared {shared} B, SASS {ops}"
+    divisible = [n for n in names if n.endswith("_ptr") or n in DIVISIBLE]
+    res = resources(compile_for_hopper(fn, sig, constants, num_warps=num_warps, divisible=divisible))
+    ops = dict(sorted(Counter(re.findall(OPS, res.sass)).items()))
+    return (f"{num_warps} warps, {res.registers} registers, {res.spill_stores} B spills, "
+            f"shared {res.shared} B, SASS {ops}")  # fmt: skip
 
 
 def main() -> None:

@@ -17,18 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
 import re
-import subprocess
 import sys
-import tempfile
 from collections import Counter
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from glmlab.kernels.hopper import barrier_loops, compile_for_hopper, resources
 
-BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 OPS = r"\b(ATOMS\.ADD|ATOMG[.\w]*|REDG[.\w]*|MEMBAR\.ALL\.GPU|LDG\.E\.128|LDG\.E|HGMMA|HMMA)\b"
 POINTERS = {
     "scores_ptr": "*fp32", "cut_ptr": "*i32", "count_ptr": "*i32", "pos_ptr": "*i32", "total_ptr": "*i32",
@@ -44,45 +38,15 @@ DIVISIBLE = {"stride_sb", "stride_ss"}
 def compile_one(fn, constants: dict, num_warps: int) -> str:
     names = [p for p in inspect.signature(fn.fn).parameters if p not in constants]
     sig = {n: POINTERS.get(n, "i32") for n in names}
-    attrs = {
-        (i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n.endswith("_ptr") or n in DIVISIBLE
-    }
-    src = ASTSource(fn=fn, signature={**sig, **{c: "constexpr" for c in constants}}, constexprs=constants,
-                    attrs=attrs)  # fmt: skip
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
-        with open(ptx, "w") as f:
-            f.write(kernel.asm["ptx"])
-        with open(cubin, "wb") as f:
-            f.write(kernel.asm["cubin"])
-        usage = subprocess.run([f"{BIN}/ptxas", "-v", "--gpu-name", "sm_90a", ptx, "-o", os.devnull],
-                               capture_output=True, text=True).stderr  # fmt: skip
-        sass = subprocess.run([f"{BIN}/cuobjdump", "-sass", cubin], capture_output=True, text=True).stdout
-    registers = re.search(r"Used (\d+) registers", usage).group(1)
-    spills = re.search(r"(\d+) bytes spill stores", usage).group(1)
+    divisible = [n for n in names if n.endswith("_ptr") or n in DIVISIBLE]
+    res = resources(compile_for_hopper(fn, sig, constants, num_warps=num_warps, divisible=divisible))
+    sass = res.sass
     ops = dict(sorted(Counter(re.findall(OPS, sass)).items()))
-    shared = kernel.metadata.shared
     size = len(re.findall(r"/\*[0-9a-f]{4,}\*/", sass))
-    report = (f"{num_warps} warps, {registers} registers, {spills} B spills, shared {shared} B, SASS {ops}, "
-              f"{size} instructions ({sass.count('BAR.SYNC')} barriers) in all")  # fmt: skip
-    return report + "".join(f"\n  loop: {n} instructions, {bars} barriers" for n, bars in loops(sass))
-
-
-def loops(sass: str) -> list[tuple[int, int]]:
-    """(instructions, BAR.SYNCs) of each loop of the SASS with a barrier: from a backward branch's
-    target to the branch."""
-    code = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
-    where = {a: i for i, (a, _) in enumerate(code)}
-    found = []
-    for i, (a, op) in enumerate(code):
-        target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", op)
-        if target and int(target.group(1), 16) < a and int(target.group(1), 16) in where:
-            body = [o for _, o in code[where[int(target.group(1), 16)] : i + 1]]
-            bars = sum("BAR.SYNC" in o for o in body)
-            if bars:
-                found.append((len(body), bars))
-    return found
+    report = (f"{num_warps} warps, {res.registers} registers, {res.spill_stores} B spills, "
+              f"shared {res.shared} B, SASS {ops}, {size} instructions ({sass.count('BAR.SYNC')} barriers) "
+              "in all")  # fmt: skip
+    return report + "".join(f"\n  loop: {n} instructions, {bars} barriers" for n, bars in barrier_loops(sass))
 
 
 def main() -> None:

@@ -12,20 +12,13 @@ arguments, the default tiles and the benchmark's candidates.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
-import tempfile
 from collections import Counter
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-
 from glmlab.kernels import sparse_mla as m
+from glmlab.kernels.hopper import compile_for_hopper, resources
 
-BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 COMMON = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "idx_ptr": "*i64", "valid_ptr": "*i1", "out_ptr": "*bf16"}
 FORWARD = {**COMMON, "lse_ptr": "*fp32", "mass_ptr": "*fp32", "probs_ptr": "*fp16", "maxes_ptr": "*fp32"}
 FORWARD |= {"N": "i32", "H": "i32", "K": "i32", "R": "i32", "r": "i32", "scale_log2": "fp32"}
@@ -37,26 +30,13 @@ DEFAULTS = ["f,64,64,8,2,0", "f,64,64,8,2,1", "b,32,32,8,1,1", "b,64,32,8,1,2", 
 def compile_one(fn, signature: dict, constants: dict, num_warps: int, num_stages: int, part: str) -> str:
     """One kernel at GLM-5's shape (R=576, r=512, H=64, K=2048: integers divisible by 16, as the
     launcher specialises them) -> a line of its resources."""
-    divisible = [i for i, (name, kind) in enumerate(signature.items()) if kind != "fp32" and name != "N"]
-    signature = {**signature, **{name: "constexpr" for name in constants}}
-    attrs = {(i,): [["tt.divisibility", 16]] for i in divisible}
-    src = ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
-    options = dict(num_warps=num_warps, num_stages=num_stages)
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
-        with open(ptx, "w") as f:
-            f.write(kernel.asm["ptx"])
-        with open(cubin, "wb") as f:
-            f.write(kernel.asm["cubin"])
-        ptxas = [f"{BIN}/ptxas", "-v", "--gpu-name", "sm_90a", ptx, "-o", os.devnull]
-        usage = subprocess.run(ptxas, capture_output=True, text=True).stderr
-        sass = subprocess.run([f"{BIN}/cuobjdump", "-sass", cubin], capture_output=True, text=True).stdout
-    registers = re.search(r"Used (\d+) registers", usage).group(1)
-    spills = re.search(r"(\d+) bytes spill stores", usage).group(1)
-    ops = Counter(re.findall(r"\b(HGMMA|HMMA|REDG|LDGSTS)\b", sass))
+    divisible = [name for name, kind in signature.items() if kind != "fp32" and name != "N"]
+    kernel = compile_for_hopper(fn, signature, constants, num_warps=num_warps, num_stages=num_stages,
+                                divisible=divisible)  # fmt: skip
+    res = resources(kernel)
+    ops = Counter(re.findall(r"\b(HGMMA|HMMA|REDG|LDGSTS)\b", res.sass))
     return (
-        f"{part}: shared {kernel.metadata.shared} B, {registers} registers, {spills} B spill stores, "
+        f"{part}: shared {res.shared} B, {res.registers} registers, {res.spill_stores} B spill stores, "
         f"SASS {dict(sorted(ops.items()))}"
     )
 

@@ -13,20 +13,13 @@ glmlab/kernels/sparse_mla.py.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
-import tempfile
 from collections import Counter
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-
 from glmlab.kernels import sparse_mla as m
+from glmlab.kernels.hopper import compile_for_hopper, resources
 
-BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 INPUTS = {"idx_ptr": "*i64", "valid_ptr": "*i1"}
 SIZES = {"H": "i32", "K": "i32", "R": "i32", "r": "i32"}
 SIGNATURES = {
@@ -50,34 +43,19 @@ def compile_one(kernel: str, tiles: m.Tiles, *, mass: bool = False) -> str:
     constants = dict(BLOCK_H=tiles.block_h, BLOCK_K=tiles.block_k, BLOCK_V=512, BLOCK_P=64, PRECISION="tf32")
     if kernel == "forward":
         constants |= dict(MASS=mass, MASS_TILES=max(1, m.MASS_KEYS // tiles.block_k), ONE_HEAD_BLOCK=True)
-    divisible = [
-        i for i, (name, kind) in enumerate(signature.items()) if kind != "fp32" and name not in ("N", "n0")
-    ]
-    attrs = {(i,): [["tt.divisibility", 16]] for i in divisible}
-    src = ASTSource(fn=KERNELS[kernel], signature={**signature, **dict.fromkeys(constants, "constexpr")},
-                    constexprs=constants, attrs=attrs)  # fmt: skip
-    options = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
-        with open(ptx, "w") as f:
-            f.write(compiled.asm["ptx"])
-        with open(cubin, "wb") as f:
-            f.write(compiled.asm["cubin"])
-        ptxas = [f"{BIN}/ptxas", "-v", "--gpu-name", "sm_90a", ptx, "-o", os.devnull]
-        usage = subprocess.run(ptxas, capture_output=True, text=True).stderr
-        sass = subprocess.run([f"{BIN}/cuobjdump", "-sass", cubin], capture_output=True, text=True).stdout
-    registers = re.search(r"Used (\d+) registers", usage).group(1)
-    spills = re.search(r"(\d+) bytes spill stores", usage).group(1)
-    ops = Counter(re.findall(r"\b(HGMMA\.\w+|HMMA\.\w+|REDG\.E\.ADD\.F32x4)", sass))
+    divisible = [name for name, kind in signature.items() if kind != "fp32" and name not in ("N", "n0")]
+    compiled = compile_for_hopper(KERNELS[kernel], signature, constants, num_warps=tiles.num_warps,
+                                  num_stages=tiles.num_stages, divisible=divisible)  # fmt: skip
+    res = resources(compiled)
+    ops = Counter(re.findall(r"\b(HGMMA\.\w+|HMMA\.\w+|REDG\.E\.ADD\.F32x4)", res.sass))
     warps = sorted(
         set(re.findall(r"warpsPerCTA = \[(\d+, \d+)\], instrShape = \[16, (\d+)", compiled.asm["ttgir"]))
     )
     gathers = re.findall(r"memdesc<(\d+)x\d+x512xbf16", compiled.asm["ttgir"])
     name = kernel + ("_mass" if mass else "")
     return (
-        f"{name} {tuple(tiles)}: shared {compiled.metadata.shared} B, {registers} registers, "
-        f"{spills} B spill stores; gather buffers {max(map(int, gathers), default=1)}; "
+        f"{name} {tuple(tiles)}: shared {res.shared} B, {res.registers} registers, "
+        f"{res.spill_stores} B spill stores; gather buffers {max(map(int, gathers), default=1)}; "
         f"products (warps, N) {warps}; "
         f"SASS {dict(sorted(ops.items()))}"
     )
