@@ -169,6 +169,21 @@ def test_glmlab_convention_masked_dsa_and_fused_cpu_sdpa(extra):
     assert flops_report(cfg, 12, "train").total == train
 
 
+def _prefill_and_decode_count_exactly(cfg, model):
+    """A 12-token prefill of 2 rows into a cache, then one decoding step: FlopCounterMode's totals
+    equal the calculator's (glmlab convention); returns the cache."""
+    ids = torch.randint(0, 256, (2, 12))
+    cache = model.new_cache(2, 16)
+    with torch.no_grad():
+        with flop_counter() as counter:
+            model(ids, cache=cache, logits_to_keep=1)
+        assert counter.get_total_flops() == flops_report(cfg, 12, "prefill").total * 2
+        with flop_counter() as counter:
+            model(ids[:, :1], cache=cache)
+        assert counter.get_total_flops() == flops_report(cfg, 13, "decode", mtp=False).total * 2
+    return cache
+
+
 GQA_MHA = [("attention_type=gqa", "num_key_value_heads=1", "head_dim=24"), ("attention_type=mha",)]
 
 
@@ -181,15 +196,7 @@ def test_glmlab_convention_counts_gqa_and_mha_exactly(extra):
     assert (flops_report(cfg, 12, "forward").total, flops_report(cfg, 12, "train").total) == (forward, train)
     model = build_model(cfg)
     assert parameter_counts(cfg.model) == parameter_report(model)
-    ids = torch.randint(0, 256, (2, 12))
-    cache = model.new_cache(2, 16)
-    with torch.no_grad():
-        with flop_counter() as counter:
-            model(ids, cache=cache, logits_to_keep=1)
-        assert counter.get_total_flops() == flops_report(cfg, 12, "prefill").total * 2
-        with flop_counter() as counter:
-            model(ids[:, :1], cache=cache)
-        assert counter.get_total_flops() == flops_report(cfg, 13, "decode", mtp=False).total * 2
+    cache = _prefill_and_decode_count_exactly(cfg, model)
     layer = cache.layers[0]
     per_layer = (layer.k[0, 0].numel() + layer.v[0, 0].numel()) * 2  # bf16
     kv = kv_cache_bytes_per_token(cfg, "bf16")
@@ -199,15 +206,7 @@ def test_glmlab_convention_counts_gqa_and_mha_exactly(extra):
 def test_glmlab_convention_prefill_and_decode_equal_executed_flops():
     cfg = tiny("glm5.2")
     model = build_model(cfg)
-    ids = torch.randint(0, 256, (2, 12))
-    cache = model.new_cache(2, 16)
-    with torch.no_grad():
-        with flop_counter() as counter:
-            model(ids, cache=cache, logits_to_keep=1)
-        assert counter.get_total_flops() == flops_report(cfg, 12, "prefill").total * 2
-        with flop_counter() as counter:
-            model(ids[:, :1], cache=cache)
-        assert counter.get_total_flops() == flops_report(cfg, 13, "decode", mtp=False).total * 2
+    _prefill_and_decode_count_exactly(cfg, model)
 
 
 @pytest.mark.parametrize(
