@@ -49,9 +49,9 @@ the largest logit difference from glmlab at the first of them. `--tiny` runs a s
 figure, rewritten after each configuration so that a run cut short keeps what it measured.
 
     python benchmarks/bench_dsa_long_context.py [--contexts 8k,32k,64k,128k] [--layers 2] [--repeats 3]
-        [--modes prefill,train,warmup,decode] [--decode-batch 1] [--warmup-up-to 32k] [--impl auto]
-        [--precision bf16] [--recompute none] [--hf] [--hf-up-to 32k] [--no-profile] [--kernels N]
-        [--set KEY=VALUE] [--json PATH]
+        [--modes prefill,train,warmup,decode] [--decode-batch 1] [--compile-decode] [--warmup-up-to 32k]
+        [--impl auto] [--precision bf16] [--recompute none] [--hf] [--hf-up-to 32k] [--no-profile]
+        [--kernels N] [--set KEY=VALUE] [--json PATH]
     python benchmarks/bench_dsa_long_context.py --tiny
 """
 
@@ -77,7 +77,7 @@ from torch.profiler import ProfilerActivity, profile
 from glmlab.accounting import flops_report, training_flops_per_token
 from glmlab.accounting.memory import training_memory
 from glmlab.build import build_model
-from glmlab.config import RECOMPUTE, Config, load_config
+from glmlab.config import DSA_IMPLS, RECOMPUTE, Config, load_config
 from glmlab.device import PRECISIONS, autocast, resolve_device
 from glmlab.errors import GlmlabError
 from glmlab.generate.graphs import GraphedStep
@@ -86,7 +86,7 @@ from glmlab.measure import flop_counter
 from glmlab.model import CausalLM, mla
 from glmlab.model.losses import total_loss
 from glmlab.model.recompute import apply_recompute
-from glmlab.plan import DSA_IMPLS, resolve_dsa_impl
+from glmlab.plan import resolve_dsa_impl
 from glmlab.train.loop import set_stage
 from glmlab.train.schedule import DENSE_WARMUP, MAIN, SPARSE
 
@@ -326,10 +326,12 @@ def train_step(model: CausalLM, cfg: Config, ids: torch.Tensor, cast, *, warmup:
 
 
 def decode_step(
-    model: CausalLM, S: int, batch: int, device: torch.device, dtype: torch.dtype, cast: Callable
-) -> Callable[[], None]:
+    model: CausalLM, S: int, batch: int, device: torch.device, dtype: torch.dtype, cast: Callable,
+    *, compiled: bool = False,
+) -> Callable[[], None]:  # fmt: skip
     """One token per row at position S after a cache of S random latents: the fixed-shape step
-    `glmlab generate` runs (glmlab/generate/step.py), replayed from a CUDA graph on a GPU."""
+    `glmlab generate` runs (glmlab/generate/step.py), replayed from a CUDA graph on a GPU;
+    `compiled` puts it through torch.compile first (fused elementwise kernels, then the graph)."""
     cache = model.new_cache(batch, S + 1, device=device, dtype=dtype)
     gen = torch.Generator(device).manual_seed(S)
     for layer in cache.layers:
@@ -343,7 +345,8 @@ def decode_step(
         with torch.no_grad(), cast():
             return model_step(model, ids, positions, cache.layers, S + 1)[0]
 
-    run = GraphedStep(one_token) if device.type == "cuda" else one_token
+    fn = torch.compile(one_token, dynamic=False) if compiled else one_token
+    run = GraphedStep(fn) if device.type == "cuda" else fn
     return lambda: run(tokens, pos)
 
 
@@ -458,6 +461,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", type=mode_list, default=["prefill", "train", "warmup"],
                         help="subset of prefill,train,warmup,decode (default: all but decode)")  # fmt: skip
     parser.add_argument("--decode-batch", type=int, default=1, help="rows decoded together (default 1)")
+    parser.add_argument("--compile-decode", action="store_true", help="torch.compile both decode steps")
     parser.add_argument("--recompute", choices=RECOMPUTE, default="none",
                         help="train.recompute of both models' training steps (default none)")  # fmt: skip
     parser.add_argument("--warmup-up-to", type=tokens, default=32768, help="longest warm-up context (32k)")
@@ -512,8 +516,12 @@ def measure_all(
                 dsa_step, dense_step = prefill_step(dsa, ids, cast), prefill_step(dense, ids, cast)
             elif mode == "decode":
                 dtype = next(dsa.parameters()).dtype
-                dsa_step = decode_step(dsa, S, args.decode_batch, device, dtype, cast)
-                dense_step = decode_step(dense, S, args.decode_batch, device, dtype, cast)
+                dsa_step = decode_step(
+                    dsa, S, args.decode_batch, device, dtype, cast, compiled=args.compile_decode
+                )
+                dense_step = decode_step(
+                    dense, S, args.decode_batch, device, dtype, cast, compiled=args.compile_decode
+                )
             else:
                 dsa_step = train_step(dsa, dsa_cfg, ids, cast, warmup=mode == "warmup")
                 dense_step = train_step(dense, dense_cfg, ids, cast, warmup=False)

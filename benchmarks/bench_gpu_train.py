@@ -7,7 +7,9 @@ its model, and times transformers' model read from that folder on the same step 
 Printed per shape: glmlab's step time (median of the timed steps), tokens/s, MFU (FLOPs that
 glmlab.accounting counts for the step, glmlab convention on CUDA, over the bf16 matmul peak
 measured here by glmlab.measure.matmul_peak), peak memory, and transformers' time over glmlab's.
-The counted FLOPs include the indexer's training loss, which this step (no labels) does not run.
+The counted FLOPs are those of this step: without labels (no indexer KL). `--labels` runs glmlab's
+training loss as `glmlab train` computes it in DSA's sparse stage (LM loss, indexer KL, balance
+loss) and counts it (glmlab only: the transformers model has no such loss).
 
 - `--set FIELD=VALUE` overrides glmlab's config (e.g. `--set dsa_impl=mask`); transformers runs
   the weights as they are.
@@ -16,7 +18,7 @@ The counted FLOPs include the indexer's training loss, which this step (no label
 - `--json FILE` also writes every figure as JSON.
 
     python benchmarks/bench_gpu_train.py [--shape glm5-small:16x1024 ...] [--steps 10] [--warmup 3]
-        [--set FIELD=VALUE ...] [--compile] [--no-hf] [--profile] [--json FILE]
+        [--set FIELD=VALUE ...] [--compile] [--no-hf] [--labels] [--profile] [--json FILE]
 """
 
 from __future__ import annotations
@@ -50,23 +52,30 @@ def loss_of(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
 
 
-def step(model: torch.nn.Module, ids: torch.Tensor) -> None:
+def step(model: torch.nn.Module, ids: torch.Tensor, train_cfg=None) -> None:
+    """Forward + backward of the next-token cross-entropy, or with `train_cfg` glmlab's training
+    loss (labels given: the indexer's KL and the balance loss run, as in `glmlab train`)."""
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        logits = model(ids).logits
-    loss_of(logits, ids).backward()
+        if train_cfg is None:
+            loss = loss_of(model(ids).logits, ids)
+        else:
+            from glmlab.model.losses import total_loss
+
+            loss = total_loss(model(ids, labels=ids), train_cfg).total
+    loss.backward()
     model.zero_grad(set_to_none=True)
 
 
-def time_steps(model: torch.nn.Module, ids: torch.Tensor, warmup: int, steps: int) -> dict:
+def time_steps(model: torch.nn.Module, ids: torch.Tensor, warmup: int, steps: int, train_cfg=None) -> dict:
     """Median seconds per step (each step timed to the GPU's completion) and peak memory."""
     for _ in range(warmup):
-        step(model, ids)
+        step(model, ids, train_cfg)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        step(model, ids)
+        step(model, ids, train_cfg)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return {
@@ -76,12 +85,12 @@ def time_steps(model: torch.nn.Module, ids: torch.Tensor, warmup: int, steps: in
     }
 
 
-def profile_steps(model: torch.nn.Module, ids: torch.Tensor, steps: int = 2) -> None:
+def profile_steps(model: torch.nn.Module, ids: torch.Tensor, train_cfg=None, steps: int = 2) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            step(model, ids)
+            step(model, ids, train_cfg)
         torch.cuda.synchronize()
     events = prof.key_averages()
     kernels = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
@@ -117,28 +126,37 @@ def run_shape(text: str, args: argparse.Namespace, peak: float) -> dict:
         *args.set,
     ]
     cfg = load_config(preset, fields)
-    flops = flops_report(cfg, seq, "train", "glmlab", mtp=False, device="cuda").total * batch
+    report = flops_report(cfg, seq, "train", "glmlab", mtp=False, device="cuda", labels=args.labels)
+    flops = report.total * batch
     ids = torch.randint(
         0, cfg.model.vocab_size, (batch, seq), device="cuda", generator=torch.Generator("cuda").manual_seed(0)
     )
     torch.manual_seed(0)
     model = build_model(cfg, "cuda").train()
+    train_cfg = None
+    if args.labels:
+        from glmlab.train.loop import set_stage
+        from glmlab.train.schedule import MAIN, SPARSE
+
+        set_stage(model, SPARSE if cfg.model.use_dsa else MAIN)
+        train_cfg = cfg.train
     if args.compile:
         from glmlab.model.compile import compile_layers
 
         compile_layers(model)
-    result = {"shape": text, "tokens": batch * seq, "flops": flops, "set": args.set, "compile": args.compile}
+    result = {"shape": text, "tokens": batch * seq, "flops": flops, "set": args.set, "compile": args.compile,
+              "labels": args.labels}  # fmt: skip
     try:
-        result["glmlab"] = time_steps(model, ids, args.warmup, args.steps)
+        result["glmlab"] = time_steps(model, ids, args.warmup, args.steps, train_cfg)
         if args.profile:
-            profile_steps(model, ids)
+            profile_steps(model, ids, train_cfg)
     except torch.OutOfMemoryError:
         result["glmlab"] = {"error": "out of memory"}
     g = result["glmlab"]
     if "step_s" in g:
         g["tokens_per_s"] = batch * seq / g["step_s"]
         g["mfu"] = flops / g["step_s"] / peak
-    if not args.no_hf:
+    if not (args.no_hf or args.labels):
         from transformers import AutoModelForCausalLM
 
         with tempfile.TemporaryDirectory() as folder:
@@ -187,6 +205,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="glmlab config override FIELD=VALUE")
     parser.add_argument("--compile", action="store_true", help="compile glmlab's decoder layers")
     parser.add_argument("--no-hf", action="store_true", help="time glmlab only")
+    parser.add_argument("--labels", action="store_true", help="glmlab's training loss (indexer KL); no HF")
     parser.add_argument("--profile", action="store_true", help="glmlab's top CUDA kernels")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -197,7 +216,7 @@ def main() -> None:
     from glmlab.measure import matmul_peak
 
     peak = max(matmul_peak("cuda", iters=50) for _ in range(3))
-    compiled = ", compiled" if args.compile else ""
+    compiled = (", compiled" if args.compile else "") + (", training loss with labels" if args.labels else "")
     overrides = args.set or "none"
     print(
         f"{torch.cuda.get_device_name()}, torch {torch.__version__}; bf16 matmul peak {peak / 1e12:.0f} "

@@ -21,6 +21,9 @@ import yaml
 from glmlab.device import PRECISIONS
 from glmlab.errors import GlmlabError
 
+# How DSA selects and attends (glmlab/plan.py resolves `auto` per device and context).
+DSA_IMPLS = ("auto", "triton", "gather", "mask", "flex")
+
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 RECOMPUTE = ("none", "full")  # train.recompute: activation recomputation per decoder layer
 
@@ -74,7 +77,7 @@ class ModelConfig:
     use_dsa: bool = True  # False: dense MLA, no indexer (DeepSeek-V3, or an ablation baseline)
     use_moe: bool = True  # False: every layer a dense SwiGLU MLP (the dense-FFN baseline)
     mtp_share_modules: bool = False  # True: one MTP module applied at all D depths (GLM-5)
-    dsa_impl: str = "auto"  # auto | triton | gather (torch, sparse) | mask (dense reference); glmlab/plan.py
+    dsa_impl: str = "auto"  # auto | triton | gather (sparse) | mask (dense reference) | flex: glmlab/plan.py
     # bf16 | fp8: the Triton top-k scores in fp8 e4m3 (CUDA, Hopper; glmlab/kernels/indexer.py); the
     # torch paths and the indexer's loss ignore it
     index_dtype: str = "bf16"
@@ -482,11 +485,11 @@ def validate(cfg: Config) -> None:
             _fail("rope_scaling", "needs a positive factor", "add factor: 40 (DeepSeek-V3)")
         if kind == "yarn" and not m.rope_scaling.get("original_max_position_embeddings"):
             _fail("rope_scaling", "needs original_max_position_embeddings", "add it (4096 for DeepSeek-V3)")
-    if m.dsa_impl not in ("auto", "triton", "gather", "mask"):
-        _fail("dsa_impl", f"must be auto, triton, gather or mask, got {m.dsa_impl!r}", "use auto")
+    if m.dsa_impl not in DSA_IMPLS:
+        _fail("dsa_impl", f"must be one of {', '.join(DSA_IMPLS)}, got {m.dsa_impl!r}", "use auto")
     if m.index_dtype not in ("bf16", "fp8"):
         _fail("index_dtype", f"must be bf16 or fp8, got {m.index_dtype!r}", "use bf16")
-    if m.index_dtype == "fp8" and (not m.use_dsa or m.dsa_impl in ("gather", "mask")):
+    if m.index_dtype == "fp8" and (not m.use_dsa or m.dsa_impl in ("gather", "mask", "flex")):
         _fail("index_dtype", "fp8 scores the Triton top-k only, which this config never runs "
               f"(use_dsa={m.use_dsa}, dsa_impl={m.dsa_impl})",
               "use dsa_impl auto or triton, or index_dtype bf16")  # fmt: skip

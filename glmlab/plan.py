@@ -93,8 +93,6 @@ def mtp_layer_kind(m: ModelConfig) -> LayerKind:
 
 # ---- the attention path of one call ----------------------------------------------------------
 
-DSA_IMPLS = ("auto", "triton", "gather", "mask")
-
 
 @dataclass(frozen=True)
 class Call:
@@ -113,7 +111,8 @@ class AttentionPlan:
     """Which attention path runs and what the indexer does, for one layer and one call.
 
     Paths: `dense` (causal SDPA, or explicit probabilities when the indexer's loss needs them),
-    `masked` (expanded attention under a top-k mask: the reference for the sparse kernels),
+    `masked` (expanded attention under a top-k mask: the reference for the sparse kernels, and
+    with `flex` FlexAttention's kernel over the causal key blocks only),
     `sparse` (absorbed attention over each query's gathered top-k latents) and `cached`
     (absorbed attention over a latent cache, all keys or the top-k).
     """
@@ -125,6 +124,7 @@ class AttentionPlan:
     index_loss: bool  # the indexer's KL is computed on this layer
     probs: bool  # attention materialises explicit probabilities (for the KL target)
     fused_sdpa: bool  # dense SDPA runs a fused causal kernel (else the math path: full square)
+    flex: bool  # the masked path runs FlexAttention over the causal key blocks (CUDA; dsa_impl flex)
     kernel: str  # "torch" or "triton": who selects and attends on sparse and cached paths
     index_fp8: bool  # the Triton top-k scores in fp8 e4m3 (`index_dtype: fp8`); its KL stays in bf16
     score_chunks: tuple[tuple[int, int, int], ...]  # the torch indexer's chunks (empty if none)
@@ -140,7 +140,7 @@ class AttentionPlan:
     def full_square(self) -> bool:
         """Dense attention over every pair of the n x T square (a mask, explicit probabilities or
         SDPA's math fallback), not a fused causal kernel."""
-        return self.path == "masked" or self.probs or not self.fused_sdpa
+        return (self.path == "masked" and not self.flex) or self.probs or not self.fused_sdpa
 
     @property
     def visible_mask(self) -> bool:
@@ -173,7 +173,10 @@ AUTO_MASKED_UP_TO = 4096
 
 def resolve_dsa_impl(impl: str, device: str, context: int) -> str:
     """`auto`: on CUDA the masked reference up to AUTO_MASKED_UP_TO keys and the Triton kernels
-    beyond (when Triton is installed); elsewhere the torch gather path."""
+    beyond (when Triton is installed); elsewhere the torch gather path. `flex` runs on CUDA only
+    (FlexAttention has no CPU backward): elsewhere the masked reference it equals."""
+    if impl == "flex" and device != "cuda":
+        return "mask"
     if impl != "auto":
         return impl
     if device != "cuda":
@@ -208,11 +211,11 @@ def _attention_plan(
     sparse = kind.dsa and not call.dsa_dense and T > index_topk
     index_loss = kind.indexer and call.labels and not call.cache
     score = kind.indexer and (sparse or index_loss)
-    kernel = "triton" if impl == "triton" else "torch"
+    kernel = "triton" if impl == "triton" else "torch"  # flex selects with torch too
     if call.cache:
         path = "cached"
     elif sparse:
-        path = "masked" if impl == "mask" else "sparse"
+        path = "masked" if impl in ("mask", "flex") else "sparse"
     else:
         path = "dense"
     # The torch paths need the KL target as explicit probabilities; the Triton path gets it from
@@ -232,6 +235,7 @@ def _attention_plan(
         index_loss=index_loss,
         probs=probs,
         fused_sdpa=fused,
+        flex=impl == "flex" and path == "masked" and not probs,
         kernel=kernel,
         index_fp8=fp8 and kernel == "triton" and sparse and score,
         score_chunks=chunks,

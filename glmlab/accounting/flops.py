@@ -269,6 +269,7 @@ def flops_report(
     device: str = "cpu",
     *,
     dsa_dense: bool = False,
+    labels: bool = True,
 ) -> FlopsReport:
     """FLOPs of one sequence of `seq_len` tokens.
 
@@ -277,7 +278,9 @@ def flops_report(
     `seq_len` tokens into an empty cache, logits for the last token only, no MTP), `decode`
     (one token at `position`, default seq_len - 1, after that many cached tokens; with MTP,
     each depth drafts one token too). `device` matters to the `glmlab` convention only: it
-    decides the plan's kernels and chunks. `dsa_dense` counts DSA's dense warm-up stage.
+    decides the plan's kernels and chunks. `dsa_dense` counts DSA's dense warm-up stage;
+    `labels=False` a train or forward step without labels (no indexer KL: a plain cross-entropy
+    on the logits, as benchmarks/bench_gpu_train.py runs against transformers).
     """
     m = cfg.model if isinstance(cfg, Config) else cfg
     conv = get_convention(convention, attention_form)
@@ -294,7 +297,8 @@ def flops_report(
         tokens, head_tokens = 1, 1
     else:
         pos = None
-        main = Call(S, S, cache=mode == "prefill", labels=mode != "prefill", dsa_dense=dsa_dense, device=dev)
+        main = Call(S, S, cache=mode == "prefill", labels=labels and mode != "prefill", dsa_dense=dsa_dense,
+                    device=dev)  # fmt: skip
         tokens, head_tokens = S, (1 if mode == "prefill" else S)
         if mode == "prefill":
             depths = 0
@@ -313,7 +317,7 @@ def flops_report(
             n = S - depth
             if n < 2:
                 break
-            call = Call(n, n, cache=False, labels=True, dsa_dense=dsa_dense, device=dev)
+            call = Call(n, n, cache=False, labels=labels, dsa_dense=dsa_dense, device=dev)
         terms = layer_terms(m, conv, call, S, mtp_kind)
         terms["mtp_projection"] = _gemm(call.queries * 2 * 2 * d * d)
         if conv.count_latent_norms:

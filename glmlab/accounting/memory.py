@@ -205,9 +205,9 @@ def _mla_activations(m: ModelConfig, kind: LayerKind, call: Call, dt: StepDtypes
             # their copy in the compute dtype (under a top-k mask, the mask too)
             token += 2 * H * qk * c + H * v * c
             seq += n * T * (H * (4 + (c if c == 2 else 0)) + (1 if plan.path == "masked" else 0))
-        else:  # SDPA: q, k, v padded to d_qk, the output, an fp32 log-sum-exp (a top-k mask as a bias)
-            token += 4 * H * qk * c + 4 * H
-            seq += n * T * c if plan.path == "masked" else 0
+        else:  # SDPA or Flex: q, k, v padded to d_qk, the output, an fp32 log-sum-exp, and a top-k
+            token += 4 * H * qk * c + 4 * H  # mask: SDPA's as a bias, Flex's the boolean one
+            seq += n * T * (1 if plan.flex else c) if plan.path == "masked" else 0
     return (n * token + seq) * B + step
 
 

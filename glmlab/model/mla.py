@@ -170,7 +170,7 @@ class MultiHeadLatentAttention(nn.Module):
         elif plan.path == "sparse":
             o, mass = self.attend_gathered(p, sel.topk, kernel=plan.kernel, need_mass=plan.key_mass)
         elif plan.path == "masked":
-            o, mass = self.attend_masked(p, sel.topk, causal, need_mass=plan.key_mass)
+            o, mass = self.attend_masked(p, sel.topk, causal, need_mass=plan.key_mass, flex=plan.flex)
         else:
             o, mass = self.attend_dense(p, need_mass=plan.key_mass)
 
@@ -258,12 +258,15 @@ class MultiHeadLatentAttention(nn.Module):
         o, probs = self._expanded(p, None, need_probs=need_mass)
         return o, None if probs is None else probs.sum(1)
 
-    def attend_masked(self, p: Projections, topk: TopK, causal: torch.Tensor, *, need_mass: bool):
-        """Expanded attention under the top-k as a mask: the dense reference for sparse paths."""
+    def attend_masked(
+        self, p: Projections, topk: TopK, causal: torch.Tensor, *, need_mass: bool, flex: bool = False
+    ):
+        """Expanded attention under the top-k as a mask: the dense reference for sparse paths, or
+        FlexAttention over the causal key blocks (`flex`)."""
         B, S, _, _ = p.q_nope.shape
         keep = torch.zeros(B, S, causal.shape[-1], dtype=torch.bool, device=causal.device)
         keep.scatter_(-1, topk.indices, topk.valid)
-        o, probs = self._expanded(p, keep & causal, need_probs=need_mass)
+        o, probs = self._expanded(p, keep & causal, need_probs=need_mass, flex=flex)
         return o, None if probs is None else probs.sum(1).gather(-1, topk.indices)
 
     def attend_gathered(self, p: Projections, topk: TopK, *, kernel: str, need_mass: bool):
@@ -287,9 +290,10 @@ class MultiHeadLatentAttention(nn.Module):
         w = self.kv_b_proj.weight.view(self.n_heads, self.d_nope + self.d_v, self.r_kv)
         return w[:, : self.d_nope], w[:, self.d_nope :]
 
-    def _expanded(self, p: Projections, mask: torch.Tensor | None, *, need_probs: bool):
+    def _expanded(self, p: Projections, mask: torch.Tensor | None, *, need_probs: bool, flex: bool = False):
         """Per-head K and V from the latent (training, prefill). mask [B|1,S,T] True = attend;
-        None means plain causal over equal-length q and k. Returns o [B,S,H,v], probs."""
+        None means plain causal over equal-length q and k; `flex` runs a [B,S,T] mask through
+        FlexAttention (glmlab/kernels/flex_masked.py). Returns o [B,S,H,v], probs."""
         B, T, _ = p.c_kv.shape
         H = self.n_heads
         k_nope, v = self.kv_b_proj(p.c_kv).view(B, T, H, -1).split([self.d_nope, self.d_v], dim=-1)
@@ -301,10 +305,14 @@ class MultiHeadLatentAttention(nn.Module):
             # Fused (flash) kernels want one head size for q, k and v: pad v with zeros.
             pad = q.shape[-1] - self.d_v
             v = F.pad(v, (0, pad)) if pad > 0 else v
-            causal = mask is None
-            o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, is_causal=causal, scale=self.scale
-            )
+            if flex:
+                from glmlab.kernels.flex_masked import flex_masked_attention
+
+                o = flex_masked_attention(q, k, v, mask, scale=self.scale)
+            else:
+                o = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=attn_mask, is_causal=mask is None, scale=self.scale
+                )
             return o[..., : self.d_v].transpose(1, 2), None
         if mask is None:
             S = q.shape[2]

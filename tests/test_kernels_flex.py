@@ -1,0 +1,105 @@
+"""FlexAttention under DSA's top-k mask (glmlab/kernels/flex_masked.py) against its twin, SDPA with
+the same boolean mask; where the plan runs it and what the calculator counts for it. On a CPU the
+forward runs FlexAttention's unfused reference (it has no CPU backward); on a GPU the compiled
+kernel, forward and gradients, and the whole model against dsa_impl=mask."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glmlab.accounting import flops_report
+from glmlab.config import load_config
+from glmlab.kernels.flex_masked import causal_block_mask, flex_masked_attention
+from glmlab.plan import Call, attention_plan, layer_kinds
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+
+
+def _topk_mask(B: int, S: int, T: int, keep_share: float, seed: int) -> torch.Tensor:
+    """[B,S,T]: a random subset of each query's visible keys (query s at position T-S+s), itself kept."""
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.arange(T - S, T)
+    visible = torch.arange(T)[None, :] <= pos[:, None]
+    keep = (torch.rand(B, S, T, generator=gen) < keep_share) & visible
+    keep[:, torch.arange(S), pos] = True
+    return keep
+
+
+@pytest.mark.parametrize(("S", "T"), [(200, 200), (128, 128), (70, 300)], ids=["ragged", "block", "offset"])
+def test_flex_equals_masked_sdpa(S, T):
+    B, H, D, Dv = 2, 3, 32, 16
+    gen = torch.Generator().manual_seed(S + T)
+    q, k = (torch.randn(B, H, n, D, generator=gen) for n in (S, T))
+    v = torch.randn(B, H, T, Dv, generator=gen)
+    keep = _topk_mask(B, S, T, 0.3, seed=T)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None], scale=0.2)
+    if CUDA:
+        q, k, v, keep = (t.cuda().requires_grad_(t.is_floating_point()) for t in (q, k, v, keep))
+    with warnings.catch_warnings():  # the CPU's unfused reference warns that it is not compiled
+        warnings.simplefilter("ignore")
+        out = flex_masked_attention(q, k, v, keep, scale=0.2)
+    torch.testing.assert_close(out.detach().cpu(), ref, atol=2e-5, rtol=1e-4)
+    if CUDA:  # gradients against the twin's
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+        twins = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        ref = F.scaled_dot_product_attention(*twins, attn_mask=keep[:, None], scale=0.2)
+        for g, r in zip(grads, torch.autograd.grad(ref.square().sum(), twins), strict=True):
+            torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-3)
+
+
+def test_block_mask_lists_the_causal_blocks():
+    """Each query block lists every key block up to its last query's position, and no other."""
+    S, T = 300, 556  # queries at 256..555, blocks of 128
+    bm = causal_block_mask(torch.ones(1, S, T, dtype=torch.bool))
+    counts = bm.kv_num_blocks[0, 0].tolist()
+    assert counts == [(min(b * 128 + 127, S - 1) + T - S) // 128 + 1 for b in range(3)] == [3, 4, 5]
+    assert bm.full_kv_num_blocks is None  # every listed block reads the mask
+
+
+def _plan(dsa_impl: str, *, labels: bool, device: str = "cuda", context: int = 1024):
+    m = load_config("glm5-tiny", [f"dsa_impl={dsa_impl}", "index_topk=64"]).model
+    call = Call(context, context, cache=False, labels=labels, dsa_dense=False, device=device)
+    return attention_plan(m, layer_kinds(m)[-1], call)
+
+
+def test_plan_runs_flex_where_it_can():
+    flex = _plan("flex", labels=False)
+    assert (flex.path, flex.flex, flex.full_square) == ("masked", True, False)
+    assert _plan("mask", labels=False).full_square
+    # the indexer's KL on torch paths needs explicit probabilities: no Flex there
+    assert not _plan("flex", labels=True).flex
+    # no CPU backward: a CPU runs the masked reference
+    assert not _plan("flex", labels=False, device="cpu").flex
+
+
+def test_calculator_counts_flex_causally():
+    """Flex's attention is counted over the causal pairs, as fused causal SDPA's, not the square."""
+
+    def attention(*overrides: str) -> float:
+        cfg = load_config("glm5-tiny", ["index_topk=64", *overrides])
+        report = flops_report(cfg, 1024, "forward", mtp=False, device="cuda", labels=False)
+        return report.by_component()["core_attention"]
+
+    assert attention("dsa_impl=flex") == attention("use_dsa=false") < attention("dsa_impl=mask") / 1.5
+
+
+@pytest.mark.skipif(not CUDA, reason="FlexAttention's compiled kernel and its backward need CUDA")
+def test_model_with_flex_equals_masked(tiny):
+    ids = torch.randint(0, 128, (2, 300), generator=torch.Generator().manual_seed(1)).cuda()
+    mask = tiny("dsa_impl=mask", "num_hidden_layers=2").cuda().train()
+    flex = tiny("dsa_impl=flex", "num_hidden_layers=2").cuda().train()
+    flex.load_state_dict(mask.state_dict())
+    outs = []
+    for model in (mask, flex):
+        logits = model(ids).logits
+        logits.float().square().mean().backward()
+        outs.append(logits)
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-3)
+    for (name, a), b in zip(mask.named_parameters(), flex.parameters(), strict=True):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
