@@ -103,3 +103,28 @@ def test_model_with_flex_equals_masked(tiny):
     for (name, a), b in zip(mask.named_parameters(), flex.parameters(), strict=True):
         if a.grad is not None:
             torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_flop_counter_counts_the_causal_pairs():
+    """FlopCounterMode cannot run FlexAttention itself; the marker op counts its causal pairs."""
+    from glmlab.measure import flop_counter
+
+    B, H, S, D, Dv = 2, 3, 200, 32, 16
+    q, k = torch.randn(B, H, S, D), torch.randn(B, H, S, D)
+    v = torch.randn(B, H, S, Dv)
+    counter = flop_counter()
+    with counter, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0), scale=0.2)
+    pairs = B * H * S * (S + 1) // 2
+    assert counter.get_total_flops() == pairs * 2 * (D + Dv)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.2)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    if CUDA:  # the compiled kernel, forward and backward, under the counter
+        q, k, v = (t.cuda().requires_grad_() for t in (q, k, v))
+        counter = flop_counter()
+        with counter:
+            out = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0).cuda(), scale=0.2)
+            out.sum().backward()
+        assert counter.get_total_flops() == pairs * (2 * (D + Dv) + 2 * (3 * D + 2 * Dv))
+        torch.testing.assert_close(out.detach().cpu(), ref, atol=2e-5, rtol=1e-4)

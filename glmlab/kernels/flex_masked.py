@@ -9,14 +9,23 @@ context, where DSA's top-k keeps most keys anyway, this is the cheap way to run 
 stage's attention (glmlab/plan.py decides where).
 
 FlexAttention has no CPU backward; on a CPU the forward runs its unfused reference (tests only).
+
+FlopCounterMode cannot run FlexAttention (torch 2.11 raises a TypeError: pytorch/pytorch#134385),
+so under any dispatch mode the kernel runs with the modes set aside, and a marker op that computes
+nothing carries its FLOPs to the counter: forward QK^T and PV, backward the recomputed QK^T, dP,
+dV, dQ and dK, over the causal pairs (what the calculator counts; SDPA's formulas in
+glmlab/measure.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
+from torch.utils._python_dispatch import _disable_current_modes
+from torch.utils.flop_counter import register_flop_formula
 
 BLOCK = 128  # the block mask's tile, FlexAttention's default
 
@@ -51,4 +60,41 @@ def flex_masked_attention(
     """q, k [B,H,S|T,D], v [B,H,T,Dv], keep [B,S,T] -> o [B,H,S,Dv]: softmax attention over the
     pairs `keep` allows (each query must keep at least one key)."""
     attend = _compiled_flex() if q.is_cuda else flex_attention
-    return attend(q, k, v, block_mask=causal_block_mask(keep), scale=scale)
+    measured = not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() > 0
+    with _disable_current_modes() if measured else contextlib.nullcontext():
+        out = attend(q, k, v, block_mask=causal_block_mask(keep), scale=scale)
+    torch.ops.glmlab.flex_masked_flops(q, k, v, False)
+    return _CountBackward.apply(out, q, k, v)
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity on the output whose backward also calls the FLOP marker for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, out, q, k, v):
+        ctx.save_for_backward(q, k, v)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        torch.ops.glmlab.flex_masked_flops(*ctx.saved_tensors, True)
+        return grad, None, None, None
+
+
+@torch.library.custom_op("glmlab::flex_masked_flops", mutates_args=())
+def _flops_marker(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backward: bool) -> torch.Tensor:
+    """Computes nothing: FlopCounterMode counts one FlexAttention pass from its shapes."""
+    return q.new_empty(0)
+
+
+@_flops_marker.register_fake
+def _(q, k, v, backward):
+    return q.new_empty(0)
+
+
+@register_flop_formula(torch.ops.glmlab.flex_masked_flops)
+def _flex_flops(q_shape, k_shape, v_shape, backward: bool, *args, out_shape=None, **kwargs) -> int:
+    b, h, s_q, d_qk = q_shape
+    s_k, d_v = k_shape[2], v_shape[3]
+    pairs = s_q * (s_q + 1) // 2 + s_q * (s_k - s_q)  # the queries are the last s_q of s_k positions
+    return b * h * pairs * (2 * (3 * d_qk + 2 * d_v) if backward else 2 * (d_qk + d_v))
