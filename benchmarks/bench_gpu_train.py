@@ -61,7 +61,7 @@ def step(model: torch.nn.Module, ids: torch.Tensor, train_cfg=None) -> None:
         else:
             from glmlab.model.losses import total_loss
 
-            loss = total_loss(model(ids, labels=ids), train_cfg).total
+            loss = total_loss(model(ids, labels=ids), train_cfg, dense_warmup=False).total
     loss.backward()
     model.zero_grad(set_to_none=True)
 
