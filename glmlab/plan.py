@@ -128,7 +128,7 @@ class AttentionPlan:
     kernel: str  # "torch" or "triton": who selects and attends on sparse and cached paths
     index_fp8: bool  # the Triton top-k scores in fp8 e4m3 (`index_dtype: fp8`); its KL stays in bf16
     score_chunks: tuple[tuple[int, int, int], ...]  # the torch indexer's chunks (empty if none)
-    kl_chunks: tuple[tuple[int, int, int], ...]  # the Triton warm-up KL's target chunks (empty if none)
+    kl_chunks: tuple[tuple[int, int, int], ...]  # KL target chunks: Triton warm-up, Flex key mass (or empty)
 
     @property
     def key_mass(self) -> bool:
@@ -220,13 +220,15 @@ def _attention_plan(
         path = "dense"
     # The torch paths need the KL target as explicit probabilities; the Triton path gets it from
     # its kernels (key mass of the sparse kernel, chunked dense mass in the warm-up).
-    probs = index_loss and kernel == "torch"
+    flex = impl == "flex" and path == "masked"
+    probs = index_loss and kernel == "torch" and not flex
     # SDPA pads v up to d_qk; a CPU runs its fused kernel only when no padding is needed the
     # other way round (v wider than q and k).
     fused = call.device != "cpu" or equal_widths
     chunks = tuple(score_chunks(n, T, index_heads, call.device)) if score and kernel == "torch" else ()
     dense_kl = index_loss and not sparse and kernel == "triton"
-    kl_chunks = tuple(kl_target_chunks(n, T, heads)) if dense_kl else ()
+    # the Triton warm-up KL's target, or Flex's key mass, chunk by chunk of queries
+    kl_chunks = tuple(kl_target_chunks(n, T, heads)) if dense_kl or (flex and index_loss) else ()
     return AttentionPlan(
         path=path,
         sparse=sparse,
@@ -235,7 +237,7 @@ def _attention_plan(
         index_loss=index_loss,
         probs=probs,
         fused_sdpa=fused,
-        flex=impl == "flex" and path == "masked" and not probs,
+        flex=flex,
         kernel=kernel,
         index_fp8=fp8 and kernel == "triton" and sparse and score,
         score_chunks=chunks,

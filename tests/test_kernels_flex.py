@@ -42,7 +42,7 @@ def test_flex_equals_masked_sdpa(S, T):
         q, k, v, keep = (t.cuda().requires_grad_(t.is_floating_point()) for t in (q, k, v, keep))
     with warnings.catch_warnings():  # the CPU's unfused reference warns that it is not compiled
         warnings.simplefilter("ignore")
-        out = flex_masked_attention(q, k, v, keep, scale=0.2)
+        out, _ = flex_masked_attention(q, k, v, keep, scale=0.2)
     torch.testing.assert_close(out.detach().cpu(), ref, atol=2e-5, rtol=1e-4)
     if CUDA:  # gradients against the twin's
         grads = torch.autograd.grad(out.square().sum(), (q, k, v))
@@ -71,10 +71,33 @@ def test_plan_runs_flex_where_it_can():
     flex = _plan("flex", labels=False)
     assert (flex.path, flex.flex, flex.full_square) == ("masked", True, False)
     assert _plan("mask", labels=False).full_square
-    # the indexer's KL on torch paths needs explicit probabilities: no Flex there
-    assert not _plan("flex", labels=True).flex
+    # with the indexer's KL: no explicit probabilities, the key mass in chunks of queries
+    flex = _plan("flex", labels=True)
+    assert flex.flex and flex.key_mass and not flex.probs and not flex.full_square
+    assert flex.kl_chunks[-1][1] == 1024 and _plan("mask", labels=True).probs
     # no CPU backward: a CPU runs the masked reference
     assert not _plan("flex", labels=False, device="cpu").flex
+
+
+def test_key_mass_from_the_log_sum_exp_equals_explicit_probabilities():
+    """key_mass_at, chunk by chunk from Flex's log-sum-exp, against softmax probabilities summed
+    over heads at each query's selected keys."""
+    from glmlab.kernels.flex_masked import key_mass_at
+    from glmlab.plan import kl_target_chunks
+
+    B, H, S, D, K = 2, 3, 150, 16, 12
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(B, H, S, D, generator=gen) for _ in range(3))
+    keep = _topk_mask(B, S, S, 0.2, seed=1)
+    indices = torch.multinomial(keep.flatten(0, 1).float() + 1e-6, K, generator=gen).view(B, S, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, lse = flex_masked_attention(q, k, v, keep, scale=0.3)
+    chunks = ((0, 40, 40), (40, 100, 100), (100, 150, 150))
+    assert kl_target_chunks(S, S, H) == [(0, 150, 150)]  # the plan's chunks at this size: one
+    mass = key_mass_at(q, k, lse, keep, indices, scale=0.3, chunks=chunks)
+    probs = ((q @ k.transpose(-1, -2)) * 0.3).masked_fill(~keep[:, None], float("-inf")).softmax(-1)
+    torch.testing.assert_close(mass, probs.sum(1).gather(-1, indices), atol=1e-5, rtol=1e-4)
 
 
 def test_calculator_counts_flex_causally():
@@ -89,17 +112,24 @@ def test_calculator_counts_flex_causally():
 
 
 @pytest.mark.skipif(not CUDA, reason="FlexAttention's compiled kernel and its backward need CUDA")
-def test_model_with_flex_equals_masked(tiny):
+@pytest.mark.parametrize("labels", [False, True], ids=["forward", "with-indexer-kl"])
+def test_model_with_flex_equals_masked(tiny, labels):
+    """Logits, LM loss, the indexer's KL (Flex: its key mass from the log-sum-exp) and every
+    gradient equal the masked reference's (explicit probabilities when the KL runs)."""
     ids = torch.randint(0, 128, (2, 300), generator=torch.Generator().manual_seed(1)).cuda()
     mask = tiny("dsa_impl=mask", "num_hidden_layers=2").cuda().train()
     flex = tiny("dsa_impl=flex", "num_hidden_layers=2").cuda().train()
     flex.load_state_dict(mask.state_dict())
     outs = []
     for model in (mask, flex):
-        logits = model(ids).logits
-        logits.float().square().mean().backward()
-        outs.append(logits)
-    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-3)
+        out = model(ids, labels=ids if labels else None)
+        loss = out.loss + out.indexer_loss if labels else out.logits.float().square().mean()
+        loss.backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1].logits, outs[0].logits, atol=1e-4, rtol=1e-3)
+    if labels:
+        assert outs[0].indexer_loss.item() > 0
+        torch.testing.assert_close(outs[1].indexer_loss, outs[0].indexer_loss, atol=1e-5, rtol=1e-4)
     for (name, a), b in zip(mask.named_parameters(), flex.parameters(), strict=True):
         if a.grad is not None:
             torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
@@ -115,7 +145,7 @@ def test_flop_counter_counts_the_causal_pairs():
     counter = flop_counter()
     with counter, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0), scale=0.2)
+        out, _ = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0), scale=0.2)
     pairs = B * H * S * (S + 1) // 2
     assert counter.get_total_flops() == pairs * 2 * (D + Dv)
     ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.2)
@@ -124,7 +154,7 @@ def test_flop_counter_counts_the_causal_pairs():
         q, k, v = (t.cuda().requires_grad_() for t in (q, k, v))
         counter = flop_counter()
         with counter:
-            out = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0).cuda(), scale=0.2)
+            out, _ = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0).cuda(), scale=0.2)
             out.sum().backward()
         assert counter.get_total_flops() == pairs * (2 * (D + Dv) + 2 * (3 * D + 2 * Dv))
         torch.testing.assert_close(out.detach().cpu(), ref, atol=2e-5, rtol=1e-4)

@@ -165,10 +165,13 @@ def _executed_attention(m: ModelConfig, kind: LayerKind, call: Call) -> Terms:
         out["core_attention"] = (pairs * absorbed, pairs * (absorbed + backward))
     elif plan.full_square:
         out["core_attention"] = _gemm(n * T * expanded)
-    else:  # a fused causal SDPA kernel skips the masked half
+    else:  # a fused causal kernel (SDPA, or Flex under the top-k mask) skips the masked half
         forward, backward = sdpa_pair_flops(m)
         pairs = causal_pairs(n, T)
-        out["core_attention"] = (pairs * forward, pairs * (forward + backward))
+        # Flex's key mass for the indexer's KL: QK^T again per chunk of queries, no gradient
+        mass = sum((b - a) * end for a, b, end in plan.kl_chunks) * 2 * m.num_attention_heads * m.qk_head_dim
+        mass = mass if plan.flex else 0
+        out["core_attention"] = (pairs * forward + mass, pairs * (forward + backward) + mass)
     return out
 
 

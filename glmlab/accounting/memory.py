@@ -200,7 +200,7 @@ def _mla_activations(m: ModelConfig, kind: LayerKind, call: Call, dt: StepDtypes
         token += H * qk * c + H * R * c + R * c + H * r * c + K * 9 + 4 * H
     else:
         token += dt.operand(r, 1, w)  # kv_b_proj reads c_kv
-        if plan.key_mass:
+        if plan.probs:
             # explicit probabilities: q, k and v copied for their products, fp32 probabilities and
             # their copy in the compute dtype (under a top-k mask, the mask too)
             token += 2 * H * qk * c + H * v * c
@@ -316,7 +316,7 @@ def backward_transient(
     if kind.attention == "mla":
         plan = attention_plan(m, kind, Call(n, n, cache=False, labels=True, dsa_dense=False, device=device))
         H, R, N_att = m.num_attention_heads, m.kv_lora_rank + m.qk_rope_head_dim, n * batch
-        if plan.path in ("dense", "masked") and plan.key_mass:  # fp32 gradients of probs and scores
+        if plan.probs and plan.path in ("dense", "masked"):  # fp32 gradients of explicit probs and scores
             attention = n * n * batch * H * (8 if c == 4 else 6)
         elif plan.path == "sparse" and plan.kernel == "triton":
             chunk = min(2 * N_att * H * plan.selected_keys * c, SPARSE_BACKWARD_BYTES)

@@ -170,7 +170,7 @@ class MultiHeadLatentAttention(nn.Module):
         elif plan.path == "sparse":
             o, mass = self.attend_gathered(p, sel.topk, kernel=plan.kernel, need_mass=plan.key_mass)
         elif plan.path == "masked":
-            o, mass = self.attend_masked(p, sel.topk, causal, need_mass=plan.key_mass, flex=plan.flex)
+            o, mass = self.attend_masked(p, sel.topk, causal, need_mass=plan.key_mass, plan=plan)
         else:
             o, mass = self.attend_dense(p, need_mass=plan.key_mass)
 
@@ -259,15 +259,25 @@ class MultiHeadLatentAttention(nn.Module):
         return o, None if probs is None else probs.sum(1)
 
     def attend_masked(
-        self, p: Projections, topk: TopK, causal: torch.Tensor, *, need_mass: bool, flex: bool = False
+        self, p: Projections, topk: TopK, causal: torch.Tensor, *, need_mass: bool, plan: AttentionPlan
     ):
         """Expanded attention under the top-k as a mask: the dense reference for sparse paths, or
-        FlexAttention over the causal key blocks (`flex`)."""
+        FlexAttention over the causal key blocks (`plan.flex`; its key mass from the log-sum-exp)."""
         B, S, _, _ = p.q_nope.shape
         keep = torch.zeros(B, S, causal.shape[-1], dtype=torch.bool, device=causal.device)
         keep.scatter_(-1, topk.indices, topk.valid)
-        o, probs = self._expanded(p, keep & causal, need_probs=need_mass, flex=flex)
-        return o, None if probs is None else probs.sum(1).gather(-1, topk.indices)
+        keep &= causal
+        if not plan.flex:
+            o, probs = self._expanded(p, keep, need_probs=need_mass)
+            return o, None if probs is None else probs.sum(1).gather(-1, topk.indices)
+        from glmlab.kernels.flex_masked import flex_masked_attention, key_mass_at
+
+        q, k, v = self._expanded_qkv(p, pad_values=True)
+        o, lse = flex_masked_attention(q, k, v, keep, scale=self.scale)
+        mass = None
+        if need_mass:
+            mass = key_mass_at(q, k, lse, keep, topk.indices, scale=self.scale, chunks=plan.kl_chunks)
+        return o[..., : self.d_v].transpose(1, 2), mass
 
     def attend_gathered(self, p: Projections, topk: TopK, *, kernel: str, need_mass: bool):
         """Absorbed attention of each query over its own gathered top-k latents."""
@@ -290,29 +300,28 @@ class MultiHeadLatentAttention(nn.Module):
         w = self.kv_b_proj.weight.view(self.n_heads, self.d_nope + self.d_v, self.r_kv)
         return w[:, : self.d_nope], w[:, self.d_nope :]
 
-    def _expanded(self, p: Projections, mask: torch.Tensor | None, *, need_probs: bool, flex: bool = False):
-        """Per-head K and V from the latent (training, prefill). mask [B|1,S,T] True = attend;
-        None means plain causal over equal-length q and k; `flex` runs a [B,S,T] mask through
-        FlexAttention (glmlab/kernels/flex_masked.py). Returns o [B,S,H,v], probs."""
+    def _expanded_qkv(self, p: Projections, *, pad_values: bool):
+        """Per-head q, k, v [B,H,S|T,d] from the latent. Fused (flash) kernels want one head size
+        for q, k and v: `pad_values` pads v with zeros up to d_qk."""
         B, T, _ = p.c_kv.shape
         H = self.n_heads
         k_nope, v = self.kv_b_proj(p.c_kv).view(B, T, H, -1).split([self.d_nope, self.d_v], dim=-1)
         k = torch.cat([k_nope, p.k_pe[:, :, None, :].expand(B, T, H, self.d_rope)], dim=-1)
         q = torch.cat([p.q_nope, p.q_pe], dim=-1)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        pad = q.shape[-1] - self.d_v
+        return q, k, F.pad(v, (0, pad)) if pad_values and pad > 0 else v
+
+    def _expanded(self, p: Projections, mask: torch.Tensor | None, *, need_probs: bool):
+        """Expanded attention (training, prefill). mask [B|1,S,T] True = attend; None means plain
+        causal over equal-length q and k. Returns o [B,S,H,v], probs."""
+        q, k, v = self._expanded_qkv(p, pad_values=not need_probs)
+        T = k.shape[2]
         if not need_probs:
             attn_mask = None if mask is None else mask[:, None]
-            # Fused (flash) kernels want one head size for q, k and v: pad v with zeros.
-            pad = q.shape[-1] - self.d_v
-            v = F.pad(v, (0, pad)) if pad > 0 else v
-            if flex:
-                from glmlab.kernels.flex_masked import flex_masked_attention
-
-                o = flex_masked_attention(q, k, v, mask, scale=self.scale)
-            else:
-                o = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=attn_mask, is_causal=mask is None, scale=self.scale
-                )
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=mask is None, scale=self.scale
+            )
             return o[..., : self.d_v].transpose(1, 2), None
         if mask is None:
             S = q.shape[2]
