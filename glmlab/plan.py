@@ -165,30 +165,38 @@ def triton_available() -> bool:
 
 
 # On CUDA, `auto` attends with the masked-dense reference up to this context and with the Triton
-# kernels beyond: measured on one H200, the masked path trained a 2-layer GLM-5 attention slice at
-# 4K in 0.134 s against 0.144 s for Triton, and lost at 8K (0.533 s against 0.289 s); glm5-small's
-# 16 x 1,024 step took 0.117 s masked against 0.309 s (experiments/results/h200-session/).
+# kernels beyond, except where a layer trains its indexer in the sparse stage (the KL needs the
+# attention's key mass), which takes the Triton kernels at any context. Measured on one H200
+# (experiments/results/h200-session4/): with the KL, Triton against the masked path's explicit
+# probabilities took 0.078 s against 0.132 s for the GLM-5 attention slice at 4K, 0.187 s against
+# 0.208 s for glm5-small at 16 x 1,024, and 1.33 s for glm5-1b at 4 x 4,096, where the masked path
+# ran out of memory (Flex with its key mass: 0.101 s and 0.208 s). Without the KL the masked path
+# kept glm5-small's 16 x 1,024 step at 0.109 s (Flex 0.131 s); the slice's 4K forward took 0.019 s
+# with Triton, 0.021 s with Flex, 0.026 s masked, and glm5-1b's compiled 4 x 4,096 step 0.444 s with
+# Flex against 0.528 s masked: close enough that the rule stays per context, with flex opt-in.
 AUTO_MASKED_UP_TO = 4096
 
 
-def resolve_dsa_impl(impl: str, device: str, context: int) -> str:
-    """`auto`: on CUDA the masked reference up to AUTO_MASKED_UP_TO keys and the Triton kernels
-    beyond (when Triton is installed); elsewhere the torch gather path. `flex` runs on CUDA only
-    (FlexAttention has no CPU backward): elsewhere the masked reference it equals."""
+def resolve_dsa_impl(impl: str, device: str, context: int, *, indexer_loss: bool = False) -> str:
+    """`auto`: on CUDA the Triton kernels (when Triton is installed) beyond AUTO_MASKED_UP_TO
+    keys or where the call trains the indexer in the sparse stage (`indexer_loss`), the masked
+    reference otherwise; elsewhere the torch gather path. `flex` runs on CUDA only (FlexAttention
+    has no CPU backward): elsewhere the masked reference it equals."""
     if impl == "flex" and device != "cuda":
         return "mask"
     if impl != "auto":
         return impl
     if device != "cuda":
         return "gather"
-    if context <= AUTO_MASKED_UP_TO:
+    if context <= AUTO_MASKED_UP_TO and not (indexer_loss and triton_available()):
         return "mask"
     return "triton" if triton_available() else "gather"
 
 
 def attention_plan(m: ModelConfig, kind: LayerKind, call: Call) -> AttentionPlan:
     """The path one layer takes for one call (`dsa_impl` resolved for its device and context)."""
-    impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context)
+    sparse_kl = kind.indexer and call.labels and not (call.cache or call.dsa_dense)
+    impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context, indexer_loss=sparse_kl)
     widths = m.attention_type != "mla" or m.qk_head_dim >= m.v_head_dim  # GQA: one width for q, k, v
     fp8 = m.index_dtype == "fp8"
     return _attention_plan(

@@ -79,6 +79,29 @@ def test_plan_runs_flex_where_it_can():
     assert not _plan("flex", labels=False, device="cpu").flex
 
 
+def test_auto_trains_the_indexer_on_the_triton_path_at_short_context(monkeypatch):
+    """`auto` on CUDA: the masked reference up to 4K keys, except where a layer trains its indexer
+    in the sparse stage (Triton there at any context); not in the dense warm-up, not on a CPU."""
+    from glmlab import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "triton_available", lambda: True)
+    shared = ["index_topk=64", "num_hidden_layers=3", "indexer_types=[full,shared,full]"]
+    m = load_config("glm5-tiny", shared).model
+    kinds = layer_kinds(m)
+
+    def path(kind, *, labels: bool, dense: bool = False, device: str = "cuda", context: int = 1024) -> tuple:
+        call = Call(context, context, cache=False, labels=labels, dsa_dense=dense, device=device)
+        p = attention_plan(m, kind, call)
+        return p.path, p.kernel
+
+    assert path(kinds[0], labels=True) == ("sparse", "triton")
+    assert path(kinds[1], labels=True) == ("masked", "torch")  # IndexShare: no KL on this layer
+    assert path(kinds[0], labels=False) == ("masked", "torch")
+    assert path(kinds[0], labels=False, context=8192) == ("sparse", "triton")
+    assert path(kinds[0], labels=True, dense=True) == ("dense", "torch")  # the warm-up
+    assert path(kinds[0], labels=True, device="cpu") == ("sparse", "torch")  # gather
+
+
 def test_key_mass_from_the_log_sum_exp_equals_explicit_probabilities():
     """key_mass_at, chunk by chunk from Flex's log-sum-exp, against softmax probabilities summed
     over heads at each query's selected keys."""
