@@ -70,7 +70,8 @@ def flex_masked_attention(
     """q, k [B,H,S|T,D], v [B,H,T,Dv], keep [B,S,T] -> o [B,H,S,Dv] and its log-sum-exp [B,H,S]
     (fp32, natural log, no gradient): softmax attention over the pairs `keep` allows (each query
     must keep at least one key)."""
-    attend = _compiled_flex() if q.is_cuda else flex_attention
+    # inside a compiled region (train.compile) the outer compile generates the kernel itself
+    attend = _compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
     options = WIDE_HEAD_BACKWARD if q.is_cuda and q.shape[-1] > 128 else None
     measured = not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() > 0
     with _disable_current_modes() if measured else contextlib.nullcontext():
