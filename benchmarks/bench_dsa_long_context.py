@@ -575,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
         apply_recompute(model, args.recompute)
     m = dsa_cfg.model
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    impl = resolve_dsa_impl(args.impl, device.type, max(args.contexts))
+    forward = resolve_dsa_impl(args.impl, device.type, max(args.contexts))
+    training = resolve_dsa_impl(args.impl, device.type, max(args.contexts), indexer_loss=True)
+    impl = forward if forward == training else f"{forward} (training the indexer: {training})"
     print(f"{where}, torch {torch.__version__}; {args.layers} layers: hidden {m.hidden_size}, "
           f"{m.num_attention_heads} heads, q_lora {m.q_lora_rank}, kv_lora {m.kv_lora_rank}, rope "
           f"{m.qk_rope_head_dim}, nope {m.qk_nope_head_dim}, v {m.v_head_dim}, indexer {m.index_n_heads} x "

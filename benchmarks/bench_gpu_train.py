@@ -33,6 +33,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from glmlab.config import TrainConfig
+
 SHAPES = ["glm5-small:16x1024", "glm5-small:2x8192", "glm5-small:1x16384", "glm5-1b:1x4096"]
 
 
@@ -52,7 +54,7 @@ def loss_of(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
 
 
-def step(model: torch.nn.Module, ids: torch.Tensor, train_cfg=None) -> None:
+def step(model: torch.nn.Module, ids: torch.Tensor, train_cfg: TrainConfig | None = None) -> None:
     """Forward + backward of the next-token cross-entropy, or with `train_cfg` glmlab's training
     loss (labels given: the indexer's KL and the balance loss run, as in `glmlab train`)."""
     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -66,7 +68,9 @@ def step(model: torch.nn.Module, ids: torch.Tensor, train_cfg=None) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def time_steps(model: torch.nn.Module, ids: torch.Tensor, warmup: int, steps: int, train_cfg=None) -> dict:
+def time_steps(
+    model: torch.nn.Module, ids: torch.Tensor, warmup: int, steps: int, train_cfg: TrainConfig | None = None
+) -> dict:
     """Median seconds per step (each step timed to the GPU's completion) and peak memory."""
     for _ in range(warmup):
         step(model, ids, train_cfg)
@@ -85,7 +89,9 @@ def time_steps(model: torch.nn.Module, ids: torch.Tensor, warmup: int, steps: in
     }
 
 
-def profile_steps(model: torch.nn.Module, ids: torch.Tensor, train_cfg=None, steps: int = 2) -> None:
+def profile_steps(
+    model: torch.nn.Module, ids: torch.Tensor, train_cfg: TrainConfig | None = None, steps: int = 2
+) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

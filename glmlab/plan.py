@@ -170,10 +170,11 @@ def triton_available() -> bool:
 # (experiments/results/h200-session4/): with the KL, Triton against the masked path's explicit
 # probabilities took 0.078 s against 0.132 s for the GLM-5 attention slice at 4K, 0.187 s against
 # 0.208 s for glm5-small at 16 x 1,024, and 1.33 s for glm5-1b at 4 x 4,096, where the masked path
-# ran out of memory (Flex with its key mass: 0.101 s and 0.208 s). Without the KL the masked path
-# kept glm5-small's 16 x 1,024 step at 0.109 s (Flex 0.131 s); the slice's 4K forward took 0.019 s
-# with Triton, 0.021 s with Flex, 0.026 s masked, and glm5-1b's compiled 4 x 4,096 step 0.444 s with
-# Flex against 0.528 s masked: close enough that the rule stays per context, with flex opt-in.
+# ran out of memory (Flex with its key mass: 0.101 s and 0.208 s). Without the KL the rule rests on
+# session 1 (glm5-small 16 x 1,024: masked 0.117 s against the Triton kernels of the time, 0.309 s),
+# not re-measured since with Triton; session 4 measured the masked path at 0.109 s there against
+# Flex's 0.131 s, while on the slice's 4K forward Triton led (0.019 s, Flex 0.021, masked 0.026) and
+# on glm5-1b's compiled 4 x 4,096 step Flex did (0.444 s against 0.528 s masked), so flex stays opt-in.
 AUTO_MASKED_UP_TO = 4096
 
 
@@ -195,7 +196,8 @@ def resolve_dsa_impl(impl: str, device: str, context: int, *, indexer_loss: bool
 
 def attention_plan(m: ModelConfig, kind: LayerKind, call: Call) -> AttentionPlan:
     """The path one layer takes for one call (`dsa_impl` resolved for its device and context)."""
-    sparse_kl = kind.indexer and call.labels and not (call.cache or call.dsa_dense)
+    sparse = call.context > m.index_topk and not (call.cache or call.dsa_dense)
+    sparse_kl = kind.indexer and call.labels and sparse  # this layer trains its indexer in the sparse stage
     impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context, indexer_loss=sparse_kl)
     widths = m.attention_type != "mla" or m.qk_head_dim >= m.v_head_dim  # GQA: one width for q, k, v
     fp8 = m.index_dtype == "fp8"

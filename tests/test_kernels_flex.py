@@ -99,16 +99,18 @@ def test_auto_trains_the_indexer_on_the_triton_path_at_short_context(monkeypatch
     assert path(kinds[0], labels=False) == ("masked", "torch")
     assert path(kinds[0], labels=False, context=8192) == ("sparse", "triton")
     assert path(kinds[0], labels=True, dense=True) == ("dense", "torch")  # the warm-up
+    assert path(kinds[0], labels=True, context=64) == ("dense", "torch")  # k keeps every key: not sparse
     assert path(kinds[0], labels=True, device="cpu") == ("sparse", "torch")  # gather
 
 
-def test_key_mass_from_the_log_sum_exp_equals_explicit_probabilities():
-    """key_mass_at, chunk by chunk from Flex's log-sum-exp, against softmax probabilities summed
-    over heads at each query's selected keys."""
+def test_key_mass_from_the_log_sum_exp_equals_explicit_probabilities(monkeypatch):
+    """key_mass_at, chunk by chunk (the plan's chunks, made small) from Flex's log-sum-exp, against
+    softmax probabilities summed over heads at each query's selected keys."""
+    from glmlab import plan
     from glmlab.kernels.flex_masked import key_mass_at
-    from glmlab.plan import kl_target_chunks
 
     B, H, S, D, K = 2, 3, 150, 16, 12
+    monkeypatch.setattr(plan, "KL_TARGET_BYTES", 6 * H * S * 40)  # 40 queries a chunk
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(B, H, S, D, generator=gen) for _ in range(3))
     keep = _topk_mask(B, S, S, 0.2, seed=1)
@@ -116,8 +118,8 @@ def test_key_mass_from_the_log_sum_exp_equals_explicit_probabilities():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, lse = flex_masked_attention(q, k, v, keep, scale=0.3)
-    chunks = ((0, 40, 40), (40, 100, 100), (100, 150, 150))
-    assert kl_target_chunks(S, S, H) == [(0, 150, 150)]  # the plan's chunks at this size: one
+    chunks = tuple(plan.kl_target_chunks(S, S, H))
+    assert chunks == ((0, 40, 40), (40, 80, 80), (80, 120, 120), (120, 150, 150))
     mass = key_mass_at(q, k, lse, keep, indices, scale=0.3, chunks=chunks)
     probs = ((q @ k.transpose(-1, -2)) * 0.3).masked_fill(~keep[:, None], float("-inf")).softmax(-1)
     torch.testing.assert_close(mass, probs.sum(1).gather(-1, indices), atol=1e-5, rtol=1e-4)
@@ -156,6 +158,33 @@ def test_model_with_flex_equals_masked(tiny, labels):
     for (name, a), b in zip(mask.named_parameters(), flex.parameters(), strict=True):
         if a.grad is not None:
             torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_calculator_counts_the_key_mass_that_key_mass_at_runs():
+    """With the KL, Flex's count grows by the key mass's QK^T per chunk, as FlopCounterMode counts
+    key_mass_at over the plan's chunks, once per layer that trains its indexer."""
+    from glmlab.kernels.flex_masked import key_mass_at
+    from glmlab.measure import flop_counter
+
+    cfg = load_config("glm5-tiny", ["dsa_impl=flex", "index_topk=64"])
+    m, S = cfg.model, 1024
+
+    def core(labels: bool) -> float:
+        report = flops_report(cfg, S, "forward", mtp=False, device="cuda", labels=labels)
+        return report.by_component()["core_attention"]
+
+    call = Call(S, S, cache=False, labels=True, dsa_dense=False, device="cuda")
+    plans = [attention_plan(m, kind, call) for kind in layer_kinds(m)]
+    assert all(p.flex for p in plans) and len(plans[0].kl_chunks) > 0
+    H, D = m.num_attention_heads, m.qk_head_dim
+    q, k = torch.randn(1, H, S, D), torch.randn(1, H, S, D)
+    keep = torch.ones(1, S, S, dtype=torch.bool).tril()
+    counter = flop_counter()
+    with counter:
+        key_mass_at(q, k, torch.zeros(1, H, S), keep, torch.zeros(1, S, 64, dtype=torch.long), scale=1.0,
+                    chunks=plans[0].kl_chunks)  # fmt: skip
+    trained = sum(p.index_loss for p in plans)
+    assert trained > 0 and core(True) - core(False) == trained * counter.get_total_flops()
 
 
 def test_flop_counter_counts_the_causal_pairs():

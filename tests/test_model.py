@@ -245,3 +245,15 @@ def test_compiled_layers_train_like_eager_ones(tiny, impl):
     assert grads_e.keys() == grads_c.keys()
     for name, g in grads_e.items():
         assert torch.allclose(g, grads_c[name], atol=1e-4, rtol=1e-3), name
+
+
+def test_topk_mask_keeps_valid_picks_whatever_the_invalid_ones_repeat():
+    """The Triton top-k fills invalid picks with key 0, which may also be a valid pick: the mask
+    of the masked paths keeps it (a plain scatter of `valid` may write False over it)."""
+    from glmlab.model.dsa import TopK, topk_mask
+
+    indices = torch.tensor([[[0, 0, 0], [1, 0, 0], [2, 1, 0]]])
+    valid = torch.tensor([[[True, False, False], [True, True, False], [True, True, True]]])
+    keep = topk_mask(TopK(indices, valid), 4)
+    expected = [[True, False, False, False], [True, True, False, False], [True, True, True, False]]
+    assert keep.tolist() == [expected]

@@ -78,6 +78,17 @@ def test_two_ranks_match_one_process_and_resume_on_one(data, tmp_path, run_cli):
         assert experts[step] == pytest.approx(one[step], abs=1e-4), step
         assert widened[step] == pytest.approx(one[step], abs=1e-4), step
     assert one[10] < one[4] - 0.5  # it trained: the comparison is not of constants
+
+    # EP's records say how unevenly the two ranks' experts were loaded (from the global loads)
+    def records(run: str) -> list[dict]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if "expert_load" in r]
+
+    for r in records("ep"):
+        halves = [(sum(row[: len(row) // 2]), sum(row[len(row) // 2 :])) for row in r["expert_load"]]
+        expected = sum(max(h) / (sum(h) / 2) for h in halves) / len(halves)
+        assert r["expert_rank_imbalance"] == pytest.approx(expected)
+    assert all("expert_rank_imbalance" not in r for r in records("fsdp"))
     # a sharded checkpoint exports to a Hugging Face folder that glmlab (and transformers) load
     code, _, err = run_cli("export", str(tmp_path / "ep"), "--to", "hf", str(tmp_path / "hf"))
     assert code == 0, err

@@ -447,3 +447,12 @@ def test_load_model_from_checkpoint_and_hf_folder(small, tmp_path):
     assert loaded.tokenizer.vocab_size == 300 and not loaded.model.training
     with torch.no_grad():
         assert torch.allclose(loaded.model(x).logits, expected, atol=1e-5)
+
+
+def test_rank_imbalance_sums_each_ranks_block_of_experts():
+    """Experts split contiguously over ranks: the busiest rank's routed pairs over the mean."""
+    from glmlab.train.metrics import rank_imbalance
+
+    counts = torch.tensor([[4, 0, 2, 2], [6, 2, 1, 1], [0, 0, 0, 9]])
+    assert rank_imbalance(counts, 2) == pytest.approx([1.0, 1.6, 2.0])
+    assert rank_imbalance(counts, 4)[2] == pytest.approx(4.0)

@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils.flop_counter import register_flop_formula
 
+from glmlab.plan import causal_pairs
+
 BLOCK = 128  # the block mask's tile, FlexAttention's default
 
 
 @functools.cache
-def _compiled_flex():
+def _compiled_flex() -> Callable:
     return torch.compile(flex_attention, dynamic=False)
 
 
@@ -129,5 +132,5 @@ def _(q, k, v, backward):
 def _flex_flops(q_shape, k_shape, v_shape, backward: bool, *args, out_shape=None, **kwargs) -> int:
     b, h, s_q, d_qk = q_shape
     s_k, d_v = k_shape[2], v_shape[3]
-    pairs = s_q * (s_q + 1) // 2 + s_q * (s_k - s_q)  # the queries are the last s_q of s_k positions
+    pairs = causal_pairs(s_q, s_k)  # the queries are the last s_q of s_k positions
     return b * h * pairs * (2 * (3 * d_qk + 2 * d_v) if backward else 2 * (d_qk + d_v))

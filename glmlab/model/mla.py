@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmlab.config import ModelConfig
-from glmlab.model.dsa import Indexer, TopK, gathered_attention, indexer_kl, recall_at_k, select_topk
+from glmlab.model.dsa import (
+    Indexer,
+    TopK,
+    gathered_attention,
+    indexer_kl,
+    recall_at_k,
+    select_topk,
+    topk_mask,
+)
 from glmlab.model.layers import RMSNorm, apply_rotary
 from glmlab.plan import KL_TARGET_BYTES, AttentionPlan
 
@@ -170,7 +178,7 @@ class MultiHeadLatentAttention(nn.Module):
         elif plan.path == "sparse":
             o, mass = self.attend_gathered(p, sel.topk, kernel=plan.kernel, need_mass=plan.key_mass)
         elif plan.path == "masked":
-            o, mass = self.attend_masked(p, sel.topk, causal, need_mass=plan.key_mass, plan=plan)
+            o, mass = self.attend_masked(p, sel.topk, causal, plan=plan)
         else:
             o, mass = self.attend_dense(p, need_mass=plan.key_mass)
 
@@ -259,23 +267,21 @@ class MultiHeadLatentAttention(nn.Module):
         return o, None if probs is None else probs.sum(1)
 
     def attend_masked(
-        self, p: Projections, topk: TopK, causal: torch.Tensor, *, need_mass: bool, plan: AttentionPlan
-    ):
+        self, p: Projections, topk: TopK, causal: torch.Tensor, *, plan: AttentionPlan
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Expanded attention under the top-k as a mask: the dense reference for sparse paths, or
-        FlexAttention over the causal key blocks (`plan.flex`; its key mass from the log-sum-exp)."""
-        B, S, _, _ = p.q_nope.shape
-        keep = torch.zeros(B, S, causal.shape[-1], dtype=torch.bool, device=causal.device)
-        keep.scatter_(-1, topk.indices, topk.valid)
-        keep &= causal
+        FlexAttention over the causal key blocks (`plan.flex`; its key mass from the log-sum-exp).
+        The key mass, when the plan asks for it, is [B,S,K] at the top-k's picks."""
+        keep = topk_mask(topk, causal.shape[-1]) & causal
         if not plan.flex:
-            o, probs = self._expanded(p, keep, need_probs=need_mass)
+            o, probs = self._expanded(p, keep, need_probs=plan.key_mass)
             return o, None if probs is None else probs.sum(1).gather(-1, topk.indices)
         from glmlab.kernels.flex_masked import flex_masked_attention, key_mass_at
 
         q, k, v = self._expanded_qkv(p, pad_values=True)
         o, lse = flex_masked_attention(q, k, v, keep, scale=self.scale)
         mass = None
-        if need_mass:
+        if plan.key_mass:
             mass = key_mass_at(q, k, lse, keep, topk.indices, scale=self.scale, chunks=plan.kl_chunks)
         return o[..., : self.d_v].transpose(1, 2), mass
 
@@ -300,7 +306,7 @@ class MultiHeadLatentAttention(nn.Module):
         w = self.kv_b_proj.weight.view(self.n_heads, self.d_nope + self.d_v, self.r_kv)
         return w[:, : self.d_nope], w[:, self.d_nope :]
 
-    def _expanded_qkv(self, p: Projections, *, pad_values: bool):
+    def _expanded_qkv(self, p: Projections, *, pad_values: bool) -> tuple[torch.Tensor, ...]:
         """Per-head q, k, v [B,H,S|T,d] from the latent. Fused (flash) kernels want one head size
         for q, k and v: `pad_values` pads v with zeros up to d_qk."""
         B, T, _ = p.c_kv.shape

@@ -30,6 +30,8 @@ def step_lines(r: dict, *, dense_warmup: bool) -> list[str]:
         rates.append(f"mfu {100 * r['mfu']:.1f}%")
     if "expert_imbalance" in r:
         rates.append(f"load {r['expert_imbalance']:.2f}")
+    if "expert_rank_imbalance" in r:  # expert parallelism: the busiest rank over the mean
+        rates.append(f"ranks {r['expert_rank_imbalance']:.2f}")
     if r.get("indexer_recall") is not None:
         rates.append(f"recall {r['indexer_recall']:.3f}")
     return [first, INDENT + "  ".join(rates)]

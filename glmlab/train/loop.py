@@ -51,7 +51,7 @@ from glmlab.parallel.dcp import is_sharded, load_sharded
 from glmlab.parallel.parallelize import parallelize, plain_tensor
 from glmlab.parallel.world import current_world
 from glmlab.report.train import eval_line, step_lines
-from glmlab.train.metrics import MetricsLog, load_imbalance
+from glmlab.train.metrics import MetricsLog, load_imbalance, rank_imbalance
 from glmlab.train.optim import build_optimizer
 from glmlab.train.rundir import ensure_writable, refuse_leftover_run, removed_on_failure, resume_hint
 from glmlab.train.schedule import DENSE_WARMUP, lr_at, stage_at
@@ -395,6 +395,10 @@ class Trainer:
             record["expert_imbalance"] = sum(per_layer) / len(per_layer)
             record["expert_imbalance_per_layer"] = per_layer
             record["expert_load"] = counts.tolist()  # tokens per expert since the last record
+            ep = self.cfg.train.expert_parallel
+            if self.world.distributed and ep > 1:
+                per_rank = rank_imbalance(counts, ep)
+                record["expert_rank_imbalance"] = sum(per_rank) / len(per_rank)
         if self.cfg.model.use_dsa:
             record["indexer_recall"] = indexer_recall(self.model, batch, self.autocast)
         record = self.world.average(record)  # each rank's share -> the global batch's values

@@ -1,4 +1,5 @@
-"""What a training run records beside its losses: expert load imbalance and the metrics log
+"""What a training run records beside its losses: expert load imbalance (per expert, and per rank
+under expert parallelism) and the metrics log
 (MFU is `glmlab.measure.mfu`, shared with `glmlab profile`)."""
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ def load_imbalance(counts: torch.Tensor) -> list[float]:
     """Max over mean tokens per expert, one value per router row of `expert_counts`."""
     c = counts.float()
     return (c.max(-1).values / c.mean(-1).clamp_min(1e-9)).tolist()
+
+
+def rank_imbalance(counts: torch.Tensor, ranks: int) -> list[float]:
+    """Max over mean routed pairs per rank when the experts are split over `ranks` in contiguous
+    blocks (glmlab/parallel/expert_parallel.py), one value per router row: with expert
+    parallelism every MoE layer waits for its busiest rank."""
+    return load_imbalance(counts.view(counts.shape[0], ranks, -1).sum(-1))
 
 
 class MetricsLog:
