@@ -285,6 +285,9 @@ def plan(
     ),
     sharding: str = typer.Option("fsdp", "--sharding", help="fsdp, zero1 or none."),
     efficiency: float = typer.Option(0.8, "--efficiency", help="Share of peak the matmuls reach."),
+    ep_imbalance: float = typer.Option(
+        1.0, "--ep-imbalance", help="Busiest EP rank's routed tokens over the mean (1: uniform routing)."
+    ),
     search: bool = typer.Option(False, "--search", help="List the layouts that fit, fastest first."),
     top: int = typer.Option(10, "--top", help="Layouts --search lists."),
     as_json: bool = JSON_OPT,
@@ -299,7 +302,7 @@ def plan(
     t = cfg.train
     opts = PlanOptions(seq or t.seq_len, batch or t.batch_size * t.grad_accum, micro_batch,
                        recompute or t.recompute, sharding, gpu_named(gpu), efficiency,
-                       t.optimizer)  # fmt: skip
+                       t.optimizer, ep_imbalance=ep_imbalance)  # fmt: skip
     degrees = {"tp": tp, "pp": pp, "cp": cp, "dp": dp, "ep": ep}
     summary = plan_summary(cfg, gpus, opts, degrees, search=search, top=top)
     if as_json:

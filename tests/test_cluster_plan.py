@@ -120,6 +120,27 @@ def test_glm5_does_not_fit_one_gpu_but_fits_a_cluster():
     assert found["plans"] and all(p["fits"] and p["layout"]["pp"] == 16 for p in found["plans"])
 
 
+def test_ep_imbalance_makes_expert_parallel_layouts_wait_for_the_busiest_rank(tiny):
+    """`ep_imbalance` adds (imbalance - 1) x each GPU's routed-expert FLOPs to an EP layout's compute
+    time (the calculator's routed_experts component); layouts without EP do not change."""
+    from dataclasses import replace
+
+    from glmlab.accounting import flops_report
+
+    even = PlanOptions(seq_len=256, global_batch=256, micro_batch=8)  # compute-bound: FSDP's traffic hides
+    skewed = replace(even, ep_imbalance=1.5)
+    ep, dp = Layout(dp=2, ep=2), Layout(dp=2)
+    a, b = plan_layout(tiny, ep, even), plan_layout(tiny, ep, skewed)
+    report = flops_report(tiny, 256, "train", "glmlab", True, device="cuda")
+    routed_per_gpu = report.by_component()["routed_experts"] / report.tokens * 256 * 256 / 2
+    wait = 0.5 * routed_per_gpu / (even.gpu.peak * even.efficiency)
+    assert b.times["compute"] - a.times["compute"] == pytest.approx(wait) and wait > 0
+    assert b.times["step"] - a.times["step"] == pytest.approx(wait) and b.mfu < a.mfu
+    assert plan_layout(tiny, dp, skewed).times == plan_layout(tiny, dp, even).times
+    with pytest.raises(GlmlabError, match="ep-imbalance"):
+        plan_layout(tiny, ep, replace(even, ep_imbalance=0.9))
+
+
 def test_cli_plan_takes_recompute_from_the_config_unless_given():
     runner = CliRunner()
 

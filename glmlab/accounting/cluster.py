@@ -103,6 +103,9 @@ class PlanOptions:
     efficiency: float = 0.8  # share of the peak the matrix products reach (H200 here: 790 of 989)
     optimizer: str = "adamw"
     mtp: bool = True
+    # the busiest EP rank's routed (token, expert) pairs over the mean: with EP every MoE layer waits
+    # for it (1.0: uniform routing; 1.20-1.33 measured on two H200s, docs/scaling.md)
+    ep_imbalance: float = 1.0
 
 
 @dataclass
@@ -227,6 +230,10 @@ def check_layout(cfg: Config, layout: Layout, opts: PlanOptions) -> None:
         raise GlmlabError(f"optimizer must be one of {', '.join(MOMENT_BYTES)}, got '{opts.optimizer}'")
     if opts.recompute not in RECOMPUTE:
         raise GlmlabError(f"--recompute must be one of {', '.join(RECOMPUTE)}, got '{opts.recompute}'")
+    if opts.ep_imbalance < 1:
+        raise GlmlabError(
+            f"--ep-imbalance is the busiest rank's load over the mean, at least 1, got {opts.ep_imbalance}"
+        )
 
 
 def _ring_bw(gpu: Gpu, span: int) -> float:
@@ -258,15 +265,22 @@ class _Costs:
 
     train: float
     forward: float
+    routed_train: float  # the routed experts' share of `train` and `forward`
+    routed_forward: float
     activations: dict[StepDtypes, dict[str, float]]
     transient: float
 
 
 def _costs(cfg: Config, opts: PlanOptions) -> _Costs:
     S, mb = opts.seq_len, opts.micro_batch
+    train, forward = (
+        flops_report(cfg, S, mode, "glmlab", opts.mtp, device="cuda") for mode in ("train", "forward")
+    )
     return _Costs(
-        flops_report(cfg, S, "train", "glmlab", opts.mtp, device="cuda").per_token,
-        flops_report(cfg, S, "forward", "glmlab", opts.mtp, device="cuda").per_token,
+        train.per_token,
+        forward.per_token,
+        train.by_component().get("routed_experts", 0.0) / train.tokens,
+        forward.by_component().get("routed_experts", 0.0) / forward.tokens,
         {dt: activation_bytes(cfg, S, mb, dt, mtp=opts.mtp, device="cuda") for dt in (ONE_GPU, SHARDED)},
         backward_transient(cfg, S, mb, "bf16-mixed", "cuda", mtp=opts.mtp),
     )
@@ -375,8 +389,11 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
     # ---- time: compute at `efficiency` x peak, the bubble, exposed communication
     train, forward = costs.train, costs.forward
     step_tokens = opts.global_batch * S
-    executed = (train + (forward if opts.recompute == "full" else 0.0)) * step_tokens / L.gpus
-    compute = executed / (gpu.peak * opts.efficiency)
+    recomputed = opts.recompute == "full"
+    executed = (train + (forward if recomputed else 0.0)) * step_tokens / L.gpus
+    routed = (costs.routed_train + (costs.routed_forward if recomputed else 0.0)) * step_tokens / L.gpus
+    waiting = (opts.ep_imbalance - 1) * routed if L.ep > 1 else 0.0  # for the busiest rank's experts
+    compute = (executed + waiting) / (gpu.peak * opts.efficiency)
     plan.bubble = (L.pp - 1) / (micro + L.pp - 1)
     pipelined = compute / (1 - plan.bubble)
     dp_time = sum(v for k, v in secs.items() if k.split("_")[0] in ("fsdp", "zero1", "dp"))

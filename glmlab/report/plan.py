@@ -22,10 +22,11 @@ def print_plan(summary: dict, console: Console) -> None:
         return
     first = plans[0]
     o = first["options"]
+    skew = f", the busiest EP rank at {o['ep_imbalance']:.2f}x the mean load" if o["ep_imbalance"] > 1 else ""
     console.print(
         f"[bold]{summary['name']}[/] on {summary['gpus']} x {o['gpu']['name']}: {o['global_batch']} x "
         f"{o['seq_len']} tokens per step, micro-batch {o['micro_batch']}, {o['sharding']}, "
-        f"{o['optimizer']}, compute at {o['efficiency']:.0%} of {o['gpu']['peak'] / 1e12:.0f} TFLOP/s",
+        f"{o['optimizer']}, compute at {o['efficiency']:.0%} of {o['gpu']['peak'] / 1e12:.0f} TFLOP/s{skew}",
         highlight=False,
     )
     if summary["search"]:
