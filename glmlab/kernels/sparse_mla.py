@@ -117,6 +117,15 @@ def _gather(kv_ptr, rows, R, r, offs_v, offs_p, col_v, col_p):
 
 
 @triton.jit
+def _query(q_ptr, n, H, heads, R, r, offs_v, offs_p, row_h, col_v, col_p):
+    """Query n's heads in latent space: value columns [BH,BLOCK_V] and rope columns [BH,BLOCK_P]."""
+    q_row = q_ptr + (n * H + heads[:, None]) * R
+    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
+    qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
+    return qn, qp
+
+
+@triton.jit
 def _masked(x, keep, K, fill: tl.constexpr):
     """x [BH,BK] with `fill` at the keys not kept. The `if` holds whenever a kernel runs (K >= 1);
     it stands between x's product and the product that reads its result, so that Triton splits x's
@@ -147,9 +156,7 @@ def _forward_kernel(
     maxes_slot = maxes_ptr + slot * tl.cdiv(K, BLOCK_K) * BLOCK_H + heads_local
     for n in range(tl.program_id(0), N, tl.num_programs(0)):
         n = tl.cast(n, tl.int64)
-        q_row = q_ptr + (n * H + heads[:, None]) * R
-        qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
-        qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
+        qn, qp = _query(q_ptr, n, H, heads, R, r, offs_v, offs_p, row_h, col_v, col_p)
 
         m = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running maximum (log2 units)
         total = tl.zeros([BLOCK_H], tl.float32)  # running sum of exp2(s - m)
@@ -212,9 +219,7 @@ def _probs_kernel(
     heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
     row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
-    q_row = q_ptr + (n * H + heads[:, None]) * R
-    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
-    qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
+    qn, qp = _query(q_ptr, n, H, heads, R, r, offs_v, offs_p, row_h, col_v, col_p)
     lse = tl.load(lse_ptr + n * H + heads, mask=row_h, other=float("inf"))
     p_row = p_ptr + (c * H + heads[:, None]) * K
     rows = _rows(idx_ptr, valid_ptr, n, K, 0, BLOCK_K)
@@ -284,9 +289,7 @@ def _dkv_kernel(
     heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
     row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
-    q_row = q_ptr + (n * H + heads[:, None]) * R
-    qn = tl.load(q_row + offs_v[None, :], mask=row_h[:, None] & col_v[None, :], other=0.0)
-    qp = tl.load(q_row + r + offs_p[None, :], mask=row_h[:, None] & col_p[None, :], other=0.0)
+    qn, qp = _query(q_ptr, n, H, heads, R, r, offs_v, offs_p, row_h, col_v, col_p)
     do = tl.load(dout_ptr + (n * H + heads[:, None]) * r + offs_v[None, :],
                  mask=row_h[:, None] & col_v[None, :], other=0.0)  # fmt: skip
     p_row = (c * H + heads[:, None]) * K
