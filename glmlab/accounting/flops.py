@@ -169,8 +169,8 @@ def _executed_attention(m: ModelConfig, kind: LayerKind, call: Call) -> Terms:
         forward, backward = sdpa_pair_flops(m)
         pairs = causal_pairs(n, T)
         # Flex's key mass for the indexer's KL: QK^T again per chunk of queries, no gradient
-        mass = sum((b - a) * end for a, b, end in plan.kl_chunks) * 2 * m.num_attention_heads * m.qk_head_dim
-        mass = mass if plan.flex else 0
+        mass_pairs = sum((b - a) * end for a, b, end in plan.kl_chunks) if plan.flex else 0
+        mass = mass_pairs * 2 * m.num_attention_heads * m.qk_head_dim
         out["core_attention"] = (pairs * forward + mass, pairs * (forward + backward) + mass)
     return out
 
