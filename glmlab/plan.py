@@ -125,7 +125,7 @@ class AttentionPlan:
     probs: bool  # attention materialises explicit probabilities (for the KL target)
     fused_sdpa: bool  # dense SDPA runs a fused causal kernel (else the math path: full square)
     flex: bool  # the masked path runs FlexAttention over the causal key blocks (CUDA; dsa_impl flex)
-    kernel: str  # "torch" or "triton": who selects and attends on sparse and cached paths
+    kernel: str  # "torch" or "triton": who scores and selects, and attends on sparse and cached paths
     index_fp8: bool  # the Triton top-k scores in fp8 e4m3 (`index_dtype: fp8`); its KL stays in bf16
     score_chunks: tuple[tuple[int, int, int], ...]  # the torch indexer's chunks (empty if none)
     kl_chunks: tuple[tuple[int, int, int], ...]  # KL target chunks: Triton warm-up, Flex key mass (or empty)
@@ -221,7 +221,9 @@ def _attention_plan(
     sparse = kind.dsa and not call.dsa_dense and T > index_topk
     index_loss = kind.indexer and call.labels and not call.cache
     score = kind.indexer and (sparse or index_loss)
-    kernel = "triton" if impl == "triton" else "torch"  # flex selects with torch too
+    # who scores and selects (and attends on sparse and cached paths): Flex attends under the
+    # top-k mask but scores, selects and decodes with the Triton kernels where they are installed
+    kernel = "triton" if impl == "triton" or (impl == "flex" and triton_available()) else "torch"
     if call.cache:
         path = "cached"
     elif sparse:

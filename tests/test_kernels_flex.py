@@ -74,6 +74,8 @@ def test_plan_runs_flex_where_it_can():
     # with the indexer's KL: no explicit probabilities, the key mass in chunks of queries
     flex = _plan("flex", labels=True)
     assert flex.flex and flex.key_mass and not flex.probs and not flex.full_square
+    # the indexer scores and selects with the Triton kernels (installed here): no [S,T] scores kept
+    assert flex.kernel == "triton" and flex.score_chunks == ()
     assert flex.kl_chunks[-1][1] == 1024 and _plan("mask", labels=True).probs
     # no CPU backward: a CPU runs the masked reference
     assert not _plan("flex", labels=False, device="cpu").flex
