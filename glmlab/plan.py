@@ -57,6 +57,12 @@ def causal_pairs(n: int, T: int) -> int:
     return n * (T - n) + n * (n + 1) // 2
 
 
+def topk_scored_pairs(n: int, T: int, K: int) -> int:
+    """Causal pairs the Triton top-k scores: those of the queries (the last n of T positions) that
+    see more than K keys; the others pick every key they see, unscored."""
+    return causal_pairs(n - min(n, max(0, K - (T - n))), T)
+
+
 # ---- layer kinds ----------------------------------------------------------------------------
 
 
@@ -164,41 +170,66 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-# On CUDA, `auto` attends with the masked-dense reference up to this context and with the Triton
-# kernels beyond, except where a layer trains its indexer in the sparse stage (the KL needs the
-# attention's key mass), which takes the Triton kernels at any context. Measured on one H200
-# (experiments/results/h200-session4/): with the KL, Triton against the masked path's explicit
-# probabilities took 0.078 s against 0.132 s for the GLM-5 attention slice at 4K, 0.187 s against
-# 0.208 s for glm5-small at 16 x 1,024, and 1.33 s for glm5-1b at 4 x 4,096, where the masked path
-# ran out of memory (Flex with its key mass: 0.101 s and 0.208 s). Without the KL the rule rests on
-# session 1 (glm5-small 16 x 1,024: masked 0.117 s against the Triton kernels of the time, 0.309 s),
-# not re-measured since with Triton; session 4 measured the masked path at 0.109 s there against
-# Flex's 0.131 s, while on the slice's 4K forward Triton led (0.019 s, Flex 0.021, masked 0.026) and
-# on glm5-1b's compiled 4 x 4,096 step Flex did (0.444 s against 0.528 s masked), so flex stays opt-in.
+# On CUDA, `auto` chooses among three ways to attend in DSA's sparse stage, from measurements on
+# one H200 (experiments/results/h200-session4/ and h200-session5/; each pair timed in one call):
+# - Flex (FlexAttention over the causal blocks under the top-k mask) where the sparse kernels save
+#   nothing and run slowly: the top-k keeps at least half the keys (about all a causal query sees)
+#   and the heads are fewer than 64, so the sparse kernels' products are too short for Hopper's
+#   warpgroup instructions. glm5-1b's compiled 4 x 4,096 step (16 heads, k = 2048): with the KL
+#   0.599 s against Triton's 1.334 s; without it 0.396-0.444 s against the masked path's 0.528 s.
+# - Triton's sparse kernels where a layer trains its indexer otherwise (the KL needs the key mass,
+#   which the masked path computes as explicit probabilities): the GLM-5 attention slice (64 heads)
+#   at 4K 0.076 s against Flex's 0.080 and the masked path's 0.132; glm5-small 16 x 1,024 (k = 256)
+#   0.173 s against Flex's 0.224 (0.187 against the masked path's 0.208 in session 4).
+# - Without the KL, the masked path up to AUTO_MASKED_UP_TO keys and Triton beyond: glm5-small
+#   masked 0.109 s against Flex's 0.131 (session 4); on the slice's 4K forward Triton led (0.019 s,
+#   Flex 0.021, masked 0.026), a case this rule leaves on the masked path.
 AUTO_MASKED_UP_TO = 4096
+SPARSE_MIN_HEADS = 64  # the rows of a warpgroup product; the sparse kernels' heads are its rows
 
 
-def resolve_dsa_impl(impl: str, device: str, context: int, *, indexer_loss: bool = False) -> str:
-    """`auto`: on CUDA the Triton kernels (when Triton is installed) beyond AUTO_MASKED_UP_TO
-    keys or where the call trains the indexer in the sparse stage (`indexer_loss`), the masked
-    reference otherwise; elsewhere the torch gather path. `flex` runs on CUDA only (FlexAttention
-    has no CPU backward): elsewhere the masked reference it equals."""
+def sparse_kernels_pay(topk: int, heads: int, context: int) -> bool:
+    """The sparse kernels beat attention over the causal blocks: they read fewer keys than a causal
+    query sees on average (k < context / 2), or the heads fill Hopper's warpgroup products."""
+    return 2 * topk < context or heads >= SPARSE_MIN_HEADS
+
+
+def resolve_dsa_impl(
+    impl: str, device: str, context: int, *, indexer_loss: bool = False, sparse_pays: bool = True
+) -> str:
+    """`auto` on CUDA: Flex where the sparse kernels do not pay (`sparse_kernels_pay`), else the
+    Triton kernels (when Triton is installed) beyond AUTO_MASKED_UP_TO keys or where the call trains
+    the indexer in the sparse stage (`indexer_loss`), the masked reference otherwise; elsewhere the
+    torch gather path. `flex` runs on CUDA only (FlexAttention has no CPU backward): elsewhere the
+    masked reference it equals."""
     if impl == "flex" and device != "cuda":
         return "mask"
     if impl != "auto":
         return impl
     if device != "cuda":
         return "gather"
+    if not sparse_pays:
+        return "flex"
     if context <= AUTO_MASKED_UP_TO and not (indexer_loss and triton_available()):
         return "mask"
     return "triton" if triton_available() else "gather"
+
+
+def indexer_kernel(impl: str) -> str:
+    """Who scores and selects for a resolved `dsa_impl`: the Triton kernels for `triton`, and for
+    `flex` where Triton is installed (Flex attends under the mask they select); torch otherwise."""
+    return "triton" if impl == "triton" or (impl == "flex" and triton_available()) else "torch"
 
 
 def attention_plan(m: ModelConfig, kind: LayerKind, call: Call) -> AttentionPlan:
     """The path one layer takes for one call (`dsa_impl` resolved for its device and context)."""
     sparse = call.context > m.index_topk and not (call.cache or call.dsa_dense)
     sparse_kl = kind.indexer and call.labels and sparse  # this layer trains its indexer in the sparse stage
-    impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context, indexer_loss=sparse_kl)
+    # within k keys nothing is selected: the choice only decides the KL's path, left as it was
+    pays = call.context <= m.index_topk or sparse_kernels_pay(
+        m.index_topk, m.num_attention_heads, call.context
+    )
+    impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context, indexer_loss=sparse_kl, sparse_pays=pays)
     widths = m.attention_type != "mla" or m.qk_head_dim >= m.v_head_dim  # GQA: one width for q, k, v
     fp8 = m.index_dtype == "fp8"
     return _attention_plan(
@@ -221,9 +252,7 @@ def _attention_plan(
     sparse = kind.dsa and not call.dsa_dense and T > index_topk
     index_loss = kind.indexer and call.labels and not call.cache
     score = kind.indexer and (sparse or index_loss)
-    # who scores and selects (and attends on sparse and cached paths): Flex attends under the
-    # top-k mask but scores, selects and decodes with the Triton kernels where they are installed
-    kernel = "triton" if impl == "triton" or (impl == "flex" and triton_available()) else "torch"
+    kernel = indexer_kernel(impl)  # also who attends on the sparse and cached paths
     if call.cache:
         path = "cached"
     elif sparse:
@@ -265,4 +294,4 @@ def scored_pairs(plan: AttentionPlan, n: int, T: int) -> int:
         return 0
     if plan.kernel == "torch":
         return sum((b - a) * end for a, b, end in plan.score_chunks)
-    return causal_pairs(n, T)
+    return topk_scored_pairs(n, T, plan.selected_keys) if plan.sparse else causal_pairs(n, T)

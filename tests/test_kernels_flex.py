@@ -30,13 +30,17 @@ def _topk_mask(B: int, S: int, T: int, keep_share: float, seed: int) -> torch.Te
     return keep
 
 
-@pytest.mark.parametrize(("S", "T"), [(200, 200), (128, 128), (70, 300)], ids=["ragged", "block", "offset"])
-def test_flex_equals_masked_sdpa(S, T):
+@pytest.mark.parametrize(
+    ("S", "T", "share"),
+    [(200, 200, 0.3), (128, 128, 0.3), (70, 300, 0.3), (384, 384, 1.0)],
+    ids=["ragged", "block", "offset", "full-blocks"],
+)
+def test_flex_equals_masked_sdpa(S, T, share):
     B, H, D, Dv = 2, 3, 32, 16
     gen = torch.Generator().manual_seed(S + T)
     q, k = (torch.randn(B, H, n, D, generator=gen) for n in (S, T))
     v = torch.randn(B, H, T, Dv, generator=gen)
-    keep = _topk_mask(B, S, T, 0.3, seed=T)
+    keep = _topk_mask(B, S, T, share, seed=T)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None], scale=0.2)
     if CUDA:
         q, k, v, keep = (t.cuda().requires_grad_(t.is_floating_point()) for t in (q, k, v, keep))
@@ -53,12 +57,21 @@ def test_flex_equals_masked_sdpa(S, T):
 
 
 def test_block_mask_lists_the_causal_blocks():
-    """Each query block lists every key block up to its last query's position, and no other."""
+    """Each query block lists every key block up to its last query's position, and no other; a
+    block whose pairs are all kept is full (no mask read), the diagonal and ragged ones partial."""
     S, T = 300, 556  # queries at 256..555, blocks of 128
-    bm = causal_block_mask(torch.ones(1, S, T, dtype=torch.bool))
-    counts = bm.kv_num_blocks[0, 0].tolist()
-    assert counts == [(min(b * 128 + 127, S - 1) + T - S) // 128 + 1 for b in range(3)] == [3, 4, 5]
-    assert bm.full_kv_num_blocks is None  # every listed block reads the mask
+    causal = torch.arange(T)[None, :] <= torch.arange(T - S, T)[:, None]
+    bm = causal_block_mask(causal[None].clone())
+    partial, full = bm.kv_num_blocks[0, 0].tolist(), bm.full_kv_num_blocks[0, 0].tolist()
+    listed = [(min(b * 128 + 127, S - 1) + T - S) // 128 + 1 for b in range(3)]
+    assert [p + f for p, f in zip(partial, full, strict=True)] == listed == [3, 4, 5]
+    # query block 0 (positions 256..383) is full on key blocks 0 and 1; block 2 (512..555) is ragged
+    assert full == [2, 3, 0] and bm.full_kv_indices[0, 0, 1, :3].tolist() == [0, 1, 2]
+    assert bm.kv_indices[0, 0, 0, :1].tolist() == [2]  # the diagonal block reads the mask
+    # one pair dropped from a full block makes it partial
+    sparse = causal.clone()
+    sparse[5, 10] = False
+    assert causal_block_mask(sparse[None]).full_kv_num_blocks[0, 0].tolist() == [1, 3, 0]
 
 
 def _plan(dsa_impl: str, *, labels: bool, device: str = "cuda", context: int = 1024):
@@ -103,6 +116,28 @@ def test_auto_trains_the_indexer_on_the_triton_path_at_short_context(monkeypatch
     assert path(kinds[0], labels=True, dense=True) == ("dense", "torch")  # the warm-up
     assert path(kinds[0], labels=True, context=64) == ("dense", "torch")  # k keeps every key: not sparse
     assert path(kinds[0], labels=True, device="cpu") == ("sparse", "torch")  # gather
+
+
+def test_auto_takes_flex_where_the_sparse_kernels_do_not_pay(monkeypatch):
+    """`auto` on CUDA: Flex (scoring and selecting with Triton) where the top-k keeps at least half
+    the keys and the heads are fewer than 64, with or without the KL and in the warm-up; the sparse
+    kernels or the masked path where either holds; a CPU keeps the gather path."""
+    from glmlab import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "triton_available", lambda: True)
+
+    def plan(*overrides: str, labels: bool, dense: bool = False, device: str = "cuda"):
+        m = load_config("glm5-tiny", ["index_topk=512", *overrides]).model
+        call = Call(1024, 1024, cache=False, labels=labels, dsa_dense=dense, device=device)
+        p = attention_plan(m, layer_kinds(m)[-1], call)
+        return p.path, p.flex, p.kernel
+
+    assert plan(labels=True) == plan(labels=False) == ("masked", True, "triton")
+    assert plan(labels=True, dense=True) == ("dense", False, "triton")  # the warm-up's chunked KL
+    assert plan("index_topk=511", labels=True) == ("sparse", False, "triton")  # k < context / 2
+    assert plan("index_topk=511", labels=False) == ("masked", False, "torch")
+    assert plan("num_attention_heads=64", labels=True) == ("sparse", False, "triton")
+    assert plan(labels=True, device="cpu") == ("sparse", False, "torch")
 
 
 def test_key_mass_from_the_log_sum_exp_equals_explicit_probabilities(monkeypatch):

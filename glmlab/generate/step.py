@@ -25,7 +25,7 @@ from glmlab.model.dsa import TopK, select_topk
 from glmlab.model.gqa import GroupedQueryAttention, KVCache
 from glmlab.model.mla import LatentCache, MultiHeadLatentAttention, Projections
 from glmlab.model.moe import MoE
-from glmlab.plan import resolve_dsa_impl, score_chunks
+from glmlab.plan import indexer_kernel, resolve_dsa_impl, score_chunks
 
 
 def attention_step(
@@ -63,7 +63,7 @@ def attention_step(
             per_row = (cos.view(B, S, 1, -1), sin.view(B, S, 1, -1))
             q_latent = p.q_latent.view(B, S, -1)
             keys = cache.index_keys[:, :C]
-            if resolve_dsa_impl(cfg.dsa_impl, xn.device.type, C) == "triton":
+            if indexer_kernel(resolve_dsa_impl(cfg.dsa_impl, xn.device.type, C)) == "triton":
                 # the fused kernel reads the keys in their dtype (torch's path makes fp32 copies of
                 # every key and of their [B,H,C] dots: at 128K slots and batch 8, 0.5 GB a layer),
                 # in fp8 when the prefill's top-k is (index_dtype), so both pick alike

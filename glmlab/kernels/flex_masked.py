@@ -26,6 +26,7 @@ import functools
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils.flop_counter import register_flop_formula
@@ -42,21 +43,30 @@ def _compiled_flex() -> Callable:
 
 def causal_block_mask(keep: torch.Tensor, *, block: int = BLOCK) -> BlockMask:
     """The block mask of queries that are the last S of T positions (T >= S): each query block
-    lists the key blocks up to its last query's position, all partial, so `keep` [B,S,T] (True =
-    attend, within the causal triangle) decides every pair inside them."""
-    _, S, T = keep.shape
+    lists the key blocks up to its last query's position; a block whose every pair `keep` [B,S,T]
+    (True = attend, within the causal triangle) keeps is full (the kernel skips the mask there:
+    at k = T/2 the blocks of the first half of the queries), the others partial, where `keep`
+    decides every pair."""
+    B, S, T = keep.shape
     n_q, n_kv = -(-S // block), -(-T // block)
     last_query = torch.arange(n_q, device=keep.device).mul_(block).add_(block - 1).clamp_(max=S - 1)
-    counts = ((last_query + (T - S)) // block + 1).to(torch.int32)
-    indices = torch.arange(n_kv, device=keep.device, dtype=torch.int32).expand(n_q, n_kv)
+    counts = (last_query + (T - S)) // block + 1
+    listed = torch.arange(n_kv, device=keep.device) < counts[:, None]  # [n_q, n_kv]
+    padded = F.pad(keep, (0, n_kv * block - T, 0, n_q * block - S))  # ragged edges stay partial
+    full = padded.view(B, n_q, block, n_kv, block).all(4).all(2) & listed
+    partial = listed & ~full
+
+    def blocks(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B,n_q,n_kv] -> per query block the number chosen and their indices, listed first."""
+        order = torch.argsort((~chosen).to(torch.int8), dim=-1, stable=True)
+        return chosen.sum(-1, dtype=torch.int32)[:, None], order.to(torch.int32)[:, None].contiguous()
 
     def mask_mod(b, h, q, kv):
         return keep[b, q, kv]
 
     return BlockMask.from_kv_blocks(
-        counts[None, None], indices[None, None].contiguous(), BLOCK_SIZE=block, mask_mod=mask_mod,
-        seq_lengths=(S, T),
-    )  # fmt: skip
+        *blocks(partial), *blocks(full), BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=(S, T)
+    )
 
 
 # Backward tiles (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, 2 stages, 8 warps): at d = 256 on an H200

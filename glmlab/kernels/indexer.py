@@ -26,6 +26,7 @@ import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
 from glmlab.errors import GlmlabError
+from glmlab.plan import causal_pairs, topk_scored_pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -670,14 +671,12 @@ def _tiles(args: list[int]) -> Tiles:
     return Tiles(*args)
 
 
-def _causal_pairs(S: int, T: int) -> int:
-    """(query, key) pairs that S queries, the last S of T positions, see."""
-    return S * (T - S) + S * (S + 1) // 2
-
-
-def _pair_flops(q_shape, k_shape) -> int:
+def _pair_flops(q_shape, k_shape, topk: int | None = None) -> int:
+    """The scoring's FLOPs over every causal pair, or (`topk`) over those the top-k scores."""
     B, S, H, D = q_shape
-    return B * _causal_pairs(S, k_shape[1]) * 2 * H * (D + 1)
+    T = k_shape[1]
+    pairs = causal_pairs(S, T) if topk is None else topk_scored_pairs(S, T, min(topk, T))
+    return B * pairs * 2 * H * (D + 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -812,9 +811,15 @@ def _topk_op(
     K = min(topk, T)
     idx = torch.empty(B, S, K, device=q.device, dtype=torch.int64)
     valid = torch.empty(B, S, K, device=q.device, dtype=torch.int8)
-    rows = topk_chunk_rows(B, S, T, K, buffer_bytes, radix=not torch_select)
+    # The first queries see at most K keys and pick them all, unscored: at S = T = 2K (glm5-1b's
+    # 4,096 tokens) that is half the rows to select and a quarter of the pairs to score.
+    first = min(S, max(0, K - (T - S)))
+    slots = torch.arange(K, device=q.device)
+    idx[:, :first] = slots
+    valid[:, :first] = slots <= torch.arange(T - S, T - S + first, device=q.device)[:, None]
+    rows = topk_chunk_rows(B, S - first, T, K, buffer_bytes, radix=not torch_select)
     buffer = torch.empty(B * rows * _pad(T), device=q.device, dtype=torch.float32)
-    for a in range(0, S, rows):
+    for a in range(first, S, rows):
         b = min(a + rows, S)
         end = T - S + b  # the chunk's keys: up to its last query, each row padded to 16 scores
         chunk = buffer[: B * (b - a) * _pad(end)].view(B, b - a, _pad(end))[:, :, :end]
@@ -846,8 +851,8 @@ def _scores_bwd_flops(g_shape, q_shape, w_shape, k_shape, *args, **kwargs) -> in
 
 
 @register_flop_formula(torch.ops.glmlab.index_topk)
-def _topk_flops(q_shape, w_shape, k_shape, *args, **kwargs) -> int:
-    return _pair_flops(q_shape, k_shape)
+def _topk_flops(q_shape, w_shape, k_shape, k_scale_shape, topk, *args, **kwargs) -> int:
+    return _pair_flops(q_shape, k_shape, topk)
 
 
 def _at_flops(q_shape, idx_shape) -> int:
@@ -967,8 +972,8 @@ def index_topk(
     the fp32 bits (the interval split in three per step) finds the K-th largest and one pass writes the
     picks. A row whose threshold keeps fewer than K or more than CAP runs a radix select (histogram
     passes) over the whole row. Ties go to the lower key index; the output is deterministic. Rows
-    seeing fewer than K keys pick them all, in slots 0..n-1, and mark the remaining slots invalid
-    (their indices are in range but meaningless). No gradient.
+    seeing at most K keys pick them all without being scored, key j in slot j, and mark the remaining
+    slots invalid (their indices are in range but meaningless). No gradient.
 
     `fp8=True` scores in fp8 (e4m3) as `index_scores(..., fp8=True)` does, and selects from those
     scores (so the picks may differ from bf16's where scores are close).
