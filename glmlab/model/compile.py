@@ -18,10 +18,10 @@ import torch
 from glmlab.model.model import CausalLM
 
 # Every layer runs one code object (DecoderLayer.forward), so each distinct call of it (dense or
-# MoE layer, DSA warm-up or sparse stage, with or without labels, the MTP layer's bf16 input) is a
-# graph of its own under one per-code-object limit. A GLM-5 run needs more than dynamo's default 8:
-# past it the rest ran eagerly (`glmlab train glm5-1b` compiled: 11.4K tokens/s in the sparse stage,
-# experiments/results/h200-session5/).
+# MoE layer, DSA warm-up or sparse stage, with or without labels, the MTP layer's bf16 input and
+# its shorter sequence) is a graph of its own under one per-code-object limit. A GLM-5 run needs
+# more than dynamo's default 8: past it the rest ran eagerly (`glmlab train glm5-1b` compiled:
+# 11.4K tokens/s in the sparse stage, experiments/results/h200-session5/).
 RECOMPILE_LIMIT = 64
 
 
@@ -29,5 +29,8 @@ def compile_layers(model: CausalLM) -> CausalLM:
     """Compile every decoder layer of `model` in place; returns the model."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     for layer in [*model.model.layers, *(m.layer for m in model.mtp)]:
-        layer.compile()
+        # static shapes: the MTP layer's S - 1 positions would otherwise make the sequence length
+        # symbolic, and Inductor cannot tile FlexAttention's block mask over a symbolic length
+        # (CantSplit on glm5-1b's first sparse-stage step, experiments/results/h200-session5/)
+        layer.compile(dynamic=False)
     return model
