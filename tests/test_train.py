@@ -202,6 +202,18 @@ def test_muon_orthogonalises_matrices_and_trains(small, tmp_path):
     assert losses[-1] < losses[0]
 
 
+def test_newton_schulz_in_bf16_follows_fp32():
+    """A GPU runs the iterations in bf16: the result stays orthogonal-ish and near the fp32 one."""
+    from glmlab.train.optim import newton_schulz
+
+    g = torch.randn(4, 64, 96, generator=torch.Generator().manual_seed(2))
+    low, exact = newton_schulz(g, dtype=torch.bfloat16), newton_schulz(g, dtype=torch.float32)
+    assert low.dtype == g.dtype
+    s = torch.linalg.svdvals(low)
+    assert s.min() > 0.5 and s.max() < 1.3
+    assert (low - exact).norm() / exact.norm() < 0.05
+
+
 def test_muon_batched_step_equals_the_per_matrix_update():
     """Muon updates same-shaped matrices as a stacked batch: the result is the per-matrix rule
     (Nesterov momentum, Newton-Schulz, Moonlight's scale, decoupled decay) for each of them."""

@@ -15,10 +15,14 @@ from glmlab.config import TrainConfig
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximately orthogonalise each matrix in the last two dims of `g` (batched over the rest)."""
+def newton_schulz(g: torch.Tensor, steps: int = 5, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Approximately orthogonalise each matrix in the last two dims of `g` (batched over the rest).
+
+    The iterations run in `dtype`: by default bf16 on a GPU, as Keller Jordan's Muon does (in fp32
+    they would leave the tensor cores idle: glm5-1b's 2,236 matrices take 62 TFLOP of products per
+    optimiser step), fp32 elsewhere."""
     a, b, c = NS_COEFFS
-    x = g.float()
+    x = g.to(dtype or (torch.bfloat16 if g.is_cuda else torch.float32))
     wide = x.shape[-2] <= x.shape[-1]
     if not wide:
         x = x.mT
