@@ -489,10 +489,10 @@ def validate(cfg: Config) -> None:
         _fail("dsa_impl", f"must be one of {', '.join(DSA_IMPLS)}, got {m.dsa_impl!r}", "use auto")
     if m.index_dtype not in ("bf16", "fp8"):
         _fail("index_dtype", f"must be bf16 or fp8, got {m.index_dtype!r}", "use bf16")
-    if m.index_dtype == "fp8" and (not m.use_dsa or m.dsa_impl in ("gather", "mask", "flex")):
+    if m.index_dtype == "fp8" and (not m.use_dsa or m.dsa_impl in ("gather", "mask")):
         _fail("index_dtype", "fp8 scores the Triton top-k only, which this config never runs "
               f"(use_dsa={m.use_dsa}, dsa_impl={m.dsa_impl})",
-              "use dsa_impl auto or triton, or index_dtype bf16")  # fmt: skip
+              "use dsa_impl auto, triton or flex, or index_dtype bf16")  # fmt: skip
     if m.model_type not in ("glm_moe_dsa", "deepseek_v32", "deepseek_v3"):
         _fail("model_type", f"{m.model_type!r} is unknown", "use glm_moe_dsa, deepseek_v32 or deepseek_v3")
     if m.rms_norm_eps <= 0:

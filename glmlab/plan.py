@@ -208,7 +208,7 @@ def resolve_dsa_impl(
         return impl
     if device != "cuda":
         return "gather"
-    if not sparse_pays:
+    if not sparse_pays and triton_available():  # on CUDA, torch.compile (Flex) needs Triton too
         return "flex"
     if context <= AUTO_MASKED_UP_TO and not (indexer_loss and triton_available()):
         return "mask"
@@ -225,9 +225,13 @@ def attention_plan(m: ModelConfig, kind: LayerKind, call: Call) -> AttentionPlan
     """The path one layer takes for one call (`dsa_impl` resolved for its device and context)."""
     sparse = call.context > m.index_topk and not (call.cache or call.dsa_dense)
     sparse_kl = kind.indexer and call.labels and sparse  # this layer trains its indexer in the sparse stage
-    # within k keys nothing is selected: the choice only decides the KL's path, left as it was
-    pays = call.context <= m.index_topk or sparse_kernels_pay(
-        m.index_topk, m.num_attention_heads, call.context
+    # Flex only replaces full-length attention: within k keys nothing is selected (the choice would
+    # only move the KL), and a cached call (decoding, chunked prefill) keeps the rule
+    # glmlab/generate/step.py follows too
+    pays = (
+        call.cache
+        or call.context <= m.index_topk
+        or sparse_kernels_pay(m.index_topk, m.num_attention_heads, call.context)
     )
     impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context, indexer_loss=sparse_kl, sparse_pays=pays)
     widths = m.attention_type != "mla" or m.qk_head_dim >= m.v_head_dim  # GQA: one width for q, k, v
@@ -288,7 +292,8 @@ def _attention_plan(
 
 def scored_pairs(plan: AttentionPlan, n: int, T: int) -> int:
     """(query, key) pairs the indexer scores in one call: each torch chunk against the keys up
-    to its last query; the Triton kernel skips exactly the keys above each query. Selecting is
+    to its last query; the Triton kernel skips exactly the keys above each query and, when it
+    selects, the queries that see at most k keys (`topk_scored_pairs`). Selecting is
     free of scoring when the top-k's scores come from a kernel."""
     if not plan.score:
         return 0

@@ -74,6 +74,27 @@ def test_block_mask_lists_the_causal_blocks():
     assert causal_block_mask(sparse[None]).full_kv_num_blocks[0, 0].tolist() == [1, 3, 0]
 
 
+def test_full_blocks_are_all_kept_and_never_also_partial():
+    """Per sequence of the batch: every full block is kept whole, partial and full lists are
+    disjoint, and together they are the causal blocks (what the kernel trusts on a GPU; a CPU's
+    reference reads the mask everywhere, so only this check covers the lists there)."""
+    B, S, T, blk = 2, 512, 640, 128
+    keep = _topk_mask(B, S, T, 0.5, seed=3)
+    keep[0, :, :256] = torch.arange(256)[None, :] <= torch.arange(T - S, T)[:, None]  # whole blocks
+    bm = causal_block_mask(keep)
+    padded = keep.view(B, S // blk, blk, T // blk, blk)
+    for b in range(B):
+        for qb in range(S // blk):
+            n_p, n_f = bm.kv_num_blocks[b, 0, qb].item(), bm.full_kv_num_blocks[b, 0, qb].item()
+            partial = bm.kv_indices[b, 0, qb, :n_p].tolist()
+            full = bm.full_kv_indices[b, 0, qb, :n_f].tolist()
+            assert not set(partial) & set(full)
+            assert sorted(partial + full) == list(range((qb * blk + blk - 1 + T - S) // blk + 1))
+            assert all(bool(padded[b, qb, :, kb].all()) for kb in full)
+            assert not any(bool(padded[b, qb, :, kb].all()) for kb in partial)
+    assert bm.full_kv_num_blocks[0].sum() > bm.full_kv_num_blocks[1].sum()
+
+
 def _plan(dsa_impl: str, *, labels: bool, device: str = "cuda", context: int = 1024):
     m = load_config("glm5-tiny", [f"dsa_impl={dsa_impl}", "index_topk=64"]).model
     call = Call(context, context, cache=False, labels=labels, dsa_dense=False, device=device)
@@ -138,6 +159,14 @@ def test_auto_takes_flex_where_the_sparse_kernels_do_not_pay(monkeypatch):
     assert plan("index_topk=511", labels=False) == ("masked", False, "torch")
     assert plan("num_attention_heads=64", labels=True) == ("sparse", False, "triton")
     assert plan(labels=True, device="cpu") == ("sparse", False, "torch")
+    m = load_config("glm5-tiny", ["index_topk=512"]).model
+    cached = attention_plan(m, layer_kinds(m)[-1], Call(1, 1024, cache=True, labels=False, dsa_dense=False,
+                                                          device="cuda"))  # fmt: skip
+    assert (cached.path, cached.kernel) == ("cached", "torch")  # decoding follows generate's rule
+    monkeypatch.setattr(plan_module, "triton_available", lambda: False)
+    plan_module._attention_plan.cache_clear()
+    assert plan(labels=True)[:2] == ("masked", False)  # Flex compiles with Triton: not without it
+    plan_module._attention_plan.cache_clear()
 
 
 def test_key_mass_from_the_log_sum_exp_equals_explicit_probabilities(monkeypatch):

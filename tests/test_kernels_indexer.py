@@ -85,6 +85,8 @@ def same_picks(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Tensor,
         (2, 3, 29, 8, 2 * 4 * 29 * 4),  # S < T, chunks of two rows, rows longer than K and not tile multiples
         (1, 1, 30, 8, 1 << 20),  # decoding
         (2, 5, 75, 8, 1 << 20),  # rows longer than the candidate list (CAP = 32): cut, collect, select
+        (2, 20, 20, 8, 2 * 4 * 20 * 4),  # the first 8 rows pick every key unscored, the rest in chunks
+        (2, 15, 20, 8, 1 << 20),  # a cache offset: 3 rows unscored
     ],
 )
 def test_index_topk_matches_twin(B, S, T, topk, buffer_bytes):
@@ -375,9 +377,10 @@ def test_index_dtype_switch():
     """`index_dtype: fp8` reaches the plan for the Triton top-k only (not the torch paths on a CPU,
     not the dense warm-up); with a torch path chosen outright, or another value, it is a one-line
     config error."""
-    for impl, context, fp8 in [("triton", 64, True), ("auto", 64, False), ("triton", 8, False)]:
+    cases = [("triton", 64, True), ("flex", 64, True), ("auto", 64, False), ("triton", 8, False)]
+    for impl, context, fp8 in cases:  # Flex selects with the Triton top-k where Triton is installed
         cfg = load_config("glm5-tiny", ["index_dtype=fp8", f"dsa_impl={impl}", "index_topk=16"]).model
-        call = Call(context, context, False, False, False, "cuda" if impl == "triton" else "cpu")
+        call = Call(context, context, False, False, False, "cpu" if impl == "auto" else "cuda")
         assert attention_plan(cfg, layer_kinds(cfg)[0], call).index_fp8 is fp8
     cfg = load_config("glm5-tiny", ["dsa_impl=triton", "index_topk=16"]).model
     assert not attention_plan(cfg, layer_kinds(cfg)[0], Call(64, 64, False, False, False, "cuda")).index_fp8
@@ -397,11 +400,16 @@ def test_flop_counter_sees_the_kernels():
         w = torch.empty(B, S, H, requires_grad=True)
         k = torch.empty(B, T, D, dtype=torch.bfloat16, requires_grad=True)
         idx = torch.empty(B, S, K, dtype=torch.int64)
-        pairs = S * (T - S) + S * (S + 1) // 2
+        pairs, pairs_s = S * (T - S) + S * (S + 1) // 2, S * (S + 1) // 2
         for run, forward in [
             (lambda: kernels.index_scores(q, w, k).sum().backward(), 3 * pairs * 2 * H * (D + 1)),
             (lambda: kernels.index_scores_at(q, w, k, idx).sum().backward(), 3 * S * K * 2 * H * (D + 1)),
             (lambda: kernels.index_topk(q, w, k, topk=K), pairs * 2 * H * (D + 1)),
+            # from the start of a sequence the first K queries pick every key they see, unscored
+            (
+                lambda: kernels.index_topk(q, w, k[:, :S], topk=K),
+                (pairs_s - K * (K + 1) // 2) * 2 * H * (D + 1),
+            ),
         ]:
             counter = FlopCounterMode(display=False)
             with counter:

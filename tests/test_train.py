@@ -468,3 +468,17 @@ def test_rank_imbalance_sums_each_ranks_block_of_experts():
     counts = torch.tensor([[4, 0, 2, 2], [6, 2, 1, 1], [0, 0, 0, 9]])
     assert rank_imbalance(counts, 2) == pytest.approx([1.0, 1.6, 2.0])
     assert rank_imbalance(counts, 4)[2] == pytest.approx(4.0)
+
+
+def test_indexer_recall_runs_only_where_a_plan_reports_it(tiny):
+    """The recall forward (a dense warm-up pass) runs on the torch paths; where no layer's plan can
+    report recall (the Triton kernels keep no dense probabilities) it returns None without running."""
+    import contextlib
+
+    from glmlab.train.loop import indexer_recall
+
+    x = torch.randint(0, 128, (2, 40), generator=torch.Generator().manual_seed(0))
+    assert 0 < indexer_recall(tiny(), x, contextlib.nullcontext) <= 1
+    triton = tiny("dsa_impl=triton")
+    triton.forward = lambda *args, **kwargs: pytest.fail("the model ran")
+    assert indexer_recall(triton, x, contextlib.nullcontext) is None

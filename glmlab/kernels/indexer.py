@@ -817,6 +817,8 @@ def _topk_op(
     slots = torch.arange(K, device=q.device)
     idx[:, :first] = slots
     valid[:, :first] = slots <= torch.arange(T - S, T - S + first, device=q.device)[:, None]
+    if first == S:
+        return idx, valid.view(torch.bool)
     rows = topk_chunk_rows(B, S - first, T, K, buffer_bytes, radix=not torch_select)
     buffer = torch.empty(B * rows * _pad(T), device=q.device, dtype=torch.float32)
     for a in range(first, S, rows):
@@ -978,11 +980,12 @@ def index_topk(
     `fp8=True` scores in fp8 (e4m3) as `index_scores(..., fp8=True)` does, and selects from those
     scores (so the picks may differ from bf16's where scores are close).
 
-    Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S*(4*T' + 8*CAP))
-    rounded up to one row of B*(4*T' + 8*CAP) bytes, T' = T rounded up to 16 (its scores and, for the
-    radix select, its CAP candidates' keys and positions, 64 KB a row at K = 2048; `select="torch"`
-    needs no candidates). With fp8, the quantised inputs (1 byte per element, 4 per scale, one pass
-    over q and one over k) and the head weights with q's scales folded in.
+    Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S'*(4*T' + 8*CAP))
+    rounded up to one row of B*(4*T' + 8*CAP) bytes, S' the rows scored (those seeing more than K
+    keys), T' = T rounded up to 16 (its scores and, for the radix select, its CAP candidates' keys and
+    positions, 64 KB a row at K = 2048; `select="torch"` needs no candidates). With fp8, the quantised
+    inputs (1 byte per element, 4 per scale, one pass over q and one over k) and the head weights
+    with q's scales folded in.
     """
     if topk < 1:
         raise GlmlabError(f"topk {topk}: pass at least 1")

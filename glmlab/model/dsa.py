@@ -105,8 +105,8 @@ def select_topk(index: torch.Tensor, k: int) -> TopK:
 
 def topk_mask(topk: TopK, T: int) -> torch.Tensor:
     """[B,S,T] bool, True at each query's valid picks: the top-k as the masked paths' mask. An
-    invalid pick may repeat a valid one's index (the Triton top-k fills them with key 0), so the
-    invalid ones go to a spare column that is dropped."""
+    invalid pick may repeat a valid one's index (the Triton top-k leaves them pointing at keys in
+    range), so the invalid ones go to a spare column that is dropped."""
     B, S, _ = topk.indices.shape
     keep = torch.zeros(B, S, T + 1, dtype=torch.bool, device=topk.indices.device)
     keep.scatter_(-1, topk.indices.masked_fill(~topk.valid, T), True)

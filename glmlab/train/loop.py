@@ -50,6 +50,7 @@ from glmlab.parallel.checkpoint import resume_one_process_checkpoint, save_shard
 from glmlab.parallel.dcp import is_sharded, load_sharded
 from glmlab.parallel.parallelize import parallelize, plain_tensor
 from glmlab.parallel.world import current_world
+from glmlab.plan import Call, attention_plan, layer_kinds
 from glmlab.report.train import eval_line, step_lines
 from glmlab.train.metrics import MetricsLog, load_imbalance, rank_imbalance
 from glmlab.train.optim import build_optimizer
@@ -96,7 +97,13 @@ def evaluate(model: CausalLM, batches: list[torch.Tensor], token_bytes: torch.Te
 
 @torch.no_grad()
 def indexer_recall(model: CausalLM, x: torch.Tensor, autocast) -> float | None:
-    """Share of dense attention probability inside the indexer's top-k, on this batch."""
+    """Share of dense attention probability inside the indexer's top-k, on this batch; None without
+    running the model where no layer's plan reports it (the Triton and Flex paths keep no dense
+    probabilities to measure it with)."""
+    m, S = model.config, x.shape[1]
+    call = Call(S, S, cache=False, labels=True, dsa_dense=True, device=x.device.type)
+    if not any(attention_plan(m, kind, call).recall for kind in layer_kinds(m) if kind.indexer):
+        return None
     with autocast():
         out = model(x, labels=x, dsa_dense=True)
     return None if out.indexer_recall is None else float(out.indexer_recall)

@@ -65,7 +65,7 @@ class Muon(torch.optim.Optimizer):
 
 def _same_shape_batches(params: list[torch.Tensor], max_elements: int = 1 << 26) -> list[list[torch.Tensor]]:
     """Parameters grouped by shape and dtype, each group cut into batches of at most
-    `max_elements` (or one parameter), so that the stacked fp32 Newton-Schulz iterates stay small."""
+    `max_elements` (or one parameter), so that the stacked Newton-Schulz iterates stay small."""
     by_shape: dict[tuple, list[torch.Tensor]] = defaultdict(list)
     for p in params:
         by_shape[(p.shape, p.dtype)].append(p)
