@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -147,6 +149,29 @@ def device_peak(device: torch.device) -> float:
     stream, and so its resumption, stays untouched."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         return matmul_peak(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's allocator statistics, or on Linux the process's resident high-water
+    mark (elsewhere the peak stays the process's since it started)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory(device: torch.device) -> tuple[float, str]:
+    """Bytes at the peak since `reset_peak_memory`, and what they measure."""
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated(device)), "CUDA memory allocated by torch"
+    status = Path("/proc/self/status")
+    found = re.search(r"VmHWM:\s+(\d+)\s+kB", status.read_text()) if status.is_file() else None
+    if found:
+        return float(found.group(1)) * 1024, "peak resident memory of the process (VmHWM)"
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS since process start"
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak: float) -> float:

@@ -276,6 +276,8 @@ def test_train_and_profile_share_one_mfu(small, tmp_path):
     warm = Trainer(load_config(config, [f"train.data={data}", "train.steps=1"]), tmp_path / "w", resume=False,
                    device="cpu").run(show_progress=False)  # fmt: skip
     assert "final_indexer_kl" in warm.summary and "final_loss" not in warm.summary  # ended in the warm-up
+    # the run's peak memory, here the process's resident high-water mark since the run began
+    assert warm.summary["peak_memory_bytes"] > 1e6 and "resident" in warm.summary["peak_memory_kind"]
     Trainer(cfg, tmp_path / "r", resume=False, device="cpu").run(show_progress=False)
     records = train_records(tmp_path / "r")
     peak = device_peak(torch.device("cpu"))

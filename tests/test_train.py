@@ -482,3 +482,14 @@ def test_indexer_recall_runs_only_where_a_plan_reports_it(tiny):
     triton = tiny("dsa_impl=triton")
     triton.forward = lambda *args, **kwargs: pytest.fail("the model ran")
     assert indexer_recall(triton, x, contextlib.nullcontext) is None
+
+
+def test_summary_table_prints_bytes_with_units():
+    from rich.console import Console
+
+    from glmlab.report.train import print_summary
+
+    console = Console(record=True, width=80)
+    print_summary("run", {"peak_memory_bytes": 67.4e9, "tokens_per_s": 1234.5}, console)
+    text = console.export_text()
+    assert "67.40 GB" in text and "1234" in text

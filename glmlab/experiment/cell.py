@@ -78,29 +78,6 @@ def _device_type(device: str) -> str:
     return device.split(":")[0]
 
 
-def _reset_peak_memory(device_type: str) -> None:
-    if device_type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux: restart the process's VmHWM
-    except OSError:
-        pass  # elsewhere the peak is the process's since it started
-
-
-def _peak_memory(device_type: str) -> tuple[float, str]:
-    if device_type == "cuda":
-        return float(torch.cuda.max_memory_allocated()), "CUDA memory allocated by torch"
-    status = Path("/proc/self/status")
-    if status.is_file():
-        found = re.search(r"VmHWM:\s+(\d+)\s+kB", status.read_text())
-        if found:
-            return float(found.group(1)) * 1024, "peak resident memory of the process (VmHWM)"
-    import resource
-
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS since process start"
-
-
 def _curves(run_dir: Path) -> dict:
     """Training LM loss at each logged step and validation loss at each evaluation."""
     curve: dict = {"step": [], "lm_loss": [], "val_step": [], "val_loss": []}
@@ -150,8 +127,6 @@ def _train(cfg: Config, run_dir: Path, device: str, tokenizer_dir: Path | None, 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and tokenizer_dir is not None and not (run_dir / TOKENIZER_DIR).exists():
         shutil.copytree(tokenizer_dir / TOKENIZER_DIR, run_dir / TOKENIZER_DIR)
-    device_type = _device_type(device)
-    _reset_peak_memory(device_type)
     console = Console(file=log, width=140, force_terminal=False)
     result = train(cfg, run_dir, resume=resume, device=device, console=console, show_progress=False)
     if result.signum is not None:
@@ -163,9 +138,7 @@ def _train(cfg: Config, run_dir: Path, device: str, tokenizer_dir: Path | None, 
         summary["tokens_per_s"] = summary["tokens"] / max(summary.get("train_time_s", 0.0), 1e-9)
         evals = [r for r in map(json.loads, (run_dir / METRICS).read_text().splitlines()) if "val_loss" in r]
         summary.update({k: evals[-1][k] for k in ("val_loss", "val_bpb")} if evals else {})
-    peak, peak_kind = _peak_memory(device_type)
-    summary = {**summary, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
-               "resumed": resume}  # fmt: skip
+    summary["resumed"] = resume  # the trainer's summary holds its peak memory
     write_json(summary_path, summary)
     return summary
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from glmlab.report.units import nbytes
+
 INDENT = "    "
 
 
@@ -47,5 +49,7 @@ def print_summary(name: str, summary: dict, console: Console) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
+        if key.endswith("_bytes"):
+            value = nbytes(value)
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)

@@ -41,7 +41,7 @@ from glmlab.data.batching import Batches, validation_batches
 from glmlab.data.prepare import RunData, prepare_data
 from glmlab.device import autocast, bf16_parameters, resolve_device
 from glmlab.errors import GlmlabError
-from glmlab.measure import device_peak, mfu
+from glmlab.measure import device_peak, mfu, peak_memory, reset_peak_memory
 from glmlab.model import CausalLM
 from glmlab.model.compile import compile_layers
 from glmlab.model.losses import next_token_loss, total_loss
@@ -325,6 +325,7 @@ class Trainer:
 
     def run(self, show_progress: bool = True) -> TrainResult:
         t = self.cfg.train
+        reset_peak_memory(self.device)
         if self.step >= t.steps:
             self.console.print(f"run {self.run_dir} is already at step {self.step} of {t.steps}: continue "
                                f"with {resume_hint(self.run_dir)}, N > {self.step}")  # fmt: skip
@@ -424,6 +425,7 @@ class Trainer:
         if last.get("stage") == DENSE_WARMUP and "final_loss" in out:  # what the warm-up optimises
             out["final_indexer_kl"] = out.pop("final_loss")
         out.update(self.last_eval)
+        out["peak_memory_bytes"], out["peak_memory_kind"] = peak_memory(self.device)
         return out
 
 
