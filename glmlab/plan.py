@@ -176,7 +176,7 @@ def triton_available() -> bool:
 #   nothing and run slowly: the top-k keeps at least half the keys (about all a causal query sees)
 #   and the heads are fewer than 64, so the sparse kernels' products are too short for Hopper's
 #   warpgroup instructions. glm5-1b's compiled 4 x 4,096 step (16 heads, k = 2048): with the KL
-#   0.599 s against Triton's 1.334 s; without it 0.396-0.444 s against the masked path's 0.528 s.
+#   0.560-0.599 s against Triton's 1.334 s; without it 0.367-0.444 s against the masked path's 0.528 s.
 # - Triton's sparse kernels where a layer trains its indexer otherwise (the KL needs the key mass,
 #   which the masked path computes as explicit probabilities): the GLM-5 attention slice (64 heads)
 #   at 4K 0.076 s against Flex's 0.080 and the masked path's 0.132; glm5-small 16 x 1,024 (k = 256)
