@@ -208,8 +208,14 @@ def profile(
         raise GlmlabError(
             f"profile needs --seq >= 2, --batch >= 1 and --steps >= 1, got {S}, {B} and {steps}"
         )
-    if S + decode_steps > cfg.model.max_position_embeddings:
-        raise GlmlabError(f"--seq {S} leaves no room to decode within max_position_embeddings; lower --seq")
+    if S > cfg.model.max_position_embeddings:
+        raise GlmlabError(
+            f"--seq {S} exceeds max_position_embeddings {cfg.model.max_position_embeddings}; lower --seq"
+        )
+    if S < decode_steps + 2:
+        raise GlmlabError(
+            f"--seq {S} leaves no room to decode {decode_steps} tokens; use --seq {decode_steps + 2} or more"
+        )
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     precision = cfg.train.precision
@@ -258,12 +264,14 @@ def profile(
     peak_measured = torch.cuda.max_memory_allocated(dev) if cuda else saved["bytes"] + 2 * weights + states
     estimated_peak = memory["peak"] if cuda else memory["total"]
 
-    # decoding: prefill S - 1 tokens into a cache, then one token at a time
+    # decoding within the sequence length: prefill P tokens into a cache, then one token at a time
+    # (one counted at position P, then the timed ones)
     model.eval()
-    cache = model.new_cache(B, S + decode_steps)
+    prefill = S - 1 - decode_steps
+    cache = model.new_cache(B, S)
     with torch.no_grad(), autocast(dev, precision):
-        model(ids[:, : S - 1], cache=cache, logits_to_keep=1)
-        token = ids[:, -1:]
+        model(ids[:, :prefill], cache=cache, logits_to_keep=1)
+        token = ids[:, prefill : prefill + 1]
         with flop_counter() as counter:
             model(token, cache=cache)
         decode_flops = counter.get_total_flops()
@@ -275,7 +283,7 @@ def profile(
         decode_time = (time.perf_counter() - start) / decode_steps
 
     estimate = flops_report(cfg, S, "train", "glmlab", device=dev.type)
-    decode_estimate = flops_report(cfg, S, "decode", "glmlab", mtp=False, position=S - 1, device=dev.type)
+    decode_estimate = flops_report(cfg, S, "decode", "glmlab", mtp=False, position=prefill, device=dev.type)
     peak = device_peak(dev)
     tokens_per_s = B * S / step_time
     result = {

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from glmlab.cli import app
+from glmlab.errors import GlmlabError
 from glmlab.measure import _causal_pairs, flop_counter, matmul_peak, saved_tensor_bytes
 
 
@@ -71,6 +72,31 @@ def test_profile_cli_estimate_matches_measurement():
     assert 0 < out["mfu"] < 1.5
     res = runner.invoke(app, ["profile", "glm5-tiny", "--device", "tpu"])
     assert res.exit_code != 0 and "use auto, cpu, cuda or cuda:N" in str(res.exception)
+
+
+def test_profile_decodes_within_the_sequence_length():
+    """A preset's default --seq is often its max_position_embeddings (glm5-1b: 4096): the decoding
+    steps then run inside the sequence instead of past it; a --seq outside the model is refused."""
+    runner = CliRunner()
+    at_limit = [
+        "--seq",
+        "48",
+        "--batch",
+        "1",
+        "--steps",
+        "1",
+        "--set",
+        "max_position_embeddings=48",
+        "--set",
+        "seq_len=48",
+    ]
+    res = runner.invoke(app, ["profile", "glm5-tiny", *at_limit, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["decode_flops_estimated"] == out["decode_flops_measured"] > 0
+    for seq, message in (("49", "exceeds max_position_embeddings 48"), ("5", "leaves no room to decode")):
+        res = runner.invoke(app, ["profile", "glm5-tiny", *at_limit[2:], "--seq", seq])
+        assert isinstance(res.exception, GlmlabError) and message in str(res.exception)
 
 
 def test_grouped_gemm_flops_are_counted():
