@@ -5,6 +5,11 @@
     torchrun --nproc-per-node 2 experiments/parallel_runs.py run RUN_DIR [--set ...]  # two
     python experiments/parallel_runs.py summarize OUT                                  # the table
 
+`--profile-steps FIRST:COUNT` records COUNT training steps from step FIRST with torch.profiler on
+every rank and writes RUN_DIR/profile_rank<r>.txt: the step's wall time, how long the GPU was busy
+computing, in NCCL kernels and both at once (so whether a rank waits on the host, on the network
+or on the other rank), then the kernels by GPU time.
+
 `run` trains a real `glmlab train` run (glmlab.train.Trainer: data, FSDP2 or EP from the rank
 count and train.expert_parallel, checkpoint and evaluation) and writes RUN_DIR/measured.json:
 tokens/s after the first steps, the losses, every rank's peak CUDA memory and the all-to-all
@@ -21,7 +26,72 @@ from pathlib import Path
 WARMUP_RECORDS = 2  # log records skipped before averaging tokens/s (allocator, autotuning)
 
 
-def run(run_dir: Path, config: str, device: str, overrides: list[str]) -> None:
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _length(spans: list[tuple[float, float]]) -> float:
+    return sum(end - start for start, end in spans)
+
+
+def gpu_busy(prof, steps: int, wall_s: float) -> str:
+    """Per step: wall time, GPU time in compute kernels, in NCCL kernels and in both at once."""
+    from torch.autograd import DeviceType
+
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    comm = _union([(e.time_range.start, e.time_range.end) for e in kernels if "nccl" in e.name.lower()])
+    compute = _union(
+        [(e.time_range.start, e.time_range.end) for e in kernels if "nccl" not in e.name.lower()]
+    )
+    both = _length(comm) + _length(compute) - _length(_union(comm + compute))
+    ms = 1e3 / steps
+    return (f"per step: wall {wall_s * ms:.1f} ms; GPU computing {_length(compute) / 1e3 * ms:.1f} ms, "
+            f"in NCCL {_length(comm) / 1e3 * ms:.1f} ms, both at once {both / 1e3 * ms:.1f} ms")  # fmt: skip
+
+
+def profile_steps(trainer, first: int, count: int, out: Path) -> None:
+    """Wrap `trainer.train_step` so that steps first..first+count-1 run under torch.profiler."""
+    import time
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    step = trainer.train_step
+    state: dict = {}
+    cuda = trainer.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else lambda: None
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+
+    def wrapped():
+        if trainer.step + 1 == first:
+            sync()
+            state["prof"] = profile(activities=activities)
+            state["prof"].__enter__()
+            state["start"] = time.perf_counter()
+        result = step()
+        if trainer.step == first + count - 1 and "prof" in state:
+            sync()
+            wall = time.perf_counter() - state["start"]
+            prof = state.pop("prof")
+            prof.__exit__(None, None, None)
+            table = prof.key_averages().table(
+                sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                row_limit=40,
+                max_name_column_width=70,
+            )
+            out.write_text(f"{count} steps from step {first}\n{gpu_busy(prof, count, wall)}\n{table}\n")
+        return result
+
+    trainer.train_step = wrapped
+
+
+def run(run_dir: Path, config: str, device: str, overrides: list[str], profile: str | None = None) -> None:
     """One run on this rank's device; on the CPU (a smoke test) peak memory reads 0."""
     import torch
     import torch.distributed as dist
@@ -37,6 +107,10 @@ def run(run_dir: Path, config: str, device: str, overrides: list[str]) -> None:
     world = current_world(device)
     console = Console(quiet=not world.is_main)
     trainer = Trainer(load_config(config, overrides), run_dir, resume=False, device=device, console=console)
+    first = None
+    if profile:  # the profiled steps' log records are left out of tokens/s
+        first, count = map(int, profile.split(":"))
+        profile_steps(trainer, first, count, run_dir / f"profile_rank{world.rank}.txt")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.run(show_progress=False)
@@ -60,7 +134,9 @@ def run(run_dir: Path, config: str, device: str, overrides: list[str]) -> None:
     out = {
         "ranks": world.size, "expert_parallel": ep, "global_batch": t.batch_size * t.grad_accum,
         "micro_batch_per_gpu": per_gpu, "seq_len": t.seq_len, "steps": t.steps,
-        "tokens_per_s": statistics.mean(r["tokens_per_s"] for r in records[WARMUP_RECORDS:]),
+        "tokens_per_s": statistics.mean(
+            r["tokens_per_s"] for r in records[WARMUP_RECORDS:] if first is None or r["step"] < first
+        ),
         "losses": {r["step"]: r["loss"] for r in records},
         "peak_memory_per_rank": [float(v[0]) for v in every],
         "all_to_all_bytes_per_step_per_rank": [float(v[1]) for v in every],
@@ -100,9 +176,10 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--config", default="glm5-small")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--profile-steps", metavar="FIRST:COUNT", help="profile these steps (CUDA)")
     args = parser.parse_args()
     if args.what == "run":
-        run(args.path, args.config, args.device, args.overrides)
+        run(args.path, args.config, args.device, args.overrides, args.profile_steps)
     else:
         summarize(args.path)
 
