@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -98,8 +99,22 @@ class _GlobalOnly:
         return None
 
 
+def _import_kernel_formulas() -> None:
+    """glmlab's kernels register their FLOP formulas when imported, and a FlopCounterMode copies
+    the registry when it is made. The model imports the kernels at its first GPU forward, so a
+    counter made before that counted none of them (`glmlab profile glm5-1b --device cuda`: 75 of
+    125 TFLOP, experiments/results/h200-session6/): import them first."""
+    from glmlab.plan import triton_available
+
+    importlib.import_module("glmlab.kernels.flex_masked")
+    if triton_available():
+        importlib.import_module("glmlab.kernels.indexer")
+        importlib.import_module("glmlab.kernels.sparse_mla")
+
+
 def flop_counter(per_module: bool = False) -> FlopCounterMode:
     """A quiet FlopCounterMode with glmlab's extra formulas (totals only unless `per_module`)."""
+    _import_kernel_formulas()
     counter = FlopCounterMode(display=False, custom_mapping=flop_formulas())
     if not per_module:
         counter.mod_tracker = _GlobalOnly()

@@ -3,7 +3,10 @@ against the estimate (docs/accounting.md, "Checking against measurement")."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -97,6 +100,21 @@ def test_profile_decodes_within_the_sequence_length():
     for seq, message in (("49", "exceeds max_position_embeddings 48"), ("5", "leaves no room to decode")):
         res = runner.invoke(app, ["profile", "glm5-tiny", *at_limit[2:], "--seq", seq])
         assert isinstance(res.exception, GlmlabError) and message in str(res.exception)
+
+
+def test_a_counter_made_first_counts_the_kernels():
+    """The kernels register their formulas on import and a counter copies the registry when made;
+    the model imports them at its first GPU forward, after `profile` made its counter. In a fresh
+    process (here every kernel module is already imported) a new counter must know them."""
+    code = (
+        "from glmlab.measure import flop_counter\n"
+        "names = {str(op) for op in flop_counter().flop_registry}\n"
+        "print(sorted(n for n in names if n.startswith('glmlab.')))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "glmlab.flex_masked_flops" in found
+    if importlib.util.find_spec("triton") is not None:
+        assert "glmlab.index_scores" in found and "glmlab.sparse_mla_fwd" in found, found
 
 
 def test_grouped_gemm_flops_are_counted():

@@ -78,9 +78,11 @@ def test_grouped_experts_with_empty_experts():
     assert_close(outputs_and_grads(moe, moe.experts.grouped, x), reference, 1e-5)
 
 
-def test_grouped_layout_is_aligned_and_sized_on_the_device(monkeypatch):
+@pytest.mark.parametrize("grad", [True, False])
+def test_grouped_layout_is_aligned_and_sized_on_the_device(monkeypatch, grad):
     """The grouped products see int32 offsets at multiples of GROUP_ALIGN, ending at a row count
-    fixed by the shapes alone (so nothing is read back to the host)."""
+    fixed by the shapes alone (so nothing is read back to the host); without gradients the pairs
+    are packed (alignment 1): no padding rows, the same output."""
     moe = make_moe()
     x = torch.randn(37, 64)
     seen = []
@@ -92,13 +94,17 @@ def test_grouped_layout_is_aligned_and_sized_on_the_device(monkeypatch):
 
     monkeypatch.setattr(torch, "_grouped_mm", spy)
     routing = moe.gate(x)
-    moe.experts.grouped(x, routing)
-    rows = 37 * 3 + 8 * (GROUP_ALIGN - 1)
+    with torch.set_grad_enabled(grad):
+        y = moe.experts.grouped(x, routing)
+    align = GROUP_ALIGN if grad else 1
+    rows = 37 * 3 + 8 * (align - 1)
     for n, offs in seen:
         assert n == rows and offs.dtype == torch.int32 and offs[-1] == rows
-        assert (offs[:-1] % GROUP_ALIGN == 0).all()
+        assert (offs[:-1] % align == 0).all()
         sizes = torch.diff(offs[:-1], prepend=offs.new_zeros(1))
-        assert (sizes >= routing.counts[:-1]).all() and (sizes < routing.counts[:-1] + GROUP_ALIGN).all()
+        assert (sizes >= routing.counts[:-1]).all() and (sizes < routing.counts[:-1] + align).all()
+    with torch.no_grad():
+        torch.testing.assert_close(y, every_expert(moe, x, routing), rtol=1e-5, atol=1e-5)
 
 
 def test_forward_picks_grouped_only_for_cuda_bf16(monkeypatch):
@@ -126,10 +132,13 @@ def test_grouped_experts_on_cuda_bf16_without_host_syncs():
         try:
             y = moe.experts(x.requires_grad_(), routing)
             y.float().sum().backward()
+            with torch.no_grad():  # the packed layout (decoding)
+                packed = moe.experts(x, routing)
         finally:
             torch.cuda.set_sync_debug_mode("default")
         ours = outputs_and_grads(moe, moe.experts, x)
     assert_close(ours, reference, 2e-2)
+    assert_close([packed], reference[:1], 2e-2)
 
 
 def test_gather_backward_is_the_gradient_of_the_gather():
