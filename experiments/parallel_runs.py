@@ -50,9 +50,12 @@ def gpu_busy(prof, steps: int, wall_s: float) -> str:
         [(e.time_range.start, e.time_range.end) for e in kernels if "nccl" not in e.name.lower()]
     )
     both = _length(comm) + _length(compute) - _length(_union(comm + compute))
-    ms = 1e3 / steps
-    return (f"per step: wall {wall_s * ms:.1f} ms; GPU computing {_length(compute) / 1e3 * ms:.1f} ms, "
-            f"in NCCL {_length(comm) / 1e3 * ms:.1f} ms, both at once {both / 1e3 * ms:.1f} ms")  # fmt: skip
+    per_step = 1e-3 / steps  # the profiler's times are in microseconds
+    wall, busy, nccl = wall_s * 1e3 / steps, _length(compute) * per_step, _length(comm) * per_step
+    return (
+        f"per step: wall {wall:.1f} ms; GPU computing {busy:.1f} ms, in NCCL {nccl:.1f} ms, "
+        f"both at once {both * per_step:.1f} ms"
+    )
 
 
 def profile_steps(trainer, first: int, count: int, out: Path) -> None:
