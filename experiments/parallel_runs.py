@@ -23,7 +23,15 @@ import json
 import statistics
 from pathlib import Path
 
-WARMUP_RECORDS = 2  # log records skipped before averaging tokens/s (allocator, autotuning)
+WARMUP_RECORDS = 2  # log records of the last stage skipped before averaging tokens/s (compiling, allocator)
+
+
+def steady_tokens_per_s(records: list[dict], profiled_from: int | None) -> float:
+    """Mean tokens/s of the last DSA stage's records after its first WARMUP_RECORDS (a stage's
+    first step compiles its kernels) and before the profiled steps."""
+    stage = [r for r in records if r.get("stage") == records[-1].get("stage")]
+    kept = [r for r in stage[WARMUP_RECORDS:] if profiled_from is None or r["step"] < profiled_from]
+    return statistics.mean(r["tokens_per_s"] for r in kept)
 
 
 def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -137,9 +145,7 @@ def run(run_dir: Path, config: str, device: str, overrides: list[str], profile: 
     out = {
         "ranks": world.size, "expert_parallel": ep, "global_batch": t.batch_size * t.grad_accum,
         "micro_batch_per_gpu": per_gpu, "seq_len": t.seq_len, "steps": t.steps,
-        "tokens_per_s": statistics.mean(
-            r["tokens_per_s"] for r in records[WARMUP_RECORDS:] if first is None or r["step"] < first
-        ),
+        "tokens_per_s": steady_tokens_per_s(records, first), "profiled_from": first,
         "losses": {r["step"]: r["loss"] for r in records},
         "peak_memory_per_rank": [float(v[0]) for v in every],
         "all_to_all_bytes_per_step_per_rank": [float(v[1]) for v in every],

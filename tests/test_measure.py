@@ -14,8 +14,11 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from glmlab.cli import app
+from glmlab.config import load_config
 from glmlab.errors import GlmlabError
 from glmlab.measure import _causal_pairs, flop_counter, matmul_peak, saved_tensor_bytes
+from glmlab.model.moe import GROUP_ALIGN
+from glmlab.plan import layer_kinds, mtp_layer_kind
 
 
 def test_causal_pairs():
@@ -67,7 +70,9 @@ def test_profile_cli_estimate_matches_measurement():
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["flops_measured"] > 0 and out["peak_memory_measured_bytes"] > 0
-    assert out["flops_estimated"] / out["flops_measured"] == pytest.approx(1.0, abs=0.02)
+    assert (out["flops_estimated"] + grouped_padding_flops(out)) / out["flops_measured"] == pytest.approx(
+        1.0, abs=0.02
+    )
     assert out["decode_flops_estimated"] == out["decode_flops_measured"]
     assert out["peak_memory_estimated_bytes"] / out["peak_memory_measured_bytes"] == pytest.approx(
         1.0, abs=0.25
@@ -75,6 +80,19 @@ def test_profile_cli_estimate_matches_measurement():
     assert 0 < out["mfu"] < 1.5
     res = runner.invoke(app, ["profile", "glm5-tiny", "--device", "tpu"])
     assert res.exit_code != 0 and "use auto, cpu, cuda or cuda:N" in str(res.exception)
+
+
+def grouped_padding_flops(profile: dict) -> int:
+    """What the GPU's grouped experts multiply beyond the routed pairs in one training step: each
+    MoE call's layout has E*(GROUP_ALIGN-1) rows of padding (`Experts.grouped`), forward and
+    backward (3 x 2 products of d x I, gate and up, plus one of I x d). The calculator counts the
+    pairs: at glm5-tiny's 80 tokens the padding is 6% of the step, at glm5-1b's 16K tokens 0.3%."""
+    if not profile["device"].startswith("cuda"):
+        return 0
+    m = load_config(profile["config"], ["index_topk=16"]).model
+    calls = sum(kind.moe for kind in layer_kinds(m)) + m.num_nextn_predict_layers * mtp_layer_kind(m).moe
+    per_row = 3 * 2 * 3 * m.hidden_size * m.moe_intermediate_size
+    return calls * m.n_routed_experts * (GROUP_ALIGN - 1) * per_row
 
 
 def test_profile_decodes_within_the_sequence_length():

@@ -138,7 +138,7 @@ def test_grouped_experts_on_cuda_bf16_without_host_syncs():
             torch.cuda.set_sync_debug_mode("default")
         ours = outputs_and_grads(moe, moe.experts, x)
     assert_close(ours, reference, 2e-2)
-    assert_close([packed], reference[:1], 2e-2)
+    assert (packed.float() - reference[0]).abs().max().item() <= 2e-2 * reference[0].abs().max().item()
 
 
 def test_gather_backward_is_the_gradient_of_the_gather():

@@ -138,7 +138,13 @@ def test_bias_update_moves_towards_balance_outside_autograd(small, tmp_path):
 # ---- DSA stages ---------------------------------------------------------------------------
 
 
-def test_dsa_stages_train_the_right_parameters(small, tmp_path):
+@pytest.mark.parametrize("freeze", [True, False])
+def test_dsa_stages_train_the_right_parameters(small, tmp_path, monkeypatch, freeze):
+    """Stage 1 changes only the indexer, whether the rest is frozen (one process) or left trainable
+    (under FSDP2, which fixes its reduction dtypes at the first forward: `set_stage`)."""
+    if not freeze:
+        real = loop.set_stage
+        monkeypatch.setattr(loop, "set_stage", lambda model, stage, freeze: real(model, stage, freeze=False))
     tr = make_trainer(small, tmp_path / "run", ["train.dsa_warmup_steps=1", "train.bias_update_gamma=0.01"])
     indexer = {id(p) for p in tr.model.indexer_parameters()}
     assert indexer
@@ -149,7 +155,7 @@ def test_dsa_stages_train_the_right_parameters(small, tmp_path):
     after = snap()
     for name, p in tr.model.named_parameters():
         changed = not torch.equal(before[name], after[name])
-        assert p.requires_grad == (id(p) in indexer), name
+        assert p.requires_grad == (id(p) in indexer or not freeze), name
         assert changed == (id(p) in indexer), name
     assert all(
         torch.equal(b, r.e_score_correction_bias) for b, r in zip(biases, tr.model.routers(), strict=True)

@@ -71,11 +71,18 @@ def update_router_biases(model: CausalLM, counts: torch.Tensor, gamma: float) ->
         router.e_score_correction_bias.add_(delta.to(router.e_score_correction_bias))
 
 
-def set_stage(model: CausalLM, stage: str) -> None:
-    """Stage 1 trains only the indexer; every other stage trains every parameter."""
+def set_stage(model: CausalLM, stage: str, *, freeze: bool = True) -> None:
+    """Stage 1 trains only the indexer; every other stage trains every parameter.
+
+    Only the indexer receives gradients in stage 1 either way (its loss reads detached inputs and
+    a detached target); `freeze` also stops autograd from recording the rest. FSDP2 cannot have it:
+    each unit fixes its gradient-reduction dtype at its first forward from the parameters then
+    trainable, so the root unit (embedding, head), frozen then, later reduced its bf16 gradients
+    without the cast to fp32 and stopped the first sparse step ("attempting to assign a gradient
+    with dtype BFloat16 to a tensor with grad_dtype Float"; glm5-1b on two H200s, torch 2.11)."""
     indexer = {id(p) for p in model.indexer_parameters()}
     for p in model.parameters():
-        p.requires_grad_(stage != DENSE_WARMUP or id(p) in indexer)
+        p.requires_grad_(not freeze or stage != DENSE_WARMUP or id(p) in indexer)
 
 
 @torch.no_grad()
@@ -253,7 +260,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         stage = stage_at(self.step, cfg)
         dense_warmup = stage == DENSE_WARMUP
-        set_stage(self.model, stage)
+        set_stage(self.model, stage, freeze=not self.world.distributed)
         lr = lr_at(self.step, cfg, horizon=self.horizon)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
