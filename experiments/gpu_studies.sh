@@ -10,6 +10,9 @@
 # another in each worker, so a run cut short still has whole seeds of every variant. Every runner
 # gets LIMIT seconds (default 450); then SIGTERM makes each worker save a checkpoint and the runner
 # writes its tables from the cells that finished. STEPS=N replaces the specs' 1,000 steps.
+# PARALLEL=cells runs every cell of a study at once (variants x seeds processes) instead of one
+# worker per variant; at the specs' 1,000 steps that is what fits a call (a 200-step cell trained
+# in 48-60 s with 35 processes on two GPUs, experiments/results/indexer_warmup/report.md).
 #
 # Not measured yet: how much the processes slow each other. The one figure behind the sizing is
 # glm5-tiny alone on the H200 (3,000 steps of 32 x 256 in 302 s, experiments/README.md), which puts
@@ -39,8 +42,10 @@ for arg in "${@:-a}"; do
   esac
 done
 for s in "${studies[@]}"; do
-  n=$(python3 -c "from glmlab.experiment import load_spec; print(len(load_spec('experiments/$s.yaml').variants))")
-  echo "$s: $n variants, $n workers, ${limit}s"
+  n=$(python3 -c "from glmlab.experiment import load_spec
+spec = load_spec('experiments/$s.yaml')
+print(len(spec.variants) * (len(spec.seeds) if '${PARALLEL:-}' == 'cells' else 1))")
+  echo "$s: $n workers, ${limit}s"
   timeout -s TERM -k 90 "$limit" $glm experiment "experiments/$s.yaml" --device "$device" --parallel "$n" \
     --out "$work" $steps $extra > "$OUT/$s.log" 2>&1 &
 done
