@@ -31,6 +31,11 @@ def steady_tokens_per_s(records: list[dict], profiled_from: int | None) -> float
     first step compiles its kernels) and before the profiled steps."""
     stage = [r for r in records if r.get("stage") == records[-1].get("stage")]
     kept = [r for r in stage[WARMUP_RECORDS:] if profiled_from is None or r["step"] < profiled_from]
+    if not kept:
+        raise SystemExit(
+            f"no log record of the last stage after its first {WARMUP_RECORDS} and before the profiled "
+            "steps: run more steps, log more often or profile later"
+        )
     return statistics.mean(r["tokens_per_s"] for r in kept)
 
 
@@ -102,6 +107,19 @@ def profile_steps(trainer, first: int, count: int, out: Path) -> None:
     trainer.train_step = wrapped
 
 
+def _profile_range(text: str, steps: int) -> tuple[int, int]:
+    """FIRST:COUNT, checked against the run's steps before anything trains."""
+    try:
+        first, count = map(int, text.split(":"))
+    except ValueError:
+        raise SystemExit(f"--profile-steps {text!r}: give FIRST:COUNT, e.g. 13:2") from None
+    if first < 1 or count < 1 or first + count - 1 > steps:
+        raise SystemExit(
+            f"--profile-steps {text}: steps {first} to {first + count - 1} are not within 1-{steps}"
+        )
+    return first, count
+
+
 def run(run_dir: Path, config: str, device: str, overrides: list[str], profile: str | None = None) -> None:
     """One run on this rank's device; on the CPU (a smoke test) peak memory reads 0."""
     import torch
@@ -120,7 +138,7 @@ def run(run_dir: Path, config: str, device: str, overrides: list[str], profile: 
     trainer = Trainer(load_config(config, overrides), run_dir, resume=False, device=device, console=console)
     first = None
     if profile:  # the profiled steps' log records are left out of tokens/s
-        first, count = map(int, profile.split(":"))
+        first, count = _profile_range(profile, trainer.cfg.train.steps)
         profile_steps(trainer, first, count, run_dir / f"profile_rank{world.rank}.txt")
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -278,6 +278,10 @@ def test_train_and_profile_share_one_mfu(small, tmp_path):
     assert "final_indexer_kl" in warm.summary and "final_loss" not in warm.summary  # ended in the warm-up
     # the run's peak memory, here the process's resident high-water mark since the run began
     assert warm.summary["peak_memory_bytes"] > 1e6 and "resident" in warm.summary["peak_memory_kind"]
+    # the whole run's rate (compiling and evaluation included) and the last window's, which `mfu` is of
+    logged = train_records(tmp_path / "w")
+    last = logged[max(logged)]
+    assert warm.summary["last_tokens_per_s"] == last["tokens_per_s"] and warm.summary["mfu"] == last["mfu"]
     Trainer(cfg, tmp_path / "r", resume=False, device="cpu").run(show_progress=False)
     records = train_records(tmp_path / "r")
     peak = device_peak(torch.device("cpu"))

@@ -158,6 +158,19 @@ def test_a_dying_rank_ends_the_run_with_one_line(data, tmp_path):
     assert (latest_checkpoint(run) / "sharded" / ".metadata").is_file()
 
 
+def test_fsdp_with_a_bf16_policy_needs_the_warm_up_unfrozen():
+    """The GPU's bf16 policy on 2 CPU ranks: with the warm-up's parameters left trainable (what a
+    run of several ranks does) a sparse step follows the warm-up; frozen, FSDP2 fails there, as
+    glm5-1b did on two H200s (`glmlab.train.loop.set_stage`)."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    worker = Path(__file__).with_name("fsdp_warmup_worker.py")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    done = subprocess.run([*launch, str(worker)], capture_output=True, text=True, timeout=300, env=env)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines.count("trainable ok") == 2, done.stdout + done.stderr
+    assert sum(line.startswith("frozen attempting to assign a gradient") for line in lines) == 2, done.stdout
+
+
 def test_muon_on_several_gpus_is_refused_before_launch():
     """Muon's orthogonalisation of sharded matrices failed on two H200s; on the CPU it runs."""
     from glmlab.errors import GlmlabError

@@ -90,16 +90,18 @@ class Experts(nn.Module):
         The (token, expert) pairs are sorted by expert into a buffer of a fixed number of rows,
         N*k + E*(GROUP_ALIGN-1), where each expert's rows start at a multiple of GROUP_ALIGN; the
         padding rows are zeros (their outputs are never read) and the last expert's group runs
-        to the end of the buffer. Without gradients (decoding, evaluation) no backward splits the
-        contraction at the group starts: the pairs are packed back to back in N*k rows (a decoding
-        step of 4 tokens had computed 480 rows for its 32 pairs). Offsets are int32 cumulative row
-        counts. The combine reads each pair's output row back (a gather, also in the backward pass)
+        to the end of the buffer. Where nothing here needs a gradient (decoding, evaluation, the
+        DSA warm-up's frozen experts) no backward splits the contraction at the group starts: the
+        pairs are packed back to back in N*k rows (a decoding step of 4 tokens had computed 480
+        rows for its 32 pairs). Offsets are int32 cumulative row counts. The combine reads each
+        pair's output row back (a gather, also in the backward pass)
         and sums the k weighted outputs of each token."""
         N, d = x.shape
         k = routing.indices.shape[1]
         E = self.gate_up_proj.shape[0]
         dtype = compute_dtype(x)
-        align = GROUP_ALIGN if torch.is_grad_enabled() else 1
+        weights_learn = self.gate_up_proj.requires_grad or self.down_proj.requires_grad
+        align = GROUP_ALIGN if torch.is_grad_enabled() and (x.requires_grad or weights_learn) else 1
         rows = N * k + E * (align - 1)
         flat = routing.indices.reshape(-1)  # pair p: token p // k, its (p % k)-th expert
         order = flat.argsort(stable=True)

@@ -75,11 +75,13 @@ def set_stage(model: CausalLM, stage: str, *, freeze: bool = True) -> None:
     """Stage 1 trains only the indexer; every other stage trains every parameter.
 
     Only the indexer receives gradients in stage 1 either way (its loss reads detached inputs and
-    a detached target); `freeze` also stops autograd from recording the rest. FSDP2 cannot have it:
-    each unit fixes its gradient-reduction dtype at its first forward from the parameters then
-    trainable, so the root unit (embedding, head), frozen then, later reduced its bf16 gradients
-    without the cast to fp32 and stopped the first sparse step ("attempting to assign a gradient
-    with dtype BFloat16 to a tensor with grad_dtype Float"; glm5-1b on two H200s, torch 2.11)."""
+    a detached target); `freeze` also stops autograd from recording the rest (unfrozen, a warm-up
+    step keeps one micro-batch's activations of the whole model until its backward is done).
+    FSDP2 cannot have it: each unit fixes its gradient-reduction dtype at its first forward from
+    the parameters then trainable, so the root unit (embedding, head), frozen then, later reduced
+    its bf16 gradients without the cast to fp32 and stopped the first sparse step ("attempting to
+    assign a gradient with dtype BFloat16 to a tensor with grad_dtype Float"; glm5-1b on two
+    H200s, torch 2.11)."""
     indexer = {id(p) for p in model.indexer_parameters()}
     for p in model.parameters():
         p.requires_grad_(not freeze or stage != DENSE_WARMUP or id(p) in indexer)
@@ -278,6 +280,9 @@ class Trainer:
                 sums[k] = sums.get(k, 0) + v.float() / t.grad_accum
             if out.expert_counts is not None:
                 counts = out.expert_counts if counts is None else counts + out.expert_counts
+            # an unfrozen warm-up (FSDP2: `set_stage`) records the whole model's graph and backward
+            # runs only the indexer's part: drop the rest before the next micro-batch's forward
+            del out, losses
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         clip = t.grad_clip if t.grad_clip > 0 else float("inf")
         grad_norm = plain_tensor(torch.nn.utils.clip_grad_norm_(trainable, clip))
@@ -425,7 +430,9 @@ class Trainer:
                "train_time_s": self.elapsed, "data": self.data.source,
                "tokenizer": f"{self.data.tokenizer.kind} ({self.data.tokenizer.vocab_size})"}  # fmt: skip
         if self.elapsed:
-            out["tokens_per_s"] = out["tokens"] / self.elapsed
+            out["tokens_per_s"] = out["tokens"] / self.elapsed  # the whole run, compiling included
+        if last.get("tokens_per_s") is not None:  # the last log window's, the one `mfu` is of
+            out["last_tokens_per_s"] = last["tokens_per_s"]
         for key in ("loss", "lm_loss", "mtp_loss", "expert_imbalance", "indexer_recall", "mfu"):
             if last.get(key) is not None:
                 out[f"final_{key}" if key in ("loss", "lm_loss", "mtp_loss") else key] = last[key]
