@@ -13,7 +13,7 @@ split over the ranks first (glmlab/parallel/expert_parallel.py) and FSDP leaves 
 from __future__ import annotations
 
 import torch
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from glmlab.model import CausalLM
 from glmlab.parallel.expert_parallel import apply_expert_parallel
@@ -37,20 +37,26 @@ def parallelize(
     if expert_parallel > 1:
         ignored = set(apply_expert_parallel(model, world.mesh))
     policy = mixed_precision(model.lm_head.weight.device, precision)
-    for unit in [*model.model.layers, *(m.layer for m in model.mtp)]:
-        fully_shard(unit, mesh=world.mesh, mp_policy=policy, ignored_params=ignored)
+    units = [*model.model.layers, *(m.layer for m in model.mtp)]  # in the order the forward runs them
+    for i, unit in enumerate(units):
+        # the last unit's backward comes right after its forward: keep it gathered (as torchtitan)
+        fully_shard(unit, mesh=world.mesh, mp_policy=policy, ignored_params=ignored,
+                    reshard_after_forward=i < len(units) - 1)  # fmt: skip
     fully_shard(model, mesh=world.mesh, mp_policy=policy, ignored_params=ignored)
     model.register_forward_hook(_reshard_without_grad)
     return model
 
 
 def _reshard_without_grad(model: torch.nn.Module, args: object, output: object) -> None:
-    """FSDP keeps the root unit gathered after its forward (backward needs it next). After a
-    forward without gradients (evaluation, the indexer's recall) no backward comes to free it, and
-    the next training step would run on that gathered copy, its gradients never reaching the
-    shards (measured: embedding, head and MTP projection left without gradients). Free it here."""
+    """FSDP keeps the root unit and the last layer gathered after their forward (backward needs
+    them next). After a forward without gradients (evaluation, the indexer's recall) no backward
+    comes to free them, and the next training step would run on those gathered copies, their
+    gradients never reaching the shards (measured: embedding, head and MTP projection left without
+    gradients). Free them here."""
     if not torch.is_grad_enabled():
-        model.reshard()
+        for unit in model.modules():
+            if isinstance(unit, FSDPModule):
+                unit.reshard()
 
 
 def plain_tensor(x: torch.Tensor) -> torch.Tensor:
