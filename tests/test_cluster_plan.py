@@ -44,9 +44,11 @@ def test_fsdp_and_expert_parallel_split_the_states(tiny):
     plan = plan_layout(tiny, Layout(dp=2, ep=2), opts)
     assert plan.memory["weights"] == pytest.approx(4 * ((P - routed) / 2 + routed / 2))
     assert plan.memory["optimizer"] == pytest.approx(4 * P / 2)  # Muon: one fp32 momentum
-    # all-to-all: 2 micro-batches x 6 MoE layers (5 main + MTP) x 4 passes x 256 tokens x k=2
-    # copies x d=128 x 2 bytes, half of them to the other rank
-    assert plan.comm_bytes["ep_all_to_all"] == 2 * 6 * 4 * 256 * 2 * 128 * 2 / 2
+    # all-to-all: 2 micro-batches x 6 MoE layers (5 main + MTP) x 256 tokens, each sent once to
+    # the other rank when it holds one of the token's k=2 of 8 experts (1 - C(4,2)/C(8,2) = 22/28),
+    # that row (d=128, bf16) 4 times (dispatch, combine, both backward), plus 2 ids and 2 gates
+    # forward and the 2 gates' gradients backward (4 bytes each)
+    assert plan.comm_bytes["ep_all_to_all"] == pytest.approx(2 * 6 * 256 * 22 / 28 * (4 * 128 * 2 + 2 * 12))
     # FSDP: each micro-batch gathers the other half of the non-expert weights twice in bf16
     # and reduce-scatters their fp32 gradients
     assert plan.comm_bytes["fsdp_all_gather"] == pytest.approx(2 * 2 * 2 * (P - routed) / 2)

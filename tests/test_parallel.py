@@ -158,14 +158,25 @@ def test_a_dying_rank_ends_the_run_with_one_line(data, tmp_path):
     assert (latest_checkpoint(run) / "sharded" / ".metadata").is_file()
 
 
+def _two_ranks(worker: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    script = Path(__file__).with_name(worker)
+    return subprocess.run([*launch, str(script)], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_expert_parallel_equals_the_experts_on_one_device():
+    """One MoE layer split over 2 ranks, each token sent once per rank holding its experts: outputs
+    and gradients (tokens, router, experts) equal the single-device experts on the same tokens."""
+    done = _two_ranks("expert_parallel_worker.py")
+    assert done.returncode == 0 and done.stdout.splitlines() == ["ok"], done.stdout + done.stderr
+
+
 def test_fsdp_with_a_bf16_policy_needs_the_warm_up_unfrozen():
     """The GPU's bf16 policy on 2 CPU ranks: with the warm-up's parameters left trainable (what a
     run of several ranks does) a sparse step follows the warm-up; frozen, FSDP2 fails there, as
     glm5-1b did on two H200s (`glmlab.train.loop.set_stage`)."""
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    worker = Path(__file__).with_name("fsdp_warmup_worker.py")
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    done = subprocess.run([*launch, str(worker)], capture_output=True, text=True, timeout=300, env=env)
+    done = _two_ranks("fsdp_warmup_worker.py")
     lines = done.stdout.splitlines()
     assert done.returncode == 0 and lines[0] == "trainable ok", done.stdout + done.stderr
     assert lines[1].startswith("frozen attempting to assign a gradient"), done.stdout

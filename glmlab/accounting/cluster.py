@@ -16,6 +16,7 @@ path, data-parallel traffic overlaps with compute; a 1F1B pipeline schedule; uni
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from glmlab.accounting.flops import flops_report
@@ -286,6 +287,16 @@ def _costs(cfg: Config, opts: PlanOptions) -> _Costs:
     )
 
 
+def ep_rows_per_token(experts: int, k: int, ep: int) -> float:
+    """Rows a token sends to other ranks under expert parallelism: one per other rank holding at
+    least one of its k experts, with experts split evenly over `ep` ranks and routing uniform
+    (rank r holds none of them with probability C(E - E/ep, k) / C(E, k))."""
+    if ep <= 1:
+        return 0.0
+    none_there = math.comb(experts - experts // ep, k) / math.comb(experts, k)
+    return (ep - 1) * (1 - none_there)
+
+
 def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | None = None) -> Plan:
     """Memory, communication and time of one training step of `cfg` under `layout`."""
     check_layout(cfg, layout, opts)
@@ -363,8 +374,12 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
         sent["zero1_all_gather"] = 2 * params
     else:
         sent["dp_all_reduce"] = 2 * 4 * (dense * frac(shard_dense) + experts * frac(shard_experts))
-    # dispatch and combine, forward and backward: k copies of a token, those for other ranks
-    sent["ep_all_to_all"] = micro * moe_layers * 4 * tokens * m.num_experts_per_tok * d * 2 * frac(L.ep)
+    # one row per (token, other rank holding one of its experts): dispatch and combine, forward and
+    # backward, in bf16; beside each row forward its k local expert ids and gates, backward the
+    # gates' gradient (glmlab/parallel/expert_parallel.py)
+    k = m.num_experts_per_tok
+    rows = micro * moe_layers * tokens * ep_rows_per_token(m.n_routed_experts, k, L.ep)
+    sent["ep_all_to_all"] = rows * (4 * d * 2 + 12 * k)
     # per layer: two all-reduces (as all-gather + reduce-scatter) forward, two backward
     sent["tp_all_reduce"] = micro * st.layers * 4 * 2 * frac(L.tp) * tokens * d * 2
     # the K and V that ring attention passes round: MLA's expanded per-head K/V, GQA's K/V heads

@@ -1,0 +1,60 @@
+"""Run by tests/test_parallel.py under torchrun (2 CPU ranks, gloo): one MoE layer's routed experts
+split over the ranks (`ExpertParallel`) against the same experts on one device, on the same tokens
+(each rank holds half): outputs, the tokens' gradients, the router's and the experts' weight
+gradients. Rank 0 prints `ok` or the first quantity that differs."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from glmlab.config import load_config
+from glmlab.model.moe import MoE
+from glmlab.parallel.expert_parallel import ExpertParallel
+from glmlab.parallel.world import current_world
+
+
+def main() -> None:
+    world = current_world("cpu")
+    cfg = load_config("glm5-tiny", ["hidden_size=32", "moe_intermediate_size=16", "n_routed_experts=8",
+                                    "num_experts_per_tok=3"]).model  # fmt: skip
+    torch.manual_seed(0)
+    moe = MoE(cfg)
+    with torch.no_grad():
+        for p in moe.parameters():
+            p.normal_(0.0, 0.3)
+    x = torch.randn(2 * 37, 32)  # 37 tokens a rank
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)  # a fixed function of the output
+
+    def grads(y: torch.Tensor, w: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(torch.autograd.grad((y * w).sum(), inputs))
+
+    full = x.clone().requires_grad_()
+    y_ref = moe.experts(full, moe.gate(full))
+    ref = grads(y_ref, weights, [full, moe.gate.weight, moe.experts.gate_up_proj, moe.experts.down_proj])
+
+    ep = ExpertParallel(moe.experts, cfg, world.mesh)
+    rows = slice(37 * world.rank, 37 * (world.rank + 1))
+    mine = x[rows].clone().requires_grad_()
+    y = ep(mine, moe.gate(mine))
+    dx, d_router, d_gate_up, d_down = grads(
+        y, weights[rows], [mine, moe.gate.weight, ep.gate_up_proj, ep.down_proj]
+    )
+    dist.all_reduce(d_router)  # the router is replicated: its gradient sums over the ranks' tokens
+    local = slice(4 * world.rank, 4 * (world.rank + 1))  # this rank's 4 experts
+    checks = {
+        "output": (y, y_ref[rows]),
+        "token gradient": (dx, ref[0][rows]),
+        "router gradient": (d_router, ref[1]),
+        # expert gradients are scaled by 1/ep to match FSDP's averaging (expert_parallel.py)
+        "gate_up_proj gradient": (2 * d_gate_up.to_local(), ref[2][local]),
+        "down_proj gradient": (2 * d_down.to_local(), ref[3][local]),
+    }
+    bad = [name for name, (a, b) in checks.items() if not torch.allclose(a, b, rtol=1e-5, atol=1e-6)]
+    if world.is_main:
+        print("ok" if not bad else f"differs: {bad[0]}", flush=True)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
