@@ -1,6 +1,7 @@
 """`glmlab plan`: hand-computed memory, traffic and bubble on small layouts, errors, the search."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -46,9 +47,12 @@ def test_fsdp_and_expert_parallel_split_the_states(tiny):
     assert plan.memory["optimizer"] == pytest.approx(4 * P / 2)  # Muon: one fp32 momentum
     # all-to-all: 2 micro-batches x 6 MoE layers (5 main + MTP) x 256 tokens, each sent once to
     # the other rank when it holds one of the token's k=2 of 8 experts (1 - C(4,2)/C(8,2) = 22/28),
-    # that row (d=128, bf16) 4 times (dispatch, combine, both backward), plus 2 ids and 2 gates
-    # forward and the 2 gates' gradients backward (4 bytes each)
-    assert plan.comm_bytes["ep_all_to_all"] == pytest.approx(2 * 6 * 256 * 22 / 28 * (4 * 128 * 2 + 2 * 12))
+    # that row (d=128, bf16) 4 times (dispatch, combine, both backward), plus 2 gates and 2 ids
+    # (4 bytes each) forward and their gradient backward; a recomputed layer sends its forward again
+    per_row = 4 * 128 * 2 + 2 * 2 * 2 * 4
+    assert plan.comm_bytes["ep_all_to_all"] == pytest.approx(2 * 6 * 256 * 22 / 28 * per_row)
+    again = plan_layout(tiny, Layout(dp=2, ep=2), replace(opts, recompute="full"))
+    assert again.comm_bytes["ep_all_to_all"] == pytest.approx(plan.comm_bytes["ep_all_to_all"] * 3 / 2)
     # FSDP: each micro-batch gathers the other half of the non-expert weights twice in bf16
     # and reduce-scatters their fp32 gradients
     assert plan.comm_bytes["fsdp_all_gather"] == pytest.approx(2 * 2 * 2 * (P - routed) / 2)

@@ -374,12 +374,13 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
         sent["zero1_all_gather"] = 2 * params
     else:
         sent["dp_all_reduce"] = 2 * 4 * (dense * frac(shard_dense) + experts * frac(shard_experts))
-    # one row per (token, other rank holding one of its experts): dispatch and combine, forward and
-    # backward, in bf16; beside each row forward its k local expert ids and gates, backward the
-    # gates' gradient (glmlab/parallel/expert_parallel.py)
+    # one row per (token, other rank holding one of its experts), in bf16, with its k gates and local
+    # expert ids (fp32): dispatch and combine forward (again when the layer is recomputed), and
+    # backward the same rows with the gates' gradient (glmlab/parallel/expert_parallel.py)
     k = m.num_experts_per_tok
     rows = micro * moe_layers * tokens * ep_rows_per_token(m.n_routed_experts, k, L.ep)
-    sent["ep_all_to_all"] = rows * (4 * d * 2 + 12 * k)
+    forwards = 2 if opts.recompute == "full" else 1
+    sent["ep_all_to_all"] = rows * (forwards + 1) * (2 * d * 2 + 8 * k)
     # per layer: two all-reduces (as all-gather + reduce-scatter) forward, two backward
     sent["tp_all_reduce"] = micro * st.layers * 4 * 2 * frac(L.tp) * tokens * d * 2
     # the K and V that ring attention passes round: MLA's expanded per-head K/V, GQA's K/V heads

@@ -91,23 +91,31 @@ class ExpertParallel(nn.Module):
         row = torch.where(hit.T, key, ep * N).reshape(-1).sort().values[: sum(send_splits)]
         rank_of, token_of = row // N, row % N
         here = dest[token_of] == rank_of[:, None]  # [rows,k] which of the token's experts are there
-        ids = torch.where(here, routing.indices[token_of] % n_local, -1).to(torch.int32)
-        gates = torch.where(here, routing.gates[token_of], 0.0)
-        if torch.is_grad_enabled():  # bytes to other ranks: rows both ways, twice; ids and gates
-            off_send, off_recv = (
-                sum(send_splits) - send_splits[self.rank],
-                sum(recv_splits) - recv_splits[self.rank],
-            )
-            self.sent_bytes += (
-                2 * (off_send + off_recv) * x.shape[1] * x.element_size() + (off_send * 8 + off_recv * 4) * k
-            )
+        # one fp32 tensor for the gates and the local expert ids (-1: elsewhere; exact in fp32)
+        ids = torch.where(here, routing.indices[token_of] % n_local, -1)
+        meta = torch.cat([torch.where(here, routing.gates[token_of], 0.0), ids.float()], dim=1)
+        off_send = sum(send_splits) - send_splits[self.rank]
+        off_recv = sum(recv_splits) - recv_splits[self.rank]
+        row_bytes = x.shape[1] * x.element_size()
+        if torch.is_grad_enabled():  # forward: rows out, sums back, meta out (again when recomputed)
+            self.sent_bytes += (off_send + off_recv) * row_bytes + off_send * 8 * k
         recv = all_to_all_single_autograd(x.index_select(0, token_of), recv_splits, send_splits, self.group)
-        recv_gates = all_to_all_single_autograd(gates, recv_splits, send_splits, self.group)
-        recv_ids = ids.new_empty(sum(recv_splits), k)
-        dist.all_to_all_single(recv_ids, ids, recv_splits, send_splits, group=self.group)
-        y = self._local_experts(recv, recv_ids, recv_gates, theirs[:, :-1].sum(0), pairs)
+        recv_meta = all_to_all_single_autograd(meta, recv_splits, send_splits, self.group)
+        recv_ids = recv_meta[:, k:].detach().long()
+        y = self._local_experts(recv, recv_ids, recv_meta[:, :k], theirs[:, :-1].sum(0), pairs)
         back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)
+        if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
+            self._count_backward(back, (off_send + off_recv) * row_bytes + off_recv * 8 * k)
         return torch.zeros_like(x).index_add_(0, token_of, back.to(x.dtype))
+
+    @torch.compiler.disable
+    def _count_backward(self, back: torch.Tensor, nbytes: int) -> None:
+        """Count `nbytes` when the backward pass reaches `back` (never, when no loss depends on it)."""
+
+        def count(grad: torch.Tensor) -> None:
+            self.sent_bytes += nbytes
+
+        back.register_hook(count)
 
     def _local_experts(
         self, recv: torch.Tensor, ids: torch.Tensor, gates: torch.Tensor, counts: torch.Tensor, pairs: int
@@ -132,10 +140,8 @@ class ExpertParallel(nn.Module):
             counts=counts.to(recv.device),
         )
         out = functional_call(self._compute, weights, (recv.index_select(0, slot // k), routing))
-        gated = out * gates.reshape(-1)[slot, None].to(out.dtype)
-        return torch.zeros(R, recv.shape[1], dtype=out.dtype, device=recv.device).index_add_(
-            0, slot // k, gated
-        )
+        gated = out.float() * gates.reshape(-1)[slot, None]  # summed in fp32, sent in the rows' dtype
+        return torch.zeros(R, recv.shape[1], device=recv.device).index_add_(0, slot // k, gated).to(out.dtype)
 
 
 def apply_expert_parallel(model: nn.Module, mesh: DeviceMesh) -> list[nn.Parameter]:
