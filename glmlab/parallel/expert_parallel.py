@@ -66,6 +66,9 @@ class ExpertParallel(nn.Module):
             template = Experts(dataclasses.replace(cfg, n_routed_experts=self.n_local))
         object.__setattr__(self, "_compute", template)
 
+    # Eager inside a compiled layer: the split sizes are read back to the host and change every
+    # step, and a compiled region with static shapes would recompile for each new value.
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
         """x [N,d] -> sum over each token's k experts (anywhere in the group) of gate * expert(x).
 
@@ -108,7 +111,6 @@ class ExpertParallel(nn.Module):
             self._count_backward(back, (off_send + off_recv) * row_bytes + off_recv * 8 * k)
         return torch.zeros_like(x).index_add_(0, token_of, back.to(x.dtype))
 
-    @torch.compiler.disable
     def _count_backward(self, back: torch.Tensor, nbytes: int) -> None:
         """Count `nbytes` when the backward pass reaches `back` (never, when no loss depends on it)."""
 
