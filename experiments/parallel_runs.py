@@ -140,12 +140,10 @@ def run(run_dir: Path, config: str, device: str, overrides: list[str], profile: 
     if profile:  # the profiled steps' log records are left out of tokens/s
         first, count = _profile_range(profile, trainer.cfg.train.steps)
         profile_steps(trainer, first, count, run_dir / f"profile_rank{world.rank}.txt")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    trainer.run(show_progress=False)
+    summary = trainer.run(show_progress=False).summary
     t = trainer.cfg.train
     sent = sum(m.sent_bytes for m in trainer.model.modules() if isinstance(m, ExpertParallel)) / t.steps
-    peak = torch.cuda.max_memory_allocated() if cuda else 0
+    peak = summary["peak_memory_bytes"] if cuda else 0  # the trainer's: CUDA allocator peak of the run
     mine = torch.tensor([peak, sent], dtype=torch.float64, device=device)
     every = [mine.clone() for _ in range(world.size)]
     if world.distributed:

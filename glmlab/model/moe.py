@@ -94,8 +94,8 @@ class Experts(nn.Module):
         DSA warm-up's frozen experts) no backward splits the contraction at the group starts: the
         pairs are packed back to back in N*k rows (a decoding step of 4 tokens had computed 480
         rows for its 32 pairs). Offsets are int32 cumulative row counts. The combine reads each
-        pair's output row back (a gather, also in the backward pass)
-        and sums the k weighted outputs of each token."""
+        pair's output row back (a gather, also in the backward pass) and sums the k weighted
+        outputs of each token."""
         N, d = x.shape
         k = routing.indices.shape[1]
         E = self.gate_up_proj.shape[0]
