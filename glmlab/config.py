@@ -86,6 +86,10 @@ class ModelConfig:
     attention_type: str = "mla"
     num_key_value_heads: int | None = None  # gqa: K/V heads (a divisor of num_attention_heads); mha: heads
     head_dim: int | None = None  # gqa/mha: width of every q, k and v head; null: hidden_size // heads
+    # Normal std of the token embedding at initialisation; null: initializer_range (transformers'
+    # rule). A larger one keeps tokens apart at the first routers (docs/architecture.md, "Routing
+    # collapse at initialisation").
+    embedding_init_std: float | None = None
 
     # Derived shapes, computed from the fields above (never stored in YAML).
     @property
@@ -497,6 +501,11 @@ def validate(cfg: Config) -> None:
         _fail("model_type", f"{m.model_type!r} is unknown", "use glm_moe_dsa, deepseek_v32 or deepseek_v3")
     if m.rms_norm_eps <= 0:
         _fail("rms_norm_eps", "must be positive", "use 1e-5 or 1e-6")
+    if m.embedding_init_std is not None and m.embedding_init_std <= 0:
+        _fail("embedding_init_std", "must be positive", "use 1.0, or null for initializer_range")
+    if m.embedding_init_std is not None and m.tie_word_embeddings:
+        _fail("embedding_init_std", "is set with tie_word_embeddings: the LM head would start with large logits",
+              "leave embedding_init_std null, or untie the embeddings")  # fmt: skip
     _validate_attention_type(m)
 
     for name in ["seq_len", "batch_size", "grad_accum", "eval_batches", "log_interval"]:

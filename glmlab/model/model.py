@@ -170,7 +170,9 @@ class CausalLM(nn.Module):
 
     def _init_module(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, self.config.embedding_init_std or std)
+        elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, 0.0, std)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
