@@ -33,7 +33,7 @@ rm -rf /tmp/muon /tmp/x2-one/checkpoints
 for run in fsdp ep; do
   ep=1; [ $run = ep ] && ep=2
   timeout -k 10 170 python3 -m torch.distributed.run --standalone --nproc-per-node 2 $drive /tmp/x2-$run \
-    "${big[@]}" --set batch_size=8 --set train.expert_parallel=$ep > $R/big-$run.log 2>&1
+    "${big[@]}" --set batch_size=8 --set grad_accum=1 --set train.expert_parallel=$ep > $R/big-$run.log 2>&1
   echo "exit $? at $(date -u +%T)" >> $R/big-$run.log; keep $run
   rm -rf /tmp/x2-$run/checkpoints
   nvidia-smi --query-gpu=memory.used --format=csv >> $R/big-$run.log
