@@ -87,9 +87,14 @@ class ModelConfig:
     num_key_value_heads: int | None = None  # gqa: K/V heads (a divisor of num_attention_heads); mha: heads
     head_dim: int | None = None  # gqa/mha: width of every q, k and v head; null: hidden_size // heads
     # Normal std of the token embedding at initialisation; null: initializer_range (transformers'
-    # rule). A larger one keeps tokens apart at the first routers (docs/architecture.md, "Routing
-    # collapse at initialisation").
+    # rule). A larger one keeps tokens apart at the routers (docs/architecture.md, "Routing collapse
+    # at initialisation").
     embedding_init_std: float | None = None
+    # True: the projections that write into the residual stream (attention's o_proj, the down
+    # projections of dense MLPs and experts) start with std initializer_range / sqrt(2 *
+    # num_hidden_layers), as GPT-2 and torchtitan draw them, so deep layers' routers still tell
+    # tokens apart at initialisation (same section).
+    scale_residual_init: bool = False
 
     # Derived shapes, computed from the fields above (never stored in YAML).
     @property
@@ -504,8 +509,8 @@ def validate(cfg: Config) -> None:
     if m.embedding_init_std is not None and m.embedding_init_std <= 0:
         _fail("embedding_init_std", "must be positive", "use 1.0, or null for initializer_range")
     if m.embedding_init_std is not None and m.tie_word_embeddings:
-        _fail("embedding_init_std", "is set with tie_word_embeddings: the LM head would start with large logits",
-              "leave embedding_init_std null, or untie the embeddings")  # fmt: skip
+        _fail("embedding_init_std", "is set with tie_word_embeddings: the LM head would start with "
+              "large logits", "leave embedding_init_std null, or untie the embeddings")  # fmt: skip
     _validate_attention_type(m)
 
     for name in ["seq_len", "batch_size", "grad_accum", "eval_batches", "log_interval"]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import torch
@@ -167,6 +169,8 @@ class CausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         if init:
             self.apply(self._init_module)
+            if cfg.scale_residual_init:
+                self._scale_residual_writers(1 / math.sqrt(2 * cfg.num_hidden_layers))
 
     def _init_module(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -187,6 +191,14 @@ class CausalLM(nn.Module):
         elif hasattr(module, "gate_up_proj"):
             nn.init.normal_(module.gate_up_proj, 0.0, std)
             nn.init.normal_(module.down_proj, 0.0, std)
+
+    @torch.no_grad()
+    def _scale_residual_writers(self, factor: float) -> None:
+        """Multiply the weights that write into the residual stream (attention outputs, MLP and
+        expert down projections) by `factor`: drawn N(0, std), they become N(0, std * factor)."""
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj")):
+                p.mul_(factor)
 
     # ---- structure -----------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ class RoutingMap:
     gates: list[list[float]]  # [S,k] after normalisation and scaling
     shared_share: list[float] | None  # ||shared|| / (||shared|| + ||routed||) per token
     n_experts: int
+    # The router input's energy along its mean over the prompt's tokens, ||mean u||^2 / mean ||u||^2:
+    # near 1, every token looks alike to the router and all choose the same experts
+    # (docs/architecture.md, "Routing collapse at initialisation").
+    common_share: float
 
     def dense(self) -> torch.Tensor:
         """[S,E] gate weight of each expert for each token (0 where not chosen)."""
@@ -152,6 +156,8 @@ class _Recorder:
     def _keep(self, i: int, name: str):
         def hook(module, args, output):
             self.moe[i][name] = output
+            if name == "routing":
+                self.moe[i]["router_input"] = args[0]
 
         return hook
 
@@ -166,7 +172,14 @@ def _routing(saw: dict, n_experts: int) -> RoutingMap:
     if "shared" in saw:
         shared, routed = saw["shared"].float().norm(dim=-1), saw["routed"].float().norm(dim=-1)
         share = (shared / (shared + routed).clamp_min(1e-12)).tolist()
-    return RoutingMap(r.indices.tolist(), r.gates.float().tolist(), share, n_experts)
+    return RoutingMap(r.indices.tolist(), r.gates.float().tolist(), share, n_experts,
+                      common_direction_share(saw["router_input"]))  # fmt: skip
+
+
+def common_direction_share(u: torch.Tensor) -> float:
+    """||mean over tokens of u||^2 / mean over tokens of ||u||^2 for router inputs u [N,d]."""
+    u = u.float().reshape(-1, u.shape[-1])
+    return (u.mean(0).pow(2).sum() / u.pow(2).sum(-1).mean().clamp_min(1e-30)).item()
 
 
 def _dsa(model: CausalLM, i: int, rec: _Recorder) -> DSAMap:

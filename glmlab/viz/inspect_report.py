@@ -12,14 +12,16 @@ from glmlab.viz.inspect import Inspection, MTPInspection, token_strings
 
 def layer_table(result: Inspection) -> Table:
     table = Table(title=f"{result.name}: {len(result.token_ids)} prompt tokens, layer by layer")
-    for col in ("layer", "busiest experts (tokens)", "shared share", "DSA selection", "recall"):
+    for col in ("layer", "busiest experts (tokens)", "router input common", "shared share", "DSA selection",
+                "recall"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("layer", "busiest experts (tokens)") else "right")
     for item in result.layers:
-        experts = share = selection = recall = "-"
+        experts = common = share = selection = recall = "-"
         if item.routing is not None:
             counts = item.routing.counts()
             top = sorted(range(len(counts)), key=lambda e: -counts[e])[:4]
             experts = ", ".join(f"{e} ({counts[e]})" for e in top)
+            common = f"{item.routing.common_share:.2f}"
             if item.routing.shared_share is not None:
                 share = f"{sum(item.routing.shared_share) / len(item.routing.shared_share):.2f}"
         if item.dsa is not None:
@@ -28,7 +30,7 @@ def layer_table(result: Inspection) -> Table:
                 f", from layer {item.dsa.shared_from}" if item.dsa.shared_from is not None else ""
             )
             recall = f"{item.dsa.mean_recall:.3f}"
-        table.add_row(str(item.layer), experts, share, selection, recall)
+        table.add_row(str(item.layer), experts, common, share, selection, recall)
     return table
 
 
