@@ -32,10 +32,12 @@ def main() -> None:
     model = build_model(cfg)
     ids = list(open(inspect.getsourcefile(inspect), "rb").read()[: args.tokens])
     moe = [i for i, kind in enumerate(cfg.model.mlp_layer_types) if kind == "sparse"]
-    print(f"{args.config} {' '.join(args.set)}: embedding std {cfg.model.embedding_init_std or cfg.model.initializer_range}")
+    std = cfg.model.embedding_init_std or cfg.model.initializer_range
+    print(f"{args.config} {' '.join(args.set)}: embedding std {std}, residual scaling {cfg.model.scale_residual_init}")
     for item in inspect_layers(model, ids, moe):
         counts = torch.tensor(item.routing.counts())[None]
-        print(f"layer {item.layer:3d}  common share {item.routing.common_share:.2f}  load {load_imbalance(counts)[0]:.2f}")
+        share, load = item.routing.common_share, load_imbalance(counts)[0]
+        print(f"layer {item.layer:3d}  common share {share:.2f}  load {load:.2f}")
 
 
 if __name__ == "__main__":
