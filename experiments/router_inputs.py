@@ -33,7 +33,8 @@ def main() -> None:
     ids = list(open(inspect.getsourcefile(inspect), "rb").read()[: args.tokens])
     moe = [i for i, kind in enumerate(cfg.model.mlp_layer_types) if kind == "sparse"]
     std = cfg.model.embedding_init_std or cfg.model.initializer_range
-    print(f"{args.config} {' '.join(args.set)}: embedding std {std}, residual scaling {cfg.model.scale_residual_init}")
+    scaled = cfg.model.scale_residual_init
+    print(f"{args.config} {' '.join(args.set)}: embedding std {std}, residual writers scaled: {scaled}")
     for item in inspect_layers(model, ids, moe):
         counts = torch.tensor(item.routing.counts())[None]
         share, load = item.routing.common_share, load_imbalance(counts)[0]

@@ -60,6 +60,8 @@ BAD = [
     (["train.lr=0"], "train.lr"),
     (["train.seq_len=4096"], "train.seq_len"),  # longer than max_position_embeddings
     (["train.bogus=1"], "train.bogus"),
+    (["embedding_init_std=0"], "embedding_init_std"),
+    (["embedding_init_std=1.0", "tie_word_embeddings=true"], "embedding_init_std"),
 ]
 
 

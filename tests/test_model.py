@@ -257,3 +257,45 @@ def test_topk_mask_keeps_valid_picks_whatever_the_invalid_ones_repeat():
     keep = topk_mask(TopK(indices, valid), 4)
     expected = [[True, False, False, False], [True, True, False, False], [True, True, True, False]]
     assert keep.tolist() == [expected]
+
+
+def test_init_knobs_draw_the_embedding_and_residual_writers_as_asked():
+    from glmlab.build import build_model
+    from glmlab.config import load_config
+
+    torch.manual_seed(0)
+    plain = build_model(load_config("glm5-tiny"))
+    torch.manual_seed(0)
+    tuned = build_model(load_config("glm5-tiny", ["embedding_init_std=1.0", "scale_residual_init=true"]))
+    std = plain.config.initializer_range
+    assert plain.model.embed_tokens.weight.std().item() == pytest.approx(std, rel=0.05)
+    assert tuned.model.embed_tokens.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    factor = (2 * tuned.config.num_hidden_layers) ** -0.5
+    writers = ("o_proj.weight", "down_proj.weight", "experts.down_proj")
+    params = dict(plain.named_parameters())
+    scaled = 0
+    for name, p in tuned.named_parameters():
+        if name.endswith(writers):  # drawn as before (same seed), times 1/sqrt(2L)
+            assert torch.allclose(p, params[name] * factor)
+            scaled += 1
+        elif "embed_tokens" not in name:
+            assert torch.equal(p, params[name]), name
+    layers = tuned.config.num_hidden_layers + tuned.config.num_mtp_modules
+    assert scaled >= 2 * layers  # every layer's attention output and its MLP or experts
+
+
+def test_larger_embedding_init_keeps_router_inputs_apart():
+    """docs/architecture.md, "Routing collapse at initialisation": with transformers' init a
+    glm5-small-shaped model's routers see mostly one shared vector; the preset's init does not."""
+    from glmlab.build import build_model
+    from glmlab.config import load_config
+    from glmlab.viz.inspect import inspect_layers
+
+    text = torch.randint(32, 127, (512,), generator=torch.Generator().manual_seed(0)).tolist()
+    shares = {}
+    for std in ("null", "1.0"):
+        torch.manual_seed(0)
+        cfg = load_config("glm5-small", ["vocab_size=256", "num_hidden_layers=4", f"embedding_init_std={std}"])
+        layers = inspect_layers(build_model(cfg), text, [1, 2, 3])
+        shares[std] = [item.routing.common_share for item in layers]
+    assert min(shares["null"]) > 0.3 and max(shares["1.0"]) < 0.15, shares

@@ -232,6 +232,8 @@ def test_inspector_maps_are_the_models_own_choices(run):
     assert np.allclose(routing.gates, chosen.gates.tolist())
     assert routing.counts() == out.expert_counts[0].tolist()
     assert all(0 < s < 1 for s in routing.shared_share)
+    u = seen.ffn_in[1].reshape(len(ids), -1).float()
+    assert routing.common_share == pytest.approx((u.mean(0).norm() ** 2 / u.pow(2).sum(-1).mean()).item())
     dense = routing.dense()
     assert dense.shape == (len(ids), 4) and ((dense > 0).sum(-1) == 2).all()
     figs = inspection_figures(inspect(loaded, PROMPT, layer=1, max_new_tokens=0))
