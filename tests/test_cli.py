@@ -20,7 +20,7 @@ from glmlab.config import load_config
 from glmlab.device import autocast, device_type, parse_device, resolve_device
 from glmlab.errors import GlmlabError
 from glmlab.measure import device_peak
-from glmlab.report.train import step_lines
+from glmlab.report.train import collapse_warning, step_lines
 from glmlab.train.loop import Trainer
 from glmlab.train.schedule import lr_at
 
@@ -305,6 +305,13 @@ def test_step_lines_fit_80_columns_and_name_what_is_optimised():
         assert all(len(line) <= 80 for line in lines), [len(line) for line in lines]
     warm = step_lines({**wide, "loss": 0.0004, "indexer_loss": 0.0004, "mfu": None}, dense_warmup=True)
     assert "indexer KL 0.0004" in warm[0] and "loss" not in warm[0] and "mfu" not in warm[1]
+
+
+def test_collapse_warning_names_the_load_against_its_ceiling():
+    assert collapse_warning({"expert_imbalance": 7.1}, ceiling=8) is None  # below 90% of E/k
+    assert collapse_warning({"lm_loss": 1.0}, ceiling=8) is None  # a model without MoE
+    line = collapse_warning({"expert_imbalance": 7.98}, ceiling=8)
+    assert "load 7.98 of at most 8" in line and "Routing collapse" in line and "\n" not in line
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from glmlab.parallel.dcp import is_sharded, load_sharded
 from glmlab.parallel.parallelize import parallelize, plain_tensor
 from glmlab.parallel.world import current_world
 from glmlab.plan import Call, attention_plan, layer_kinds
-from glmlab.report.train import eval_line, step_lines
+from glmlab.report.train import collapse_warning, eval_line, step_lines
 from glmlab.train.metrics import MetricsLog, load_imbalance, rank_imbalance
 from glmlab.train.optim import build_optimizer
 from glmlab.train.rundir import ensure_writable, refuse_leftover_run, removed_on_failure, resume_hint
@@ -356,6 +356,8 @@ class Trainer:
         window: list[StepResult] = []
         window_time, window_steps, window_counts = 0.0, 0, None
         last: dict = {}
+        warned = False  # the routing-collapse warning is printed once a run
+        ceiling = self.cfg.model.n_routed_experts / self.cfg.model.num_experts_per_tok
         with StopSignal() as stop, Progress(*columns, console=self.console, disable=not show_progress,
                                             transient=False) as progress:  # fmt: skip
             task = progress.add_task("train", total=t.steps, completed=self.step, info="")
@@ -384,6 +386,10 @@ class Trainer:
                     progress.update(task, info=f"{objective} {last['loss']:.3f}")
                     for line in step_lines(last, dense_warmup=last["stage"] == DENSE_WARMUP):
                         progress.console.print(line, highlight=False)
+                    warning = collapse_warning(last, ceiling=ceiling) if not warned else None
+                    if warning and last["stage"] != DENSE_WARMUP:
+                        progress.console.print(warning, style="yellow", highlight=False)
+                        warned = True
                     window_time, window_steps, window_counts = 0.0, 0, None
                 if save_now:
                     self.save()
