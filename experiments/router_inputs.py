@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from pathlib import Path
 
 import torch
 
@@ -30,7 +31,7 @@ def main() -> None:
     cfg = load_config(args.config, ["vocab_size=256", *args.set])
     torch.manual_seed(args.seed)
     model = build_model(cfg)
-    ids = list(open(inspect.getsourcefile(inspect), "rb").read()[: args.tokens])
+    ids = list(Path(inspect.getsourcefile(inspect)).read_bytes()[: args.tokens])
     moe = [i for i, kind in enumerate(cfg.model.mlp_layer_types) if kind == "sparse"]
     std = cfg.model.embedding_init_std or cfg.model.initializer_range
     scaled = cfg.model.scale_residual_init

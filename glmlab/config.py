@@ -506,11 +506,12 @@ def validate(cfg: Config) -> None:
         _fail("model_type", f"{m.model_type!r} is unknown", "use glm_moe_dsa, deepseek_v32 or deepseek_v3")
     if m.rms_norm_eps <= 0:
         _fail("rms_norm_eps", "must be positive", "use 1e-5 or 1e-6")
-    if m.embedding_init_std is not None and m.embedding_init_std <= 0:
-        _fail("embedding_init_std", "must be positive", "use 1.0, or null for initializer_range")
+    if m.embedding_init_std is not None and not m.embedding_init_std > 0:
+        _fail("embedding_init_std", f"must be positive, got {m.embedding_init_std}",
+              "use 1.0, or null for initializer_range")  # fmt: skip
     if m.embedding_init_std is not None and m.tie_word_embeddings:
-        _fail("embedding_init_std", "is set with tie_word_embeddings: the LM head would start with "
-              "large logits", "leave embedding_init_std null, or untie the embeddings")  # fmt: skip
+        _fail("embedding_init_std", "is ignored with tie_word_embeddings (the tied LM head is drawn at "
+              "initializer_range)", "leave it null, or set tie_word_embeddings: false")  # fmt: skip
     _validate_attention_type(m)
 
     for name in ["seq_len", "batch_size", "grad_accum", "eval_batches", "log_interval"]:

@@ -308,10 +308,11 @@ def test_step_lines_fit_80_columns_and_name_what_is_optimised():
 
 
 def test_collapse_warning_names_the_load_against_its_ceiling():
-    assert collapse_warning({"expert_imbalance": 7.1}, ceiling=8) is None  # below 90% of E/k
-    assert collapse_warning({"lm_loss": 1.0}, ceiling=8) is None  # a model without MoE
-    line = collapse_warning({"expert_imbalance": 7.98}, ceiling=8)
-    assert "load 7.98 of at most 8" in line and "Routing collapse" in line and "\n" not in line
+    assert collapse_warning({"expert_imbalance": 7.1}, ceiling=8) == []  # below 90% of E/k
+    assert collapse_warning({"lm_loss": 1.0}, ceiling=8) == []  # a model without MoE
+    lines = collapse_warning({"expert_imbalance": 127.9}, ceiling=128)
+    assert "load 127.90 of at most 128" in lines[0] and "Routing collapse" in lines[-1]
+    assert "embedding_init_std=1.0" in lines[1] and all(len(line) <= 80 for line in lines)
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------

@@ -295,7 +295,12 @@ def test_larger_embedding_init_keeps_router_inputs_apart():
     shares = {}
     for std in ("null", "1.0"):
         torch.manual_seed(0)
-        overrides = ["vocab_size=256", "num_hidden_layers=4", f"embedding_init_std={std}"]
+        overrides = [
+            "vocab_size=256",
+            "num_hidden_layers=4",
+            "num_nextn_predict_layers=0",
+            f"embedding_init_std={std}",
+        ]
         cfg = load_config("glm5-small", overrides)
         layers = inspect_layers(build_model(cfg), text, [1, 2, 3])
         shares[std] = [item.routing.common_share for item in layers]

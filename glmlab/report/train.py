@@ -39,15 +39,16 @@ def step_lines(r: dict, *, dense_warmup: bool) -> list[str]:
     return [first, INDENT + "  ".join(rates)]
 
 
-def collapse_warning(r: dict, *, ceiling: float) -> str | None:
-    """One line when a record's load (max over mean tokens per expert, mean over the routers) is
-    within 10% of its ceiling E/k: nearly every token then chooses the same k experts."""
+def collapse_warning(r: dict, *, ceiling: float) -> list[str]:
+    """Lines (none, or three within 80 columns) for a record whose load (max over mean tokens per
+    expert, mean over the routers) is within 10% of its ceiling E/k: nearly every token then
+    chooses the same k experts."""
     load = r.get("expert_imbalance")
     if load is None or load < 0.9 * ceiling:
-        return None
-    return (f"warning: routing has collapsed, load {load:.2f} of at most {ceiling:g} (the same "
-            "experts for nearly every token): docs/architecture.md, \"Routing collapse at "
-            "initialisation\"")  # fmt: skip
+        return []
+    return [f"warning: routers collapsed (load {load:.2f} of at most {ceiling:g}: same experts chosen)",
+            INDENT + "try embedding_init_std=1.0 and train.bias_update_gamma=1e-2;",
+            INDENT + 'docs/architecture.md, "Routing collapse at initialisation"']  # fmt: skip
 
 
 def eval_line(r: dict) -> str:

@@ -356,7 +356,7 @@ class Trainer:
         window: list[StepResult] = []
         window_time, window_steps, window_counts = 0.0, 0, None
         last: dict = {}
-        warned = False  # the routing-collapse warning is printed once a run
+        warned = False  # the routing-collapse warning: once per process (again after a --resume)
         ceiling = self.cfg.model.n_routed_experts / self.cfg.model.num_experts_per_tok
         with StopSignal() as stop, Progress(*columns, console=self.console, disable=not show_progress,
                                             transient=False) as progress:  # fmt: skip
@@ -386,10 +386,14 @@ class Trainer:
                     progress.update(task, info=f"{objective} {last['loss']:.3f}")
                     for line in step_lines(last, dense_warmup=last["stage"] == DENSE_WARMUP):
                         progress.console.print(line, highlight=False)
-                    warning = collapse_warning(last, ceiling=ceiling) if not warned else None
-                    if warning and last["stage"] != DENSE_WARMUP:
-                        progress.console.print(warning, style="yellow", highlight=False)
-                        warned = True
+                    warning = (
+                        []
+                        if warned or last["stage"] == DENSE_WARMUP
+                        else collapse_warning(last, ceiling=ceiling)
+                    )
+                    for line in warning:
+                        progress.console.print(line, style="yellow", highlight=False)
+                    warned = warned or bool(warning)
                     window_time, window_steps, window_counts = 0.0, 0, None
                 if save_now:
                     self.save()

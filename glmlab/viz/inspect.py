@@ -37,7 +37,7 @@ class RoutingMap:
     n_experts: int
     # The router input's energy along its mean over the prompt's tokens, ||mean u||^2 / mean ||u||^2:
     # near 1, every token looks alike to the router and all choose the same experts
-    # (docs/architecture.md, "Routing collapse at initialisation").
+    # (docs/architecture.md, "Routing collapse at initialisation"). About 1/N for N unrelated tokens.
     common_share: float
 
     def dense(self) -> torch.Tensor:

@@ -12,8 +12,14 @@ from glmlab.viz.inspect import Inspection, MTPInspection, token_strings
 
 def layer_table(result: Inspection) -> Table:
     table = Table(title=f"{result.name}: {len(result.token_ids)} prompt tokens, layer by layer")
-    for col in ("layer", "busiest experts (tokens)", "router input common", "shared share", "DSA selection",
-                "recall"):  # fmt: skip
+    for col in (
+        "layer",
+        "busiest experts (tokens)",
+        "input common",
+        "shared share",
+        "DSA selection",
+        "recall",
+    ):
         table.add_column(col, justify="left" if col in ("layer", "busiest experts (tokens)") else "right")
     for item in result.layers:
         experts = common = share = selection = recall = "-"
