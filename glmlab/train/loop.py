@@ -386,14 +386,11 @@ class Trainer:
                     progress.update(task, info=f"{objective} {last['loss']:.3f}")
                     for line in step_lines(last, dense_warmup=last["stage"] == DENSE_WARMUP):
                         progress.console.print(line, highlight=False)
-                    warning = (
-                        []
-                        if warned or last["stage"] == DENSE_WARMUP
-                        else collapse_warning(last, ceiling=ceiling)
-                    )
-                    for line in warning:
-                        progress.console.print(line, style="yellow", highlight=False)
-                    warned = warned or bool(warning)
+                    if not warned and last["stage"] != DENSE_WARMUP:
+                        warning = collapse_warning(last, ceiling=ceiling)
+                        for line in warning:
+                            progress.console.print(line, style="yellow", highlight=False)
+                        warned = bool(warning)
                     window_time, window_steps, window_counts = 0.0, 0, None
                 if save_now:
                     self.save()
