@@ -1,15 +1,17 @@
 """MTP speculative decoding against plain cached greedy decoding, batch 1, on a trained run.
 
-For every code prompt, plain greedy decoding and `--speculative K` (K = 1..3 by default) run on
-the same model; the script checks that each speculative text is exactly the plain greedy text,
-and reports acceptance per draft position, mean tokens per verification step, and tokens per
-second (whole call, prefill included) against plain decoding. The settings are interleaved
-within each repeat so all see the same machine load; the median repeat is reported. The issues
-ask for >= 1.3x at batch 1 on CPU and >= 1.5x on a GPU, where the model runs in bf16 (`--dtype`)
-and every step after the prefill is replayed from a CUDA graph.
+For every prompt of a domain (`--domain`: code by default; prose; or JSON and SQL from the
+synthetic corpus's grammar, where the GLM-5 article claims 2-3x), plain greedy decoding and
+`--speculative K` (K = 1..3 by default) run on the same model; the script checks that each
+speculative text is exactly the plain greedy text, and reports acceptance per draft position,
+mean tokens per verification step, and tokens per second (whole call, prefill included) against
+plain decoding. The settings are interleaved within each repeat so all see the same machine load;
+the median repeat is reported. The issues ask for >= 1.3x at batch 1 on CPU and >= 1.5x on a
+GPU, where the model runs in bf16 (`--dtype`) and every step after the prefill is replayed from a
+CUDA graph.
 
     python benchmarks/bench_speculative.py RUN [--max-new-tokens 96] [--repeats 3] [--depths 1 2 3]
-    python benchmarks/bench_speculative.py RUN --device cuda
+    python benchmarks/bench_speculative.py RUN --device cuda [--domain json]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import statistics
 
 import torch
 
+from glmlab.experiment.speculative import domain_prompts
 from glmlab.generate import Generator
 
 PROMPTS = [
@@ -40,14 +43,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="default: fp32 on cpu, bf16 otherwise")
+    parser.add_argument("--domain", choices=["code", "prose", "json", "sql"], default="code")
     args = parser.parse_args()
+    prompts = PROMPTS if args.domain == "code" else domain_prompts(args.domain, len(PROMPTS))
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = Generator.from_source(args.source, args.device)
     if (args.dtype or ("fp32" if gen.device.type == "cpu" else "bf16")) == "bf16":
         gen = Generator(gen.model.to(torch.bfloat16), gen.tokenizer)
     settings = [0, *args.depths]
-    for prompt in PROMPTS[:2]:  # warm-up
+    for prompt in prompts[:2]:  # warm-up
         for k in settings:
             gen.generate(prompt, 8, speculative=k)
 
@@ -57,7 +62,7 @@ def main() -> None:
     for _ in range(args.repeats):
         total = dict.fromkeys(settings, 0.0)
         tokens = dict.fromkeys(settings, 0)
-        for prompt in PROMPTS:
+        for prompt in prompts:
             plain = None
             for k in settings:
                 r = gen.generate(prompt, args.max_new_tokens, speculative=k)
@@ -75,7 +80,7 @@ def main() -> None:
     cfg = gen.model.config
     print(f"model {args.source}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, MTP depth "
           f"{cfg.num_nextn_predict_layers} ({'shared' if cfg.mtp_share_modules else 'per depth'}); "
-          f"{len(PROMPTS)} prompts x {args.max_new_tokens} new tokens, greedy, batch 1, "
+          f"{len(prompts)} {args.domain} prompts x {args.max_new_tokens} new tokens, greedy, batch 1, "
           f"{gen.model.lm_head.weight.dtype}, {gen.device.type}, CUDA graphs {gen.graphs}, "
           f"{torch.get_num_threads()} thread(s), median of {args.repeats}")  # fmt: skip
     base = statistics.median(seconds[0])

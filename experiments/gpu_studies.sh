@@ -22,7 +22,8 @@
 # log and invocations.jsonl, and per cell result.json, metrics.jsonl and train.log (no checkpoints).
 # Copy each to experiments/results/<study>/ and commit; `glmlab experiment experiments/<study>.yaml
 # --report-only --out experiments/results` redraws the report there, with plots where matplotlib
-# is installed. DEVICE=cpu EXTRA=--quick tries the script on a CPU.
+# is installed. DEVICE=cpu EXTRA=--quick tries the script on a CPU; DEVICE=cuda:0,cuda:1 spreads
+# each study's worker processes over two GPUs.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GLMLAB_CACHE=/tmp/glmlab-cache
 glm="python3 -m glmlab.cli"
@@ -31,7 +32,7 @@ steps=${STEPS:+--steps $STEPS}
 device=${DEVICE:-cuda}
 extra=${EXTRA:-}
 work=${WORK:-/tmp/studies-$$}
-[ "$device" = cuda ] && nvidia-smi -L
+case $device in cuda*) nvidia-smi -L ;; esac
 studies=()
 for arg in "${@:-a}"; do
   case $arg in

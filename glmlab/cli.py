@@ -429,15 +429,17 @@ def experiment(
     quick: bool = typer.Option(False, "--quick", help="The spec's CI settings: a few steps, one seed."),
     parallel: int = typer.Option(1, "--parallel", help="Cells trained at once (above 1: worker processes)."),
     out: str = typer.Option("runs/experiments", "--out", help="Results go to OUT/<spec>[-quick]/."),
-    device: str = DEVICE_OPT,
+    device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP} Or cuda:0,cuda:1: workers alternate"),
     report_only: bool = typer.Option(False, "--report-only", help="Only rewrite tables, plots, report."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Replace the spec's steps."),  # noqa: UP045
 ) -> None:
     """Run an ablation spec cell by cell (finished cells are skipped, a killed run resumes), then
     write results.csv/json with 95% intervals and paired differences, plots and report.md."""
     from glmlab.experiment import run_experiment
+    from glmlab.experiment.runner import spec_devices
 
-    parse_device(device)
+    for name in spec_devices(device):
+        parse_device(name)
     if parallel < 1:
         raise GlmlabError(f"--parallel must be at least 1, got {parallel}")
     if steps is not None and steps < 1:

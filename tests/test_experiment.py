@@ -179,13 +179,23 @@ def test_a_field_added_since_a_cell_finished_counts_only_off_its_default():
     assert config_changes(ran, now) == ["index_dtype", "train.recompute", "train.steps"]
 
 
+def test_device_list_is_checked_item_by_item(tmp_path):
+    spec = _write(tmp_path, TINY_SPEC)
+    args = ["experiment", str(spec), "--out", str(tmp_path), "--device", "cuda:0,gpu1"]
+    res = CliRunner().invoke(app, args)
+    assert isinstance(res.exception, GlmlabError)  # main() prints it as one line, exit status 2
+    assert "--device 'gpu1' is not a device" in str(res.exception)
+    assert not (tmp_path / "study").exists()
+
+
 @pytest.mark.slow
 def test_tiny_spec_end_to_end_then_skipped(tmp_path):
     spec = _write(tmp_path, TINY_SPEC)
     out = tmp_path / "out"
     cli = CliRunner()
-    res = cli.invoke(app, ["experiment", str(spec), "--out", str(out), "--parallel", "2", "--device", "cpu"])
-    assert res.exit_code == 0, res.output
+    args = ["experiment", str(spec), "--out", str(out), "--parallel", "2", "--device", "cpu,cpu"]
+    res = cli.invoke(app, args)
+    assert res.exit_code == 0, res.output  # two workers, a device each (cuda:0,cuda:1 on two GPUs)
     folder = out / "study"
     rows = list(csv.DictReader(open(folder / "results.csv")))
     loss = {r["variant"]: r for r in rows if r["metric"] == "val_loss"}

@@ -64,23 +64,29 @@ class RunOutcome:
     wall_s: float = 0.0
 
 
+def spec_devices(device: str) -> list[str]:
+    """The runner's `--device`: one device, or several separated by commas (`cuda:0,cuda:1`), which
+    the worker processes take in turn."""
+    return [d.strip() for d in device.split(",")]
+
+
 def cell_dir(out_dir: Path, cell: Cell) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_.=," else "_" for c in cell.variant)
     return out_dir / "cells" / safe / f"seed-{cell.seed}"
 
 
-def _execute(job: Job, spec_info: dict) -> None:
+def _execute(job: Job, spec_info: dict, device: str) -> None:
     if job.cell is None:
         prepare_tokenizer(spec_info["tokenizer_cfgs"][job.key], job.folder)
         return
     info = {"spec": spec_info["name"], "variant": job.cell.variant, "seed": job.cell.seed,
             **spec_info["cells"][job.key]}  # fmt: skip
-    run_cell(job.cell.config, job.folder, device=spec_info["device"], tokenizer_dir=job.tokenizer_dir,
+    run_cell(job.cell.config, job.folder, device=device, tokenizer_dir=job.tokenizer_dir,
              mtp_eval=spec_info["mtp_eval"], info=info)  # fmt: skip
 
 
-def _worker(jobs, results, spec_info: dict, threads: int) -> None:
-    """A worker process: run jobs until the None sentinel, reporting (key, error or None)."""
+def _worker(jobs, results, spec_info: dict, threads: int, device: str) -> None:
+    """A worker process: run jobs on `device` until the None sentinel, reporting (key, error or None)."""
     import torch
 
     if threads:
@@ -90,7 +96,7 @@ def _worker(jobs, results, spec_info: dict, threads: int) -> None:
         if job is None:
             return
         try:
-            _execute(job, spec_info)
+            _execute(job, spec_info, device)
             results.put((job.key, None))
         except CellStopped as err:
             results.put((job.key, f"stopped: {err}"))
@@ -110,8 +116,10 @@ def _run_pool(jobs: list[Job], spec_info: dict, parallel: int, threads: int,
     job_q, result_q = ctx.Queue(), ctx.Queue()
     for job in jobs:
         job_q.put(job)
-    workers = [ctx.Process(target=_worker, args=(job_q, result_q, spec_info, threads), daemon=False)
-               for _ in range(min(parallel, len(jobs)))]  # fmt: skip
+    devices = spec_devices(spec_info["device"])
+    workers = [ctx.Process(target=_worker, daemon=False,
+                           args=(job_q, result_q, spec_info, threads, devices[i % len(devices)]))
+               for i in range(min(parallel, len(jobs)))]  # fmt: skip
     for _ in workers:
         job_q.put(None)
     for w in workers:
@@ -146,7 +154,7 @@ def run_jobs(jobs: list[Job], spec_info: dict, parallel: int,
     if parallel <= 1:
         for job in jobs:
             try:
-                _execute(job, spec_info)
+                _execute(job, spec_info, spec_devices(spec_info["device"])[0])
                 on_done(job.key, None)
             except CellStopped:
                 raise
