@@ -26,6 +26,7 @@ DSA_IMPLS = ("auto", "triton", "gather", "mask", "flex")
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 RECOMPUTE = ("none", "full")  # train.recompute: activation recomputation per decoder layer
+EP_DISPATCH = ("auto", "padded", "exact")  # train.ep_dispatch: how expert parallelism sends tokens
 
 
 @dataclass
@@ -202,6 +203,10 @@ class TrainConfig:
     precision: str = "bf16-mixed"
     tensorboard: bool = False  # also log to TensorBoard in <run>/tensorboard (the `tensorboard` extra)
     expert_parallel: int = 1  # ranks the routed experts are split over: 1, or every rank (docs/scaling.md)
+    # how EP sends tokens: padded (to every rank, fixed sizes, no host read-back), exact (only to
+    # the ranks holding one of their experts, sizes read back per layer), auto (padded when that
+    # sends at most 10% more rows; glmlab/accounting/cluster.py, ep_padded)
+    ep_dispatch: str = "auto"
 
 
 @dataclass
@@ -532,6 +537,8 @@ def validate(cfg: Config) -> None:
     if t.expert_parallel < 1 or m.n_routed_experts % t.expert_parallel:
         _fail("train.expert_parallel", f"({t.expert_parallel}) must divide n_routed_experts "
               f"({m.n_routed_experts})", "use 1 or a divisor of the expert count")  # fmt: skip
+    if t.ep_dispatch not in EP_DISPATCH:
+        _fail("train.ep_dispatch", f"is {t.ep_dispatch!r}", f"use one of {', '.join(EP_DISPATCH)}")
     if t.precision not in PRECISIONS:
         _fail("train.precision", f"is {t.precision!r}", f"use one of {', '.join(PRECISIONS)}")
     if t.recompute not in RECOMPUTE:

@@ -1,12 +1,22 @@
 """`glmlab plan`: hand-computed memory, traffic and bubble on small layouts, errors, the search."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
-from glmlab.accounting.cluster import GPUS, Layout, PlanOptions, plan_layout, plan_summary, search_layouts
+from glmlab.accounting.cluster import (
+    GPUS,
+    Layout,
+    PlanOptions,
+    ep_padded,
+    ep_rows_per_token,
+    plan_layout,
+    plan_summary,
+    search_layouts,
+)
 from glmlab.accounting.params import layer_params, parameter_counts
 from glmlab.cli import app
 from glmlab.config import load_config
@@ -53,6 +63,11 @@ def test_fsdp_and_expert_parallel_split_the_states(tiny):
     assert plan.comm_bytes["ep_all_to_all"] == pytest.approx(2 * 6 * 256 * 22 / 28 * per_row)
     again = plan_layout(tiny, Layout(dp=2, ep=2), replace(opts, recompute="full"))
     assert again.comm_bytes["ep_all_to_all"] == pytest.approx(plan.comm_bytes["ep_all_to_all"] * 3 / 2)
+    # the padded dispatch sends every token to the other rank (glm5-tiny's auto is exact: it would
+    # send 28/22 as many rows)
+    padded_cfg = replace(tiny, train=replace(tiny.train, ep_dispatch="padded"))
+    padded = plan_layout(padded_cfg, Layout(dp=2, ep=2), opts)
+    assert padded.comm_bytes["ep_all_to_all"] == pytest.approx(2 * 6 * 256 * per_row)
     # FSDP: each micro-batch gathers the other half of the non-expert weights twice in bf16
     # and reduce-scatters their fp32 gradients
     assert plan.comm_bytes["fsdp_all_gather"] == pytest.approx(2 * 2 * 2 * (P - routed) / 2)
@@ -170,3 +185,13 @@ def test_cli_plan_json_and_errors():
     assert summary["plans"][0]["layout"] == {"tp": 1, "pp": 1, "cp": 1, "dp": 2, "ep": 2, "gpus": 2, "edp": 1}
     bad = runner.invoke(app, ["plan", "glm5-tiny", "--gpus", "4", "--dp", "3"])
     assert bad.exit_code != 0 and "does not match --gpus 4" in str(bad.exception)
+
+
+def test_auto_dispatch_pads_where_it_sends_at_most_a_tenth_more():
+    """EP=2 of 64 experts with k = 8: 0.24% of padded rows are empty, so auto pads; EP=8 would send
+    1.47x the rows and GLM-5's EP=64 of 256 8.3x, so those stay exact."""
+    assert ep_padded(64, 8, 2) and ep_padded(64, 8, 4)
+    assert not ep_padded(64, 8, 8) and not ep_padded(256, 8, 64) and not ep_padded(8, 2, 2)
+    assert ep_padded(256, 8, 64, "padded") and not ep_padded(64, 8, 2, "exact") and not ep_padded(64, 8, 1)
+    assert ep_rows_per_token(64, 8, 2, padded=True) == 1.0
+    assert ep_rows_per_token(64, 8, 2) == pytest.approx(1 - math.comb(32, 8) / math.comb(64, 8))

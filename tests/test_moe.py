@@ -78,6 +78,61 @@ def test_grouped_experts_with_empty_experts():
     assert_close(outputs_and_grads(moe, moe.experts.grouped, x), reference, 1e-5)
 
 
+class _PoisonTail(torch.autograd.Function):
+    """Rows from `end` on set to NaN: in the forward output (`out=True`) or in the gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, end: torch.Tensor, out: bool) -> torch.Tensor:
+        ctx.end, ctx.out = end, out
+        x = x.clone()
+        if out:
+            x[int(end) :] = float("nan")
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        if not ctx.out:
+            grad[int(ctx.end) :] = float("nan")
+        return grad, None, None
+
+
+@pytest.mark.parametrize("impl", ["looped", "grouped"])
+def test_empty_slots_add_nothing_even_over_uninitialised_rows(monkeypatch, impl):
+    """Expert parallelism's received rows: slots of index -1 (experts on other ranks) add nothing,
+    in outputs and gradients. The grouped products leave the rows past the last group (where the
+    empty slots go) uninitialised, forward and in the input's gradient: here they are NaN, which
+    must not leak (0 * NaN is NaN)."""
+    real = torch._grouped_mm
+
+    def poisoned(a, b, *, offs):
+        end = offs[-1]
+        return _PoisonTail.apply(real(_PoisonTail.apply(a, end, False), b, offs=offs), end, True)
+
+    monkeypatch.setattr(torch, "_grouped_mm", poisoned)
+    moe = make_moe()
+    x = torch.randn(37, 64)
+    drop = torch.rand(37, 3, generator=torch.Generator().manual_seed(1)) < 0.5  # about half the slots
+    drop[5] = True  # a row with no expert here at all
+
+    def with_empty_slots(x, routing):
+        kept = torch.where(drop, -1, routing.indices)
+        counts = torch.zeros(8, dtype=torch.int64).scatter_add_(0, kept[~drop], torch.ones_like(kept[~drop]))
+        empty = Routing(indices=kept, gates=routing.gates, affinity=None, counts=counts)
+        if impl == "grouped":
+            return moe.experts.grouped(x, empty, empty_slots=True)
+        return moe.experts.looped(x, empty)
+
+    def reference(x, routing):
+        gates = torch.where(drop, 0.0, routing.gates)  # a zero gate: the slot's expert adds nothing
+        return every_expert(moe, x, Routing(routing.indices, gates, None, routing.counts))
+
+    ours = outputs_and_grads(moe, with_empty_slots, x)
+    assert all(torch.isfinite(t).all() for t in ours)
+    assert_close(ours, outputs_and_grads(moe, reference, x), 1e-5)
+    assert ours[0][5].abs().max() == 0
+
+
 @pytest.mark.parametrize("grad", [True, False])
 def test_grouped_layout_is_aligned_and_sized_on_the_device(monkeypatch, grad):
     """The grouped products see int32 offsets at multiples of GROUP_ALIGN, ending at a row count

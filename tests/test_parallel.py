@@ -54,7 +54,8 @@ def _losses(run: Path) -> dict[int, float]:
 def test_two_ranks_match_one_process_and_resume_on_one(data, tmp_path, run_cli):
     """10 steps of the same global batch and seed, all within 1e-4 of the one-process losses
     (measured: within 1e-5): FSDP2 on 2 ranks to its step-5 checkpoint, then resumed on one
-    process; FSDP2 + EP=2 on 2 ranks; one process to step 5, then resumed on 2 ranks."""
+    process; FSDP2 + EP=2 on 2 ranks, with each dispatch; one process to step 5, then resumed on 2
+    ranks."""
     code, _, err = run_cli(*_args(data, tmp_path / "one", 10))
     assert code == 0, err
     fsdp = _glmlab(*_args(data, tmp_path / "fsdp", 5), "--nproc-per-node", "2")
@@ -64,18 +65,23 @@ def test_two_ranks_match_one_process_and_resume_on_one(data, tmp_path, run_cli):
     code, _, err = run_cli("train", str(tmp_path / "fsdp"), "--resume", "--steps", "10", "--device", "cpu")
     assert code == 0, err
     ep = _glmlab(*_args(data, tmp_path / "ep", 10, "train.expert_parallel=2"), "--nproc-per-node", "2")
-    assert ep.returncode == 0, ep.stderr
+    assert ep.returncode == 0, ep.stderr  # glm5-tiny's auto dispatch is exact (8 experts, k = 2)
+    padded_ep = ["train.expert_parallel=2", "train.ep_dispatch=padded"]
+    padded = _glmlab(*_args(data, tmp_path / "padded", 10, *padded_ep), "--nproc-per-node", "2")
+    assert padded.returncode == 0, padded.stderr
     code, _, err = run_cli(*_args(data, tmp_path / "up", 5))  # and the other way: 1 process, then 2 ranks
     assert code == 0, err
     up = _glmlab("train", str(tmp_path / "up"), "--resume", "--steps", "10", "--device", "cpu",
                  "--nproc-per-node", "2")  # fmt: skip
     assert up.returncode == 0, up.stderr
     one, resumed, experts = _losses(tmp_path / "one"), _losses(tmp_path / "fsdp"), _losses(tmp_path / "ep")
-    widened = _losses(tmp_path / "up")
+    widened, padded_losses = _losses(tmp_path / "up"), _losses(tmp_path / "padded")
     assert sorted(one) == sorted(resumed) == sorted(experts) == sorted(widened) == list(range(1, 11))
+    assert sorted(padded_losses) == list(range(1, 11))
     for step in range(1, 11):
         assert resumed[step] == pytest.approx(one[step], abs=1e-4), step
         assert experts[step] == pytest.approx(one[step], abs=1e-4), step
+        assert padded_losses[step] == pytest.approx(one[step], abs=1e-4), step
         assert widened[step] == pytest.approx(one[step], abs=1e-4), step
     assert one[10] < one[4] - 0.5  # it trained: the comparison is not of constants
 

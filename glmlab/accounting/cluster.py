@@ -287,12 +287,26 @@ def _costs(cfg: Config, opts: PlanOptions) -> _Costs:
     )
 
 
-def ep_rows_per_token(experts: int, k: int, ep: int) -> float:
-    """Rows a token sends to other ranks under expert parallelism: one per other rank holding at
-    least one of its k experts, with experts split evenly over `ep` ranks and routing uniform
-    (rank r holds none of them with probability C(E - E/ep, k) / C(E, k))."""
+def ep_padded(experts: int, k: int, ep: int, dispatch: str = "auto") -> bool:
+    """Whether expert parallelism sends every token to every rank (`padded`: fixed split sizes,
+    nothing read back to the host) rather than only to the ranks holding one of its k experts
+    (`exact`: split sizes read back in each MoE layer). `auto` pads when that sends at most 10% more
+    rows under uniform routing: EP=2 of 64 experts with k = 8 sends 0.24% more, EP=4 8.5%; GLM-5's
+    EP=64 of 256 would send 8.6x as many, so it stays exact."""
+    if dispatch != "auto":
+        return dispatch == "padded"
+    return ep > 1 and (ep - 1) <= 1.1 * ep_rows_per_token(experts, k, ep)
+
+
+def ep_rows_per_token(experts: int, k: int, ep: int, *, padded: bool = False) -> float:
+    """Rows a token sends to other ranks under expert parallelism: padded, one per other rank;
+    exact, one per other rank holding at least one of its k experts, with experts split evenly over
+    `ep` ranks and routing uniform (rank r holds none of them with probability
+    C(E - E/ep, k) / C(E, k))."""
     if ep <= 1:
         return 0.0
+    if padded:
+        return float(ep - 1)
     none_there = math.comb(experts - experts // ep, k) / math.comb(experts, k)
     return (ep - 1) * (1 - none_there)
 
@@ -374,11 +388,13 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
         sent["zero1_all_gather"] = 2 * params
     else:
         sent["dp_all_reduce"] = 2 * 4 * (dense * frac(shard_dense) + experts * frac(shard_experts))
-    # one row per (token, other rank holding one of its experts), in bf16, with its k gates and local
-    # expert ids (fp32): dispatch and combine forward (again when the layer is recomputed), and
-    # backward the same rows with the gates' gradient (glmlab/parallel/expert_parallel.py)
+    # one row per (token, other rank holding one of its experts; padded: per other rank), in bf16,
+    # with its k gates and local expert ids (fp32): dispatch and combine forward (again when the
+    # layer is recomputed), and backward the same rows with the gates' gradient
+    # (glmlab/parallel/expert_parallel.py)
     k = m.num_experts_per_tok
-    rows = micro * moe_layers * tokens * ep_rows_per_token(m.n_routed_experts, k, L.ep)
+    padded = ep_padded(m.n_routed_experts, k, L.ep, cfg.train.ep_dispatch)
+    rows = micro * moe_layers * tokens * ep_rows_per_token(m.n_routed_experts, k, L.ep, padded=padded)
     forwards = 2 if opts.recompute == "full" else 1
     sent["ep_all_to_all"] = rows * (forwards + 1) * (2 * d * 2 + 8 * k)
     # per layer: two all-reduces (as all-gather + reduce-scatter) forward, two backward

@@ -78,13 +78,15 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inter, d))
         self.down_proj = nn.Parameter(torch.empty(E, d, inter))
 
-    def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
-        """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d]."""
+    def forward(self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False) -> torch.Tensor:
+        """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d]. With `empty_slots`,
+        an index of -1 is a slot with no expert (expert parallelism's rows: experts on other ranks)
+        and adds nothing; `routing.counts` counts the other slots."""
         if x.is_cuda and compute_dtype(x) == torch.bfloat16:
-            return self.grouped(x, routing)
+            return self.grouped(x, routing, empty_slots=empty_slots)
         return self.looped(x, routing)
 
-    def grouped(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+    def grouped(self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False) -> torch.Tensor:
         """Grouped matrix products (`torch._grouped_mm`) over a padded expert-sorted layout.
 
         The (token, expert) pairs are sorted by expert into a buffer of a fixed number of rows,
@@ -95,7 +97,11 @@ class Experts(nn.Module):
         pairs are packed back to back in N*k rows (a decoding step of 4 tokens had computed 480
         rows for its 32 pairs). Offsets are int32 cumulative row counts. The combine reads each
         pair's output row back (a gather, also in the backward pass) and sums the k weighted
-        outputs of each token."""
+        outputs of each token.
+
+        Empty slots go past the last group, where the products compute nothing and leave the
+        rows (and the backward pass's input gradient rows) uninitialised: both are masked with
+        `where`, which selects, so a NaN there cannot leak as 0 * NaN would."""
         N, d = x.shape
         k = routing.indices.shape[1]
         E = self.gate_up_proj.shape[0]
@@ -104,25 +110,33 @@ class Experts(nn.Module):
         align = GROUP_ALIGN if torch.is_grad_enabled() and (x.requires_grad or weights_learn) else 1
         rows = N * k + E * (align - 1)
         flat = routing.indices.reshape(-1)  # pair p: token p // k, its (p % k)-th expert
-        order = flat.argsort(stable=True)
+        expert_of = torch.where(flat >= 0, flat, E) if empty_slots else flat  # empty: a group E, last
+        order = expert_of.argsort(stable=True)
         counts = routing.counts
         padded = (counts + align - 1) // align * align
         group_end = padded.cumsum(0)
+        start = torch.cat([group_end - padded, group_end[-1:]])  # each group's first row; E: past the last
+        first_pair = torch.cat([counts.cumsum(0) - counts, counts.sum()[None]])
         # the j-th pair in expert order: its rank inside its expert, moved to its group's start
-        expert = flat[order]
-        rank = torch.arange(N * k, device=x.device) - (counts.cumsum(0) - counts)[expert]
-        row = torch.empty_like(order).scatter_(0, order, rank + (group_end - padded)[expert])
+        expert = expert_of[order]
+        rank = torch.arange(N * k, device=x.device) - first_pair[expert]
+        row = torch.empty_like(order).scatter_(0, order, rank + start[expert])
         pair_of_row = torch.full((rows,), N * k, device=x.device).scatter_(
             0, row, torch.arange(N * k, device=x.device)
         )
-        offs = F.pad(group_end[:-1], (0, 1), value=rows).to(torch.int32)  # no host value reaches the device
+        # no host value reaches the device; without empty slots the last group runs to the end
+        offs = (group_end if empty_slots else F.pad(group_end[:-1], (0, 1), value=rows)).to(torch.int32)
         pairs = x.to(dtype).repeat_interleave(k, dim=0)
+        if empty_slots:
+            pairs = torch.where(flat[:, None] >= 0, pairs, 0)
         sorted_x = pairs.new_zeros(rows, d).index_copy(0, row, pairs)
         gate_up = torch._grouped_mm(sorted_x, self.gate_up_proj.to(dtype).mT, offs=offs)
         gate, up = gate_up.chunk(2, dim=-1)
         out = torch._grouped_mm(F.silu(gate) * up, self.down_proj.to(dtype).mT, offs=offs)
-        per_pair = _Gather.apply(out, row, pair_of_row).view(N, k, d)
-        return (per_pair * routing.gates.to(dtype).unsqueeze(-1)).sum(1).to(x.dtype)
+        per_pair = _Gather.apply(out, row, pair_of_row)
+        if empty_slots:
+            per_pair = torch.where(flat[:, None] >= 0, per_pair, 0)
+        return (per_pair.view(N, k, d) * routing.gates.to(dtype).unsqueeze(-1)).sum(1).to(x.dtype)
 
     @torch.compiler.disable  # split sizes read on the host: torch.compile leaves this eager
     def looped(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
@@ -131,14 +145,17 @@ class Experts(nn.Module):
 
         The stacked weights are unbound and the sorted tokens split once, so the backward
         pass stacks / concatenates the pieces once instead of zero-filling a full-size
-        gradient per expert."""
+        gradient per expert. Empty slots (index -1, `forward`'s `empty_slots`) sort first and
+        are dropped."""
         N, k = routing.indices.shape
-        flat = routing.indices.reshape(-1)
-        order = flat.argsort(stable=True)
+        sizes = routing.counts.tolist()
+        order = routing.indices.reshape(-1).argsort(stable=True)[N * k - sum(sizes) :]
         token_of = order // k
-        pieces = x.index_select(0, token_of).split(routing.counts.tolist())
+        pieces = x.index_select(0, token_of).split(sizes)
         weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0), strict=True)
         outputs = [_swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, weights, strict=True) if len(p)]
+        if not outputs:  # every slot empty: nothing here, the weights kept in the graph (zero gradient)
+            return x * 0 + 0 * (self.gate_up_proj.sum() + self.down_proj.sum()).to(x.dtype)
         y = torch.cat(outputs) * routing.gates.reshape(-1)[order, None].to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, y)
 

@@ -28,14 +28,16 @@ def mixed_precision(device: torch.device, precision: str) -> MixedPrecisionPolic
 
 
 def parallelize(
-    model: CausalLM, world: World, *, expert_parallel: int = 1, precision: str = "bf16-mixed"
-) -> CausalLM:
-    """Shard `model` over `world` in place (a world of one returns it untouched)."""
+    model: CausalLM, world: World, *, expert_parallel: int = 1, ep_dispatch: str = "auto",
+    precision: str = "bf16-mixed",
+) -> CausalLM:  # fmt: skip
+    """Shard `model` over `world` in place (a world of one returns it untouched); `ep_dispatch` is
+    `train.ep_dispatch`."""
     if not world.distributed:
         return model
     ignored: set[torch.nn.Parameter] = set()
     if expert_parallel > 1:
-        ignored = set(apply_expert_parallel(model, world.mesh))
+        ignored = set(apply_expert_parallel(model, world.mesh, dispatch=ep_dispatch))
     policy = mixed_precision(model.lm_head.weight.device, precision)
     units = [*model.model.layers, *(m.layer for m in model.mtp)]  # in the order the forward runs them
     for i, unit in enumerate(units):

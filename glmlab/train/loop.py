@@ -219,7 +219,7 @@ class Trainer:
         if t.compile:
             compile_layers(self.model)
         self.model = parallelize(self.model, self.world, expert_parallel=t.expert_parallel,
-                                 precision=t.precision)  # fmt: skip
+                                 ep_dispatch=t.ep_dispatch, precision=t.precision)  # fmt: skip
         self.optimizer = build_optimizer(self.model, t)
         self.batches = Batches(self.data.train, t.seq_len, t.batch_size, t.seed)
         self.val = validation_batches(self.data.val, t.seq_len, t.batch_size, t.eval_batches)
