@@ -14,9 +14,11 @@
 # worker per variant; at the specs' 1,000 steps that is what fits a call (a 200-step cell trained
 # in 48-60 s with 35 processes on two GPUs, experiments/results/indexer_warmup/report.md).
 #
-# Not measured yet: how much the processes slow each other. The one figure behind the sizing is
-# glm5-tiny alone on the H200 (3,000 steps of 32 x 256 in 302 s, experiments/README.md), which puts
-# a 1,000-step cell at about 100 s alone. If the logs show cells cut off, lower STEPS.
+# How much the processes slow each other (session 8, experiments/results/h200-session8/): alone on
+# an H200 glm5-tiny trains 1,000 steps of 32 x 256 in about 100 s (82,000 tokens/s); with 18
+# processes a GPU each cell ran at 26,000 tokens/s (315 s for 1,000 steps without MTP; cells with
+# MTP depth 3 reached only step 750 in 480 s). So one GPU trains about 6 cells' worth at a time,
+# whatever the process count: size LIMIT by cells per GPU x 315 s / 18, and lower STEPS if needed.
 #
 # What comes back, per study in $OUT/<study>/: report.md, results.csv, results.json, the runner's
 # log and invocations.jsonl, and per cell result.json, metrics.jsonl and train.log (no checkpoints).
