@@ -13,8 +13,10 @@ ranks loads on any other. One forward pass on a rank:
      takes its split sizes as Python ints: the GPU idles at that read in every MoE layer.
    - `padded`: one row per (token, rank), so every split is N rows and nothing is read back.
      At EP=2 with 8 of 64 experts only 0.24% of those rows carry no expert;
-2. run its local experts on the rows received (`Experts` with empty slots), summing each row's
-   gated outputs;
+2. run its local experts on the rows received, summing each row's gated outputs. `exact` packs
+   the real (row, expert) pairs first, sized by the pair count read back with the splits;
+   `padded` cannot, so its experts' buffers hold every row's k slots (`Experts` with empty
+   slots): at EP=2 twice the pairs, saved for the backward pass too;
 3. send those sums back the way the rows came and add them up per token.
 
 The backward pass of the autograd-aware all-to-alls routes each output gradient to the rank that
@@ -84,15 +86,17 @@ class ExpertParallel(nn.Module):
         if self.padded:  # every token to every rank, rank-major: N rows each way, nothing read back
             rank_of = torch.arange(ep, device=x.device).repeat_interleave(N)
             token_of = torch.arange(N, device=x.device).repeat(ep)
-            send_splits = recv_splits = None
+            send_splits = recv_splits = pairs = None
             off_send = off_recv = (ep - 1) * N
         else:
             hit = torch.zeros(N, ep, dtype=torch.bool, device=x.device).scatter_(1, dest, True)
-            mine = hit.sum(0)
+            # per destination: the token rows and the (token, expert) pairs; the sources' in return
+            mine = torch.stack([hit.sum(0), routing.counts.view(ep, n_local).sum(1)], dim=1).to(torch.int64)
             theirs = torch.empty_like(mine)
             dist.all_to_all_single(theirs, mine, group=self.group)
-            read = torch.cat([mine, theirs]).tolist()  # the one read-back of the layer: the row splits
-            send_splits, recv_splits = read[:ep], read[ep:]
+            # the one read-back of the layer: the row splits both ways and the pairs received
+            read = torch.cat([mine[:, 0], theirs[:, 0], theirs[:, 1].sum()[None]]).tolist()
+            send_splits, recv_splits, pairs = read[:ep], read[ep : 2 * ep], read[-1]
             # the rows, by destination rank then token: the first sum(send_splits) of the sorted keys
             # (rank r, token t) is r*N + t; a token without an expert on r sorts past every real row
             key = torch.arange(ep * N, device=x.device).view(ep, N)
@@ -109,7 +113,7 @@ class ExpertParallel(nn.Module):
             self.sent_bytes += (off_send + off_recv) * row_bytes + off_send * 8 * k
         recv = all_to_all_single_autograd(x.index_select(0, token_of), recv_splits, send_splits, self.group)
         recv_meta = all_to_all_single_autograd(meta, recv_splits, send_splits, self.group)
-        y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k])
+        y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k], pairs)
         back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)
         if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
             self._count_backward(back, (off_send + off_recv) * row_bytes + off_recv * 8 * k)
@@ -123,19 +127,33 @@ class ExpertParallel(nn.Module):
 
         back.register_hook(count)
 
-    def _local_experts(self, recv: torch.Tensor, ids: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    def _local_experts(
+        self, recv: torch.Tensor, ids: torch.Tensor, gates: torch.Tensor, pairs: int | None
+    ) -> torch.Tensor:
         """Received rows [R,d] with their local expert ids [R,k] (-1: an expert elsewhere) and gates
-        -> per row the gated sum of its experts here, [R,d]."""
+        -> per row the gated sum of its experts here, [R,d]. With `pairs` (the exact dispatch has
+        read it back) the real (row, expert) slots are packed first, so the experts' buffers hold
+        `pairs` rows; without it (padded) they hold all R*k slots, the empty ones skipped."""
         scale = 1.0 / self.ep
         weights = {
             "gate_up_proj": _ScaleGrad.apply(self.gate_up_proj.to_local(), scale),
             "down_proj": _ScaleGrad.apply(self.down_proj.to_local(), scale),
         }
-        slots = torch.where(ids >= 0, ids, self.n_local).reshape(-1)  # empty slots counted apart
+        R, k = ids.shape
+        flat = ids.reshape(-1)
+        slots = torch.where(flat >= 0, flat, self.n_local)  # empty slots counted apart
         counts = torch.zeros(self.n_local + 1, dtype=torch.int64, device=ids.device)
         counts = counts.scatter_add_(0, slots, torch.ones_like(slots))[:-1]
-        routing = Routing(indices=ids, gates=gates, affinity=None, counts=counts)
-        return functional_call(self._compute, weights, (recv, routing), {"empty_slots": True})
+        if pairs is None:
+            routing = Routing(indices=ids, gates=gates, affinity=None, counts=counts)
+            return functional_call(self._compute, weights, (recv, routing), {"empty_slots": True})
+        # the `pairs` real slots first: an empty one sorts past every real one
+        slot = torch.where(flat >= 0, torch.arange(R * k, device=ids.device), R * k).sort().values[:pairs]
+        row = slot // k
+        gate = gates.reshape(-1)[slot, None]
+        routing = Routing(indices=flat[slot, None], gates=gate, affinity=None, counts=counts)
+        out = functional_call(self._compute, weights, (recv.index_select(0, row), routing))
+        return torch.zeros_like(recv).index_add_(0, row, out.to(recv.dtype))
 
 
 def apply_expert_parallel(
