@@ -219,6 +219,19 @@ def _gqa_activations(m: ModelConfig, n: int, dt: StepDtypes, B: int) -> float:
     return n * B * token + dt.copies(attention_params(m)["attention"])
 
 
+def routed_activation_bytes(m: ModelConfig, pairs: float, dt: StepDtypes, device: str) -> float:
+    """Bytes the routed experts save for `pairs` (token, expert) slots in one step (expert
+    parallelism's padded dispatch passes every received row's k slots: glmlab/plan's EP memory)."""
+    d, w, c, inter = m.hidden_size, dt.weights, dt.compute, m.moe_intermediate_size
+    if device == "cuda" and c == 2:
+        # grouped GEMMs over an expert-sorted buffer padded per expert: per row the sorted input,
+        # gate/up output, SiLU, product and the row's pair; per pair its input, output, gate, row
+        rows = pairs + m.n_routed_experts * (GROUP_ALIGN - 1)
+        return rows * (c * (d + 4 * inter) + 8) + pairs * (2 * c * d + c + 8)
+    # one product per expert: the same per pair, the gates and the combine's fp32 source
+    return pairs * (c * (2 * d + 4 * inter) + w * (d + 1) + 16)
+
+
 def _ffn_activations(m: ModelConfig, n: int, moe: bool, dt: StepDtypes, device: str, B: int) -> float:
     """Bytes the FFN saves in one step of B sequences, its input's copies included."""
     d, w, c = m.hidden_size, dt.weights, dt.compute
@@ -232,14 +245,7 @@ def _ffn_activations(m: ModelConfig, n: int, moe: bool, dt: StepDtypes, device: 
     token = (2 if dt.autocast else 4) * d + E * a + k * (8 + a) + a * (2 if m.norm_topk_prob else 1)
     if shared:  # the fp32 input the router keeps serves them too, unless autocast copies it
         token += (0 if w == 4 and not dt.autocast else dt.operand(d, 2, w)) + 4 * shared * c
-    pairs = n * k * B
-    if device == "cuda" and c == 2:
-        # grouped GEMMs over an expert-sorted buffer padded per expert: per row the sorted input,
-        # gate/up output, SiLU, product and the row's pair; per pair its input, output, gate, row
-        rows = pairs + E * (GROUP_ALIGN - 1)
-        routed = rows * (c * (d + 4 * inter) + 8) + pairs * (2 * c * d + c + 8)
-    else:  # one product per expert: the same per pair, the gates and the combine's fp32 source
-        routed = pairs * (c * (2 * d + 4 * inter) + w * (d + 1) + 16)
+    routed = routed_activation_bytes(m, n * k * B, dt, device)
     params = ffn_params(m, True)
     copies = dt.copies(params["routed_experts"] + params["shared_experts"] + E * d)
     if w == 2:  # the router's product runs on an fp32 copy of its bf16 weight (bf16 again under autocast)
