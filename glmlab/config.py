@@ -26,7 +26,7 @@ DSA_IMPLS = ("auto", "triton", "gather", "mask", "flex")
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 RECOMPUTE = ("none", "full")  # train.recompute: activation recomputation per decoder layer
-EP_DISPATCH = ("auto", "padded", "exact")  # train.ep_dispatch: how expert parallelism sends tokens
+EP_DISPATCH = ("exact", "padded")  # train.ep_dispatch: how expert parallelism sends tokens
 
 
 @dataclass
@@ -203,10 +203,10 @@ class TrainConfig:
     precision: str = "bf16-mixed"
     tensorboard: bool = False  # also log to TensorBoard in <run>/tensorboard (the `tensorboard` extra)
     expert_parallel: int = 1  # ranks the routed experts are split over: 1, or every rank (docs/scaling.md)
-    # how EP sends tokens: padded (to every rank, fixed sizes, no host read-back), exact (only to
-    # the ranks holding one of their experts, sizes read back per layer), auto (padded when that
-    # sends at most 10% more rows; glmlab/accounting/cluster.py, ep_padded)
-    ep_dispatch: str = "auto"
+    # how EP sends tokens: exact (only to the ranks holding one of their experts, sizes read back
+    # per layer) or padded (to every rank, fixed sizes, no read-back, twice the experts' buffers at
+    # EP=2; slower and larger on two H200s: docs/scaling.md)
+    ep_dispatch: str = "exact"
 
 
 @dataclass

@@ -12,7 +12,6 @@ from glmlab.accounting.cluster import (
     SHARDED,
     Layout,
     PlanOptions,
-    ep_padded,
     ep_rows_per_token,
     plan_layout,
     plan_summary,
@@ -65,8 +64,7 @@ def test_fsdp_and_expert_parallel_split_the_states(tiny):
     assert plan.comm_bytes["ep_all_to_all"] == pytest.approx(2 * 6 * 256 * 22 / 28 * per_row)
     again = plan_layout(tiny, Layout(dp=2, ep=2), replace(opts, recompute="full"))
     assert again.comm_bytes["ep_all_to_all"] == pytest.approx(plan.comm_bytes["ep_all_to_all"] * 3 / 2)
-    # the padded dispatch sends every token to the other rank (glm5-tiny's auto is exact: it would
-    # send 28/22 as many rows)
+    # the padded dispatch sends every token to the other rank: 28/22 as many rows as exact here
     padded_cfg = replace(tiny, train=replace(tiny.train, ep_dispatch="padded"))
     padded = plan_layout(padded_cfg, Layout(dp=2, ep=2), opts)
     assert padded.comm_bytes["ep_all_to_all"] == pytest.approx(2 * 6 * 256 * per_row)
@@ -194,11 +192,12 @@ def test_cli_plan_json_and_errors():
     assert bad.exit_code != 0 and "does not match --gpus 4" in str(bad.exception)
 
 
-def test_auto_dispatch_pads_where_it_sends_at_most_a_tenth_more():
-    """EP=2 of 64 experts with k = 8: 0.24% of padded rows are empty, so auto pads; EP=8 would send
-    1.47x the rows and GLM-5's EP=64 of 256 8.3x, so those stay exact."""
-    assert ep_padded(64, 8, 2) and ep_padded(64, 8, 4)
-    assert not ep_padded(64, 8, 8) and not ep_padded(256, 8, 64) and not ep_padded(8, 2, 2)
-    assert ep_padded(256, 8, 64, "padded") and not ep_padded(64, 8, 2, "exact") and not ep_padded(64, 8, 1)
+def test_rows_each_dispatch_sends():
+    """Padded: a token to every other rank. Exact: to each rank holding one of its k experts; at EP=2
+    of 64 experts with k = 8 all but C(32,8) / C(64,8) = 0.24% of tokens have one on the other rank,
+    at GLM-5's EP=64 of 256 a token reaches 7.56 of the 63 other ranks."""
     assert ep_rows_per_token(64, 8, 2, padded=True) == 1.0
+    assert ep_rows_per_token(256, 8, 64, padded=True) == 63
     assert ep_rows_per_token(64, 8, 2) == pytest.approx(1 - math.comb(32, 8) / math.comb(64, 8))
+    assert ep_rows_per_token(256, 8, 64) == pytest.approx(7.5558, abs=1e-4)
+    assert ep_rows_per_token(64, 8, 1) == ep_rows_per_token(64, 8, 1, padded=True) == 0

@@ -288,17 +288,6 @@ def _costs(cfg: Config, opts: PlanOptions) -> _Costs:
     )
 
 
-def ep_padded(experts: int, k: int, ep: int, dispatch: str = "auto") -> bool:
-    """Whether expert parallelism sends every token to every rank (`padded`: fixed split sizes,
-    nothing read back to the host) rather than only to the ranks holding one of its k experts
-    (`exact`: split sizes read back in each MoE layer). `auto` pads when that sends at most 10% more
-    rows under uniform routing: EP=2 of 64 experts with k = 8 sends 0.24% more, EP=4 8.5%; GLM-5's
-    EP=64 of 256 would send 8.6x as many, so it stays exact."""
-    if dispatch != "auto":
-        return dispatch == "padded"
-    return ep > 1 and (ep - 1) <= 1.1 * ep_rows_per_token(experts, k, ep)
-
-
 def ep_rows_per_token(experts: int, k: int, ep: int, *, padded: bool = False) -> float:
     """Rows a token sends to other ranks under expert parallelism: padded, one per other rank;
     exact, one per other rank holding at least one of its k experts, with experts split evenly over
@@ -341,7 +330,7 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
     # the padded EP dispatch lays out every received row's k slots (expert_parallel.py): its experts
     # save ep times the buffers of the pairs a rank holds, per MoE layer
     k = m.num_experts_per_tok
-    padded = ep_padded(m.n_routed_experts, k, L.ep, cfg.train.ep_dispatch)
+    padded = L.ep > 1 and cfg.train.ep_dispatch == "padded"
     pairs = mb * S / (L.tp * L.cp) * k
     routed = lambda n: routed_activation_bytes(m, n, SHARDED, "cuda")  # noqa: E731
     slots_extra = routed(L.ep * pairs) - routed(pairs) if padded else 0.0

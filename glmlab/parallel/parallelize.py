@@ -28,7 +28,7 @@ def mixed_precision(device: torch.device, precision: str) -> MixedPrecisionPolic
 
 
 def parallelize(
-    model: CausalLM, world: World, *, expert_parallel: int = 1, ep_dispatch: str = "auto",
+    model: CausalLM, world: World, *, expert_parallel: int = 1, ep_dispatch: str = "exact",
     precision: str = "bf16-mixed",
 ) -> CausalLM:  # fmt: skip
     """Shard `model` over `world` in place (a world of one returns it untouched); `ep_dispatch` is
