@@ -223,7 +223,7 @@ def _flatten_mtp(mtp: dict) -> dict:
 def device_name(device: str) -> str:
     """The accelerator's name, or the CPU's model and core count."""
     if _device_type(device) == "cuda":
-        return torch.cuda.get_device_name()
+        return torch.cuda.get_device_name(None if device in ("auto", "cuda") else torch.device(device))
     model = ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():

@@ -91,6 +91,8 @@ def _worker(jobs, results, spec_info: dict, threads: int, device: str) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+    if device.startswith("cuda:"):  # CUDA graphs and Triton launch on the current device's streams
+        torch.cuda.set_device(torch.device(device))
     while True:
         job = jobs.get()
         if job is None:

@@ -154,8 +154,10 @@ class Experts(nn.Module):
         pieces = x.index_select(0, token_of).split(sizes)
         weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0), strict=True)
         outputs = [_swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, weights, strict=True) if len(p)]
-        if not outputs:  # every slot empty: nothing here, the weights kept in the graph (zero gradient)
-            return x * 0 + 0 * (self.gate_up_proj.sum() + self.down_proj.sum()).to(x.dtype)
+        if not outputs:  # every slot empty: nothing here; the weights and gates stay in the graph (zero
+            # gradient), so that expert parallelism's backward all-to-alls run on every rank
+            kept = self.gate_up_proj.sum() + self.down_proj.sum() + routing.gates.sum()
+            return x * 0 + 0 * kept.to(x.dtype)
         y = torch.cat(outputs) * routing.gates.reshape(-1)[order, None].to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, y)
 

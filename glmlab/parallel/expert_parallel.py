@@ -13,7 +13,8 @@ ranks loads on any other. One forward pass on a rank:
      takes its split sizes as Python ints: the GPU waits there in every MoE layer. The default.
    - `padded`: one row per (token, rank), so every split is N rows and nothing is read back.
      At EP=2 with 8 of 64 experts only 0.24% of those rows carry no expert. Measured on two
-     H200s (glm5-1b) it was 2.5% slower than `exact` and took 20 GB more per GPU (below);
+     H200s (glm5-1b) it was 2.5% slower than `exact` and took 20 GB more per GPU
+     (docs/scaling.md, "Two H200s");
 2. run its local experts on the rows received, summing each row's gated outputs. `exact` packs
    the real (row, expert) pairs first, sized by the pair count read back with the splits;
    `padded` cannot, so its experts' buffers hold every row's k slots (`Experts` with empty
@@ -153,7 +154,8 @@ class ExpertParallel(nn.Module):
         gate = gates.reshape(-1)[slot, None]
         routing = Routing(indices=flat[slot, None], gates=gate, affinity=None, counts=counts)
         out = functional_call(self._compute, weights, (recv.index_select(0, row), routing))
-        return torch.zeros_like(recv).index_add_(0, row, out.to(recv.dtype))
+        summed = torch.zeros(recv.shape, dtype=torch.float32, device=recv.device)  # in fp32, sent in bf16
+        return summed.index_add_(0, row, out.float()).to(recv.dtype)
 
 
 def apply_expert_parallel(
