@@ -26,6 +26,10 @@
 # --report-only --out experiments/results` redraws the report there, with plots where matplotlib
 # is installed. DEVICE=cpu EXTRA=--quick tries the script on a CPU; DEVICE=cuda:0,cuda:1 spreads
 # each study's worker processes over two GPUs.
+#
+# A study too big for one call: MAX_CELLS=N runs its first N unfinished cells (seed by seed), and
+# DONE=DIR first copies the finished cells an earlier call brought back (DIR/<study>/cells/...,
+# with result.json) into the work folder, so the runner skips them and its tables cover both.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GLMLAB_CACHE=/tmp/glmlab-cache
 glm="python3 -m glmlab.cli"
@@ -47,10 +51,16 @@ done
 for s in "${studies[@]}"; do
   n=$(python3 -c "from glmlab.experiment import load_spec
 spec = load_spec('experiments/$s.yaml')
-print(len(spec.variants) * (len(spec.seeds) if '${PARALLEL:-}' == 'cells' else 1))")
+n = len(spec.variants) * (len(spec.seeds) if '${PARALLEL:-}' == 'cells' else 1)
+print(min(n, ${MAX_CELLS:-n}))")
+  name=$s; case " $extra " in *" --quick "*) name=$s-quick ;; esac
+  if [ -n "${DONE:-}" ] && [ -d "$DONE/$s/cells" ]; then
+    (cd "$DONE/$s" && find cells -name result.json | while read -r f; do
+      d=$(dirname "$f"); mkdir -p "$work/$name/$d"; cp "$d"/* "$work/$name/$d/"; done)
+  fi
   echo "$s: $n workers, ${limit}s"
   timeout -s TERM -k 90 "$limit" $glm experiment "experiments/$s.yaml" --device "$device" --parallel "$n" \
-    --out "$work" $steps $extra > "$OUT/$s.log" 2>&1 &
+    --out "$work" $steps $extra ${MAX_CELLS:+--max-cells $MAX_CELLS} > "$OUT/$s.log" 2>&1 &
 done
 wait
 for s in "${studies[@]}"; do

@@ -432,6 +432,9 @@ def experiment(
     device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP} Or cuda:0,cuda:1: workers alternate"),
     report_only: bool = typer.Option(False, "--report-only", help="Only rewrite tables, plots, report."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Replace the spec's steps."),  # noqa: UP045
+    max_cells: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--max-cells", help="Run at most N unfinished cells (a study split over several calls)."
+    ),
 ) -> None:
     """Run an ablation spec cell by cell (finished cells are skipped, a killed run resumes), then
     write results.csv/json with 95% intervals and paired differences, plots and report.md."""
@@ -444,10 +447,13 @@ def experiment(
         raise GlmlabError(f"--parallel must be at least 1, got {parallel}")
     if steps is not None and steps < 1:
         raise GlmlabError(f"--steps must be at least 1, got {steps}")
+    if max_cells is not None and max_cells < 1:
+        raise GlmlabError(f"--max-cells must be at least 1, got {max_cells}")
     echo = lambda s: console.print(s, markup=False, highlight=False)  # noqa: E731
     command = " ".join(["glmlab", *sys.argv[1:]])
     exp = run_experiment(spec, out=out, quick=quick, parallel=parallel, device=device,
-                         report_only=report_only, steps=steps, echo=echo, command=command)  # fmt: skip
+                         report_only=report_only, steps=steps, max_cells=max_cells, echo=echo,
+                         command=command)  # fmt: skip
     console.print(f"report: {exp.report}", highlight=False)
     if exp.outcome is not None and exp.outcome.stopped_by is not None:
         raise typer.Exit(128 + exp.outcome.stopped_by)

@@ -188,6 +188,30 @@ def test_device_list_is_checked_item_by_item(tmp_path):
     assert not (tmp_path / "study").exists()
 
 
+def test_max_cells_must_be_positive(tmp_path):
+    spec = _write(tmp_path, TINY_SPEC)
+    res = CliRunner().invoke(app, ["experiment", str(spec), "--out", str(tmp_path), "--max-cells", "0"])
+    assert isinstance(res.exception, GlmlabError) and "--max-cells must be at least 1" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_max_cells_splits_a_study_over_calls(tmp_path):
+    """--max-cells N runs the first N unfinished cells in the spec's order (seed by seed, so the
+    cells done are whole seeds of every variant); the next call goes on from there, and the
+    tables cover every finished cell."""
+    spec = _write(tmp_path, TINY_SPEC)
+    args = ["experiment", str(spec), "--out", str(tmp_path / "out"), "--device", "cpu", "--max-cells", "1"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and "running 1 of the 4 unfinished cells" in first.output, first.output
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0 and "running 1 of the 3 unfinished cells" in second.output
+    folder = tmp_path / "out" / "study"
+    done = sorted(p.parent.relative_to(folder).as_posix() for p in folder.glob("cells/*/*/" + RESULT))
+    assert done == ["cells/d0/seed-1", "cells/d1/seed-1"]
+    rows = list(csv.DictReader(open(folder / "results.csv")))
+    assert {r["variant"]: r["n"] for r in rows if r["metric"] == "val_loss"} == {"d0": "1", "d1": "1"}
+
+
 @pytest.mark.slow
 def test_tiny_spec_end_to_end_then_skipped(tmp_path):
     spec = _write(tmp_path, TINY_SPEC)

@@ -38,15 +38,17 @@ def summarize_experiment(spec: Spec, out_dir: Path) -> tuple[Path, list[Path]]:
 
 def run_experiment(
     spec_path: str | Path, *, out: str | Path = "runs/experiments", quick: bool = False, parallel: int = 1,
-    device: str = "auto", report_only: bool = False, steps: int | None = None, echo=print, command: str = "",
+    device: str = "auto", report_only: bool = False, steps: int | None = None, max_cells: int | None = None,
+    echo=print, command: str = "",
 ) -> Experiment:  # fmt: skip
     """Load the spec (`steps` replacing its steps), run its unfinished cells (unless
-    `report_only`), write tables, plots and report."""
+    `report_only`; at most `max_cells` of them), write tables, plots and report."""
     spec = load_spec(spec_path, quick=quick, steps=steps)
     out_dir = experiment_dir(spec, out)
     outcome = None
     if not report_only:
-        outcome = run_spec(spec, out_dir, parallel=parallel, device=device, echo=echo, command=command)
+        outcome = run_spec(spec, out_dir, parallel=parallel, device=device, max_cells=max_cells, echo=echo,
+                           command=command)  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     report, plots = summarize_experiment(spec, out_dir)
     return Experiment(spec, out_dir, outcome, report, plots)

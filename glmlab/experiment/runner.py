@@ -170,9 +170,11 @@ def run_jobs(jobs: list[Job], spec_info: dict, parallel: int,
 
 
 def run_spec(spec: Spec, out_dir: Path, *, parallel: int = 1, device: str = "auto",
-             echo: Callable[[str], None] = print, command: str = "") -> RunOutcome:  # fmt: skip
-    """Run every unfinished cell of `spec` under `out_dir`; returns what finished, was skipped or
-    failed. A signal stops the run (outcome.stopped_by) with finished cells kept."""
+             max_cells: int | None = None, echo: Callable[[str], None] = print,
+             command: str = "") -> RunOutcome:  # fmt: skip
+    """Run every unfinished cell of `spec` under `out_dir` (the first `max_cells` of them in the
+    spec's order, seed by seed, when given: a study split over several calls); returns what finished,
+    was skipped or failed. A signal stops the run (outcome.stopped_by) with finished cells kept."""
     started, stamp, head = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S %Z"), commit()
     out_dir.mkdir(parents=True, exist_ok=True)
     outcome = RunOutcome()
@@ -181,6 +183,9 @@ def run_spec(spec: Spec, out_dir: Path, *, parallel: int = 1, device: str = "aut
         (outcome.skipped if _finished(cell, cell_dir(out_dir, cell)) else pending).append(cell)
     if outcome.skipped:
         echo(f"{len(outcome.skipped)} of {len(spec.cells)} cells already finished: skipped")
+    if max_cells is not None and len(pending) > max_cells:
+        echo(f"running {max_cells} of the {len(pending)} unfinished cells (--max-cells)")
+        pending = pending[:max_cells]
     tok_cfgs = {tokenizer_key(c.config): c.config for c in pending if c.config.train.tokenizer == "bpe"}
     spec_info = {
         "name": spec.name, "device": device, "mtp_eval": spec.mtp_eval, "tokenizer_cfgs": tok_cfgs,
