@@ -196,6 +196,42 @@ def test_grouped_experts_on_cuda_bf16_without_host_syncs():
     assert (packed.float() - reference[0]).abs().max().item() <= 2e-2 * reference[0].abs().max().item()
 
 
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_empty_slots_on_cuda_bf16_over_recycled_memory():
+    """Expert parallelism's received rows on the GPU (bf16 autocast, the real grouped kernels): the
+    caching allocator first holds NaN, which the rows past the last group then show; the empty
+    slots still add nothing, outputs and gradients equal the reference, and nothing waits on the
+    device."""
+    moe = make_moe(device="cuda")
+    x = torch.randn(300, 64, device="cuda")
+    drop = torch.rand(300, 3, device="cuda", generator=torch.Generator("cuda").manual_seed(1)) < 0.5
+
+    def with_empty_slots(x, routing):
+        kept = torch.where(drop, -1, routing.indices)
+        slots = torch.where(drop, 8, kept).reshape(-1)
+        counts = torch.zeros(9, dtype=torch.int64, device="cuda")
+        counts = counts.scatter_add_(0, slots, torch.ones_like(slots))[:8]
+        return moe.experts(x, Routing(kept, routing.gates, None, counts), empty_slots=True)
+
+    def reference(x, routing):
+        gates = torch.where(drop, 0.0, routing.gates)
+        return every_expert(moe, x, Routing(routing.indices, gates, None, routing.counts))
+
+    expected = outputs_and_grads(moe, reference, x)
+    torch.full((1 << 26,), float("nan"), device="cuda")  # freed at once: recycled NaN for what follows
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        routing = moe.gate(x)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            y = with_empty_slots(x.requires_grad_(), routing)
+            y.float().sum().backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        ours = outputs_and_grads(moe, with_empty_slots, x)
+    assert all(torch.isfinite(t).all() for t in ours)
+    assert_close(ours, expected, 2e-2)
+
+
 def test_gather_backward_is_the_gradient_of_the_gather():
     """The combine's gather, whose backward gathers through the inverse map (padding rows get 0)."""
     from glmlab.model.moe import _Gather
