@@ -115,8 +115,10 @@ class Experts(nn.Module):
         counts = routing.counts
         padded = (counts + align - 1) // align * align
         group_end = padded.cumsum(0)
-        start = torch.cat([group_end - padded, group_end[-1:]])  # each group's first row; E: past the last
-        first_pair = torch.cat([counts.cumsum(0) - counts, counts.sum()[None]])
+        start, first_pair = group_end - padded, counts.cumsum(0) - counts  # each group's first row, pair
+        if empty_slots:  # the empty slots' group E starts past the last group
+            start = torch.cat([start, group_end[-1:]])
+            first_pair = torch.cat([first_pair, counts.sum()[None]])
         # the j-th pair in expert order: its rank inside its expert, moved to its group's start
         expert = expert_of[order]
         rank = torch.arange(N * k, device=x.device) - first_pair[expert]
