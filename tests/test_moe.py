@@ -78,6 +78,19 @@ def test_grouped_experts_with_empty_experts():
     assert_close(outputs_and_grads(moe, moe.experts.grouped, x), reference, 1e-5)
 
 
+def test_grouped_experts_pad_a_width_grouped_mm_refuses():
+    """Experts of width 12 (moe_granularity's 64 experts): a bf16 row of 12 is 24 bytes, which
+    `torch._grouped_mm` refuses (rows must be multiples of 16 bytes); the grouped path pads the
+    width with zeros and still equals the reference, outputs and gradients."""
+    moe = make_moe("moe_intermediate_size=12")
+    x = torch.randn(37, 64)
+    reference = outputs_and_grads(moe, lambda x, r: every_expert(moe, x, r), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = outputs_and_grads(moe, moe.experts.grouped, x)
+    assert ours[2].shape == moe.experts.gate_up_proj.shape and ours[3].shape == moe.experts.down_proj.shape
+    assert_close(ours, reference, 2e-2)
+
+
 class _PoisonTail(torch.autograd.Function):
     """Rows from `end` on set to NaN: in the forward output (`out=True`) or in the gradient."""
 
@@ -204,9 +217,13 @@ def test_empty_slots_on_cuda_bf16_over_recycled_memory():
     device."""
     moe = make_moe(device="cuda")
     x = torch.randn(300, 64, device="cuda")
-    drop = torch.rand(300, 3, device="cuda", generator=torch.Generator("cuda").manual_seed(1)) < 0.5
+    token = torch.arange(300, device="cuda")[:, None]
+
+    def dropped(routing: Routing) -> torch.Tensor:  # by (token, expert), not by slot: autocast's
+        return (token * 5 + routing.indices) % 3 == 0  # router may order a token's experts otherwise
 
     def with_empty_slots(x, routing):
+        drop = dropped(routing)
         kept = torch.where(drop, -1, routing.indices)
         slots = torch.where(drop, 8, kept).reshape(-1)
         counts = torch.zeros(9, dtype=torch.int64, device="cuda")
@@ -214,7 +231,7 @@ def test_empty_slots_on_cuda_bf16_over_recycled_memory():
         return moe.experts(x, Routing(kept, routing.gates, None, counts), empty_slots=True)
 
     def reference(x, routing):
-        gates = torch.where(drop, 0.0, routing.gates)
+        gates = torch.where(dropped(routing), 0.0, routing.gates)
         return every_expert(moe, x, Routing(routing.indices, gates, None, routing.counts))
 
     expected = outputs_and_grads(moe, reference, x)

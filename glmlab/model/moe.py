@@ -67,7 +67,7 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 class Experts(nn.Module):
     """E SwiGLU experts stored stacked: gate_up_proj [E, 2I, d] (gate rows first), down_proj [E, d, I].
 
-    Two implementations of the same function: `grouped` (CUDA in bf16: two grouped matrix
+    Two implementations of the same function: `grouped` (CUDA in bf16, 16-byte rows: two grouped matrix
     products over all experts, every size computed on the device, no host synchronisation) and
     `looped` (elsewhere: one product per expert, sized on the host, the fastest form on a CPU).
     """
@@ -82,7 +82,7 @@ class Experts(nn.Module):
         """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d]. With `empty_slots`,
         an index of -1 is a slot with no expert (expert parallelism's rows: experts on other ranks)
         and adds nothing; `routing.counts` counts the other slots."""
-        if x.is_cuda and compute_dtype(x) == torch.bfloat16:
+        if x.is_cuda and compute_dtype(x) == torch.bfloat16 and x.shape[-1] % 8 == 0:  # 16-byte rows
             return self.grouped(x, routing, empty_slots=empty_slots)
         return self.looped(x, routing)
 
@@ -132,9 +132,10 @@ class Experts(nn.Module):
         if empty_slots:
             pairs = torch.where(flat[:, None] >= 0, pairs, 0)
         sorted_x = pairs.new_zeros(rows, d).index_copy(0, row, pairs)
-        gate_up = torch._grouped_mm(sorted_x, self.gate_up_proj.to(dtype).mT, offs=offs)
+        gate_up_w, down_w = _aligned_weights(self.gate_up_proj.to(dtype), self.down_proj.to(dtype))
+        gate_up = torch._grouped_mm(sorted_x, gate_up_w.mT, offs=offs)
         gate, up = gate_up.chunk(2, dim=-1)
-        out = torch._grouped_mm(F.silu(gate) * up, self.down_proj.to(dtype).mT, offs=offs)
+        out = torch._grouped_mm(F.silu(gate) * up, down_w.mT, offs=offs)
         per_pair = _Gather.apply(out, row, pair_of_row)
         if empty_slots:
             per_pair = torch.where(flat[:, None] >= 0, per_pair, 0)
@@ -162,6 +163,19 @@ class Experts(nn.Module):
             return x * 0 + 0 * kept.to(x.dtype)
         y = torch.cat(outputs) * routing.gates.reshape(-1)[order, None].to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, y)
+
+
+def _aligned_weights(gate_up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The experts' weights with the intermediate width zero-padded to a multiple of 16 bytes, the
+    row alignment `torch._grouped_mm` requires (moe_granularity's 64 experts of width 12 in bf16):
+    the padded channels compute silu(0) * 0 = 0 and meet zero columns of the down projection."""
+    inter = down.shape[-1]
+    pad = -inter % (16 // down.dtype.itemsize)
+    if not pad:
+        return gate_up, down
+    E, _, d = gate_up.shape
+    gate_up = F.pad(gate_up.view(E, 2, inter, d), (0, 0, 0, pad)).view(E, 2 * (inter + pad), d)
+    return gate_up, F.pad(down, (0, pad))
 
 
 class _Gather(torch.autograd.Function):
