@@ -78,6 +78,18 @@ def test_grouped_experts_with_empty_experts():
     assert_close(outputs_and_grads(moe, moe.experts.grouped, x), reference, 1e-5)
 
 
+def test_router_scores_in_fp32_under_bf16_autocast():
+    """Autocast would run the router's product in bf16 and reorder near-equal affinities; the
+    router's choice and gates are the fp32 ones under autocast too."""
+    moe = make_moe("n_routed_experts=64", "num_experts_per_tok=8")
+    x = torch.randn(256, 64)
+    expected = moe.gate(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        routing = moe.gate(x)
+    assert routing.affinity.dtype == torch.float32
+    assert torch.equal(routing.affinity, expected.affinity) and torch.equal(routing.indices, expected.indices)
+
+
 def test_grouped_experts_pad_a_width_grouped_mm_refuses():
     """Experts of width 12 (moe_granularity's 64 experts): a bf16 row of 12 is 24 bytes, which
     `torch._grouped_mm` refuses (rows must be multiples of 16 bytes); the grouped path pads the

@@ -38,7 +38,9 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Routing:
         cfg = self.cfg
-        affinity = F.linear(x.float(), self.weight.float()).sigmoid()  # [N,E]
+        # fp32 scores under bf16 autocast too (DeepSeek's gate): bf16 would reorder near-equal experts
+        with torch.autocast(x.device.type, enabled=False):
+            affinity = F.linear(x.float(), self.weight.float()).sigmoid()  # [N,E]
         choice = affinity.detach() + self.e_score_correction_bias.float()
         if cfg.n_group > 1:
             N, E = choice.shape
