@@ -229,6 +229,7 @@ def test_tiny_spec_end_to_end_then_skipped(tmp_path):
     assert d1["mtp"]["json"]["greedy_identical"] is True
     assert 0 <= d1["metrics"]["mtp_accept_d1_json"] <= 1 and d1["metrics"]["spec_speedup"] > 0
     assert d1["metrics"]["train_flops_per_token"] > 0 and d1["metrics"]["peak_memory_bytes"] > 0
+    assert 1 <= d1["metrics"]["device_load"] <= 2  # the two workers' cells share the CPU
     report = (folder / "report.md").read_text()
     assert "`d1` vs `d0`, val_loss" in report and "significant" in report and "Commit:" in report
     finished = {p: p.stat().st_mtime_ns for p in folder.glob("cells/*/seed-*/" + RESULT)}

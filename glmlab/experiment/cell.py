@@ -20,6 +20,7 @@ from glmlab.accounting import flops_report, kv_cache_bytes_per_token, parameter_
 from glmlab.config import Config
 from glmlab.data.prepare import TOKENIZER_DIR, prepare_data
 from glmlab.data.tokenizer import load_tokenizer
+from glmlab.experiment.load import DeviceLoad
 from glmlab.train import train
 from glmlab.train.loop import METRICS
 from glmlab.train.rundir import is_run
@@ -128,7 +129,8 @@ def _train(cfg: Config, run_dir: Path, device: str, tokenizer_dir: Path | None, 
     if not resume and tokenizer_dir is not None and not (run_dir / TOKENIZER_DIR).exists():
         shutil.copytree(tokenizer_dir / TOKENIZER_DIR, run_dir / TOKENIZER_DIR)
     console = Console(file=log, width=140, force_terminal=False)
-    result = train(cfg, run_dir, resume=resume, device=device, console=console, show_progress=False)
+    with DeviceLoad(device) as load:
+        result = train(cfg, run_dir, resume=resume, device=device, console=console, show_progress=False)
     if result.signum is not None:
         raise CellStopped(result.signum, result.step)
     summary = dict(result.summary)
@@ -139,12 +141,13 @@ def _train(cfg: Config, run_dir: Path, device: str, tokenizer_dir: Path | None, 
         evals = [r for r in map(json.loads, (run_dir / METRICS).read_text().splitlines()) if "val_loss" in r]
         summary.update({k: evals[-1][k] for k in ("val_loss", "val_bpb")} if evals else {})
     summary["resumed"] = resume  # the trainer's summary holds its peak memory
+    summary["device_load"] = load.mean
     write_json(summary_path, summary)
     return summary
 
 
 SUMMARY_METRICS = ("val_loss", "val_bpb", "final_lm_loss", "final_mtp_loss", "tokens_per_s", "train_time_s",
-                   "peak_memory_bytes", "expert_imbalance", "indexer_recall")  # fmt: skip
+                   "peak_memory_bytes", "expert_imbalance", "indexer_recall", "device_load")  # fmt: skip
 
 
 def run_cell(

@@ -26,11 +26,13 @@ def interval(s: Summary) -> str:
     return "-" if s.ci_low is None else f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]"
 
 
-def verdict(d: Summary | None, metric: str = "") -> str:
+def verdict(d: Summary | None, metric: str = "", load_note: str | None = None) -> str:
     if metric in ANALYTIC_METRICS:
         return "calculator (exact)"
     if d is None:
         return "no paired seeds"
+    if load_note:
+        return load_note
     if d.significant is None:
         return "one seed: no interval, not significant"
     return "**significant**" if d.significant else "not significant"
@@ -55,8 +57,9 @@ def headline_lines(spec: Spec, rows: list[Row]) -> list[str]:
         rel = ""
         if base is not None and base.summary.mean:
             rel = f" ({d.mean / abs(base.summary.mean):+.1%})"
+        said = verdict(d, row.metric, row.load_note)
         lines.append(f"- `{row.variant}` vs `{row.baseline}`, {row.metric}: {fmt(d.mean)}{rel}, 95% interval "
-                     f"{interval(d)} over {d.n} seed(s): {verdict(d, row.metric)}.")  # fmt: skip
+                     f"{interval(d)} over {d.n} seed(s): {said}.")  # fmt: skip
     return lines
 
 
@@ -95,7 +98,8 @@ def write_report(spec: Spec, results: dict[str, dict], rows: list[Row], out_dir:
     ]  # fmt: skip
     for row in sorted(rows, key=lambda r: list(dict.fromkeys(x.metric for x in rows)).index(r.metric)):
         d = row.diff
-        diff_cells = (f"{fmt(d.mean)} | {interval(d)} | {verdict(d, row.metric)}" if d else "- | - | baseline"
+        diff_cells = (f"{fmt(d.mean)} | {interval(d)} | {verdict(d, row.metric, row.load_note)}" if d
+                      else "- | - | baseline"
                       if row.variant == row.baseline else "- | - | no paired seeds")  # fmt: skip
         out.append(f"| {row.metric} | {row.variant} | {row.summary.n} | {fmt(row.summary.mean)} | "
                    f"{interval(row.summary)} | {row.baseline} | {diff_cells} |")  # fmt: skip
@@ -119,6 +123,9 @@ METRIC_NOTES = """\
 - `val_loss` (nats/token) and `val_bpb` (bits per byte of text) on the held-out split at the last
   step; `final_lm_loss` is the training LM loss of the last logged window.
 - `tokens_per_s`: trained tokens over training time; `train_time_s` excludes evaluation.
+- `device_load`: cells training on the cell's device at once (itself included), sampled every 5 s
+  over its training and averaged; a speed difference between two cells of one seed whose loads
+  differ by more than 25% is marked not comparable.
 - `peak_memory_bytes`: on a GPU the CUDA memory torch allocated; on the CPU the process's peak
   resident memory (which includes the runner's own libraries).
 - `train_flops_per_token`, `total_train_flops`, `params_*`, `kv_cache_bytes_per_token`,

@@ -14,7 +14,12 @@ from glmlab.experiment.spec import Spec
 from glmlab.experiment.stats import Summary, paired_difference, summarize
 
 CSV_COLUMNS = ["variant", "metric", "n", "mean", "sd", "ci95_low", "ci95_high", "baseline", "diff_n",
-               "diff_mean", "diff_ci95_low", "diff_ci95_high", "significant"]  # fmt: skip
+               "diff_mean", "diff_ci95_low", "diff_ci95_high", "significant", "load_note"]  # fmt: skip
+
+# Speeds measured while other cells shared the device depend on how many did (`device_load`):
+# a paired seed whose two cells' loads differ by more than this ratio makes the difference moot.
+LOAD_SENSITIVE = ("tokens_per_s", "train_time_s")
+LOAD_TOLERANCE = 1.25
 
 
 @dataclass
@@ -25,6 +30,7 @@ class Row:
     summary: Summary
     baseline: str
     diff: Summary | None  # variant - baseline over shared seeds; None for the baseline itself
+    load_note: str | None = None  # why a speed difference is not comparable, when it is not
 
     def csv(self) -> dict:
         s, d = self.summary, self.diff
@@ -33,7 +39,7 @@ class Row:
             "ci95_low": s.ci_low, "ci95_high": s.ci_high, "baseline": self.baseline,
             "diff_n": d.n if d else None, "diff_mean": d.mean if d else None,
             "diff_ci95_low": d.ci_low if d else None, "diff_ci95_high": d.ci_high if d else None,
-            "significant": d.significant if d else None,
+            "significant": d.significant if d else None, "load_note": self.load_note,
         }  # fmt: skip
 
 
@@ -73,8 +79,21 @@ def table(spec: Spec, results: dict[str, dict]) -> list[Row]:
             if base != v.name and (base, metric) in values:
                 diff = paired_difference(seeds, values[(base, metric)])
             ordered = [seeds[s] for s in sorted(seeds)]
-            rows.append(Row(v.name, metric, seeds, summarize(ordered), base, diff))
+            note = None
+            if diff is not None and metric in LOAD_SENSITIVE:
+                loads = values.get((v.name, "device_load"), {}), values.get((base, "device_load"), {})
+                note = load_note(*loads)
+            rows.append(Row(v.name, metric, seeds, summarize(ordered), base, diff, note))
     return rows
+
+
+def load_note(ours: dict[int, float], theirs: dict[int, float]) -> str | None:
+    """'not comparable: ...' when a seed's two cells trained beside different numbers of cells."""
+    seeds = sorted(set(ours) & set(theirs))
+    if not any(max(ours[s], theirs[s]) > LOAD_TOLERANCE * min(ours[s], theirs[s]) for s in seeds):
+        return None
+    mean = lambda d: sum(d[s] for s in seeds) / len(seeds)  # noqa: E731
+    return f"not comparable: {mean(ours):.1f} against {mean(theirs):.1f} cells training on the device"
 
 
 def write_tables(rows: list[Row], out_dir: Path) -> tuple[Path, Path]:

@@ -1,0 +1,48 @@
+"""The device load an experiment cell records (cells training on its device at once) and the
+results table's refusal to compare speeds measured under different loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from glmlab.experiment import load_spec
+from glmlab.experiment.load import DeviceLoad, device_key
+from glmlab.experiment.report import verdict
+from glmlab.experiment.results import table
+
+
+def test_counts_the_cells_on_one_device_and_forgets_dead_ones(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    with DeviceLoad("cpu", root=tmp_path, every_s=0.01) as first:
+        (first.folder / f"{int(dead.stdout)}.killed").touch()  # a cell killed without cleaning up
+        with DeviceLoad("cpu", root=tmp_path, every_s=0.01), DeviceLoad("cuda:3", root=tmp_path):
+            assert first.count() == 2  # the killed cell is not counted, the other device's cell neither
+        assert first.count() == 1
+        assert sorted(p.name.split(".")[0] for p in first.folder.iterdir()) == [
+            str(first._file.name.split(".")[0])
+        ]
+    assert not any(first.folder.iterdir()) and 1 <= first.mean <= 2
+    assert device_key("cuda:3") == "cuda3" and device_key("cpu") == "cpu"
+
+
+def test_speed_differences_under_different_loads_are_not_comparable(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("base: glm5-tiny\nsteps: 5\nseeds: [1, 2]\nbaseline: a\n"
+                    "variants: {a: [], b: [index_topk=8], c: [index_topk=16]}\n")  # fmt: skip
+    spec = load_spec(path)
+    loads = {"a": 6.0, "b": 1.0, "c": 5.5}  # b trained alone, a and c beside five others
+
+    def cell(variant: str, seed: int) -> dict:
+        metrics = {"val_loss": 3.0 + seed / 10, "tokens_per_s": 1000.0 * seed / loads[variant],
+                   "device_load": loads[variant]}  # fmt: skip
+        return {"variant": variant, "seed": seed, "metrics": metrics}
+
+    rows = table(spec, {f"{v}/seed-{s}": cell(v, s) for v in loads for s in (1, 2)})
+    note = {(r.variant, r.metric): r.load_note for r in rows}
+    assert note[("b", "tokens_per_s")] == "not comparable: 1.0 against 6.0 cells training on the device"
+    assert note[("c", "tokens_per_s")] is None and note[("b", "val_loss")] is None  # within 25%; not a speed
+    row = next(r for r in rows if (r.variant, r.metric) == ("b", "tokens_per_s"))
+    assert verdict(row.diff, row.metric, row.load_note).startswith("not comparable")
