@@ -71,11 +71,6 @@ class StepDtypes:
         """The torch indexer's dots and scores: products of fp32 q and keys, bf16 under autocast."""
         return 2 if self.autocast else 4
 
-    @property
-    def router(self) -> int:
-        """The router's affinities: a product of fp32 input and weight, bf16 under autocast."""
-        return 2 if self.autocast else 4
-
 
 def _check_precision(precision: str) -> None:
     if precision not in PRECISION_BYTES:
@@ -238,18 +233,18 @@ def _ffn_activations(m: ModelConfig, n: int, moe: bool, dt: StepDtypes, device: 
     if not moe:  # the input read by gate and up, their outputs, the SiLU and the product
         F = m.intermediate_size
         return n * B * (dt.operand(d, 2, w) + 4 * F * c) + dt.copies(3 * d * F)
-    k, inter, E, a = m.num_experts_per_tok, m.moe_intermediate_size, m.n_routed_experts, dt.router
+    k, inter, E = m.num_experts_per_tok, m.moe_intermediate_size, m.n_routed_experts
     shared = m.n_shared_experts * inter
-    # router: its input (an fp32 copy, or bf16 under autocast), sigmoid affinities, the picks'
-    # indices and gates, the normalising and balance-loss sums
-    token = (2 if dt.autocast else 4) * d + E * a + k * (8 + a) + a * (2 if m.norm_topk_prob else 1)
+    # router (fp32, autocast or not): its input (an fp32 copy of bf16), sigmoid affinities, the
+    # picks' indices and gates, the normalising and balance-loss sums
+    token = 4 * d + E * 4 + k * (8 + 4) + 4 * (2 if m.norm_topk_prob else 1)
     if shared:  # the fp32 input the router keeps serves them too, unless autocast copies it
         token += (0 if w == 4 and not dt.autocast else dt.operand(d, 2, w)) + 4 * shared * c
     routed = routed_activation_bytes(m, n * k * B, dt, device)
     params = ffn_params(m, True)
-    copies = dt.copies(params["routed_experts"] + params["shared_experts"] + E * d)
-    if w == 2:  # the router's product runs on an fp32 copy of its bf16 weight (bf16 again under autocast)
-        copies += (2 if dt.autocast else 4) * E * d
+    copies = dt.copies(params["routed_experts"] + params["shared_experts"])
+    if w == 2:  # the router's product runs on an fp32 copy of its bf16 weight
+        copies += 4 * E * d
     return n * B * token + routed + copies
 
 
