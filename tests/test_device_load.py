@@ -6,26 +6,43 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from glmlab.experiment import load_spec
+import pytest
+import torch
+
+from glmlab.errors import GlmlabError
+from glmlab.experiment import load, load_spec
 from glmlab.experiment.load import DeviceLoad, device_key
 from glmlab.experiment.report import verdict
 from glmlab.experiment.results import table
 
 
-def test_counts_the_cells_on_one_device_and_forgets_dead_ones(tmp_path):
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    with DeviceLoad("cpu", root=tmp_path, every_s=0.01) as first:
-        (first.folder / f"{int(dead.stdout)}.killed").touch()  # a cell killed without cleaning up
-        with DeviceLoad("cpu", root=tmp_path, every_s=0.01), DeviceLoad("cuda:3", root=tmp_path):
-            assert first.count() == 2  # the killed cell is not counted, the other device's cell neither
-        assert first.count() == 1
-        assert sorted(p.name.split(".")[0] for p in first.folder.iterdir()) == [
-            str(first._file.name.split(".")[0])
-        ]
-    assert not any(first.folder.iterdir()) and 1 <= first.mean <= 2
-    assert device_key("cuda:3") == "cuda3" and device_key("cpu") == "cpu"
+def test_counts_the_cells_on_one_device_and_forgets_dead_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLMLAB_LOAD_DIR", str(tmp_path))
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; from glmlab.experiment.load import DeviceLoad\n"
+         "with DeviceLoad('cpu'): print('in', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "in"
+        with DeviceLoad("cpu", every_s=0.01) as ours:
+            (ours.folder / "123-left").touch()  # a file nobody holds: not counted, removed
+            monkeypatch.setattr(load, "device_key", lambda device: device.replace(":", ""))
+            with DeviceLoad("cpu", every_s=0.01), DeviceLoad("cuda:3"):  # the last on another device
+                assert ours.count() == 3
+            other.kill()  # SIGKILL: no clean-up, but the kernel drops its lock
+            other.wait()
+            assert ours.count() == 1 and [p.name for p in ours.folder.iterdir()] == [ours.name]
+    finally:
+        other.kill()
+    assert not any(ours.folder.iterdir()) and 1 <= ours.mean <= 3
+
+
+def test_a_device_folder_per_physical_device():
+    assert device_key("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(GlmlabError, match="no CUDA device"):
+            device_key("cuda")
 
 
 def test_speed_differences_under_different_loads_are_not_comparable(tmp_path):

@@ -213,7 +213,8 @@ def test_max_cells_splits_a_study_over_calls(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_spec_end_to_end_then_skipped(tmp_path):
+def test_tiny_spec_end_to_end_then_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLMLAB_LOAD_DIR", str(tmp_path / "load"))  # no other run's cells counted
     spec = _write(tmp_path, TINY_SPEC)
     out = tmp_path / "out"
     cli = CliRunner()

@@ -79,11 +79,13 @@ def test_profile_memory_per_precision(precision):
 @pytest.mark.parametrize(
     "dtypes", [StepDtypes(4, 2, True), StepDtypes(2, 2, False)], ids=["autocast", "bf16"]
 )
-def test_grouped_experts_saved_tensors(dtypes):
+@pytest.mark.parametrize("width", [[], ["moe_intermediate_size=12"]], ids=["aligned", "padded"])
+def test_grouped_experts_saved_tensors(dtypes, width):
     """The GPU's grouped-GEMM experts (run here on the CPU): the padded buffer's rows and the
-    per-pair tensors, as `_ffn_activations` counts them for CUDA."""
+    per-pair tensors, as `_ffn_activations` counts them for CUDA; a width of 12 runs padded to 16,
+    with padded weight copies kept for the backward pass."""
     assert moe.GROUP_ALIGN == GROUP_ALIGN
-    cfg = load_config("glm5-tiny", [])
+    cfg = load_config("glm5-tiny", width)
     torch.manual_seed(0)
     layer = moe.MoE(cfg.model)
     for p in layer.parameters():

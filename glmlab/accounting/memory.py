@@ -214,15 +214,24 @@ def _gqa_activations(m: ModelConfig, n: int, dt: StepDtypes, B: int) -> float:
     return n * B * token + dt.copies(attention_params(m)["attention"])
 
 
+def grouped_width(m: ModelConfig, dt: StepDtypes, device: str) -> int | None:
+    """The experts' width in their grouped bf16 products (CUDA, 16-byte rows; glmlab/model/moe.py
+    zero-pads the width to a multiple of 8), or None where they run one product per expert."""
+    if device != "cuda" or dt.compute != 2 or m.hidden_size % 8:
+        return None
+    return m.moe_intermediate_size + (-m.moe_intermediate_size % 8)
+
+
 def routed_activation_bytes(m: ModelConfig, pairs: float, dt: StepDtypes, device: str) -> float:
     """Bytes the routed experts save for `pairs` (token, expert) slots in one step (expert
     parallelism's padded dispatch passes every received row's k slots: glmlab/plan's EP memory)."""
     d, w, c, inter = m.hidden_size, dt.weights, dt.compute, m.moe_intermediate_size
-    if device == "cuda" and c == 2:
+    width = grouped_width(m, dt, device)
+    if width is not None:
         # grouped GEMMs over an expert-sorted buffer padded per expert: per row the sorted input,
         # gate/up output, SiLU, product and the row's pair; per pair its input, output, gate, row
         rows = pairs + m.n_routed_experts * (GROUP_ALIGN - 1)
-        return rows * (c * (d + 4 * inter) + 8) + pairs * (2 * c * d + c + 8)
+        return rows * (c * (d + 4 * width) + 8) + pairs * (2 * c * d + c + 8)
     # one product per expert: the same per pair, the gates and the combine's fp32 source
     return pairs * (c * (2 * d + 4 * inter) + w * (d + 1) + 16)
 
@@ -245,6 +254,9 @@ def _ffn_activations(m: ModelConfig, n: int, moe: bool, dt: StepDtypes, device: 
     copies = dt.copies(params["routed_experts"] + params["shared_experts"])
     if w == 2:  # the router's product runs on an fp32 copy of its bf16 weight
         copies += 4 * E * d
+    width = grouped_width(m, dt, device)
+    if width is not None and width != inter:  # the products keep zero-padded bf16 weight copies
+        copies += 2 * 3 * E * d * (width if w == 2 else width - inter)  # (fp32 weights: autocast's, wider)
     return n * B * token + routed + copies
 
 

@@ -124,8 +124,8 @@ METRIC_NOTES = """\
   step; `final_lm_loss` is the training LM loss of the last logged window.
 - `tokens_per_s`: trained tokens over training time; `train_time_s` excludes evaluation.
 - `device_load`: cells training on the cell's device at once (itself included), sampled every 5 s
-  over its training and averaged; a speed difference between two cells of one seed whose loads
-  differ by more than 25% is marked not comparable.
+  over its training (since its last start, for a resumed cell) and averaged; a speed difference
+  between two cells of one seed whose loads differ by more than 25% is marked not comparable.
 - `peak_memory_bytes`: on a GPU the CUDA memory torch allocated; on the CPU the process's peak
   resident memory (which includes the runner's own libraries).
 - `train_flops_per_token`, `total_train_flops`, `params_*`, `kv_cache_bytes_per_token`,

@@ -82,14 +82,15 @@ def table(spec: Spec, results: dict[str, dict]) -> list[Row]:
             note = None
             if diff is not None and metric in LOAD_SENSITIVE:
                 loads = values.get((v.name, "device_load"), {}), values.get((base, "device_load"), {})
-                note = load_note(*loads)
+                note = load_note(*loads, paired=set(seeds) & set(values[(base, metric)]))
             rows.append(Row(v.name, metric, seeds, summarize(ordered), base, diff, note))
     return rows
 
 
-def load_note(ours: dict[int, float], theirs: dict[int, float]) -> str | None:
-    """'not comparable: ...' when a seed's two cells trained beside different numbers of cells."""
-    seeds = sorted(set(ours) & set(theirs))
+def load_note(ours: dict[int, float], theirs: dict[int, float], *, paired: set[int]) -> str | None:
+    """'not comparable: ...' when, for one of the `paired` seeds, the two cells trained beside
+    different numbers of cells (cells without a recorded load are not judged)."""
+    seeds = sorted(set(ours) & set(theirs) & paired)
     if not any(max(ours[s], theirs[s]) > LOAD_TOLERANCE * min(ours[s], theirs[s]) for s in seeds):
         return None
     mean = lambda d: sum(d[s] for s in seeds) / len(seeds)  # noqa: E731

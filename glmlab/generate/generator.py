@@ -168,8 +168,9 @@ class Generator:
         self.tokenizer = tokenizer if tokenizer is not None else getattr(source, "tokenizer", None)
         weight = model.lm_head.weight
         self.device = weight.device
-        # the routed experts read nothing back to the host only in their grouped bf16 form
-        self.graphs = cuda_graphs and self.device.type == "cuda" and weight.dtype == torch.bfloat16
+        # the routed experts read nothing back to the host only in their grouped bf16 form (16-byte rows)
+        grouped = weight.dtype == torch.bfloat16 and weight.shape[1] % 8 == 0
+        self.graphs = cuda_graphs and self.device.type == "cuda" and grouped
         self.sessions: OrderedDict[tuple[int, int, int], DecodeSession] = OrderedDict()
 
     @classmethod

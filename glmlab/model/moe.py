@@ -170,7 +170,8 @@ class Experts(nn.Module):
 def _aligned_weights(gate_up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The experts' weights with the intermediate width zero-padded to a multiple of 16 bytes, the
     row alignment `torch._grouped_mm` requires (moe_granularity's 64 experts of width 12 in bf16):
-    the padded channels compute silu(0) * 0 = 0 and meet zero columns of the down projection."""
+    the padded channels compute silu(0) * 0 = 0 and meet zero columns of the down projection.
+    The padded weights are copies made per call, a cost only such widths pay."""
     inter = down.shape[-1]
     pad = -inter % (16 // down.dtype.itemsize)
     if not pad:
