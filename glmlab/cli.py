@@ -435,6 +435,9 @@ def experiment(
     max_cells: Optional[int] = typer.Option(  # noqa: UP045
         None, "--max-cells", help="Run at most N unfinished cells (a study split over several calls)."
     ),
+    timing: bool = typer.Option(
+        False, "--timing", help="Then time each variant alone on the device (report: 'Speed alone')."
+    ),
 ) -> None:
     """Run an ablation spec cell by cell (finished cells are skipped, a killed run resumes), then
     write results.csv/json with 95% intervals and paired differences, plots and report.md."""
@@ -452,8 +455,8 @@ def experiment(
     echo = lambda s: console.print(s, markup=False, highlight=False)  # noqa: E731
     command = " ".join(["glmlab", *sys.argv[1:]])
     exp = run_experiment(spec, out=out, quick=quick, parallel=parallel, device=device,
-                         report_only=report_only, steps=steps, max_cells=max_cells, echo=echo,
-                         command=command)  # fmt: skip
+                         report_only=report_only, steps=steps, max_cells=max_cells, timing=timing,
+                         echo=echo, command=command)  # fmt: skip
     console.print(f"report: {exp.report}", highlight=False)
     if exp.outcome is not None and exp.outcome.stopped_by is not None:
         raise typer.Exit(128 + exp.outcome.stopped_by)

@@ -19,6 +19,7 @@ from glmlab.experiment import load_spec
 from glmlab.experiment.cell import RESULT, TRAIN_SUMMARY, run_cell
 from glmlab.experiment.runner import config_changes
 from glmlab.experiment.stats import paired_difference, summarize, t_quantile
+from glmlab.experiment.timing import time_variants, timing_lines
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 TINY = ["train.seq_len=32", "train.batch_size=2", "train.warmup_steps=1", "train.dsa_warmup_steps=1",
@@ -168,6 +169,23 @@ headline: [val_loss]
 mtp_eval: {{domains: [json], prompts: 1, max_new_tokens: 4}}
 quick: {{steps: 2, seeds: [3]}}
 """
+
+
+def test_timing_measures_each_variant_alone_and_the_report_shows_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLMLAB_LOAD_DIR", str(tmp_path / "load"))
+    spec = load_spec(_write(tmp_path, TINY_SPEC))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    seen = []
+    data = time_variants(spec, out_dir, device="cpu", steps=1, echo=seen.append)
+    assert set(data["variants"]) == {"d0", "d1"} and len(seen) == 2
+    d0, d1 = data["variants"]["d0"], data["variants"]["d1"]
+    assert d0["tokens_per_s"] == pytest.approx(2 * 32 / d0["step_s"]) and d0["device_load"] == 1
+    assert d1["peak_memory_bytes"] > 0 and d1["mfu"] > 0
+    section = "\n".join(timing_lines(spec, out_dir))
+    assert "## Speed alone on the device" in section and "| d0 |" in section
+    assert f"{d1['tokens_per_s'] / d0['tokens_per_s']:.2f}x" in section  # d1 against its baseline d0
+    assert timing_lines(spec, tmp_path) == []  # a spec never timed has no section
 
 
 def test_a_field_added_since_a_cell_finished_counts_only_off_its_default():

@@ -9,8 +9,9 @@ from pathlib import Path
 from glmlab.experiment.plots import write_plots
 from glmlab.experiment.report import write_report
 from glmlab.experiment.results import load_results, table, write_tables
-from glmlab.experiment.runner import RunOutcome, run_spec
+from glmlab.experiment.runner import RunOutcome, run_spec, spec_devices
 from glmlab.experiment.spec import Spec, load_spec
+from glmlab.experiment.timing import time_variants
 
 
 @dataclass
@@ -39,16 +40,19 @@ def summarize_experiment(spec: Spec, out_dir: Path) -> tuple[Path, list[Path]]:
 def run_experiment(
     spec_path: str | Path, *, out: str | Path = "runs/experiments", quick: bool = False, parallel: int = 1,
     device: str = "auto", report_only: bool = False, steps: int | None = None, max_cells: int | None = None,
-    echo=print, command: str = "",
+    timing: bool = False, echo=print, command: str = "",
 ) -> Experiment:  # fmt: skip
     """Load the spec (`steps` replacing its steps), run its unfinished cells (unless
-    `report_only`; at most `max_cells` of them), write tables, plots and report."""
+    `report_only`; at most `max_cells` of them), time each variant alone on the device when
+    `timing` (after the cells, unless the run was stopped), write tables, plots and report."""
     spec = load_spec(spec_path, quick=quick, steps=steps)
     out_dir = experiment_dir(spec, out)
     outcome = None
     if not report_only:
         outcome = run_spec(spec, out_dir, parallel=parallel, device=device, max_cells=max_cells, echo=echo,
                            command=command)  # fmt: skip
+        if timing and outcome.stopped_by is None:
+            time_variants(spec, out_dir, device=spec_devices(device)[0], echo=echo)
     out_dir.mkdir(parents=True, exist_ok=True)
     report, plots = summarize_experiment(spec, out_dir)
     return Experiment(spec, out_dir, outcome, report, plots)

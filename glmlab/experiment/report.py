@@ -12,6 +12,7 @@ from glmlab.experiment.results import Row
 from glmlab.experiment.runner import RUN_LOG
 from glmlab.experiment.spec import Spec
 from glmlab.experiment.stats import Summary
+from glmlab.experiment.timing import timing_lines
 
 
 def fmt(x: float | None) -> str:
@@ -103,7 +104,7 @@ def write_report(spec: Spec, results: dict[str, dict], rows: list[Row], out_dir:
                       if row.variant == row.baseline else "- | - | no paired seeds")  # fmt: skip
         out.append(f"| {row.metric} | {row.variant} | {row.summary.n} | {fmt(row.summary.mean)} | "
                    f"{interval(row.summary)} | {row.baseline} | {diff_cells} |")  # fmt: skip
-    out += ["", "## Plots", ""]
+    out += ["", *timing_lines(spec, out_dir), "## Plots", ""]
     if plots:
         out += [f"![{p.stem}](plots/{p.name})" for p in plots]
     elif not plots_available():
