@@ -30,6 +30,8 @@
 # A study too big for one call: MAX_CELLS=N runs its first N unfinished cells (seed by seed), and
 # DONE=DIR first copies the finished cells an earlier call brought back (DIR/<study>/cells/...,
 # with result.json) into the work folder, so the runner skips them and its tables cover both.
+# TIMING=1 then times each study's variants alone on the (first) device (`--timing`), one study
+# after another, and the reports gain "Speed alone on the device".
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GLMLAB_CACHE=/tmp/glmlab-cache
 glm="python3 -m glmlab.cli"
@@ -63,11 +65,12 @@ print(min(n, ${MAX_CELLS:-n}))")
     --out "$work" $steps $extra ${MAX_CELLS:+--max-cells $MAX_CELLS} > "$OUT/$s.log" 2>&1 &
 done
 wait
-for s in "${studies[@]}"; do
-  $glm experiment "experiments/$s.yaml" --report-only --out "$work" $steps $extra >> "$OUT/$s.log" 2>&1
+for s in "${studies[@]}"; do  # TIMING=1: each variant timed alone, once every study has stopped training
+  $glm experiment "experiments/$s.yaml" --report-only --out "$work" $steps $extra ${TIMING:+--timing} \
+    --device "${device%%,*}" >> "$OUT/$s.log" 2>&1
   name=$s; case " $extra " in *" --quick "*) name=$s-quick ;; esac
   mkdir -p "$OUT/$s"
-  cp "$work/$name"/{report.md,results.csv,results.json,invocations.jsonl} "$OUT/$s/" 2>/dev/null
+  cp "$work/$name"/{report.md,results.csv,results.json,invocations.jsonl,timing.json} "$OUT/$s/" 2>/dev/null
   mv "$OUT/$s.log" "$OUT/$s/runner.log"
   (cd "$work/$name" && find cells -name result.json -o -name metrics.jsonl -o -name train.log \
     | while read -r f; do mkdir -p "$OUT/$s/$(dirname "$f")"; cp "$f" "$OUT/$s/$f"; done)

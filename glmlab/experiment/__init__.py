@@ -44,16 +44,17 @@ def run_experiment(
 ) -> Experiment:  # fmt: skip
     """Load the spec (`steps` replacing its steps), run its unfinished cells (unless
     `report_only`; at most `max_cells` of them), time each variant alone on the device when
-    `timing` (after the cells, unless the run was stopped), write tables, plots and report."""
+    `timing` (after the cells, unless the run was stopped; with `report_only`, without training
+    any), write tables, plots and report."""
     spec = load_spec(spec_path, quick=quick, steps=steps)
     out_dir = experiment_dir(spec, out)
     outcome = None
     if not report_only:
         outcome = run_spec(spec, out_dir, parallel=parallel, device=device, max_cells=max_cells, echo=echo,
                            command=command)  # fmt: skip
-        if timing and outcome.stopped_by is None:
-            time_variants(spec, out_dir, device=spec_devices(device)[0], echo=echo)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if timing and (outcome is None or outcome.stopped_by is None):
+        time_variants(spec, out_dir, device=spec_devices(device)[0], echo=echo)
     report, plots = summarize_experiment(spec, out_dir)
     return Experiment(spec, out_dir, outcome, report, plots)
 
