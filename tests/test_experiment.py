@@ -311,6 +311,25 @@ def test_claims_report_joins_analytic_and_measured(tmp_path):
     assert text.count("\n## ") == len(report) and "- Verdict: reproduced" in text
 
 
+def test_claims_judge_speed_alone_or_under_like_loads_only(tmp_path):
+    from glmlab.accounting.claims import claims_report
+
+    (tmp_path / "dsa_topk").mkdir()
+    faster = _row("64", "tokens_per_s", 1500.0, 1400, 1600, diff=500.0, baseline="all", significant=True)
+    faster["load_note"] = "not comparable: 1.0 against 6.0 cells training on the device"
+    rows = [faster, _row("all", "tokens_per_s", 1000.0, 900, 1100, baseline="all")]
+    (tmp_path / "dsa_topk" / "results.json").write_text(json.dumps(rows))
+    sparse = {r["id"]: r for r in claims_report(load_config("glm5"), tmp_path)}["sparse_attention"]
+    assert sparse["verdict"].startswith("no measured time saving")  # significant, but under another load
+    assert "not comparable: 1.0 against 6.0" in sparse["measured"]
+    timing = {"device": "H200", "steps": 10, "variants": {
+        "64": {"tokens_per_s": 1200.0}, "all": {"tokens_per_s": 1000.0}}}  # fmt: skip
+    (tmp_path / "dsa_topk" / "timing.json").write_text(json.dumps(timing))
+    sparse = {r["id"]: r for r in claims_report(load_config("glm5"), tmp_path)}["sparse_attention"]
+    assert sparse["verdict"].startswith("sparse attention trained faster at this context, alone")
+    assert "k=64: 1.20x the tokens/s of all, alone on the device" in sparse["measured"]
+
+
 @pytest.mark.slow
 def test_cells_train_with_the_vocabulary_a_small_corpus_gives_bpe(tmp_path):
     """BPE on a few kilobytes learns fewer tokens than vocab_size: the shared tokenizer shrinks, and
