@@ -31,7 +31,8 @@
 # DONE=DIR first copies the finished cells an earlier call brought back (DIR/<study>/cells/...,
 # with result.json) into the work folder, so the runner skips them and its tables cover both.
 # TIMING=1 then times each study's variants alone on the (first) device (`--timing`), one study
-# after another, and the reports gain "Speed alone on the device".
+# after another, each within TIMING_LIMIT seconds (default 300; timing.json keeps the variants timed
+# by then), and the reports gain "Speed alone on the device". Leave room for it in the call's time.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GLMLAB_CACHE=/tmp/glmlab-cache
 glm="python3 -m glmlab.cli"
@@ -65,9 +66,12 @@ print(min(n, ${MAX_CELLS:-n}))")
     --out "$work" $steps $extra ${MAX_CELLS:+--max-cells $MAX_CELLS} > "$OUT/$s.log" 2>&1 &
 done
 wait
-for s in "${studies[@]}"; do  # TIMING=1: each variant timed alone, once every study has stopped training
-  $glm experiment "experiments/$s.yaml" --report-only --out "$work" $steps $extra ${TIMING:+--timing} \
-    --device "${device%%,*}" >> "$OUT/$s.log" 2>&1
+for s in "${studies[@]}"; do
+  if [ "${TIMING:-0}" = 1 ]; then  # each variant timed alone, once every study has stopped training
+    timeout -k 10 "${TIMING_LIMIT:-300}" $glm experiment "experiments/$s.yaml" --report-only --timing \
+      --device "${device%%,*}" --out "$work" $steps $extra >> "$OUT/$s.log" 2>&1
+  fi
+  $glm experiment "experiments/$s.yaml" --report-only --out "$work" $steps $extra >> "$OUT/$s.log" 2>&1
   name=$s; case " $extra " in *" --quick "*) name=$s-quick ;; esac
   mkdir -p "$OUT/$s"
   cp "$work/$name"/{report.md,results.csv,results.json,invocations.jsonl,timing.json} "$OUT/$s/" 2>/dev/null

@@ -11,6 +11,7 @@ from glmlab.accounting.flops import attention_pair_flops, flops_report, indexer_
 from glmlab.accounting.memory import kv_cache_bytes_per_token
 from glmlab.accounting.params import parameter_counts
 from glmlab.config import Config, ModelConfig
+from glmlab.experiment.load import LOAD_TOLERANCE
 
 
 def check_claims(
@@ -89,14 +90,18 @@ def _study(results_dir: Path, study: str) -> dict[tuple[str, str], dict] | None:
         return None
     rows = {(r["variant"], r["metric"]): r for r in json.loads(path.read_text())}
     timing = results_dir / study / "timing.json"
-    alone = json.loads(timing.read_text())["variants"] if timing.is_file() else {}
-    baselines = {v: r["baseline"] for (v, _), r in rows.items()}
+    timed = json.loads(timing.read_text())["variants"] if timing.is_file() else {}
+    # a timing counts when it ran alone (a load within LOAD_TOLERANCE of one cell), and so did its baseline's
+    alone = {
+        v: t for v, t in timed.items() if "tokens_per_s" in t and (t["device_load"] or 1) <= LOAD_TOLERANCE
+    }
     for v, t in alone.items():
-        base = alone.get(baselines.get(v, ""))
-        ratio = t["tokens_per_s"] / base["tokens_per_s"] if base else None
-        rows[(v, "tokens_per_s_alone")] = {"variant": v, "metric": "tokens_per_s_alone",
-                                           "mean": t["tokens_per_s"], "baseline": baselines.get(v),
-                                           "ratio": ratio}  # fmt: skip
+        base = alone.get(t["baseline"]) if t["baseline"] != v else None
+        if base is not None:
+            ratio = t["tokens_per_s"] / base["tokens_per_s"]
+            rows[(v, "tokens_per_s_alone")] = {"variant": v, "metric": "tokens_per_s_alone",
+                                               "mean": t["tokens_per_s"], "baseline": t["baseline"],
+                                               "ratio": ratio}  # fmt: skip
     return rows
 
 
@@ -122,24 +127,24 @@ FASTER_ALONE = 1.05
 def _measure_sparse(rows: dict) -> tuple[str, str]:
     """Speed from the variants timed alone when the study was timed, else from the cells, whose
     differences count only where both cells trained under a like load (no `load_note`)."""
-    alone = [r for (v, m), r in rows.items() if m == "tokens_per_s_alone" and r["ratio"] is not None]
+    alone = [r for (v, m), r in rows.items() if m == "tokens_per_s_alone"]
     speeds = [r for (v, m), r in rows.items() if m == "tokens_per_s" and r.get("diff_mean") is not None]
     flops = {v: r["mean"] for (v, m), r in rows.items() if m == "train_flops_per_token"}
     if alone:
         parts = [f"k={r['variant']}: {r['ratio']:.2f}x the tokens/s of {r['baseline']}, alone on the device"
-                 for r in alone if r["variant"] != r["baseline"]]  # fmt: skip
+                 for r in alone]  # fmt: skip
         faster = [r for r in alone if r["ratio"] >= FASTER_ALONE]
-        where = "alone on the device"
+        where = ", alone on the device"
     else:
         parts = [f"k={r['variant']}: tokens/s {_diff(r)}" + (f", {r['load_note']}" if r.get("load_note")
                                                                else "") for r in speeds]  # fmt: skip
         faster = [r for r in speeds if r["significant"] and r["diff_mean"] > 0 and not r.get("load_note")]
-        where = "in the cells (which shared the device; `glmlab experiment --timing` times each alone)"
+        where = " in the cells (which shared the device; `glmlab experiment --timing` times each alone)"
     base = next((r["baseline"] for r in alone or speeds), None)
     if base in flops:
         parts += [f"FLOPs/token k={v} {f / flops[base]:.1%} of {base}" for v, f in flops.items() if v != base]
-    verdict = (f"sparse attention trained faster at this context, {where}" if faster else
-               f"no measured time saving at this size {where}: the saving is in counted FLOPs")  # fmt: skip
+    verdict = (f"sparse attention trained faster at this context{where}" if faster else
+               f"no measured time saving at this size{where}: the saving is in counted FLOPs")  # fmt: skip
     return verdict, "; ".join(parts)
 
 

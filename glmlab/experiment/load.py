@@ -18,6 +18,8 @@ import torch
 from glmlab.device import resolve_device
 
 SAMPLE_EVERY_S = 5.0
+# Two loads further apart than this ratio make two speeds incomparable (results.py, claims).
+LOAD_TOLERANCE = 1.25
 
 
 def load_dir() -> Path:

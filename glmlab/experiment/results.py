@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glmlab.experiment.cell import RESULT
+from glmlab.experiment.load import LOAD_TOLERANCE
 from glmlab.experiment.runner import cell_dir
 from glmlab.experiment.spec import Spec
 from glmlab.experiment.stats import Summary, paired_difference, summarize
@@ -17,9 +18,8 @@ CSV_COLUMNS = ["variant", "metric", "n", "mean", "sd", "ci95_low", "ci95_high", 
                "diff_mean", "diff_ci95_low", "diff_ci95_high", "significant", "load_note"]  # fmt: skip
 
 # Speeds measured while other cells shared the device depend on how many did (`device_load`):
-# a paired seed whose two cells' loads differ by more than this ratio makes the difference moot.
+# a paired seed whose two cells' loads differ by more than LOAD_TOLERANCE makes the difference moot.
 LOAD_SENSITIVE = ("tokens_per_s", "train_time_s")
-LOAD_TOLERANCE = 1.25
 
 
 @dataclass

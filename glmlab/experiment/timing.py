@@ -4,10 +4,12 @@ their tokens/s say as much about how many did (`device_load`) as about the varia
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+from glmlab.config import Config
 from glmlab.experiment.cell import device_name, write_json
 from glmlab.experiment.load import DeviceLoad
 from glmlab.experiment.spec import Spec
@@ -16,24 +18,40 @@ TIMING = "timing.json"
 TIMING_STEPS = 10
 
 
+def fingerprint(cfg: Config) -> str:
+    """A short hash of a config: a timing whose config has changed since is stale."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _first_config(spec: Spec, variant: str) -> Config:
+    return next(c.config for c in spec.cells if c.variant == variant)
+
+
 def time_variants(spec: Spec, out_dir: Path, *, device: str, steps: int = TIMING_STEPS,
                   echo: Callable[[str], None] = print) -> dict:  # fmt: skip
     """`glmlab.measure.profile` of each variant's first-seed config (`steps` timed training steps
     after a counted one: AdamW, random tokens, the sparse stage), one variant after another on
-    `device`, with the device's load recorded; written to timing.json and returned."""
+    `device`, with the device's load recorded. timing.json is rewritten after each variant; a
+    variant that fails (too big for the device's free memory, say) records its error and the
+    others go on."""
     from glmlab.measure import profile
 
-    variants = {}
+    data = {"device": device_name(device), "steps": steps, "variants": {}}
     for v in spec.variants:
-        cfg = next(c.config for c in spec.cells if c.variant == v.name)
-        with DeviceLoad(device, every_s=1.0) as load:
-            p = profile(cfg, steps=steps, device=device)
-        variants[v.name] = {"step_s": p["step_time_s"], "tokens_per_s": p["tokens_per_s"],
-                            "peak_memory_bytes": p["peak_memory_measured_bytes"], "mfu": p["mfu"],
-                            "device_load": load.mean}  # fmt: skip
-        echo(f"timed {v.name}: {p['tokens_per_s']:,.0f} tokens/s alone")
-    data = {"device": device_name(device), "steps": steps, "variants": variants}
-    write_json(out_dir / TIMING, data)
+        cfg = _first_config(spec, v.name)
+        row = {"baseline": spec.baseline[v.name], "config": fingerprint(cfg)}
+        try:
+            with DeviceLoad(device, every_s=1.0) as load:
+                p = profile(cfg, steps=steps, device=device)
+        except Exception as err:  # noqa: BLE001 - reported in the row and the report, not raised
+            row["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
+            echo(f"timing {v.name} FAILED: {row['error']}")
+        else:
+            row.update(step_s=p["step_time_s"], tokens_per_s=p["tokens_per_s"], mfu=p["mfu"],
+                       peak_memory_bytes=p["peak_memory_measured_bytes"], device_load=load.mean)  # fmt: skip
+            echo(f"timed {v.name}: {p['tokens_per_s']:,.0f} tokens/s alone")
+        data["variants"][v.name] = row
+        write_json(out_dir / TIMING, data)
     return data
 
 
@@ -53,12 +71,19 @@ def timing_lines(spec: Spec, out_dir: Path) -> list[str]:
         "| variant | step (ms) | tokens/s | vs baseline | peak memory (GB) | MFU | device_load |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
+    current = {v.name: r for v in spec.variants if (r := rows.get(v.name)) is not None
+               and r.get("config") == fingerprint(_first_config(spec, v.name))}  # fmt: skip
     for v in spec.variants:
-        r = rows.get(v.name)
+        r = current.get(v.name)
         if r is None:
+            note = "config changed since it was timed" if v.name in rows else "not timed"
+            out.append(f"| {v.name} | {note} | | | | | |")
             continue
-        base = rows.get(spec.baseline[v.name])
-        ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base else "-"
+        if "error" in r:
+            out.append(f"| {v.name} | failed: {r['error']} | | | | | |")
+            continue
+        base = current.get(spec.baseline[v.name], {})
+        ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if "tokens_per_s" in base else "-"
         load = "-" if r["device_load"] is None else f"{r['device_load']:.1f}"
         out.append(f"| {v.name} | {r['step_s'] * 1e3:.1f} | {r['tokens_per_s']:,.0f} | {ratio} | "
                    f"{r['peak_memory_bytes'] / 1e9:.2f} | {r['mfu']:.1%} | {load} |")  # fmt: skip
