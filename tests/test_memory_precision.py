@@ -8,6 +8,7 @@ import torch
 
 from glmlab.accounting.memory import (
     GROUP_ALIGN,
+    WIDTH_ALIGN,
     StepDtypes,
     _ffn_activations,
     activation_bytes,
@@ -84,7 +85,7 @@ def test_grouped_experts_saved_tensors(dtypes, width):
     """The GPU's grouped-GEMM experts (run here on the CPU): the padded buffer's rows and the
     per-pair tensors, as `_ffn_activations` counts them for CUDA; a width of 12 runs padded to 16,
     with padded weight copies kept for the backward pass."""
-    assert moe.GROUP_ALIGN == GROUP_ALIGN
+    assert (moe.GROUP_ALIGN, moe.WIDTH_ALIGN) == (GROUP_ALIGN, WIDTH_ALIGN)
     cfg = load_config("glm5-tiny", width)
     torch.manual_seed(0)
     layer = moe.MoE(cfg.model)

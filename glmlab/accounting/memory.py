@@ -35,6 +35,8 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 PRECISION_BYTES = {"fp32": (4, 4, 8), "bf16-mixed": (4, 4, 8), "bf16": (2, 2, 4)}
 # each expert's rows in the GPU's grouped-GEMM buffer start at a multiple of this (moe.py)
 GROUP_ALIGN = 8
+# the grouped GEMMs take widths that are multiples of this; experts are zero-padded to it (moe.py)
+WIDTH_ALIGN = 8
 
 
 @dataclass(frozen=True)
@@ -216,10 +218,10 @@ def _gqa_activations(m: ModelConfig, n: int, dt: StepDtypes, B: int) -> float:
 
 def grouped_width(m: ModelConfig, dt: StepDtypes, device: str) -> int | None:
     """The experts' width in their grouped bf16 products (CUDA, 16-byte rows; glmlab/model/moe.py
-    zero-pads the width to a multiple of 8), or None where they run one product per expert."""
-    if device != "cuda" or dt.compute != 2 or m.hidden_size % 8:
+    zero-pads the width to a multiple of WIDTH_ALIGN), or None where they run one product per expert."""
+    if device != "cuda" or dt.compute != 2 or m.hidden_size % WIDTH_ALIGN:
         return None
-    return m.moe_intermediate_size + (-m.moe_intermediate_size % 8)
+    return m.moe_intermediate_size + (-m.moe_intermediate_size % WIDTH_ALIGN)
 
 
 def routed_activation_bytes(m: ModelConfig, pairs: float, dt: StepDtypes, device: str) -> float:

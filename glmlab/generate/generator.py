@@ -16,6 +16,7 @@ from glmlab.generate.sampling import SamplingParams, choose
 from glmlab.generate.session import DecodeSession, session_capacity
 from glmlab.generate.speculative import SpeculativeStats, accept
 from glmlab.model import CausalLM
+from glmlab.model.moe import WIDTH_ALIGN
 
 # Decoding sessions (buffers and captured graphs) kept per Generator, most recently used first:
 # plain and speculative decoding of similar lengths each keep theirs.
@@ -168,8 +169,8 @@ class Generator:
         self.tokenizer = tokenizer if tokenizer is not None else getattr(source, "tokenizer", None)
         weight = model.lm_head.weight
         self.device = weight.device
-        # the routed experts read nothing back to the host only in their grouped bf16 form (16-byte rows)
-        grouped = weight.dtype == torch.bfloat16 and weight.shape[1] % 8 == 0
+        # the routed experts read nothing back to the host only in their grouped bf16 form
+        grouped = weight.dtype == torch.bfloat16 and weight.shape[1] % WIDTH_ALIGN == 0
         self.graphs = cuda_graphs and self.device.type == "cuda" and grouped
         self.sessions: OrderedDict[tuple[int, int, int], DecodeSession] = OrderedDict()
 

@@ -16,6 +16,9 @@ from glmlab.model.layers import SwiGLU
 # Each expert's rows in the grouped layout start at a multiple of this: bf16 rows 16 bytes apart,
 # which the grouped kernels' backward needs (it splits the contraction dimension at these rows).
 GROUP_ALIGN = 8
+# Widths (hidden size, expert width) the grouped kernels take are multiples of this: they read rows
+# of 16 bytes, 8 bf16 values (narrower experts are zero-padded; other hidden sizes run looped).
+WIDTH_ALIGN = 8
 
 
 @dataclass
@@ -84,7 +87,7 @@ class Experts(nn.Module):
         """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d]. With `empty_slots`,
         an index of -1 is a slot with no expert (expert parallelism's rows: experts on other ranks)
         and adds nothing; `routing.counts` counts the other slots."""
-        if x.is_cuda and compute_dtype(x) == torch.bfloat16 and x.shape[-1] % 8 == 0:  # 16-byte rows
+        if x.is_cuda and compute_dtype(x) == torch.bfloat16 and x.shape[-1] % WIDTH_ALIGN == 0:
             return self.grouped(x, routing, empty_slots=empty_slots)
         return self.looped(x, routing)
 
@@ -168,12 +171,12 @@ class Experts(nn.Module):
 
 
 def _aligned_weights(gate_up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The experts' weights with the intermediate width zero-padded to a multiple of 16 bytes, the
-    row alignment `torch._grouped_mm` requires (moe_granularity's 64 experts of width 12 in bf16):
+    """The experts' weights with the intermediate width zero-padded to a multiple of WIDTH_ALIGN,
+    the row alignment `torch._grouped_mm` requires (moe_granularity's 64 experts of width 12):
     the padded channels compute silu(0) * 0 = 0 and meet zero columns of the down projection.
     The padded weights are copies made per call, a cost only such widths pay."""
     inter = down.shape[-1]
-    pad = -inter % (16 // down.dtype.itemsize)
+    pad = -inter % WIDTH_ALIGN
     if not pad:
         return gate_up, down
     E, _, d = gate_up.shape
