@@ -365,6 +365,71 @@ def test_claims_judge_speed_alone_or_under_like_loads_only(tmp_path):
         assert sparse["verdict"].startswith("no measured time saving at this size in the cells")
 
 
+def _bench_row(context, mode, dsa_s, dense_s, *, predicted=3.0, ops=True):
+    dsa = {"seconds": dsa_s, "ops": {}, "top": []}
+    dense = {"seconds": dense_s, "ops": {}, "top": []}
+    if ops:
+        dsa["ops"] = {
+            "glmlab::index_topk": {"flops": 10e12, "seconds": 99.0},
+            "glmlab::sparse_mla_fwd": {"flops": 5e12, "seconds": 0.1},
+        }
+        dsa["top"] = [
+            ["_forward_kernel", 100.0, 2],
+            ["_scores_fwd_kernel", 30.0, 9],
+            ["_select_kernel", 10.0, 9],
+        ]
+        dense["ops"] = {"aten::_scaled_dot_product_cudnn_attention": {"flops": 100e12, "seconds": 0.5}}
+    return {"context": context, "mode": mode, "predicted": predicted, "dsa": dsa, "dense": dense}
+
+
+def test_claims_read_the_long_context_benchmark_of_the_same_attention(tmp_path):
+    from glmlab.accounting.claims import BENCH, claims_report
+
+    cfg = load_config("glm5")
+    bench = tmp_path / BENCH
+    bench.mkdir()
+    rows = [
+        _bench_row(32768, "prefill", 1.0, 0.9),
+        _bench_row(131072, "prefill", 1.0, 2.5),
+        _bench_row(131072, "train", 2.0, 8.0, predicted=5.0, ops=False),
+        {"context": 262144, "mode": "prefill", "dsa": {"error": "OOM"}, "dense": {"seconds": 9.0}},
+    ]
+    run = {"layers": 2, "rows": rows, "config": {**cfg.model.__dict__, "index_dtype": "fp8"}}
+    (bench / "run.json").write_text(json.dumps(run))
+    report = {r["id"]: r for r in claims_report(cfg, tmp_path)}
+    # the longest context both ran at: 128K, not 256K, where DSA ran out of memory
+    sparse = report["sparse_attention"]
+    assert (
+        sparse["study"] == f"dsa_topk, {BENCH}"
+        and "DSA 1.000 s vs dense 2.500 s (2.50x)" in sparse["measured"]
+    )
+    assert "counted FLOPs 5.0% of dense attention's, 15.0% with the indexer" in sparse["measured"]
+    assert sparse["verdict"] == (
+        "not measured yet: glmlab experiment experiments/dsa_topk.yaml; at 128K a prefill "
+        "ran 2.50x faster than dense (128K prefill, 2 layers, fp8 indexer (run.json))"
+    )
+    # the indexer's share is its kernels' time (30 + 10 ms) over dense attention's 500 ms
+    indexer = report["indexer_cost"]
+    assert (
+        "indexer kernels 40 ms = 8.0% of dense attention's 500 ms; counted FLOPs 10.0%" in indexer["measured"]
+    )
+    assert indexer["verdict"].startswith("reproduced in time: the indexer takes 8.0%")
+    assert report["dsa_training_flops"]["verdict"] == (
+        "at 128K a training step ran 4.00x faster than dense, 80% of the 5.00x its counted FLOPs allow"
+    )
+    # a run of another attention shape says nothing about this config
+    other = load_config("glm5-tiny")
+    assert {r["id"]: r for r in claims_report(other, tmp_path)}["indexer_cost"]["study"] is None
+
+
+def test_claims_name_the_indexer_kernels_that_exist():
+    from glmlab.accounting.claims import INDEXER_KERNELS
+
+    source = (Path(__file__).parents[1] / "glmlab" / "kernels" / "indexer.py").read_text()
+    for name in INDEXER_KERNELS:
+        assert f"def {name}(" in source, name
+
+
 @pytest.mark.slow
 def test_cells_train_with_the_vocabulary_a_small_corpus_gives_bpe(tmp_path):
     """BPE on a few kilobytes learns fewer tokens than vocab_size: the shared tokenizer shrinks, and

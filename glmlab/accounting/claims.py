@@ -1,6 +1,7 @@
 """The article's claims, checked for one config (docs/accounting.md, "Claims from the article"),
 and the claims report: each claim's analytic check beside the measured check from the studies
-in experiments/ (their results.json), with a verdict and its evidence."""
+in experiments/ (their results.json) and from the DSA long-context benchmark's runs, with a verdict
+and its evidence."""
 
 from __future__ import annotations
 
@@ -192,21 +193,178 @@ MEASURED = {  # claim id -> (study, what it measures)
 }
 
 
+# --------------------------------------------------------------------------------------------
+# Measured checks from the DSA long-context benchmark: the JSON that
+# `benchmarks/bench_dsa_long_context.py --json` writes, kept in experiments/results/dsa_long_context/
+
+BENCH = "dsa_long_context"
+# The indexer's scoring and top-k kernels (glmlab/kernels/indexer.py), as the benchmark's profile
+# names them; a test checks that each is defined there.
+INDEXER_KERNELS = (
+    "_scores_fwd_kernel",
+    "_quantize_kernel",
+    "_cut_kernel",
+    "_collect_kernel",
+    "_select_kernel",
+)
+# What makes a benchmark run speak for a config: the attention's shape and the indexer's k.
+ATTENTION_FIELDS = (
+    "hidden_size",
+    "num_attention_heads",
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
+    "index_n_heads",
+    "index_head_dim",
+    "index_topk",
+)
+# "About 5%": a measured share within twice that counts as agreeing.
+INDEXER_SHARE_CLAIMED = 0.05
+
+
+def _bench_runs(results_dir: Path, m: ModelConfig) -> list[dict]:
+    """Per benchmark file and mode, the row at the longest context where both DSA and dense ran,
+    from runs of this config's attention shape; each labelled with its context, layers and indexer."""
+    out = []
+    for path in sorted((results_dir / BENCH).glob("*.json")):
+        data = json.loads(path.read_text())
+        if any(data["config"].get(f) != getattr(m, f) for f in ATTENTION_FIELDS):
+            continue
+        timed = [r for r in data["rows"] if r["dsa"].get("seconds") and r["dense"].get("seconds")]
+        for mode in sorted({r["mode"] for r in timed}):
+            row = max((r for r in timed if r["mode"] == mode), key=lambda r: r["context"])
+            label = (
+                f"{row['context'] // 1024}K {mode}, {data['layers']} layers, "
+                f"{data['config']['index_dtype']} indexer ({path.name})"
+            )
+            out.append({**row, "label": label})
+    return out
+
+
+def _dense_attention(row: dict) -> dict | None:
+    """The dense run's attention operator (SDPA) from the profile: its FLOPs and seconds."""
+    return next(
+        (op for name, op in row["dense"].get("ops", {}).items() if "scaled_dot_product" in name), None
+    )
+
+
+def _versus(row: dict) -> str:
+    return f"{row['label']}: DSA {row['dsa']['seconds']:.3f} s vs dense {row['dense']['seconds']:.3f} s"
+
+
+def _bench_indexer(runs: list[dict]) -> tuple[str, str]:
+    parts, shares = [], []
+    for r in runs:
+        attention, index_op = _dense_attention(r), r["dsa"].get("ops", {}).get("glmlab::index_topk")
+        if r["mode"] != "prefill" or attention is None or index_op is None or not r["dsa"].get("top"):
+            continue
+        indexer_s = sum(ms for name, ms, _ in r["dsa"]["top"] if name in INDEXER_KERNELS) / 1e3
+        shares.append(indexer_s / attention["seconds"])
+        parts.append(
+            f"{r['label']}: indexer kernels {indexer_s * 1e3:,.0f} ms = {shares[-1]:.1%} of dense "
+            f"attention's {attention['seconds'] * 1e3:,.0f} ms; counted FLOPs "
+            f"{index_op['flops'] / attention['flops']:.1%} of its"
+        )
+    if not shares:
+        return "", ""
+    span = f"{min(shares):.1%}" + (f"-{max(shares):.1%}" if len(shares) > 1 else "")
+    agrees = min(shares) <= 2 * INDEXER_SHARE_CLAIMED
+    verdict = (
+        f"{'reproduced' if agrees else 'not reproduced'} in time: the indexer takes {span} of dense "
+        "FlashAttention's time in the long-context prefill"
+    )
+    return verdict, "; ".join(parts)
+
+
+def _bench_sparse(runs: list[dict]) -> tuple[str, str]:
+    parts, best = [], None
+    for r in runs:
+        if r["mode"] != "prefill":
+            continue
+        ratio = r["dense"]["seconds"] / r["dsa"]["seconds"]
+        part = f"{_versus(r)} ({ratio:.2f}x)"
+        attention, ops = _dense_attention(r), r["dsa"].get("ops", {})
+        if attention is not None and "glmlab::sparse_mla_fwd" in ops:
+            sparse = ops["glmlab::sparse_mla_fwd"]["flops"]
+            indexer = ops.get("glmlab::index_topk", {}).get("flops", 0)
+            part += (
+                f", sparse attention's counted FLOPs {sparse / attention['flops']:.1%} of dense attention's, "
+                f"{(sparse + indexer) / attention['flops']:.1%} with the indexer"
+            )
+        parts.append(part)
+        if best is None or ratio > best[0]:
+            best = (ratio, r)
+    if best is None:
+        return "", ""
+    ratio, r = best
+    return (
+        f"at {r['context'] // 1024}K a prefill ran {ratio:.2f}x faster than dense ({r['label']})",
+        "; ".join(parts),
+    )
+
+
+def _bench_training(runs: list[dict]) -> tuple[str, str]:
+    parts, longest = [], None
+    for r in runs:
+        if r["mode"] != "train":
+            continue
+        ratio = r["dense"]["seconds"] / r["dsa"]["seconds"]
+        parts.append(
+            f"{_versus(r)} a training step ({ratio:.2f}x faster; the calculator's FLOP ratio "
+            f"{r['predicted']:.2f}x)"
+        )
+        if longest is None or r["context"] > longest[1]["context"]:
+            longest = (ratio, r)
+    if longest is None:
+        return "", ""
+    ratio, r = longest
+    return (
+        f"at {r['context'] // 1024}K a training step ran {ratio:.2f}x faster than dense, "
+        f"{ratio / r['predicted']:.0%} of the {r['predicted']:.2f}x its counted FLOPs allow"
+    ), "; ".join(parts)
+
+
+BENCHED = {  # claim id -> what the long-context benchmark measures of it
+    "indexer_cost": _bench_indexer,
+    "sparse_attention": _bench_sparse,
+    "dsa_training_flops": _bench_training,
+}
+
+
 def claims_report(cfg: Config | ModelConfig, results_dir: str | Path = "experiments/results") -> list[dict]:
     """Each claim of `check_claims` with its measured check: the study that tests it, a verdict
     and the evidence (means, 95% intervals, paired differences), or why there is none."""
+    m = cfg.model if isinstance(cfg, Config) else cfg
+    runs = _bench_runs(Path(results_dir), m)
     out = []
-    for row in check_claims(cfg):
-        entry = {**row, "study": None, "measured": "", "verdict": "analytic only: no study measures it"}
+    for row in check_claims(m):
+        sources, verdicts, measured = [], [], []
         if row["id"] in MEASURED:
             study, measure = MEASURED[row["id"]]
             rows = _study(Path(results_dir), study)
-            entry["study"] = study
+            sources.append(study)
             if rows is None:
-                entry["verdict"] = f"not measured yet: glmlab experiment experiments/{study}.yaml"
+                verdicts.append(f"not measured yet: glmlab experiment experiments/{study}.yaml")
             else:
-                entry["verdict"], entry["measured"] = measure(rows)
-        out.append(entry)
+                verdict, evidence = measure(rows)
+                verdicts.append(verdict)
+                measured.append(evidence)
+        if row["id"] in BENCHED:
+            verdict, evidence = BENCHED[row["id"]](runs)
+            if evidence:
+                sources.append(BENCH)
+                verdicts.append(verdict)
+                measured.append(evidence)
+        out.append(
+            {
+                **row,
+                "study": ", ".join(sources) or None,
+                "measured": "; ".join(filter(None, measured)),
+                "verdict": "; ".join(verdicts) or "analytic only: no study measures it",
+            }
+        )
     return out
 
 
@@ -214,8 +372,8 @@ def claims_markdown(rows: list[dict], name: str, results_dir: str | Path) -> str
     """The report as markdown: one section per claim."""
     lines = [f"# The article's claims, checked for {name}", "",
              f"Analytic checks from the calculator; measured checks from "
-             f"`{results_dir}/<study>/results.json` "
-             "(`glmlab claims` regenerates this file).", ""]  # fmt: skip
+             f"`{results_dir}/<study>/results.json` and from the DSA long-context benchmark's runs in "
+             f"`{results_dir}/{BENCH}/` (`glmlab claims` regenerates this file).", ""]  # fmt: skip
     for r in rows:
         lines += [f"## {r['claim']}", "", f"- Analytic: {r['value']} ({r['note']}).",
                   f"- Measured ({r['study'] or 'no study'}): {r['measured'] or '-'}.",
