@@ -100,7 +100,7 @@ def profile_steps(
         torch.cuda.synchronize()
     events = prof.key_averages()
     kernels = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-    print(events.table(sort_by="self_cuda_time_total", row_limit=18))
+    print(events.table(sort_by="self_cuda_time_total", row_limit=40))
     print(f"  {kernels / steps:,.0f} GPU kernels per step")
 
 
