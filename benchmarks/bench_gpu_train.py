@@ -15,10 +15,13 @@ loss) and counts it (glmlab only: the transformers model has no such loss).
   the weights as they are.
 - `--compile` compiles glmlab's decoder layers (`train.compile`); the warm-up steps pay it.
 - `--profile` prints glmlab's top CUDA kernels over two steps, with the kernel count per step.
+- `--topk-select torch|radix` overrides how the Triton indexer selects its top-k (by default
+  `torch.topk` below RADIX_FROM_KEYS keys, glmlab/model/mla.py).
 - `--json FILE` also writes every figure as JSON.
 
     python benchmarks/bench_gpu_train.py [--shape glm5-small:16x1024 ...] [--steps 10] [--warmup 3]
-        [--set FIELD=VALUE ...] [--compile] [--no-hf] [--labels] [--profile] [--json FILE]
+        [--set FIELD=VALUE ...] [--compile] [--no-hf] [--labels] [--profile] [--topk-select radix]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -214,7 +217,12 @@ def main() -> None:
     parser.add_argument("--labels", action="store_true", help="glmlab's training loss (indexer KL); no HF")
     parser.add_argument("--profile", action="store_true", help="glmlab's top CUDA kernels")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--topk-select", choices=("torch", "radix"), help="the Triton indexer's top-k")
     args = parser.parse_args()
+    if args.topk_select:
+        from glmlab.model import mla
+
+        mla.TOPK_SELECT = args.topk_select  # the model reads it at each call
     if not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device: this benchmark times GPU training steps")
     if args.steps < 1 or args.warmup < 1:
@@ -223,7 +231,8 @@ def main() -> None:
 
     peak = max(matmul_peak("cuda", iters=50) for _ in range(3))
     compiled = (", compiled" if args.compile else "") + (", training loss with labels" if args.labels else "")
-    overrides = args.set or "none"
+    select = [f"top-k select {args.topk_select}"] if args.topk_select else []
+    overrides = " ".join(args.set + select) or "none"
     print(
         f"{torch.cuda.get_device_name()}, torch {torch.__version__}; bf16 matmul peak {peak / 1e12:.0f} "
         f"TFLOP/s; bf16 autocast, MTP off, glmlab overrides {overrides}{compiled}"
