@@ -202,6 +202,9 @@ class TrainConfig:
     # slower); bf16: bf16 weights and compute; fp32: no autocast anywhere
     precision: str = "bf16-mixed"
     tensorboard: bool = False  # also log to TensorBoard in <run>/tensorboard (the `tensorboard` extra)
+    # read the gradient norm back after every step and stop at the first non-finite one, naming the
+    # parameters whose gradients are not finite, before the optimiser spreads them (costs a sync)
+    check_gradients: bool = False
     expert_parallel: int = 1  # ranks the routed experts are split over: 1, or every rank (docs/scaling.md)
     # how EP sends tokens: exact (only to the ranks holding one of their experts, sizes read back
     # per layer) or padded (to every rank, fixed sizes, no read-back, twice the experts' buffers at

@@ -374,6 +374,34 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(small, tmp_path, monkey
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000004"
 
 
+def test_non_finite_gradient_stops_and_check_gradients_names_the_parameter(
+    small, tmp_path, monkeypatch, run_cli
+):
+    """A NaN gradient under a finite loss (what an overflow in a backward gives) stops the run at
+    its step; `train.check_gradients` stops it before the optimiser step and names the parameter."""
+    config, data = small
+    real = loop.build_model
+
+    def poisoned(*args, **kwargs):  # lm_head's gradient turns NaN at its second backward (step 4)
+        model = real(*args, **kwargs)
+        calls = []
+        model.get_parameter("lm_head.weight").register_hook(
+            lambda g: g * float("nan") if calls.append(1) or len(calls) >= 2 else g
+        )
+        return model
+
+    monkeypatch.setattr(loop, "build_model", poisoned)
+    args = ("train", str(config), "--data", str(data), "--device", "cpu")
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "a"))
+    assert code == 2 and "gradient norm is nan at step 4: the run stopped; no checkpoint" in err
+    assert not (tmp_path / "a" / "checkpoints" / "step-00000004").exists()
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "b"), "--set", "train.check_gradients=true")
+    assert code == 2
+    assert (
+        "the gradient is not finite at step 4, in lm_head.weight: the run stopped before the optimiser" in err
+    )
+
+
 @pytest.mark.parametrize(
     "case",
     [

@@ -160,6 +160,18 @@ class StopSignal:
             signal.signal(s, old)
 
 
+def nonfinite_gradients(model: torch.nn.Module, step: int) -> str:
+    """The error for a step whose gradient is not finite: the parameters whose gradients (this
+    rank's shards) hold NaN or infinity, the first few by name."""
+    local = {name: getattr(p.grad, "_local_tensor", p.grad) for name, p in model.named_parameters()}
+    bad = [name for name, g in local.items() if g is not None and not torch.isfinite(g).all()]
+    first = (
+        ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "") or "other ranks' shards"
+    )
+    return (f"the gradient is not finite at step {step}, in {first}: "
+            "the run stopped before the optimiser step; lower train.lr or raise warmup_steps")  # fmt: skip
+
+
 @dataclass
 class StepResult:
     """One optimiser step: host-side facts (step, stage, lr) beside the device tensors it measured.
@@ -285,7 +297,12 @@ class Trainer:
             del out, losses
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         clip = t.grad_clip if t.grad_clip > 0 else float("inf")
-        grad_norm = plain_tensor(torch.nn.utils.clip_grad_norm_(trainable, clip))
+        # the norm, then the clip: a check between them sees the gradients before a NaN norm scales them all
+        norm = torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None])
+        grad_norm = plain_tensor(norm)
+        if t.check_gradients and not torch.isfinite(grad_norm).item():
+            raise GlmlabError(nonfinite_gradients(self.model, self.step + 1))
+        torch.nn.utils.clip_grads_with_norm_(trainable, clip, norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         counts = self.world.sum(counts)  # every rank's loads: the biases move as for the global batch
@@ -306,13 +323,16 @@ class Trainer:
     def _settle(self, window: list[StepResult]) -> dict:
         """Wait for the steps since the last read; the first non-finite loss among them stops the
         run, before anything is saved. Returns the last step's metrics."""
-        totals = torch.stack([r.losses["loss"] for r in window]).tolist()
-        for r, value in zip(window, totals, strict=True):
-            if not math.isfinite(value):
+        read = torch.stack([v for r in window for v in (r.losses["loss"], r.grad_norm.float())]).tolist()
+        for r, loss, norm in zip(window, read[0::2], read[1::2], strict=True):
+            what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {norm}"
+            if not math.isfinite(loss) or not math.isfinite(norm):
                 kept = latest_checkpoint(self.run_dir)
                 where = f"last good checkpoint {kept}" if kept else "no checkpoint was written yet"
-                raise GlmlabError(f"loss is {value} at step {r.step}: the run stopped; {where}; "
-                                  "lower train.lr or raise warmup_steps")  # fmt: skip
+                hint = (
+                    "lower train.lr or raise warmup_steps (train.check_gradients=true names the parameters)"
+                )
+                raise GlmlabError(f"{what} at step {r.step}: the run stopped; {where}; {hint}")
         return window[-1].metrics()
 
     # ---- checkpoints and evaluation ----------------------------------------------------------
