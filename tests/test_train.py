@@ -402,6 +402,21 @@ def test_non_finite_gradient_stops_and_check_gradients_names_the_parameter(
     )
 
 
+def test_out_of_memory_is_one_line_and_leaves_no_new_run(small, tmp_path, monkeypatch, run_cli):
+    config, data = small
+
+    def exhausted(self, show_progress=True):
+        self.step = 3
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB.")
+
+    monkeypatch.setattr(loop.Trainer, "run", exhausted)
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", str(config), "--data", str(data), "--out", str(run), "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "out of memory on cpu in step 4: lower train.batch_size" in err
+    assert not run.exists()
+
+
 @pytest.mark.parametrize(
     "case",
     [

@@ -475,6 +475,22 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, device: str = "auto"
     """Train `cfg` in `run_dir` (new, or resumed from its latest checkpoint) to train.steps. A new
     run that fails before its first checkpoint leaves no folder behind."""
     if resume:
-        return Trainer(cfg, run_dir, resume, device, console).run(show_progress)
+        return _run(cfg, run_dir, resume, device, console, show_progress)
     with removed_on_failure(Path(run_dir)):
-        return Trainer(cfg, run_dir, resume, device, console).run(show_progress)
+        return _run(cfg, run_dir, resume, device, console, show_progress)
+
+
+def _run(cfg: Config, run_dir: Path, resume: bool, device: str, console: Console | None,
+         show_progress: bool) -> TrainResult:  # fmt: skip
+    """Build the trainer and run it; running out of device memory is a one-line error with what to
+    change, not a traceback (the last checkpoint stays as it was)."""
+    trainer = None
+    try:
+        trainer = Trainer(cfg, run_dir, resume, device, console)
+        return trainer.run(show_progress)
+    except torch.OutOfMemoryError:
+        where = f"in step {trainer.step + 1}" if trainer is not None else "while building the model"
+        raise GlmlabError(
+            f"out of memory on {device} {where}: lower train.batch_size (raise train.grad_accum to keep the "
+            f"batch), set train.recompute=full, or check the estimate with `glmlab profile {cfg.name}`"
+        ) from None
