@@ -244,7 +244,13 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             device = torch.cuda.get_device_name()
-            json.dump({"peak_flops_per_s": peak, "device": device, "results": results}, f, indent=1)
+            run = {
+                "peak_flops_per_s": peak,
+                "device": device,
+                "topk_select": args.topk_select,
+                "results": results,
+            }
+            json.dump(run, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -31,22 +31,26 @@ def _topk_mask(B: int, S: int, T: int, keep_share: float, seed: int) -> torch.Te
 
 
 @pytest.mark.parametrize(
-    ("S", "T", "share"),
-    [(200, 200, 0.3), (128, 128, 0.3), (70, 300, 0.3), (384, 384, 1.0)],
-    ids=["ragged", "block", "offset", "full-blocks"],
-)
-def test_flex_equals_masked_sdpa(S, T, share):
+    ("S", "T", "share", "whole"),
+    [(200, 200, 0.3, 0), (128, 128, 0.3, 0), (70, 300, 0.3, 0), (384, 384, 1.0, 0), (200, 200, 0.3, 72),
+     (70, 300, 0.3, 40), (90, 90, 0.3, 90)],
+    ids=["ragged", "block", "offset", "full-blocks", "whole-rows", "whole-rows-offset", "all-whole"],
+)  # fmt: skip
+def test_flex_equals_masked_sdpa(S, T, share, whole):
+    """Flex, and with `whole_rows` causal SDPA for the first queries (which keep every key they see:
+    with an offset, S < T, Flex takes every query), against SDPA with the boolean mask."""
     B, H, D, Dv = 2, 3, 32, 16
     gen = torch.Generator().manual_seed(S + T)
     q, k = (torch.randn(B, H, n, D, generator=gen) for n in (S, T))
     v = torch.randn(B, H, T, Dv, generator=gen)
     keep = _topk_mask(B, S, T, share, seed=T)
+    keep[:, :whole] = torch.arange(T)[None, :] <= torch.arange(T - S, T - S + whole)[:, None]
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None], scale=0.2)
     if CUDA:
         q, k, v, keep = (t.cuda().requires_grad_(t.is_floating_point()) for t in (q, k, v, keep))
     with warnings.catch_warnings():  # the CPU's unfused reference warns that it is not compiled
         warnings.simplefilter("ignore")
-        out, _ = flex_masked_attention(q, k, v, keep, scale=0.2)
+        out = flex_masked_attention(q, k, v, keep, scale=0.2, whole_rows=whole)
     torch.testing.assert_close(out.detach().cpu(), ref, atol=2e-5, rtol=1e-4)
     if CUDA:  # gradients against the twin's
         grads = torch.autograd.grad(out.square().sum(), (q, k, v))
@@ -169,24 +173,21 @@ def test_auto_takes_flex_where_the_sparse_kernels_do_not_pay(monkeypatch):
     plan_module._attention_plan.cache_clear()
 
 
-def test_key_mass_from_the_log_sum_exp_equals_explicit_probabilities(monkeypatch):
-    """key_mass_at, chunk by chunk (the plan's chunks, made small) from Flex's log-sum-exp, against
-    softmax probabilities summed over heads at each query's selected keys."""
+def test_key_mass_equals_explicit_probabilities(monkeypatch):
+    """key_mass_at, chunk by chunk (the plan's chunks, made small), against softmax probabilities
+    summed over heads at each query's selected keys."""
     from glmlab import plan
     from glmlab.kernels.flex_masked import key_mass_at
 
     B, H, S, D, K = 2, 3, 150, 16, 12
     monkeypatch.setattr(plan, "KL_TARGET_BYTES", 6 * H * S * 40)  # 40 queries a chunk
     gen = torch.Generator().manual_seed(5)
-    q, k, v = (torch.randn(B, H, S, D, generator=gen) for _ in range(3))
+    q, k = (torch.randn(B, H, S, D, generator=gen) for _ in range(2))
     keep = _topk_mask(B, S, S, 0.2, seed=1)
     indices = torch.multinomial(keep.flatten(0, 1).float() + 1e-6, K, generator=gen).view(B, S, K)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, lse = flex_masked_attention(q, k, v, keep, scale=0.3)
     chunks = tuple(plan.kl_target_chunks(S, S, H))
     assert chunks == ((0, 40, 40), (40, 80, 80), (80, 120, 120), (120, 150, 150))
-    mass = key_mass_at(q, k, lse, keep, indices, scale=0.3, chunks=chunks)
+    mass = key_mass_at(q, k, keep, indices, scale=0.3, chunks=chunks)
     probs = ((q @ k.transpose(-1, -2)) * 0.3).masked_fill(~keep[:, None], float("-inf")).softmax(-1)
     torch.testing.assert_close(mass, probs.sum(1).gather(-1, indices), atol=1e-5, rtol=1e-4)
 
@@ -247,8 +248,7 @@ def test_calculator_counts_the_key_mass_that_key_mass_at_runs():
     keep = torch.ones(1, S, S, dtype=torch.bool).tril()
     counter = flop_counter()
     with counter:
-        key_mass_at(q, k, torch.zeros(1, H, S), keep, torch.zeros(1, S, 64, dtype=torch.long), scale=1.0,
-                    chunks=plans[0].kl_chunks)  # fmt: skip
+        key_mass_at(q, k, keep, torch.zeros(1, S, 64, dtype=torch.long), scale=1.0, chunks=plans[0].kl_chunks)
     trained = sum(p.index_loss for p in plans)
     assert trained > 0 and core(True) - core(False) == trained * counter.get_total_flops()
 
@@ -263,16 +263,22 @@ def test_flop_counter_counts_the_causal_pairs():
     counter = flop_counter()
     with counter, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out, _ = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0), scale=0.2)
+        out = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0), scale=0.2)
     pairs = B * H * S * (S + 1) // 2
     assert counter.get_total_flops() == pairs * 2 * (D + Dv)
     ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.2)
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    counter = flop_counter()  # causal SDPA for the first 70 queries, Flex for the rest: the same pairs
+    with counter, warnings.catch_warnings():  # (values as wide as keys, as the model pads them: else
+        warnings.simplefilter("ignore")  # the CPU's SDPA falls back to products over the whole square)
+        flex_masked_attention(q, k, torch.randn(B, H, S, D), _topk_mask(B, S, S, 1.0, seed=0), scale=0.2,
+                              whole_rows=70)  # fmt: skip
+    assert counter.get_total_flops() == pairs * 4 * D
     if CUDA:  # the compiled kernel, forward and backward, under the counter
         q, k, v = (t.cuda().requires_grad_() for t in (q, k, v))
         counter = flop_counter()
         with counter:
-            out, _ = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0).cuda(), scale=0.2)
+            out = flex_masked_attention(q, k, v, _topk_mask(B, S, S, 1.0, seed=0).cuda(), scale=0.2)
             out.sum().backward()
         assert counter.get_total_flops() == pairs * (2 * (D + Dv) + 2 * (3 * D + 2 * Dv))
         torch.testing.assert_close(out.detach().cpu(), ref, atol=2e-5, rtol=1e-4)

@@ -396,7 +396,7 @@ def test_non_finite_gradient_stops_and_check_gradients_names_the_parameter(
     assert code == 2 and "gradient norm is nan at step 4: the run stopped; no checkpoint" in err
     assert not (tmp_path / "a" / "checkpoints" / "step-00000004").exists()
     code, _, err = run_cli(*args, "--out", str(tmp_path / "b"), "--set", "train.check_gradients=true")
-    assert code == 2
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
     assert (
         "the gradient is not finite at step 4, in lm_head.weight: the run stopped before the optimiser" in err
     )
@@ -413,8 +413,20 @@ def test_out_of_memory_is_one_line_and_leaves_no_new_run(small, tmp_path, monkey
     run = tmp_path / "run"
     code, _, err = run_cli("train", str(config), "--data", str(data), "--out", str(run), "--device", "cpu")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "out of memory on cpu in step 4: lower train.batch_size" in err
+    assert "out of memory on cpu after step 3: lower train.batch_size" in err
     assert not run.exists()
+
+
+def test_gradients_too_large_for_their_norm_are_named_as_such(small, tmp_path):
+    """Finite gradients whose squares overflow: the norm is infinite though no gradient is."""
+    trainer = make_trainer(small, tmp_path / "run")
+    for p in trainer.model.parameters():
+        p.grad = None
+    trainer.model.get_parameter("lm_head.weight").grad = torch.full_like(trainer.model.lm_head.weight, 1e30)
+    message = loop.nonfinite_gradients(trainer.model, 7)
+    assert message.startswith(
+        "the gradient is not finite at step 7, in no gradient of this rank's parameters (the norm overflowed"
+    )
 
 
 @pytest.mark.parametrize(

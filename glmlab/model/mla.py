@@ -270,7 +270,8 @@ class MultiHeadLatentAttention(nn.Module):
         self, p: Projections, topk: TopK, causal: torch.Tensor, *, plan: AttentionPlan
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Expanded attention under the top-k as a mask: the dense reference for sparse paths, or
-        FlexAttention over the causal key blocks (`plan.flex`; its key mass from the log-sum-exp).
+        FlexAttention over the causal key blocks (`plan.flex`; causal SDPA for the queries that keep
+        every key they see).
         The key mass, when the plan asks for it, is [B,S,K] at the top-k's picks."""
         keep = topk_mask(topk, causal.shape[-1]) & causal
         if not plan.flex:
@@ -279,10 +280,11 @@ class MultiHeadLatentAttention(nn.Module):
         from glmlab.kernels.flex_masked import flex_masked_attention, key_mass_at
 
         q, k, v = self._expanded_qkv(p, pad_values=True)
-        o, lse = flex_masked_attention(q, k, v, keep, scale=self.scale)
+        # the queries that see at most k keys keep them all (the first selected_keys when S = T)
+        o = flex_masked_attention(q, k, v, keep, scale=self.scale, whole_rows=plan.selected_keys)
         mass = None
         if plan.key_mass:
-            mass = key_mass_at(q, k, lse, keep, topk.indices, scale=self.scale, chunks=plan.kl_chunks)
+            mass = key_mass_at(q, k, keep, topk.indices, scale=self.scale, chunks=plan.kl_chunks)
         return o[..., : self.d_v].transpose(1, 2), mass
 
     def attend_gathered(self, p: Projections, topk: TopK, *, kernel: str, need_mass: bool):

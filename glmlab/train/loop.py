@@ -160,16 +160,26 @@ class StopSignal:
             signal.signal(s, old)
 
 
+UNSTABLE_HINT = "lower train.lr or raise warmup_steps"
+
+
 def nonfinite_gradients(model: torch.nn.Module, step: int) -> str:
-    """The error for a step whose gradient is not finite: the parameters whose gradients (this
-    rank's shards) hold NaN or infinity, the first few by name."""
-    local = {name: getattr(p.grad, "_local_tensor", p.grad) for name, p in model.named_parameters()}
+    """The error for a step whose gradient norm is not finite: the parameters whose gradients (this
+    rank's shards) hold NaN or infinity, the first few by name, or that none does (the norm overflowed,
+    or the non-finite values are in other ranks' shards)."""
+    from torch.distributed.tensor import DTensor
+
+    local = {
+        n: p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for n, p in model.named_parameters()
+    }
     bad = [name for name, g in local.items() if g is not None and not torch.isfinite(g).all()]
-    first = (
-        ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "") or "other ranks' shards"
+    where = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+    if not bad:
+        where = "no gradient of this rank's parameters (the norm overflowed, or another rank's are)"
+    return (
+        f"the gradient is not finite at step {step}, in {where}: the run stopped before the optimiser step; "
+        + UNSTABLE_HINT
     )
-    return (f"the gradient is not finite at step {step}, in {first}: "
-            "the run stopped before the optimiser step; lower train.lr or raise warmup_steps")  # fmt: skip
 
 
 @dataclass
@@ -329,10 +339,14 @@ class Trainer:
             if not math.isfinite(loss) or not math.isfinite(norm):
                 kept = latest_checkpoint(self.run_dir)
                 where = f"last good checkpoint {kept}" if kept else "no checkpoint was written yet"
-                hint = (
-                    "lower train.lr or raise warmup_steps (train.check_gradients=true names the parameters)"
+                names = (
+                    ""
+                    if self.cfg.train.check_gradients
+                    else " (train.check_gradients=true names the parameters)"
                 )
-                raise GlmlabError(f"{what} at step {r.step}: the run stopped; {where}; {hint}")
+                raise GlmlabError(
+                    f"{what} at step {r.step}: the run stopped; {where}; {UNSTABLE_HINT}{names}"
+                )
         return window[-1].metrics()
 
     # ---- checkpoints and evaluation ----------------------------------------------------------
@@ -475,12 +489,12 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, device: str = "auto"
     """Train `cfg` in `run_dir` (new, or resumed from its latest checkpoint) to train.steps. A new
     run that fails before its first checkpoint leaves no folder behind."""
     if resume:
-        return _run(cfg, run_dir, resume, device, console, show_progress)
+        return _run(cfg, run_dir, resume=resume, device=device, console=console, show_progress=show_progress)
     with removed_on_failure(Path(run_dir)):
-        return _run(cfg, run_dir, resume, device, console, show_progress)
+        return _run(cfg, run_dir, resume=resume, device=device, console=console, show_progress=show_progress)
 
 
-def _run(cfg: Config, run_dir: Path, resume: bool, device: str, console: Console | None,
+def _run(cfg: Config, run_dir: Path, *, resume: bool, device: str, console: Console | None,
          show_progress: bool) -> TrainResult:  # fmt: skip
     """Build the trainer and run it; running out of device memory is a one-line error with what to
     change, not a traceback (the last checkpoint stays as it was)."""
@@ -489,8 +503,9 @@ def _run(cfg: Config, run_dir: Path, resume: bool, device: str, console: Console
         trainer = Trainer(cfg, run_dir, resume, device, console)
         return trainer.run(show_progress)
     except torch.OutOfMemoryError:
-        where = f"in step {trainer.step + 1}" if trainer is not None else "while building the model"
+        where = f"after step {trainer.step}" if trainer is not None else "while building the model"
         raise GlmlabError(
-            f"out of memory on {device} {where}: lower train.batch_size (raise train.grad_accum to keep the "
-            f"batch), set train.recompute=full, or check the estimate with `glmlab profile {cfg.name}`"
+            f"out of memory on {resolve_device(device)} {where}: lower train.batch_size (raise "
+            "train.grad_accum to keep the batch) or set train.recompute=full; `glmlab profile CONFIG "
+            "--device cuda` estimates the peak"
         ) from None
