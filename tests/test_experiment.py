@@ -356,13 +356,13 @@ def test_claims_judge_speed_alone_or_under_like_loads_only(tmp_path):
         return {r["id"]: r for r in claims_report(load_config("glm5"), tmp_path)}["sparse_attention"]
 
     sparse = timed({"64": (1200.0, 1.0), "all": (1000.0, 1.0)})
-    assert sparse["verdict"].startswith("sparse attention trained faster at this context, alone")
+    assert sparse["verdict"].startswith("sparse attention trained faster at the study's context, alone")
     assert "k=64: 1.20x the tokens/s of all, alone on the device" in sparse["measured"]
     for busy_or_missing in ({"64": (1200.0, 6.0), "all": (1000.0, 1.0)}, {"all": (1000.0, 1.0)}):
         sparse = timed(
             busy_or_missing
         )  # a timing beside other work, or only the baseline's: the cells decide
-        assert sparse["verdict"].startswith("no measured time saving at this size in the cells")
+        assert sparse["verdict"].startswith("no measured time saving at the study's context in the cells")
 
 
 def _bench_row(context, mode, dsa_s, dense_s, *, predicted=3.0, ops=True):

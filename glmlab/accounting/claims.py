@@ -145,8 +145,9 @@ def _measure_sparse(rows: dict) -> tuple[str, str]:
     base = next((r["baseline"] for r in alone or speeds), None)
     if base in flops:
         parts += [f"FLOPs/token k={v} {f / flops[base]:.1%} of {base}" for v, f in flops.items() if v != base]
-    verdict = (f"sparse attention trained faster at this context{where}" if faster else
-               f"no measured time saving at this size{where}: the saving is in counted FLOPs")  # fmt: skip
+    at = f"at the study's context{where}"
+    verdict = (f"sparse attention trained faster {at}" if faster else
+               f"no measured time saving {at}: the saving is in counted FLOPs")  # fmt: skip
     return verdict, "; ".join(parts)
 
 
