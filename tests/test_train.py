@@ -417,6 +417,25 @@ def test_out_of_memory_is_one_line_and_leaves_no_new_run(small, tmp_path, monkey
     assert not run.exists()
 
 
+def test_out_of_memory_building_or_resuming_keeps_what_was_there(small, tmp_path, monkeypatch, run_cli):
+    """Out of memory while the model is built says so; in a resumed run the checkpoints stay."""
+    config, data = small
+    run = tmp_path / "run"
+    args = ("train", str(config), "--data", str(data), "--out", str(run), "--device", "cpu")
+    assert run_cli(*args)[0] == 0  # 8 steps, checkpoints at 4 and 8
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(loop, "build_model", exhausted)
+    code, _, err = run_cli("train", str(run), "--resume", "--steps", "12", "--device", "cpu")
+    assert code == 2 and "out of memory on cpu while building the model" in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == kept
+    code, _, err = run_cli(*args[:4], "--out", str(tmp_path / "new"), "--device", "cpu")
+    assert code == 2 and "while building the model" in err and not (tmp_path / "new").exists()
+
+
 def test_gradients_too_large_for_their_norm_are_named_as_such(small, tmp_path):
     """Finite gradients whose squares overflow: the norm is infinite though no gradient is."""
     trainer = make_trainer(small, tmp_path / "run")
