@@ -197,6 +197,12 @@ def test_forward_picks_grouped_only_for_cuda_bf16(monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         moe.experts(x, moe.gate(x))
     assert called == ["looped", "looped"]
+    # the rule the decoder's CUDA graphs follow too: CUDA, bf16, a hidden size of 16-byte rows
+    from glmlab.model.moe import grouped_form
+
+    assert grouped_form("cuda", torch.bfloat16, 64)
+    assert not any(grouped_form(*a) for a in [("cpu", torch.bfloat16, 64), ("cuda", torch.float32, 64),
+                                             ("cuda", torch.bfloat16, 60)])  # fmt: skip
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")

@@ -16,7 +16,7 @@ from glmlab.generate.sampling import SamplingParams, choose
 from glmlab.generate.session import DecodeSession, session_capacity
 from glmlab.generate.speculative import SpeculativeStats, accept
 from glmlab.model import CausalLM
-from glmlab.model.moe import WIDTH_ALIGN
+from glmlab.model.moe import grouped_form
 
 # Decoding sessions (buffers and captured graphs) kept per Generator, most recently used first:
 # plain and speculative decoding of similar lengths each keep theirs.
@@ -170,8 +170,7 @@ class Generator:
         weight = model.lm_head.weight
         self.device = weight.device
         # the routed experts read nothing back to the host only in their grouped bf16 form
-        grouped = weight.dtype == torch.bfloat16 and weight.shape[1] % WIDTH_ALIGN == 0
-        self.graphs = cuda_graphs and self.device.type == "cuda" and grouped
+        self.graphs = cuda_graphs and grouped_form(self.device.type, weight.dtype, weight.shape[1])
         self.sessions: OrderedDict[tuple[int, int, int], DecodeSession] = OrderedDict()
 
     @classmethod

@@ -63,6 +63,12 @@ class Router(nn.Module):
         return Routing(indices, gates * cfg.routed_scaling_factor, affinity, counts)
 
 
+def grouped_form(device_type: str, dtype: torch.dtype, hidden: int) -> bool:
+    """Whether the experts run as grouped products (no host sync): on CUDA, in bf16, with a hidden
+    size of 16-byte rows; elsewhere one product per expert."""
+    return device_type == "cuda" and dtype == torch.bfloat16 and hidden % WIDTH_ALIGN == 0
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype matrix products run in: autocast's on this device when it is on, else x's."""
     device = x.device.type
@@ -87,7 +93,7 @@ class Experts(nn.Module):
         """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d]. With `empty_slots`,
         an index of -1 is a slot with no expert (expert parallelism's rows: experts on other ranks)
         and adds nothing; `routing.counts` counts the other slots."""
-        if x.is_cuda and compute_dtype(x) == torch.bfloat16 and x.shape[-1] % WIDTH_ALIGN == 0:
+        if grouped_form(x.device.type, compute_dtype(x), x.shape[-1]):
             return self.grouped(x, routing, empty_slots=empty_slots)
         return self.looped(x, routing)
 

@@ -3,6 +3,7 @@ signals and the progress display (docs/architecture.md, "Training")."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -331,8 +332,8 @@ class Trainer:
         return batch.to(self.device, non_blocking=True)
 
     def _settle(self, window: list[StepResult]) -> dict:
-        """Wait for the steps since the last read; the first non-finite loss among them stops the
-        run, before anything is saved. Returns the last step's metrics."""
+        """Wait for the steps since the last read; the first non-finite loss or gradient norm among
+        them stops the run, before anything is saved. Returns the last step's metrics."""
         read = torch.stack([v for r in window for v in (r.losses["loss"], r.grad_norm.float())]).tolist()
         for r, loss, norm in zip(window, read[0::2], read[1::2], strict=True):
             what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {norm}"
@@ -488,9 +489,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, device: str = "auto"
           console: Console | None = None, show_progress: bool = True) -> TrainResult:  # fmt: skip
     """Train `cfg` in `run_dir` (new, or resumed from its latest checkpoint) to train.steps. A new
     run that fails before its first checkpoint leaves no folder behind."""
-    if resume:
-        return _run(cfg, run_dir, resume=resume, device=device, console=console, show_progress=show_progress)
-    with removed_on_failure(Path(run_dir)):
+    with contextlib.nullcontext() if resume else removed_on_failure(Path(run_dir)):
         return _run(cfg, run_dir, resume=resume, device=device, console=console, show_progress=show_progress)
 
 
