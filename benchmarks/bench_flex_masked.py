@@ -15,9 +15,12 @@ prints every tile it tried.
 glmlab's split, where the first k queries keep all their keys and run as causal SDPA (k = 2048 of
 4,096: N = 2048); that causal SDPA over the first S - N queries is then timed too. `--backend NAME`
 (repeatable: flash, efficient, cudnn) also times the SDPA lines under that backend alone.
+`--sdpa-chunks N` (repeatable) times SDPA's masked line query chunk by query chunk, each chunk
+over the keys up to its last query, so that the square above the diagonal is mostly skipped.
 
     python benchmarks/bench_flex_masked.py [--shape 4,16,4096,256] [--topk 2048] [--rows 2048]
-        [--bwd 64,64,64,64,2,8 ...] [--options BLOCK_M=128,BLOCK_N=64 ...] [--backend cudnn ...] [--autotune]
+        [--bwd 64,64,64,64,2,8 ...] [--options BLOCK_M=128,BLOCK_N=64 ...] [--backend cudnn ...]
+        [--sdpa-chunks 512 ...] [--autotune]
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ def main() -> None:
     parser.add_argument("--options", action="append", default=[], help="NAME=VALUE,... Flex kernel_options")
     parser.add_argument("--backend", action="append", default=[], choices=sorted(BACKENDS),
                         help="also time the SDPA lines under this backend alone")  # fmt: skip
+    parser.add_argument("--sdpa-chunks", action="append", type=int, default=[],
+                        help="also time SDPA's masked line in chunks of this many queries, each over the "
+                        "keys up to its last query")  # fmt: skip
     parser.add_argument("--autotune", action="store_true", help="also compile with max_autotune")
     args = parser.parse_args()
     B, H, S, D = (int(x) for x in args.shape.split(","))
@@ -116,6 +122,18 @@ def main() -> None:
 
         ms = attempt(f"SDPA, boolean mask, {backend or 'default'}", measure, kept, None)
         sdpa = sdpa or ms
+    for chunk in args.sdpa_chunks:
+
+        def chunked(q, k, v, chunk=chunk):
+            parts = []
+            for a in range(0, rows, chunk):
+                b, end = min(a + chunk, rows), S - rows + min(a + chunk, rows)
+                mask = keep[:, None, a:b, :end]
+                parts.append(F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, :end], v[:, :, :end],
+                                                            attn_mask=mask, scale=scale))  # fmt: skip
+            return torch.cat(parts, dim=2)
+
+        attempt(f"SDPA, boolean mask, chunks of {chunk}", lambda f=chunked: timings(f, q, k, v), kept, sdpa)
     if rows < S:
         n = S - rows
         for backend in [None, *args.backend]:

@@ -72,12 +72,15 @@ def causal_block_mask(keep: torch.Tensor, *, block: int = BLOCK) -> BlockMask:
     )
 
 
-# Backward tiles (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, 2 stages, 8 warps): at d = 256 on an H200
-# they ran glm5-1b's attention (4 x 16 x 4,096 x 256, top-2048 mask) forward and backward in 12.2 ms
-# against 13.7 ms with FlexAttention's default tiles (4 warps) or with max-autotune's pick, and 17.5 ms
-# for SDPA's masked reference (benchmarks/bench_flex_masked.py, experiments/results/h200-session4/).
-WIDE_HEAD_BACKWARD = {"BLOCK_M1": 64, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 64,
-                      "bwd_num_stages": 2, "bwd_num_warps": 8}  # fmt: skip
+# Tiles at d = 256 on an H200 (benchmarks/bench_flex_masked.py). Backward (BLOCK_M1, BLOCK_N1, BLOCK_M2,
+# BLOCK_N2, 2 stages, 8 warps): glm5-1b's attention (4 x 16 x 4,096 x 256, top-2048 mask) forward and
+# backward in 12.2 ms against 13.7 ms with FlexAttention's default tiles (4 warps) or with max-autotune's
+# pick, and 17.5 ms for SDPA's masked reference (experiments/results/h200-session4/). Forward (128 x 64,
+# 8 warps, 2 stages): the 2,048 queries Flex runs there after the split, 1.22 ms against 1.51 ms with
+# the default tiles (experiments/results/h200-session11/).
+WIDE_HEAD_TILES = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2,
+                   "BLOCK_M1": 64, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 64,
+                   "bwd_num_stages": 2, "bwd_num_warps": 8}  # fmt: skip
 
 
 def flex_masked_attention(
@@ -109,7 +112,7 @@ def _flex(
     """FlexAttention over the causal key blocks of the queries (the last S of T positions)."""
     # inside a compiled region (train.compile) the outer compile generates the kernel itself
     attend = _compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
-    options = WIDE_HEAD_BACKWARD if q.is_cuda and q.shape[-1] > 128 else None
+    options = WIDE_HEAD_TILES if q.is_cuda and q.shape[-1] > 128 else None
     measured = not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() > 0
     with _disable_current_modes() if measured else contextlib.nullcontext():
         out = attend(q, k, v, block_mask=causal_block_mask(keep), scale=scale, kernel_options=options)
