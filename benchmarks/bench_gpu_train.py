@@ -229,7 +229,7 @@ def main() -> None:
         parser.error("--steps and --warmup must be at least 1")
     from glmlab.measure import matmul_peak
 
-    peak = max(matmul_peak("cuda", iters=50) for _ in range(3))
+    peak = matmul_peak("cuda")
     compiled = (", compiled" if args.compile else "") + (", training loss with labels" if args.labels else "")
     select = [f"top-k select {args.topk_select}"] if args.topk_select else []
     overrides = " ".join(args.set + select) or "none"

@@ -58,8 +58,14 @@ def test_saved_tensor_bytes_excludes_parameters():
     assert saved["bytes"] == x.numel() * 4 + y.numel() * 4  # input of the linear, output of relu
 
 
-def test_matmul_peak_is_positive():
-    assert matmul_peak("cpu", size=128, iters=2) > 0
+def test_matmul_peak_is_the_best_batch(monkeypatch):
+    """The peak is the fastest of the timed batches: one slow batch does not lower it."""
+    import glmlab.measure as measure
+
+    clock = iter([0.0, 1.0, 1.0, 3.0, 3.0, 3.5])  # batches of 1 s, 2 s, 0.5 s
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock))
+    peak = matmul_peak("cpu", size=16, iters=4, repeats=3)
+    assert peak == pytest.approx(2 * 16**3 * 4 / 0.5)
 
 
 def test_profile_cli_estimate_matches_measurement():
