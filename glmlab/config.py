@@ -82,6 +82,10 @@ class ModelConfig:
     # bf16 | fp8: the Triton top-k scores in fp8 e4m3 (CUDA, Hopper; glmlab/kernels/indexer.py); the
     # torch paths and the indexer's loss ignore it
     index_dtype: str = "bf16"
+    # The Triton sparse attention keeps a training call's probabilities [n,H,K] from the forward for
+    # the backward (which then skips recomputing them) when they fit in this many GiB per sequence
+    # (bf16); 0 always recomputes. 16 covers GLM-5's attention at 64K queries (glmlab/plan.py)
+    sparse_keep_probs_gib: float = 16.0
     # mla | gqa | mha (docs/architecture.md, "Attention types"): gqa and mha replace MLA with
     # grouped-query attention (q/k/v/o projections, a per-head K/V cache) and read the two fields below
     attention_type: str = "mla"
@@ -504,6 +508,8 @@ def validate(cfg: Config) -> None:
             _fail("rope_scaling", "needs original_max_position_embeddings", "add it (4096 for DeepSeek-V3)")
     if m.dsa_impl not in DSA_IMPLS:
         _fail("dsa_impl", f"must be one of {', '.join(DSA_IMPLS)}, got {m.dsa_impl!r}", "use auto")
+    if not m.sparse_keep_probs_gib >= 0:
+        _fail("sparse_keep_probs_gib", f"must be at least 0, got {m.sparse_keep_probs_gib}", "use 16, or 0")
     if m.index_dtype not in ("bf16", "fp8"):
         _fail("index_dtype", f"must be bf16 or fp8, got {m.index_dtype!r}", "use bf16")
     if m.index_dtype == "fp8" and (not m.use_dsa or m.dsa_impl in ("gather", "mask")):

@@ -55,7 +55,8 @@ YARN_KEYS = [
     "mscale",
     "mscale_all_dim",
 ]
-GLMLAB_KNOBS = ["num_nextn_predict_layers", "mtp_share_modules", "use_moe", "dsa_impl", "index_dtype"]
+GLMLAB_KNOBS = ["num_nextn_predict_layers", "mtp_share_modules", "use_moe", "dsa_impl", "index_dtype",
+                "sparse_keep_probs_gib"]  # fmt: skip
 MTP_OWN = {"enorm.weight", "hnorm.weight", "eh_proj.weight"}
 MTP_SKIPPED = {"shared_head.head.weight", "embed_tokens.weight"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -137,7 +138,9 @@ def config_from_hf(hf: dict, mtp_modules: int) -> ModelConfig:
     if knobs.get("mtp_share_modules") and mtp_modules == 1:
         raw["mtp_share_modules"] = True
         raw["num_nextn_predict_layers"] = knobs.get("num_nextn_predict_layers", 1)
-    raw.update({k: knobs[k] for k in ("use_moe", "dsa_impl", "index_dtype") if k in knobs})
+    raw.update(
+        {k: knobs[k] for k in ("use_moe", "dsa_impl", "index_dtype", "sparse_keep_probs_gib") if k in knobs}
+    )
     seq_len = min(
         TrainConfig.seq_len, raw.get("max_position_embeddings", ModelConfig.max_position_embeddings)
     )

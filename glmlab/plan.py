@@ -133,6 +133,7 @@ class AttentionPlan:
     flex: bool  # the masked path runs FlexAttention over the causal key blocks (CUDA; dsa_impl flex)
     kernel: str  # "torch" or "triton": who scores and selects, and attends on sparse and cached paths
     index_fp8: bool  # the Triton top-k scores in fp8 e4m3 (`index_dtype: fp8`); its KL stays in bf16
+    keep_probs: bool  # the Triton sparse kernel keeps its forward probabilities for the backward
     score_chunks: tuple[tuple[int, int, int], ...]  # the torch indexer's chunks (empty if none)
     kl_chunks: tuple[tuple[int, int, int], ...]  # KL target chunks: Triton warm-up, Flex key mass (or empty)
 
@@ -237,8 +238,9 @@ def attention_plan(m: ModelConfig, kind: LayerKind, call: Call) -> AttentionPlan
     widths = m.attention_type != "mla" or m.qk_head_dim >= m.v_head_dim  # GQA: one width for q, k, v
     fp8 = m.index_dtype == "fp8"
     return _attention_plan(
-        m.index_topk, m.index_n_heads, m.num_attention_heads, widths, kind, call, impl, fp8
-    )
+        m.index_topk, m.index_n_heads, m.num_attention_heads, widths, kind, call, impl, fp8,
+        m.sparse_keep_probs_gib,
+    )  # fmt: skip
 
 
 @lru_cache(maxsize=4096)
@@ -251,6 +253,7 @@ def _attention_plan(
     call: Call,
     impl: str,
     fp8: bool,
+    keep_probs_gib: float,
 ) -> AttentionPlan:
     n, T = call.queries, call.context
     sparse = kind.dsa and not call.dsa_dense and T > index_topk
@@ -274,6 +277,10 @@ def _attention_plan(
     dense_kl = index_loss and not sparse and kernel == "triton"
     # the Triton warm-up KL's target, or Flex's key mass, chunk by chunk of queries
     kl_chunks = tuple(kl_target_chunks(n, T, heads)) if dense_kl or (flex and index_loss) else ()
+    # a training call's probabilities, one sequence's in bf16, within the budget: the backward reads
+    # them instead of gathering every selected row once more to recompute them
+    keep = path == "sparse" and kernel == "triton" and call.labels
+    keep = keep and n * heads * min(index_topk, T) * 2 <= keep_probs_gib * 2**30
     return AttentionPlan(
         path=path,
         sparse=sparse,
@@ -287,6 +294,7 @@ def _attention_plan(
         index_fp8=fp8 and kernel == "triton" and sparse and score,
         score_chunks=chunks,
         kl_chunks=kl_chunks,
+        keep_probs=keep,
     )
 
 

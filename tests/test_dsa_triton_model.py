@@ -34,14 +34,16 @@ def _grads_close(a: torch.nn.Module, b: torch.nn.Module, tol: float) -> None:
             assert err <= tol * max(q.grad.abs().max().item(), 1e-6), (name, err)
 
 
-@pytest.mark.parametrize(("dsa_dense", "select"), [(False, None), (False, "radix"), (True, None)],
-                         ids=["sparse", "sparse-radix", "warm-up"])  # fmt: skip
-def test_triton_path_equals_gather_path(tiny, dsa_dense, select, monkeypatch):
+@pytest.mark.parametrize(("dsa_dense", "select", "keep_gib"),
+                         [(False, None, 16), (False, "radix", 16), (True, None, 16), (False, None, 0)],
+                         ids=["sparse", "sparse-radix", "warm-up", "sparse-recomputed"])  # fmt: skip
+def test_triton_path_equals_gather_path(tiny, dsa_dense, select, keep_gib, monkeypatch):
     """Same logits, LM loss and indexer KL; the same gradients reach every parameter (the
     indexer's from its KL alone). At these lengths the model selects with torch.topk; the radix
-    select, which it takes from 32K keys, is forced once."""
+    select, which it takes from 32K keys, is forced once. The sparse kernel's backward reads the
+    probabilities its forward kept, or with a budget of 0 recomputes them."""
     monkeypatch.setattr(mla, "TOPK_SELECT", select)
-    gather, triton = _pair(tiny)
+    gather, triton = _pair(tiny, f"sparse_keep_probs_gib={keep_gib}")
     ids = _ids(SEQ)
     a = gather(ids, labels=ids, dsa_dense=dsa_dense)
     b = triton(ids, labels=ids, dsa_dense=dsa_dense)
@@ -116,3 +118,22 @@ def test_fixed_shape_decoding_step_scores_with_the_kernel(tiny, monkeypatch):
             eager = bf16_step(triton.new_cache(2, SEQ + 5).layers)(ids, pos)
             replayed = GraphedStep(bf16_step(triton.new_cache(2, SEQ + 5).layers))(ids, pos).clone()
         assert (replayed - eager).abs().max().item() < 1e-3
+
+
+def test_plan_keeps_the_sparse_probabilities_within_the_budget():
+    """Training calls on the Triton sparse path keep P when one sequence's (n x H x K x 2 bytes)
+    fits the budget: GLM-5's attention at 64K queries (16 GiB) with the default, not at 128K; never
+    without labels, on the torch path, or with a budget of 0."""
+    from glmlab.config import load_config
+    from glmlab.plan import Call, attention_plan, layer_kinds
+
+    def keeps(n: int, *overrides: str, labels: bool = True) -> bool:
+        m = load_config("glm5", ["dsa_impl=triton", *overrides]).model
+        plan = attention_plan(m, layer_kinds(m)[-1], Call(n, n, False, labels, False, "cuda"))
+        assert plan.path == "sparse"
+        return plan.keep_probs
+
+    assert keeps(65536) and not keeps(131072)
+    assert not keeps(65536, labels=False) and not keeps(4096, "sparse_keep_probs_gib=0")
+    assert keeps(131072, "sparse_keep_probs_gib=32")
+    assert not keeps(65536, "dsa_impl=gather")

@@ -93,6 +93,33 @@ def test_backward_in_chunks(monkeypatch, dtype, H):
         close(got, want, TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("dtype,H,mass", [(torch.float32, 4, True), (torch.float32, 18, False),
+                                          (torch.bfloat16, 4, True)])  # fmt: skip
+def test_kept_probabilities(monkeypatch, dtype, H, mass):
+    """`keep_probs`: the forward writes P for the backward, which skips recomputing it; with or
+    without the key mass, over several head blocks, in backward chunks of 2 queries: the twin's
+    outputs and gradients, and P itself is the twin's softmax."""
+    monkeypatch.setattr(kernels, "SPARSE_BACKWARD_BYTES", 2 * H * 37 * dtype.itemsize)
+    assert kernels.backward_chunk(H, 37, dtype, recompute=False) == 2
+    q, kv, idx, valid = inputs(5, H, 37, 20, dtype, seed=6)
+    out, key_mass = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, mass=mass, keep_probs=True, **TINY)
+    ref_out, ref_mass = sparse_mla_ref(q, kv, idx, valid, scale=0.2, r=32)
+    tol = TOLERANCE[dtype]
+    close(out, ref_out, tol)
+    assert (key_mass is None) != mass
+    if mass:
+        close(key_mass, ref_mass, tol)
+    for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
+        close(got, want, tol)
+    tiles = [*TINY["forward_tiles"], *(x for t in TINY["backward_tiles"] for x in t)]
+    args = (q.detach(), kv.detach(), idx, valid, 0.2, 32)
+    kept = kernels._forward(*args, mass, True, tiles)[3]
+    scores = torch.einsum("nhr,nkr->nhk", q.detach().float(), kv.detach().float()[idx]) * 0.2
+    probs = scores.masked_fill(~valid[:, None], float("-inf")).softmax(-1)
+    assert kept.shape == probs.shape and kept.dtype == dtype
+    close(kept, probs, tol)
+
+
 def test_matches_gathered_attention():
     """The model's torch path: same output and gradients; key mass = its probabilities summed over heads."""
     q, kv, idx, valid = inputs(4, 4, 21, 12, torch.float32)
@@ -167,6 +194,11 @@ def test_flop_count():
     with FlopCounterMode(display=False) as counter:
         out.sum().backward()
     assert counter.get_total_flops() == backward_flops(N, K, H, 48, 32) == N * K * 2 * H * (5 * 32 + 3 * 16)
+    out, _ = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, keep_probs=True, **TINY)
+    with FlopCounterMode(display=False) as counter:  # P kept from the forward: no q . k again
+        out.sum().backward()
+    kept = backward_flops(N, K, H, 48, 32, recompute=False)
+    assert counter.get_total_flops() == kept == N * K * 2 * H * (4 * 32 + 2 * 16)
 
 
 def test_fake_tensors():

@@ -90,11 +90,12 @@ def gathered_backward_pair_flops(m: ModelConfig) -> int:
     return 2 * m.num_attention_heads * (m.kv_lora_rank + 3 * R)
 
 
-def triton_sparse_backward_pair_flops(m: ModelConfig) -> int:
-    """Backward of the Triton sparse MLA kernel per (query, selected key): it recomputes q.k (R),
-    then dP (r), dQ (R) and the latents' gradient dS^T q (R) + P^T dO (r)."""
+def triton_sparse_backward_pair_flops(m: ModelConfig, *, recompute: bool = True) -> int:
+    """Backward of the Triton sparse MLA kernel per (query, selected key): it recomputes q.k (R)
+    unless the forward kept the probabilities, then dP (r), dQ (R) and the latents' gradient
+    dS^T q (R) + P^T dO (r)."""
     R = m.kv_lora_rank + m.qk_rope_head_dim
-    return 2 * m.num_attention_heads * (3 * R + 2 * m.kv_lora_rank)
+    return 2 * m.num_attention_heads * ((3 if recompute else 2) * R + 2 * m.kv_lora_rank)
 
 
 def _indexer_scoring(m: ModelConfig, plan: AttentionPlan, n: int, T: int) -> tuple[float, float]:
@@ -161,7 +162,10 @@ def _executed_attention(m: ModelConfig, kind: LayerKind, call: Call) -> Terms:
     elif plan.path == "sparse":
         pairs = n * plan.selected_keys
         triton = plan.kernel == "triton"
-        backward = triton_sparse_backward_pair_flops(m) if triton else gathered_backward_pair_flops(m)
+        if triton:
+            backward = triton_sparse_backward_pair_flops(m, recompute=not plan.keep_probs)
+        else:
+            backward = gathered_backward_pair_flops(m)
         out["core_attention"] = (pairs * absorbed, pairs * (absorbed + backward))
     elif plan.full_square:
         out["core_attention"] = _gemm(n * T * expanded)

@@ -193,8 +193,10 @@ def _mla_activations(m: ModelConfig, kind: LayerKind, call: Call, dt: StepDtypes
         # probabilities, the latent output; W_UK and W_UV expanded to every sequence
         token += H * nope * c + H * R * c + R * c + K * (8 + 4 * H) + H * r * c
         seq += H * r * (nope + v) * c
-    elif plan.path == "sparse":  # Triton: the rows, the valid mask and a log-sum-exp per head
+    elif plan.path == "sparse":  # Triton: the rows, the valid mask and a log-sum-exp per head, and
+        # the probabilities when the forward keeps them
         token += H * qk * c + H * R * c + R * c + H * r * c + K * 9 + 4 * H
+        token += H * K * c if plan.keep_probs else 0
     else:
         token += dt.operand(r, 1, w)  # kv_b_proj reads c_kv
         if plan.probs:
@@ -320,7 +322,8 @@ def backward_transient(
     """Bytes beyond the saved activations at the start of backward: the logits the caller keeps,
     and the larger of the LM head's fp32 gradients (of the log-softmax's input and output) and
     the first layer's attention gradients: over an explicit score square, or the Triton sparse
-    kernel's backward (P and dS of a chunk of queries, dq, dkv in fp32 and its cast)."""
+    kernel's backward (dS and, unless the forward kept it, P of a chunk of queries, dq, dkv in fp32
+    and its cast)."""
     m = cfg.model if isinstance(cfg, Config) else cfg
     dt = step_dtypes(precision, device)
     N, S, c = seq_len * batch, seq_len, dt.compute
@@ -334,7 +337,8 @@ def backward_transient(
         if plan.probs and plan.path in ("dense", "masked"):  # fp32 gradients of explicit probs and scores
             attention = n * n * batch * H * (8 if c == 4 else 6)
         elif plan.path == "sparse" and plan.kernel == "triton":
-            chunk = min(2 * N_att * H * plan.selected_keys * c, SPARSE_BACKWARD_BYTES)
+            buffers = 1 if plan.keep_probs else 2
+            chunk = min(buffers * N_att * H * plan.selected_keys * c, SPARSE_BACKWARD_BYTES)
             attention = chunk + N_att * H * R * c + N_att * R * (4 + c)
     return N * m.vocab_size * c + max(8 * N * m.vocab_size, attention)
 

@@ -26,7 +26,10 @@ The backward runs in chunks of queries through three kernels, each with no loop-
 its own accumulator: the probabilities (`_probs_kernel`, scores recomputed), then dQ with dS
 (`_dq_kernel`, writing dS), then dKV from dS and P (`_dkv_kernel`, fp32 atomic adds into the
 selected rows, the backward's largest cost). P and dS of a chunk live in a buffer of at most
-SPARSE_BACKWARD_BYTES.
+SPARSE_BACKWARD_BYTES. With `keep_probs` the forward writes every query's P [N,H,K] instead, from
+the pass that also sums the key mass, and the backward skips `_probs_kernel`: each pass over the
+gathered rows reads N x K x R values (155 GB a layer at 64K queries on GLM-5's shape), so the
+recomputation costs about as much as writing P once costs a fifth of (glmlab/plan.py decides).
 
 The plain torch twin is glmlab/kernels/sparse_mla_ref.py. On a machine without CUDA the kernels
 run through Triton's interpreter (TRITON_INTERPRET=1, set before triton is imported), which is
@@ -137,16 +140,17 @@ def _masked(x, keep, K, fill: tl.constexpr):
 
 @triton.jit
 def _forward_kernel(
-    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr, probs_ptr, maxes_ptr,
+    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr, probs_ptr, maxes_ptr, kept_ptr,
     N, H, K, R, r, scale_log2,
     BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
-    MASS: tl.constexpr, MASS_TILES: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr, PRECISION: tl.constexpr,
+    MASS: tl.constexpr, KEEP: tl.constexpr, MASS_TILES: tl.constexpr, ONE_HEAD_BLOCK: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """Programs (p, head block) take queries p, p + P, ... With MASS each keeps, in its own slot of
-    the scratch, every tile's probabilities under that tile's running maximum (probs [BH,K]) and
-    the maximum itself (maxes [tiles,BH]); once the log-sum-exp is known, the key mass is those
-    probabilities rescaled by exp2(max - lse) and summed over heads, without gathering the rows
-    again."""
+    """Programs (p, head block) take queries p, p + P, ... With MASS or KEEP each keeps, in its own
+    slot of the scratch, every tile's probabilities under that tile's running maximum (probs
+    [BH,K]) and the maximum itself (maxes [tiles,BH]); once the log-sum-exp is known, those
+    probabilities rescaled by exp2(max - lse) are P, without gathering the rows again: summed over
+    heads they are the key mass (MASS), and KEEP writes them to kept [N,H,K] for the backward."""
     heads_local = tl.arange(0, BLOCK_H)
     heads = tl.program_id(1) * BLOCK_H + heads_local
     offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
@@ -177,7 +181,7 @@ def _forward_kernel(
             total = total * alpha + tl.sum(p, 1)
             acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
             m = m_new
-            if MASS:
+            if MASS or KEEP:
                 offs_k = k0 + tl.arange(0, BLOCK_K)
                 p_keep = p.to(probs_ptr.dtype.element_ty)
                 tl.store(probs_slot + offs_k[None, :], p_keep, mask=offs_k[None, :] < K)
@@ -189,7 +193,7 @@ def _forward_kernel(
                  mask=row_h[:, None] & col_v[None, :])  # fmt: skip
         tl.store(lse_ptr + n * H + heads, lse, mask=row_h)
 
-        if MASS:
+        if MASS or KEEP:
             tl.debug_barrier()  # the slot's probabilities, written by other threads of this program
             lse = tl.where(row_h, lse, float("inf"))  # padded heads weigh nothing
             tiles = tl.arange(0, MASS_TILES)  # MASS_TILES key tiles per step: fewer, longer steps
@@ -199,11 +203,17 @@ def _forward_kernel(
                 maxes = tl.load(maxes_slot[:, None] + (t0 + tiles)[None, :] * BLOCK_H,
                                 mask=(t0 + tiles)[None, :] * BLOCK_K < K, other=0.0)  # fmt: skip
                 weight = tl.exp2(maxes - lse[:, None])  # [BH,T]
-                mass = tl.sum(p.to(tl.float32) * weight[:, :, None], 0)
-                if ONE_HEAD_BLOCK:
-                    tl.store(mass_ptr + n * K + keys, mass, mask=keys < K)
-                else:
-                    tl.atomic_add(mass_ptr + n * K + keys, mass, mask=keys < K)
+                p = p.to(tl.float32) * weight[:, :, None]  # [BH,T,BK]: P
+                if KEEP:
+                    kept = kept_ptr + (n * H + heads)[:, None, None] * K + keys[None, :, :]
+                    in_keys = row_h[:, None, None] & (keys < K)[None, :, :]
+                    tl.store(kept, p.to(kept_ptr.dtype.element_ty), mask=in_keys)
+                if MASS:
+                    mass = tl.sum(p, 0)
+                    if ONE_HEAD_BLOCK:
+                        tl.store(mass_ptr + n * K + keys, mass, mask=keys < K)
+                    else:
+                        tl.atomic_add(mass_ptr + n * K + keys, mass, mask=keys < K)
             tl.debug_barrier()  # read before the next query overwrites the slot
 
 
@@ -332,10 +342,11 @@ def _precision(dtype: torch.dtype) -> str:
 @torch.library.custom_op("glmlab::sparse_mla_fwd", mutates_args=())
 def _forward(
     q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int,
-    mass: bool, tiles: list[int],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    mass: bool, keep_probs: bool, tiles: list[int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """out [N,H,r], log-sum-exp [N,H] (fp32, log2 units), key mass [N,K] (or [N,0] without
-    `mass`). `tiles` is the forward's Tiles followed by the backward's three."""
+    `mass`), P [N,H,K] in q's dtype (or [0,H,K] without `keep_probs`). `tiles` is the forward's
+    Tiles followed by the backward's three."""
     (N, H, R), K = q.shape, idx.shape[1]
     fwd = Tiles(*tiles[:4])
     block_h, sizes = _launch_shape(H, R, r, fwd)
@@ -343,56 +354,66 @@ def _forward(
     out = q.new_empty(N, H, r)
     lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
     key_mass = torch.zeros(N, K if mass else 0, device=q.device, dtype=torch.float32)
-    programs, probs, maxes = N, key_mass, key_mass  # without the mass: one program per query, no scratch
-    if mass:
+    kept = q.new_empty(N if keep_probs else 0, H, K)
+    # without the mass or kept P: one program per query, no scratch
+    programs, probs, maxes = N, key_mass, key_mass
+    if mass or keep_probs:
         programs = min(N, _resident_programs(q.device))
         slots = programs * heads_blocks
         probs_dtype = torch.float32 if q.dtype == torch.float32 else torch.float16
         probs = torch.empty(slots, block_h, K, device=q.device, dtype=probs_dtype)
         maxes = torch.empty(slots, triton.cdiv(K, fwd.block_k), block_h, device=q.device, dtype=torch.float32)
     _forward_kernel[(programs, heads_blocks)](
-        q, kv, idx, valid, out, lse, key_mass, probs, maxes, N, H, K, R, r, scale * LOG2E, **sizes,
-        MASS=mass, MASS_TILES=max(1, MASS_KEYS // fwd.block_k), ONE_HEAD_BLOCK=heads_blocks == 1,
-        PRECISION=_precision(q.dtype),
+        q, kv, idx, valid, out, lse, key_mass, probs, maxes, kept, N, H, K, R, r, scale * LOG2E, **sizes,
+        MASS=mass, KEEP=keep_probs, MASS_TILES=max(1, MASS_KEYS // fwd.block_k),
+        ONE_HEAD_BLOCK=heads_blocks == 1, PRECISION=_precision(q.dtype),
         num_warps=fwd.num_warps, num_stages=fwd.num_stages,
     )  # fmt: skip
-    return out, lse, key_mass
+    return out, lse, key_mass, kept
 
 
 @_forward.register_fake
-def _forward_fake(q, kv, idx, valid, scale, r, mass, tiles):
+def _forward_fake(q, kv, idx, valid, scale, r, mass, keep_probs, tiles):
     (N, H, _), K = q.shape, idx.shape[1]
     lse = q.new_empty(N, H, dtype=torch.float32)
-    return q.new_empty(N, H, r), lse, q.new_empty(N, K if mass else 0, dtype=torch.float32)
+    kept = q.new_empty(N if keep_probs else 0, H, K)
+    return q.new_empty(N, H, r), lse, q.new_empty(N, K if mass else 0, dtype=torch.float32), kept
 
 
-def backward_chunk(H: int, K: int, dtype: torch.dtype) -> int:
-    """Queries per chunk of the backward: P and dS of a chunk, [chunk,H,K] each in q's dtype,
-    fit in SPARSE_BACKWARD_BYTES."""
-    return max(1, SPARSE_BACKWARD_BYTES // (2 * H * K * dtype.itemsize))
+def backward_chunk(H: int, K: int, dtype: torch.dtype, *, recompute: bool = True) -> int:
+    """Queries per chunk of the backward: dS of a chunk, and P when it is recomputed ([chunk,H,K]
+    each in q's dtype), fit in SPARSE_BACKWARD_BYTES."""
+    return max(1, SPARSE_BACKWARD_BYTES // ((2 if recompute else 1) * H * K * dtype.itemsize))
 
 
 @torch.library.custom_op("glmlab::sparse_mla_bwd", mutates_args=())
 def _backward(
     q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, out: torch.Tensor,
-    lse: torch.Tensor, d_out: torch.Tensor, scale: float, r: int, tiles: list[int],
+    lse: torch.Tensor, kept: torch.Tensor, d_out: torch.Tensor, scale: float, r: int, tiles: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """dq [N,H,R] and dkv [M,R] (accumulated in fp32 with atomic adds, returned in kv's dtype)."""
+    """dq [N,H,R] and dkv [M,R] (accumulated in fp32 with atomic adds, returned in kv's dtype); P
+    from the forward's `kept` [N,H,K] when it has N rows, else recomputed chunk by chunk."""
     (N, H, R), K = q.shape, idx.shape[1]
     kernels = BackwardTiles(*(Tiles(*tiles[i : i + 4]) for i in (0, 4, 8)))
-    chunk = min(N, backward_chunk(H, K, q.dtype))
-    p = torch.empty(chunk, H, K, device=q.device, dtype=q.dtype)
-    ds = torch.empty_like(p)
+    recompute = kept.shape[0] != N
+    chunk = min(N, backward_chunk(H, K, q.dtype, recompute=recompute))
+    ds = torch.empty(chunk, H, K, device=q.device, dtype=q.dtype)
+    p = torch.empty_like(ds) if recompute else None
     dq = torch.empty_like(q)
     dkv = torch.zeros(kv.shape, device=kv.device, dtype=torch.float32)
     precision = _precision(q.dtype)
     for n0 in range(0, N, chunk):
         rows = min(chunk, N - n0)
-        for kernel, t, args in (
-            (_probs_kernel, kernels.probs, (q, kv, idx, valid, lse, p, n0, H, K, R, r, scale * LOG2E)),
+        if not recompute:
+            p = kept[n0 : n0 + rows]  # contiguous: the chunk's queries are consecutive rows
+        launches = [
             (_dq_kernel, kernels.dq, (kv, idx, valid, out, d_out, p, ds, dq, n0, H, K, R, r, scale)),
             (_dkv_kernel, kernels.dkv, (q, d_out, idx, valid, p, ds, dkv, n0, H, K, R, r)),
-        ):
+        ]
+        if recompute:
+            probs_args = (q, kv, idx, valid, lse, p, n0, H, K, R, r, scale * LOG2E)
+            launches.insert(0, (_probs_kernel, kernels.probs, probs_args))
+        for kernel, t, args in launches:
             block_h, sizes = _launch_shape(H, R, r, t)
             kernel[(rows, triton.cdiv(H, block_h))](
                 *args, **sizes, PRECISION=precision, num_warps=t.num_warps, num_stages=t.num_stages
@@ -401,23 +422,23 @@ def _backward(
 
 
 @_backward.register_fake
-def _backward_fake(q, kv, idx, valid, out, lse, d_out, scale, r, tiles):
+def _backward_fake(q, kv, idx, valid, out, lse, kept, d_out, scale, r, tiles):
     return torch.empty_like(q), torch.empty_like(kv)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, kv, idx, valid, scale, r, _mass, tiles = inputs
-    out, lse, key_mass = output
-    ctx.mark_non_differentiable(lse, key_mass)
-    ctx.save_for_backward(q, kv, idx, valid, out, lse)
+    q, kv, idx, valid, scale, r, _mass, _keep, tiles = inputs
+    out, lse, key_mass, kept = output
+    ctx.mark_non_differentiable(lse, key_mass, kept)
+    ctx.save_for_backward(q, kv, idx, valid, out, lse, kept)
     ctx.scale, ctx.r, ctx.tiles = scale, r, tiles[4:]
 
 
-def _differentiate(ctx, d_out, _d_lse, _d_mass):
-    q, kv, idx, valid, out, lse = ctx.saved_tensors
+def _differentiate(ctx, d_out, _d_lse, _d_mass, _d_kept):
+    q, kv, idx, valid, out, lse, kept = ctx.saved_tensors
     d_out = d_out.to(q.dtype).contiguous()  # under autocast the gradient may arrive in fp32
-    dq, dkv = _backward(q, kv, idx, valid, out, lse, d_out, ctx.scale, ctx.r, ctx.tiles)
-    return dq, dkv, None, None, None, None, None, None
+    dq, dkv = _backward(q, kv, idx, valid, out, lse, kept, d_out, ctx.scale, ctx.r, ctx.tiles)
+    return dq, dkv, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("glmlab::sparse_mla_fwd", _differentiate, setup_context=_setup_context)
@@ -430,10 +451,11 @@ def forward_flops(N: int, K: int, H: int, R: int, r: int) -> int:
     return N * K * 2 * H * (R + r)
 
 
-def backward_flops(N: int, K: int, H: int, R: int, r: int) -> int:
-    """The backward's multiply-adds per pair: recompute q . k (R), dP = dO . v (r), dQ = dS . k (R),
-    dKV = dS^T q (R) + P^T dO (r): 2H(3R + 2r) = 2H(5r + 3 rope)."""
-    return N * K * 2 * H * (3 * R + 2 * r)
+def backward_flops(N: int, K: int, H: int, R: int, r: int, *, recompute: bool = True) -> int:
+    """The backward's multiply-adds per pair: recompute q . k (R, unless the forward kept P),
+    dP = dO . v (r), dQ = dS . k (R), dKV = dS^T q (R) + P^T dO (r): 2H(3R + 2r) = 2H(5r + 3 rope)
+    with the recomputation."""
+    return N * K * 2 * H * ((3 if recompute else 2) * R + 2 * r)
 
 
 @register_flop_formula(torch.ops.glmlab.sparse_mla_fwd)
@@ -445,9 +467,10 @@ def _forward_flop_formula(q_shape, kv_shape, idx_shape, *args, r: int | None = N
 
 @register_flop_formula(torch.ops.glmlab.sparse_mla_bwd)
 def _backward_flop_formula(q_shape, kv_shape, idx_shape, *args, r: int | None = None, **kwargs) -> int:
-    r = args[5] if r is None else r  # (valid, out, lse, d_out, scale, r, ...) when r is positional
+    kept_shape = args[3] if len(args) > 3 else kwargs["kept"]  # (valid, out, lse, kept, d_out, scale, r, ...)
+    r = args[6] if r is None else r
     (N, H, R), K = q_shape, idx_shape[1]
-    return backward_flops(N, K, H, R, r)
+    return backward_flops(N, K, H, R, r, recompute=kept_shape[0] != N)
 
 
 def sparse_mla(
@@ -459,6 +482,7 @@ def sparse_mla(
     scale: float,
     r: int,
     mass: bool = True,
+    keep_probs: bool = False,
     forward_tiles: Tiles = FORWARD_TILES,
     backward_tiles: BackwardTiles = BACKWARD_TILES,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -472,7 +496,9 @@ def sparse_mla(
     (0 at invalid keys, no gradient; None with `mass=False`, which skips the mass's scratch and
     its pass over it). With the mass the forward holds a scratch of one slot per multiprocessor,
     H x K probabilities in fp16 (fp32 for fp32 inputs) and one fp32 maximum per head and key
-    tile: 35.7 MB on an H200 (132 slots) at H=64, K=2048 and 64-key tiles.
+    tile: 35.7 MB on an H200 (132 slots) at H=64, K=2048 and 64-key tiles. `keep_probs` (under a
+    gradient) writes P [N,H,K] in q's dtype from that pass and keeps it for the backward, which then
+    does not recompute it.
 
     Kept for backward: q, kv, idx and valid (the caller's tensors), out (the returned tensor) and
     the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of
@@ -489,8 +515,8 @@ def sparse_mla(
     if idx.shape != valid.shape or idx.shape[0] != q.shape[0]:
         raise ValueError(f"sparse_mla: idx {tuple(idx.shape)} and valid {tuple(valid.shape)} must be [N,K]")
     kv = kv.to(q.dtype)
-    out, _, key_mass = _forward(
-        q.contiguous(), kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass,
+    out, _, key_mass, _ = _forward(
+        q.contiguous(), kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass, keep_probs,
         [*forward_tiles, *(x for t in backward_tiles for x in t)],
     )  # fmt: skip
     return out, key_mass if mass else None

@@ -176,7 +176,9 @@ class MultiHeadLatentAttention(nn.Module):
             visible = None if causal is None else causal[None]
             o, mass = self.attend_cached(p, latent, sel.topk, visible, kernel=plan.kernel)
         elif plan.path == "sparse":
-            o, mass = self.attend_gathered(p, sel.topk, kernel=plan.kernel, need_mass=plan.key_mass)
+            o, mass = self.attend_gathered(
+                p, sel.topk, kernel=plan.kernel, need_mass=plan.key_mass, keep_probs=plan.keep_probs
+            )
         elif plan.path == "masked":
             o, mass = self.attend_masked(p, sel.topk, causal, plan=plan)
         else:
@@ -287,10 +289,16 @@ class MultiHeadLatentAttention(nn.Module):
             mass = key_mass_at(q, k, keep, topk.indices, scale=self.scale, chunks=plan.kl_chunks)
         return o[..., : self.d_v].transpose(1, 2), mass
 
-    def attend_gathered(self, p: Projections, topk: TopK, *, kernel: str, need_mass: bool):
-        """Absorbed attention of each query over its own gathered top-k latents."""
+    def attend_gathered(
+        self, p: Projections, topk: TopK, *, kernel: str, need_mass: bool, keep_probs: bool = False
+    ):
+        """Absorbed attention of each query over its own gathered top-k latents; `keep_probs` (the
+        Triton kernel, under a gradient) keeps the forward's probabilities for the backward."""
         kv = torch.cat([p.c_kv, p.k_pe], dim=-1)
-        return self._absorbed_sparse(p.q_nope, p.q_pe, kv, topk, kernel=kernel, need_mass=need_mass)
+        keep = keep_probs and torch.is_grad_enabled()
+        return self._absorbed_sparse(
+            p.q_nope, p.q_pe, kv, topk, kernel=kernel, need_mass=need_mass, keep_probs=keep
+        )
 
     def attend_cached(
         self, p: Projections, latent, topk: TopK | None, visible: torch.Tensor | None, *, kernel: str
@@ -364,7 +372,17 @@ class MultiHeadLatentAttention(nn.Module):
         o_lat = probs.to(kv.dtype).view(B, S * H, -1) @ kv[:, :, : self.r_kv]
         return self._absorbed_output(o_lat.view(B, S, H, -1).transpose(1, 2))
 
-    def _absorbed_sparse(self, q_nope, q_pe, kv: torch.Tensor, topk: TopK, *, kernel: str, need_mass: bool):
+    def _absorbed_sparse(
+        self,
+        q_nope,
+        q_pe,
+        kv: torch.Tensor,
+        topk: TopK,
+        *,
+        kernel: str,
+        need_mass: bool,
+        keep_probs: bool = False,
+    ):
         """Absorbed attention of each query over its own K latents of kv [B,T,R], gathered by the
         torch path or read by index in the Triton kernel. Returns o [B,S,H,v], key mass [B,S,K]."""
         (B, S, H, _), (T, R), K = q_nope.shape, kv.shape[1:], topk.indices.shape[-1]
@@ -378,7 +396,7 @@ class MultiHeadLatentAttention(nn.Module):
             from glmlab.kernels.sparse_mla import sparse_mla
 
             o_lat, mass = sparse_mla(q_full, kv.reshape(B * T, R), rows, valid, scale=self.scale, r=self.r_kv,
-                                     mass=need_mass)  # fmt: skip
+                                     mass=need_mass, keep_probs=keep_probs)  # fmt: skip
         else:
             o_lat, probs = gathered_attention(
                 q_full, kv.reshape(B * T, R), rows, valid, self.scale, self.r_kv
