@@ -120,6 +120,31 @@ def test_kept_probabilities(monkeypatch, dtype, H, mass):
     close(kept, probs, tol)
 
 
+def test_backward_materialises_no_gradient_of_the_side_outputs():
+    """The forward's other outputs (log-sum-exp, key mass, kept P) take no gradient, and autograd must
+    not fill zeros for them before the backward: at 64K queries on GLM-5's shape a zero P is another
+    17 GB (measured on an H200 before the fix: 113.6 GB against an estimate of 97.6)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Shapes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[int, ...]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                self.seen.append(tuple(out.shape))
+            return out
+
+    q, kv, idx, valid = inputs(5, 4, 37, 20, torch.float32)
+    out, _ = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, keep_probs=True, **TINY)
+    with Shapes() as shapes:
+        out.sum().backward()
+    assert q.grad is not None and (5, 4, 48) in shapes.seen  # dq, from the backward op
+    assert (5, 4, 37) not in shapes.seen and (5, 37) not in shapes.seen, shapes.seen
+
+
 def test_matches_gathered_attention():
     """The model's torch path: same output and gradients; key mass = its probabilities summed over heads."""
     q, kv, idx, valid = inputs(4, 4, 21, 12, torch.float32)
