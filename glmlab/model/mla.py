@@ -31,9 +31,11 @@ from glmlab.plan import KL_TARGET_BYTES, AttentionPlan
 # from RADIX_FROM_KEYS keys, torch.topk per chunk below. On the H200 the radix select of dd670a4 was
 # faster at 64K-128K, level at 32K and 8K, slower at 16K (5.43 against 4.98 ms;
 # experiments/results/h200-kernels-indexer-3/); the fused collect pass since is not timed.
-# TOPK_SELECT ("radix" or "torch") overrides the rule (the DSA benchmark).
+# TOPK_SELECT ("radix" or "torch") overrides the rule (the DSA benchmark). The chunks are scored into a
+# buffer of TOPK_BUFFER_BYTES (the DSA benchmark's --topk-buffer-mb sets it).
 RADIX_FROM_KEYS = 32768
 TOPK_SELECT: str | None = None
+TOPK_BUFFER_BYTES = 1 << 28
 
 # The query and key/value latent norms use a fixed eps, not `rms_norm_eps`: so do DeepSeek's
 # reference code and transformers' glm_moe_dsa / deepseek_v3(2) (it matters when rms_norm_eps
@@ -229,9 +231,8 @@ class MultiHeadLatentAttention(nn.Module):
             if not plan.sparse:
                 return Selection(None, queries=(q, w, index_keys))
             select = TOPK_SELECT or ("radix" if index_keys.shape[1] >= RADIX_FROM_KEYS else "torch")
-            topk = TopK(
-                *index_topk(q, w, index_keys, topk=self.cfg.index_topk, select=select, fp8=plan.index_fp8)
-            )
+            topk = TopK(*index_topk(q, w, index_keys, topk=self.cfg.index_topk, select=select,
+                                    fp8=plan.index_fp8, buffer_bytes=TOPK_BUFFER_BYTES))  # fmt: skip
             picked = index_scores_at(q, w, index_keys, topk.indices) if plan.index_loss else None
             return Selection(topk, picked=picked)
         scores = self.indexer.scores(
