@@ -1,5 +1,6 @@
-"""How steady is the bf16 matmul peak that MFU divides by? Times glmlab.measure.matmul_peak as it
-stands (one batch of 5 products of 8,192^2 after one warm-up product) five times, then batches of
+"""How steady is the bf16 matmul peak that MFU divides by? Times glmlab.measure.matmul_peak five
+times (one batch of 5 products of 8,192^2 after one warm-up product when session 11 first ran this;
+the best of five such batches since), then batches of
 20 products timed with CUDA events after a 1-second warm-up, for three sizes: each batch's rate,
 their median and maximum. Run on a GPU machine: python experiments/peak_probe.py"""
 

@@ -83,8 +83,10 @@ class ModelConfig:
     # torch paths and the indexer's loss ignore it
     index_dtype: str = "bf16"
     # The Triton sparse attention keeps a training call's probabilities [n,H,K] from the forward for
-    # the backward (which then skips recomputing them) when they fit in this many GiB per sequence
-    # (bf16); 0 always recomputes. 16 covers GLM-5's attention at 64K queries (glmlab/plan.py)
+    # the backward (which then skips recomputing them) when one sequence's, in one layer, fit in this
+    # many GiB counted at bf16's 2 bytes (fp32 compute keeps twice that); each layer and sequence of
+    # the batch keeps its own. 0 always recomputes. 16 covers GLM-5's attention at 64K queries
+    # (glmlab/plan.py); lower it where a run at the edge of memory no longer fits
     sparse_keep_probs_gib: float = 16.0
     # mla | gqa | mha (docs/architecture.md, "Attention types"): gqa and mha replace MLA with
     # grouped-query attention (q/k/v/o projections, a per-head K/V cache) and read the two fields below

@@ -15,8 +15,9 @@ Differences from glmlab's own layout (docs/architecture.md has the model's own n
   deepseek_v3 follows `rope_interleave`; the indexer interleaves in glm_moe_dsa and
   half-splits in deepseek_v32; deepseek_v3 has no indexer.
 
-glmlab knobs that transformers has no field for (MTP depth and module sharing, `dsa_impl`,
-`use_moe`) travel in a `glmlab` entry of config.json, which transformers ignores.
+glmlab knobs that transformers has no field for (MTP depth and module sharing, `use_moe`,
+`dsa_impl`, `index_dtype`, `sparse_keep_probs_gib`) travel in a `glmlab` entry of config.json,
+which transformers ignores.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def saved_tensor_bytes(exclude: list[torch.Tensor]) -> Iterator[dict]:
 
 
 def matmul_peak(
-    device: str | torch.device = "cpu", size: int | None = None, iters: int = 5, repeats: int = 5
+    device: str | torch.device = "cpu", *, size: int | None = None, iters: int = 5, repeats: int = 5
 ) -> float:
     """FLOP/s of a square matmul on `device` (bf16 on CUDA, fp32 on CPU): the best of `repeats`
     batches of `iters` products, so one slow batch (another process, a clock still rising) does not
@@ -151,6 +151,8 @@ def matmul_peak(
     after another had run at 747-785, and batches timed after a second of back-to-back products at
     650-690, the power limit having lowered the clock (experiments/peak_probe.py,
     experiments/results/h200-session11/): MFU divides by the fastest rate the chip shows."""
+    if iters < 1 or repeats < 1:
+        raise ValueError(f"matmul_peak: iters and repeats must be at least 1, got {iters} and {repeats}")
     device = torch.device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n = size or (8192 if device.type == "cuda" else 1024)

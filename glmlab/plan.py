@@ -277,8 +277,10 @@ def _attention_plan(
     dense_kl = index_loss and not sparse and kernel == "triton"
     # the Triton warm-up KL's target, or Flex's key mass, chunk by chunk of queries
     kl_chunks = tuple(kl_target_chunks(n, T, heads)) if dense_kl or (flex and index_loss) else ()
-    # a training call's probabilities, one sequence's in bf16, within the budget: the backward reads
-    # them instead of gathering every selected row once more to recompute them
+    # a training call's probabilities (labels: the trainer's calls; a forward without labels under
+    # a gradient recomputes them), one sequence's in bf16, within the budget: the backward reads them
+    # instead of gathering every selected row once more to recompute them. Under train.recompute the
+    # first forward writes them too, and they are dropped with the layer's other activations
     keep = path == "sparse" and kernel == "triton" and call.labels
     keep = keep and n * heads * min(index_topk, T) * 2 <= keep_probs_gib * 2**30
     return AttentionPlan(

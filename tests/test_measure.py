@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -63,9 +64,11 @@ def test_matmul_peak_is_the_best_batch(monkeypatch):
     import glmlab.measure as measure
 
     clock = iter([0.0, 1.0, 1.0, 3.0, 3.0, 3.5])  # batches of 1 s, 2 s, 0.5 s
-    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     peak = matmul_peak("cpu", size=16, iters=4, repeats=3)
     assert peak == pytest.approx(2 * 16**3 * 4 / 0.5)
+    with pytest.raises(ValueError, match="at least 1"):
+        matmul_peak("cpu", size=16, repeats=0)
 
 
 def test_profile_cli_estimate_matches_measurement():

@@ -6,8 +6,8 @@ the latents [c_kv ; k_pe] (R = r + rope columns); scores are over all R columns,
 first r columns of the same rows. All heads share one gathered tile of rows, as in FlashMLA: the
 heads are the M dimension of each matrix product and the keys its N dimension, so a tile of rows
 read once feeds an [H,BLOCK_K] product. Softmax is online (running maximum and sum), inputs stay
-in their dtype (bf16 on a GPU) with fp32 accumulation, and only the log-sum-exp per (query, head)
-is kept for the backward pass, never the [N,H,K] probabilities.
+in their dtype (bf16 on a GPU) with fp32 accumulation, and the log-sum-exp per (query, head) is
+kept for the backward pass; the [N,H,K] probabilities only with `keep_probs` (below).
 
 Two things decide the speed on Hopper (experiments/results/h200-kernels-sparse-mla-3/README.md):
 - The gathered tile should be in flight while the previous ones are multiplied. The rows of the
@@ -28,8 +28,9 @@ its own accumulator: the probabilities (`_probs_kernel`, scores recomputed), the
 selected rows, the backward's largest cost). P and dS of a chunk live in a buffer of at most
 SPARSE_BACKWARD_BYTES. With `keep_probs` the forward writes every query's P [N,H,K] instead, from
 the pass that also sums the key mass, and the backward skips `_probs_kernel`: each pass over the
-gathered rows reads N x K x R values (155 GB a layer at 64K queries on GLM-5's shape), so the
-recomputation costs about as much as writing P once costs a fifth of (glmlab/plan.py decides).
+gathered rows reads N x K x R values (155 GB a layer at 64K queries on GLM-5's shape), and
+writing P once costs a fraction of that pass: 7 against 55 ms a layer there on an H200 (P is
+17 GB; glmlab/plan.py decides, experiments/results/h200-session11/).
 
 The plain torch twin is glmlab/kernels/sparse_mla_ref.py. On a machine without CUDA the kernels
 run through Triton's interpreter (TRITON_INTERPRET=1, set before triton is imported), which is
@@ -470,7 +471,7 @@ def _forward_flop_formula(q_shape, kv_shape, idx_shape, *args, r: int | None = N
 
 @register_flop_formula(torch.ops.glmlab.sparse_mla_bwd)
 def _backward_flop_formula(q_shape, kv_shape, idx_shape, *args, r: int | None = None, **kwargs) -> int:
-    kept_shape = args[3] if len(args) > 3 else kwargs["kept"]  # (valid, out, lse, kept, d_out, scale, r, ...)
+    kept_shape = args[3]  # (valid, out, lse, kept, d_out, scale, r, ...)
     r = args[6] if r is None else r
     (N, H, R), K = q_shape, idx_shape[1]
     return backward_flops(N, K, H, R, r, recompute=kept_shape[0] != N)
@@ -499,17 +500,18 @@ def sparse_mla(
     (0 at invalid keys, no gradient; None with `mass=False`, which skips the mass's scratch and
     its pass over it). With the mass the forward holds a scratch of one slot per multiprocessor,
     H x K probabilities in fp16 (fp32 for fp32 inputs) and one fp32 maximum per head and key
-    tile: 35.7 MB on an H200 (132 slots) at H=64, K=2048 and 64-key tiles. `keep_probs` (under a
-    gradient) writes P [N,H,K] in q's dtype from that pass and keeps it for the backward, which then
-    does not recompute it.
+    tile: 35.7 MB on an H200 (132 slots) at H=64, K=2048 and 64-key tiles; `keep_probs` takes
+    the same scratch, writes P [N,H,K] in q's dtype from its pass and keeps it for the backward,
+    which then does not recompute it (pass it under a gradient only).
 
     Kept for backward: q, kv, idx and valid (the caller's tensors), out (the returned tensor) and
     the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of
-    which only the log-sum-exp's 4 bytes are not otherwise alive. The backward allocates dkv in
-    fp32 (4R bytes per latent row) for its atomic adds, and P and dS of one chunk of queries in
-    q's dtype (`backward_chunk`; at most SPARSE_BACKWARD_BYTES, 1 GiB, together). FLOPs are
-    registered for FlopCounterMode: `forward_flops` and `backward_flops` (useful work; the
-    backward recomputes the scores once, which the count includes, and nothing else).
+    which only the log-sum-exp's 4 bytes are not otherwise alive; with `keep_probs` also P, 2K
+    bytes per (query, head) in bf16. The backward allocates dkv in fp32 (4R bytes per latent row)
+    for its atomic adds, and dS of one chunk of queries in q's dtype, with P of the chunk when it
+    recomputes it (`backward_chunk`; at most SPARSE_BACKWARD_BYTES, 1 GiB, together). FLOPs are
+    registered for FlopCounterMode: `forward_flops` and `backward_flops` (useful work; without
+    `keep_probs` the backward recomputes the scores once, which the count includes).
     """
     if q.dim() != 3 or kv.dim() != 2 or q.shape[2] != kv.shape[1] or not 0 < r < kv.shape[1]:
         raise ValueError(
