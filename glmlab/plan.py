@@ -300,6 +300,13 @@ def _attention_plan(
     )
 
 
+def keeps_sparse_probs(m: ModelConfig, seq_len: int, device: str) -> bool:
+    """Whether a training call over `seq_len` tokens on `device` (a type) keeps the Triton sparse
+    attention's probabilities for the backward on any layer (`AttentionPlan.keep_probs`)."""
+    call = Call(seq_len, seq_len, cache=False, labels=True, dsa_dense=False, device=device)
+    return any(attention_plan(m, kind, call).keep_probs for kind in layer_kinds(m))
+
+
 def scored_pairs(plan: AttentionPlan, n: int, T: int) -> int:
     """(query, key) pairs the indexer scores in one call: each torch chunk against the keys up
     to its last query; the Triton kernel skips exactly the keys above each query and, when it

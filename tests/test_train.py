@@ -414,7 +414,12 @@ def test_out_of_memory_is_one_line_and_leaves_no_new_run(small, tmp_path, monkey
     code, _, err = run_cli("train", str(config), "--data", str(data), "--out", str(run), "--device", "cpu")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "out of memory on cpu after step 3: lower train.batch_size" in err
+    assert "sparse_keep_probs_gib" not in err  # the torch paths keep no probabilities
     assert not run.exists()
+    # where the Triton sparse attention keeps its probabilities for backward, the message says so
+    code, _, err = run_cli("train", str(config), "--data", str(data), "--out", str(run), "--device", "cpu",
+                           "--set", "dsa_impl=triton")  # fmt: skip
+    assert code == 2 and "set sparse_keep_probs_gib=0" in err and len(err.strip().splitlines()) == 1
 
 
 def test_out_of_memory_building_or_resuming_keeps_what_was_there(small, tmp_path, monkeypatch, run_cli):

@@ -51,7 +51,7 @@ from glmlab.parallel.checkpoint import resume_one_process_checkpoint, save_shard
 from glmlab.parallel.dcp import is_sharded, load_sharded
 from glmlab.parallel.parallelize import parallelize, plain_tensor
 from glmlab.parallel.world import current_world
-from glmlab.plan import Call, attention_plan, layer_kinds
+from glmlab.plan import Call, attention_plan, keeps_sparse_probs, layer_kinds
 from glmlab.report.train import collapse_warning, eval_line, step_lines
 from glmlab.train.metrics import MetricsLog, load_imbalance, rank_imbalance
 from glmlab.train.optim import build_optimizer
@@ -503,8 +503,12 @@ def _run(cfg: Config, run_dir: Path, *, resume: bool, device: str, console: Cons
         return trainer.run(show_progress)
     except torch.OutOfMemoryError:
         where = f"after step {trainer.step}" if trainer is not None else "while building the model"
+        on = resolve_device(device)
+        used = trainer.cfg if trainer is not None else cfg
+        kept = keeps_sparse_probs(used.model, used.train.seq_len, on.type)
+        probs = ", set sparse_keep_probs_gib=0 (sparse attention then recomputes its probabilities)"
         raise GlmlabError(
-            f"out of memory on {resolve_device(device)} {where}: lower train.batch_size (raise "
-            "train.grad_accum to keep the batch) or set train.recompute=full; `glmlab profile CONFIG "
-            "--device cuda` estimates the peak"
+            f"out of memory on {on} {where}: lower train.batch_size (raise train.grad_accum to keep the "
+            f"batch), set train.recompute=full{probs if kept else ''}; `glmlab profile CONFIG --device cuda` "
+            "estimates the peak"
         ) from None
