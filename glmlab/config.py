@@ -83,11 +83,12 @@ class ModelConfig:
     # torch paths and the indexer's loss ignore it
     index_dtype: str = "bf16"
     # The Triton sparse attention keeps a training call's probabilities [n,H,K] from the forward for
-    # the backward (which then skips recomputing them) when one sequence's, in one layer, fit in this
-    # many GiB counted at bf16's 2 bytes (fp32 compute keeps twice that); each layer and sequence of
-    # the batch keeps its own. 0 always recomputes. 16 covers GLM-5's attention at 64K queries
-    # (glmlab/plan.py); lower it where a run at the edge of memory no longer fits
-    sparse_keep_probs_gib: float = 16.0
+    # the backward (which then skips recomputing them) when one sequence's, over every layer that
+    # attends (the main layers and the MTP depths), fit in this many GiB counted at bf16's 2 bytes
+    # (fp32 compute keeps twice that); each sequence of the batch keeps its own. 0 always
+    # recomputes. 32 covers the two-layer GLM-5 attention slice at 64K tokens, not the whole GLM-5 at
+    # 4K (81 layers of 1 GiB: glmlab/plan.py); lower it where a run at the edge of memory no longer fits
+    sparse_keep_probs_gib: float = 32.0
     # mla | gqa | mha (docs/architecture.md, "Attention types"): gqa and mha replace MLA with
     # grouped-query attention (q/k/v/o projections, a per-head K/V cache) and read the two fields below
     attention_type: str = "mla"
@@ -511,7 +512,7 @@ def validate(cfg: Config) -> None:
     if m.dsa_impl not in DSA_IMPLS:
         _fail("dsa_impl", f"must be one of {', '.join(DSA_IMPLS)}, got {m.dsa_impl!r}", "use auto")
     if not m.sparse_keep_probs_gib >= 0:
-        _fail("sparse_keep_probs_gib", f"must be at least 0, got {m.sparse_keep_probs_gib}", "use 16, or 0")
+        _fail("sparse_keep_probs_gib", f"must be at least 0, got {m.sparse_keep_probs_gib}", "use 32, or 0")
     if m.index_dtype not in ("bf16", "fp8"):
         _fail("index_dtype", f"must be bf16 or fp8, got {m.index_dtype!r}", "use bf16")
     if m.index_dtype == "fp8" and (not m.use_dsa or m.dsa_impl in ("gather", "mask")):

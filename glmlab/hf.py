@@ -139,9 +139,7 @@ def config_from_hf(hf: dict, mtp_modules: int) -> ModelConfig:
     if knobs.get("mtp_share_modules") and mtp_modules == 1:
         raw["mtp_share_modules"] = True
         raw["num_nextn_predict_layers"] = knobs.get("num_nextn_predict_layers", 1)
-    raw.update(
-        {k: knobs[k] for k in ("use_moe", "dsa_impl", "index_dtype", "sparse_keep_probs_gib") if k in knobs}
-    )
+    raw.update({k: knobs[k] for k in GLMLAB_KNOBS[2:] if k in knobs})  # the MTP knobs are read above
     seq_len = min(
         TrainConfig.seq_len, raw.get("max_position_embeddings", ModelConfig.max_position_embeddings)
     )

@@ -237,9 +237,10 @@ def attention_plan(m: ModelConfig, kind: LayerKind, call: Call) -> AttentionPlan
     impl = resolve_dsa_impl(m.dsa_impl, call.device, call.context, indexer_loss=sparse_kl, sparse_pays=pays)
     widths = m.attention_type != "mla" or m.qk_head_dim >= m.v_head_dim  # GQA: one width for q, k, v
     fp8 = m.index_dtype == "fp8"
+    attending = m.num_hidden_layers + m.num_nextn_predict_layers  # each keeps its own probabilities
     return _attention_plan(
         m.index_topk, m.index_n_heads, m.num_attention_heads, widths, kind, call, impl, fp8,
-        m.sparse_keep_probs_gib,
+        m.sparse_keep_probs_gib / attending,
     )  # fmt: skip
 
 
@@ -253,7 +254,7 @@ def _attention_plan(
     call: Call,
     impl: str,
     fp8: bool,
-    keep_probs_gib: float,
+    keep_probs_gib: float,  # this layer's share of the budget
 ) -> AttentionPlan:
     n, T = call.queries, call.context
     sparse = kind.dsa and not call.dsa_dense and T > index_topk
@@ -278,9 +279,10 @@ def _attention_plan(
     # the Triton warm-up KL's target, or Flex's key mass, chunk by chunk of queries
     kl_chunks = tuple(kl_target_chunks(n, T, heads)) if dense_kl or (flex and index_loss) else ()
     # a training call's probabilities (labels: the trainer's calls; a forward without labels under
-    # a gradient recomputes them), one sequence's in bf16, within the budget: the backward reads them
-    # instead of gathering every selected row once more to recompute them. Under train.recompute the
-    # first forward writes them too, and they are dropped with the layer's other activations
+    # a gradient recomputes them), one sequence's in bf16, within the layer's share of the budget: the
+    # backward reads them instead of gathering every selected row once more to recompute them. Under
+    # train.recompute the first forward writes them too, and they are dropped with the layer's other
+    # activations
     keep = path == "sparse" and kernel == "triton" and call.labels
     keep = keep and n * heads * min(index_topk, T) * 2 <= keep_probs_gib * 2**30
     return AttentionPlan(

@@ -121,11 +121,15 @@ def test_fixed_shape_decoding_step_scores_with_the_kernel(tiny, monkeypatch):
 
 
 def test_plan_keeps_the_sparse_probabilities_within_the_budget():
-    """Training calls on the Triton sparse path keep P when one sequence's (n x H x K x 2 bytes)
-    fits the budget: GLM-5's attention at 64K queries (16 GiB) with the default, not at 128K; never
-    without labels, on the torch path, or with a budget of 0."""
+    """Training calls on the Triton sparse path keep P when one sequence's over every attending
+    layer (n x H x K x 2 bytes each) fits the budget: with the default 32 GiB, GLM-5's two-layer
+    attention slice at 64K tokens (16 GiB a layer), not at 128K, and not the whole GLM-5 (78 layers
+    and 3 MTP depths) at 4K (1 GiB a layer); never without labels, on the torch path, or with a
+    budget of 0."""
     from glmlab.config import load_config
-    from glmlab.plan import Call, attention_plan, layer_kinds
+    from glmlab.plan import Call, attention_plan, keeps_sparse_probs, layer_kinds
+
+    slice_ = ["num_hidden_layers=2", "num_nextn_predict_layers=0"]
 
     def keeps(n: int, *overrides: str, labels: bool = True) -> bool:
         m = load_config("glm5", ["dsa_impl=triton", *overrides]).model
@@ -133,7 +137,11 @@ def test_plan_keeps_the_sparse_probabilities_within_the_budget():
         assert plan.path == "sparse"
         return plan.keep_probs
 
-    assert keeps(65536) and not keeps(131072)
-    assert not keeps(65536, labels=False) and not keeps(4096, "sparse_keep_probs_gib=0")
-    assert keeps(131072, "sparse_keep_probs_gib=32")
-    assert not keeps(65536, "dsa_impl=gather")
+    assert keeps(65536, *slice_) and not keeps(131072, *slice_) and not keeps(4096)
+    assert keeps(4096, "sparse_keep_probs_gib=81")
+    assert not keeps(65536, *slice_, labels=False) and not keeps(4096, *slice_, "sparse_keep_probs_gib=0")
+    assert keeps(131072, *slice_, "sparse_keep_probs_gib=64")
+    assert not keeps(65536, *slice_, "dsa_impl=gather")
+    whole = load_config("glm5", ["dsa_impl=triton"]).model
+    two_layers = load_config("glm5", [*slice_, "dsa_impl=triton"]).model
+    assert keeps_sparse_probs(two_layers, 65536, "cuda") and not keeps_sparse_probs(whole, 4096, "cuda")
