@@ -29,7 +29,7 @@ selected rows, the backward's largest cost). P and dS of a chunk live in a buffe
 SPARSE_BACKWARD_BYTES. With `keep_probs` the forward writes every query's P [N,H,K] instead, from
 the pass that also sums the key mass, and the backward skips `_probs_kernel`: each pass over the
 gathered rows reads N x K x R values (155 GB a layer at 64K queries on GLM-5's shape), and
-writing P once costs a fraction of that pass: 7 against 55 ms a layer there on an H200 (P is
+writing P once costs a fraction of that pass: 3.5 against 55 ms a layer there on an H200 (P is
 17 GB; glmlab/plan.py decides, experiments/results/h200-session11/).
 
 The plain torch twin is glmlab/kernels/sparse_mla_ref.py. On a machine without CUDA the kernels
