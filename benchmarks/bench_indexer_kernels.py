@@ -46,6 +46,13 @@ SWEEP = [
     indexer.Tiles(rows=4, keys=64, tiles=16, warps=4, stages=3),
     indexer.Tiles(rows=4, keys=64, tiles=32, warps=4, stages=3),
     indexer.Tiles(rows=4, keys=64, tiles=32, warps=4, stages=4),
+    indexer.Tiles(rows=4, keys=64, tiles=64, warps=4, stages=3),
+    indexer.Tiles(rows=2, keys=64, tiles=32, warps=4, stages=3),
+    indexer.Tiles(rows=4, keys=64, tiles=32, warps=8, stages=3),
+    indexer.Tiles(rows=8, keys=64, tiles=32, warps=8, stages=3),
+    indexer.Tiles(rows=4, keys=128, tiles=16, warps=8, stages=3),
+    indexer.Tiles(rows=8, keys=128, tiles=16, warps=8, stages=2),
+    indexer.Tiles(rows=4, keys=128, tiles=16, warps=4, stages=3),
 ]
 
 
@@ -98,8 +105,9 @@ def sweep(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, flops: int, *, fp8:
     for tiles in SWEEP:
         try:
             times[tiles] = median_ms(lambda t=tiles: indexer.index_scores(q, w, k, tiles=t, fp8=fp8))
-        except OutOfResources as error:
-            print(f"  sweep fp8={fp8} {dataclasses.astuple(tiles)}: {error}")
+        except (OutOfResources, RuntimeError) as error:  # too much shared memory, or a failed compile
+            name = type(error).__name__
+            print(f"  sweep fp8={fp8} {dataclasses.astuple(tiles)}: {name} {str(error)[:200]}")
             continue
         ms = times[tiles]
         print(f"  sweep fp8={fp8} {dataclasses.astuple(tiles)}: {ms:.2f} ms, {flops / ms / 1e9:.0f} TFLOP/s")

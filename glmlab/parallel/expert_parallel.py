@@ -56,6 +56,31 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
+class _GatherRows(torch.autograd.Function):
+    """x[index] forward; backward, each source row's gradient summed over the rows that copied it,
+    in fp32. Autograd's own backward of index_select is an index_add_ in x's dtype, and in bf16 that
+    is a compare-and-swap loop per element: 1 ms a call on glm5-1b at EP=2, about 50 ms a step
+    (experiments/results/h200-session8/call4/big/exact/profile_rank0.txt)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return _sum_rows(grad, index, ctx.rows), None
+
+
+def _sum_rows(values: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    """[rows, d]: row i the sum of values[j] over index[j] == i, added in fp32 (native atomics),
+    returned in values' dtype."""
+    out = torch.zeros(rows, values.shape[1], dtype=torch.float32, device=values.device)
+    return out.index_add_(0, index, values.float()).to(values.dtype)
+
+
 class ExpertParallel(nn.Module):
     """A MoE layer's routed experts split over the ranks of `mesh` (1-D, every rank)."""
 
@@ -112,13 +137,15 @@ class ExpertParallel(nn.Module):
         row_bytes = x.shape[1] * x.element_size()
         if torch.is_grad_enabled():  # forward: rows out, sums back, meta out (again when recomputed)
             self.sent_bytes += (off_send + off_recv) * row_bytes + off_send * 8 * k
-        recv = all_to_all_single_autograd(x.index_select(0, token_of), recv_splits, send_splits, self.group)
+        recv = all_to_all_single_autograd(
+            _GatherRows.apply(x, token_of), recv_splits, send_splits, self.group
+        )
         recv_meta = all_to_all_single_autograd(meta, recv_splits, send_splits, self.group)
         y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k], pairs)
         back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)
         if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
             self._count_backward(back, (off_send + off_recv) * row_bytes + off_recv * 8 * k)
-        return torch.zeros_like(x).index_add_(0, token_of, back.to(x.dtype))
+        return _sum_rows(back, token_of, N).to(x.dtype)
 
     def _count_backward(self, back: torch.Tensor, nbytes: int) -> None:
         """Count `nbytes` when the backward pass reaches `back` (never, when no loss depends on it)."""
@@ -153,9 +180,8 @@ class ExpertParallel(nn.Module):
         row = slot // k
         gate = gates.reshape(-1)[slot, None]
         routing = Routing(indices=flat[slot, None], gates=gate, affinity=None, counts=counts)
-        out = functional_call(self._compute, weights, (recv.index_select(0, row), routing))
-        summed = torch.zeros(recv.shape, dtype=torch.float32, device=recv.device)  # in fp32, sent in bf16
-        return summed.index_add_(0, row, out.float()).to(recv.dtype)
+        out = functional_call(self._compute, weights, (_GatherRows.apply(recv, row), routing))
+        return _sum_rows(out, row, R).to(recv.dtype)  # summed in fp32, sent in recv's dtype
 
 
 def apply_expert_parallel(
