@@ -43,7 +43,7 @@ class Tiles:
 
     rows: int = 4
     keys: int = 64
-    tiles: int = 32
+    tiles: int = 64  # 725 against 697 TFLOP/s at 32 in fp8, 473 against 448 in bf16 (32K, H200)
     picks: int = 64
     select: int = 1024
     warps: int = 4

@@ -58,27 +58,29 @@ class _ScaleGrad(torch.autograd.Function):
 
 class _GatherRows(torch.autograd.Function):
     """x[index] forward; backward, each source row's gradient summed over the rows that copied it,
-    in fp32. Autograd's own backward of index_select is an index_add_ in x's dtype, and in bf16 that
-    is a compare-and-swap loop per element: 1 ms a call on glm5-1b at EP=2, about 50 ms a step
-    (experiments/results/h200-session8/call4/big/exact/profile_rank0.txt)."""
+    through their distinct `slots` (`_sum_slots`). Autograd's own backward of index_select is an
+    index_add_, whose atomics cost about 1 ms a call on glm5-1b at EP=2, in bf16 or fp32, some 50 ms
+    a step (experiments/results/h200-session12/)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(index)
-        ctx.rows = x.shape[0]
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, slots: torch.Tensor, groups: int) -> torch.Tensor:
+        ctx.save_for_backward(slots)
+        ctx.rows, ctx.groups = x.shape[0], groups
         return x.index_select(0, index)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (index,) = ctx.saved_tensors
-        return _sum_rows(grad, index, ctx.rows), None
+        (slots,) = ctx.saved_tensors
+        return _sum_slots(grad, slots, ctx.rows, ctx.groups), None, None, None
 
 
-def _sum_rows(values: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
-    """[rows, d]: row i the sum of values[j] over index[j] == i, added in fp32 (native atomics),
-    returned in values' dtype."""
-    out = torch.zeros(rows, values.shape[1], dtype=torch.float32, device=values.device)
-    return out.index_add_(0, index, values.float()).to(values.dtype)
+def _sum_slots(values: torch.Tensor, slots: torch.Tensor, rows: int, groups: int) -> torch.Tensor:
+    """[rows, d]: row i the sum of the values whose slot s has s // groups == i, the slots distinct:
+    written to their places in a [rows * groups, d] buffer (no atomics), each row's groups summed
+    (in fp32 inside the sum, rounded once)."""
+    buf = values.new_zeros(rows * groups, values.shape[1])
+    buf[slots] = values
+    return buf.view(rows, groups, values.shape[1]).sum(1)
 
 
 class ExpertParallel(nn.Module):
@@ -137,15 +139,16 @@ class ExpertParallel(nn.Module):
         row_bytes = x.shape[1] * x.element_size()
         if torch.is_grad_enabled():  # forward: rows out, sums back, meta out (again when recomputed)
             self.sent_bytes += (off_send + off_recv) * row_bytes + off_send * 8 * k
+        slot_of = token_of * ep + rank_of  # distinct: one row per (token, rank)
         recv = all_to_all_single_autograd(
-            _GatherRows.apply(x, token_of), recv_splits, send_splits, self.group
+            _GatherRows.apply(x, token_of, slot_of, ep), recv_splits, send_splits, self.group
         )
         recv_meta = all_to_all_single_autograd(meta, recv_splits, send_splits, self.group)
         y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k], pairs)
         back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)
         if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
             self._count_backward(back, (off_send + off_recv) * row_bytes + off_recv * 8 * k)
-        return _sum_rows(back, token_of, N).to(x.dtype)
+        return _sum_slots(back.to(x.dtype), slot_of, N, ep)
 
     def _count_backward(self, back: torch.Tensor, nbytes: int) -> None:
         """Count `nbytes` when the backward pass reaches `back` (never, when no loss depends on it)."""
@@ -180,8 +183,8 @@ class ExpertParallel(nn.Module):
         row = slot // k
         gate = gates.reshape(-1)[slot, None]
         routing = Routing(indices=flat[slot, None], gates=gate, affinity=None, counts=counts)
-        out = functional_call(self._compute, weights, (_GatherRows.apply(recv, row), routing))
-        return _sum_rows(out, row, R).to(recv.dtype)  # summed in fp32, sent in recv's dtype
+        out = functional_call(self._compute, weights, (_GatherRows.apply(recv, row, slot, k), routing))
+        return _sum_slots(out.to(recv.dtype), slot, R, k)
 
 
 def apply_expert_parallel(
