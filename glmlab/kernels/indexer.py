@@ -43,7 +43,9 @@ class Tiles:
 
     rows: int = 4
     keys: int = 64
-    tiles: int = 64  # 725 against 697 TFLOP/s at 32 in fp8, 473 against 448 in bf16 (32K, H200)
+    # 64 ran faster alone at 32K (fp8 725 against 697 TFLOP/s, bf16 473 against 448) but not in
+    # index_topk's chunks at 128K (192 against 186 ms; experiments/results/h200-session12/)
+    tiles: int = 32
     picks: int = 64
     select: int = 1024
     warps: int = 4
