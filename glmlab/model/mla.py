@@ -323,8 +323,8 @@ class MultiHeadLatentAttention(nn.Module):
         B, T, _ = p.c_kv.shape
         H = self.n_heads
         k_nope, v = self.kv_b_proj(p.c_kv).view(B, T, H, -1).split([self.d_nope, self.d_v], dim=-1)
-        k = torch.cat([k_nope, p.k_pe[:, :, None, :].expand(B, T, H, self.d_rope)], dim=-1)
-        q = torch.cat([p.q_nope, p.q_pe], dim=-1)
+        k = _joined(k_nope, p.k_pe[:, :, None, :].expand(B, T, H, self.d_rope))
+        q = _joined(p.q_nope, p.q_pe)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         pad = q.shape[-1] - self.d_v
         return q, k, F.pad(v, (0, pad)) if pad_values and pad > 0 else v
@@ -353,7 +353,7 @@ class MultiHeadLatentAttention(nn.Module):
         product per head, written once into the layout the sparse kernel reads (at 128K queries
         the tensor is 9.7 GB in bf16: every extra transposed copy costs milliseconds)."""
         w_uk, _ = self._absorbed_weights()
-        return torch.cat([(q_nope.transpose(1, 2) @ w_uk).transpose(1, 2), q_pe], dim=-1)
+        return _joined((q_nope.transpose(1, 2) @ w_uk).transpose(1, 2), q_pe)
 
     def _absorbed_output(self, o_lat: torch.Tensor) -> torch.Tensor:
         """Latent outputs [B,H,S,r] -> o [B,S,H,v]: W_UV applied after the weighted sum."""
@@ -405,3 +405,15 @@ class MultiHeadLatentAttention(nn.Module):
             mass = probs.sum(1) if need_mass else None
         o = self._absorbed_output(o_lat.view(B, S, H, -1).transpose(1, 2))
         return o, None if mass is None else mass.view(B, S, K)
+
+
+def _joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.cat([a, b], -1) (b broadcast to a's leading shape) as two copies into one new tensor.
+    Below 2^31 elements torch.cat takes a batched kernel that is slow on strided inputs: on an
+    H200 the GLM-5 slice's four largest cats took 14.7 ms at 32K queries, while at 64K, above the
+    limit, 16 cats took 15.6 ms (experiments/results/h200-session12/, call 1)."""
+    n = a.shape[-1]
+    out = a.new_empty(*a.shape[:-1], n + b.shape[-1], dtype=torch.result_type(a, b))
+    out[..., :n] = a
+    out[..., n:] = b
+    return out

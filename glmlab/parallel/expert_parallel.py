@@ -21,6 +21,10 @@ ranks loads on any other. One forward pass on a rank:
    slots): at EP=2 twice the pairs, saved for the backward pass too;
 3. send those sums back the way the rows came and add them up per token.
 
+Every sum over rows (a row's experts in step 2, a token's ranks in step 3, and the backward of the
+row copies) writes each addend to its own slot and sums the slots (`_sum_slots`), without atomics,
+so they come out the same every time.
+
 The backward pass of the autograd-aware all-to-alls routes each output gradient to the rank that
 produced it. An expert's weight gradient then sums the contributions of every rank's loss; FSDP
 averages the other gradients over ranks, so the expert gradients are scaled by 1/ep to match (the
