@@ -305,3 +305,20 @@ def test_larger_embedding_init_keeps_router_inputs_apart():
         layers = inspect_layers(build_model(cfg), text, [1, 2, 3])
         shares[std] = [item.routing.common_share for item in layers]
     assert min(shares["null"]) > 0.3 and max(shares["1.0"]) < 0.15, shares
+
+
+def test_mla_joins_without_grad_as_torch_cat_in_one_compiled_graph():
+    """`_joined` (MLA's concatenation without a gradient) equals torch.cat, broadcast part included,
+    and torch.compile traces it without a graph break; under a gradient it is torch.cat itself."""
+    from glmlab.model.mla import _joined
+
+    a = torch.randn(2, 5, 3, 4).transpose(1, 2)  # strided, as the absorbed queries are
+    b = torch.randn(2, 1, 1, 2).expand(2, 3, 5, 2)
+    with torch.no_grad():
+        assert torch.equal(_joined(a, b), torch.cat([a, b], dim=-1))
+        explained = torch._dynamo.explain(_joined)(a, b)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0
+    grad_a = a.clone().requires_grad_()
+    _joined(grad_a, b).sum().backward()
+    assert torch.equal(grad_a.grad, torch.ones_like(a))

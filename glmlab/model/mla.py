@@ -408,12 +408,15 @@ class MultiHeadLatentAttention(nn.Module):
 
 
 def _joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """torch.cat([a, b], -1) (b broadcast to a's leading shape) as two copies into one new tensor.
-    Below 2^31 elements torch.cat takes a batched kernel that is slow on strided inputs: on an
-    H200 the GLM-5 slice's four largest cats took 14.7 ms at 32K queries, while at 64K, above the
-    limit, 16 cats took 15.6 ms (experiments/results/h200-session12/, call 1)."""
+    """torch.cat([a, b], -1) for b with a's leading shape. Without a gradient to take, two copies
+    into one new tensor: below 2^31 elements torch.cat takes a batched kernel that is slow on strided
+    inputs (on an H200 the GLM-5 slice's four largest cats took 14.7 ms of its 32K prefill,
+    experiments/results/h200-session12/, call 1). Under a gradient torch.cat, whose backward only
+    slices the gradient where the copies' would copy and zero it whole."""
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return torch.cat([a, b], dim=-1)
     n = a.shape[-1]
-    out = a.new_empty(*a.shape[:-1], n + b.shape[-1], dtype=torch.result_type(a, b))
+    out = a.new_empty(*a.shape[:-1], n + b.shape[-1], dtype=torch.promote_types(a.dtype, b.dtype))
     out[..., :n] = a
     out[..., n:] = b
     return out

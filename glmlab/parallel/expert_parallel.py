@@ -81,10 +81,11 @@ class _GatherRows(torch.autograd.Function):
 def _sum_slots(values: torch.Tensor, slots: torch.Tensor, rows: int, groups: int) -> torch.Tensor:
     """[rows, d]: row i the sum of the values whose slot s has s // groups == i, the slots distinct:
     written to their places in a [rows * groups, d] buffer (no atomics), each row's groups summed
-    (in fp32 inside the sum, rounded once)."""
+    (in fp32 inside the sum, rounded once to the values' dtype: the explicit dtype keeps CUDA's
+    autocast, which runs `sum` in fp32, from returning fp32)."""
     buf = values.new_zeros(rows * groups, values.shape[1])
     buf[slots] = values
-    return buf.view(rows, groups, values.shape[1]).sum(1)
+    return buf.view(rows, groups, values.shape[1]).sum(1, dtype=values.dtype)
 
 
 class ExpertParallel(nn.Module):
