@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from glmlab.parallel.launch import worker_args
 
@@ -200,12 +201,10 @@ def test_muon_on_several_gpus_is_refused_before_launch():
     check_world(1, 32, 8, 1, optimizer="muon", cuda=True)
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="CUDA autocast runs sum in fp32")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA autocast runs sum in fp32")
 def test_ep_slot_sums_keep_the_dtype_under_cuda_autocast():
     """The dispatch's sums return the rows' dtype under bf16 autocast, whose `sum` is fp32 on CUDA:
     fp32 there would double the combine's all-to-all and turn the residual stream fp32."""
-    import torch
-
     from glmlab.parallel.expert_parallel import _GatherRows, _sum_slots
 
     x = torch.randn(6, 8, device="cuda", dtype=torch.bfloat16, requires_grad=True)
