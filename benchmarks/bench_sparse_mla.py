@@ -7,10 +7,12 @@ backward alone (the backward op on a saved forward) and forward+backward times f
 `forward_flops`, `backward_flops`), each beside session 2's kernels' figure where one was
 measured (BEFORE), the backward's three kernels timed apart by torch.profiler, against the torch
 twin and the model's gathered path where they fit, and against dense causal SDPA (64 heads x 192)
-at the same N for scale. `--sweep` first times the candidate tiles at the smallest N and uses the
-fastest of each kind for the rest (the forward by its time with and without the key mass together).
+at the same N for scale. The forward without the key mass is timed in the Triton kernel and, on a
+Hopper GPU, in the Gluon kernel of glmlab/kernels/sparse_mla_hopper.py (the default there).
+`--sweep` first times the candidate tiles at the smallest N and uses the fastest of each kind for
+the rest (the forward by its time with and without the key mass together).
 
-    python benchmarks/bench_sparse_mla.py [--n 8192 32768 131072] [--sweep] [--no-baselines]
+    python benchmarks/bench_sparse_mla.py [--n 8192 32768 131072] [--sweep] [--no-baselines] [--forward-only]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from triton.testing import do_bench
 
 from glmlab.kernels import sparse_mla as kernels
 from glmlab.kernels.sparse_mla import BackwardTiles, Tiles, backward_flops, forward_flops, sparse_mla
+from glmlab.kernels.sparse_mla_hopper import hopper_forward_applies
 from glmlab.kernels.sparse_mla_ref import sparse_mla_ref
 from glmlab.model.dsa import gathered_attention
 
@@ -89,7 +92,7 @@ def train_step(attend, *args):
 def backward_only(q, kv, idx, valid, fwd_tiles: Tiles, bwd_tiles: BackwardTiles):
     """The backward op alone on one saved forward (d_out all ones)."""
     tiles = [*fwd_tiles, *(x for t in bwd_tiles for x in t)]
-    out, lse, _ = kernels._forward(q, kv, idx, valid, SCALE, r, mass=False, tiles=tiles)
+    out, lse, *_ = kernels._forward(q, kv, idx, valid, SCALE, r, False, False, tiles, False)
     d_out = torch.ones_like(out)
     return partial(kernels._backward, q, kv, idx, valid, out, lse, d_out, SCALE, r, [*tiles[4:]])
 
@@ -100,7 +103,7 @@ def sweep(N: int) -> tuple[Tiles, BackwardTiles]:
     best_f, best_b = (math.inf, kernels.FORWARD_TILES), (math.inf, kernels.BACKWARD_TILES)
     print(f"sweep at N={N} (forward without / with key mass; backward alone)")
     for tiles in kernels.FORWARD_CANDIDATES:
-        attend = partial(sparse_mla, q, kv, idx, valid, scale=SCALE, r=r, forward_tiles=tiles)
+        attend = partial(sparse_mla, q, kv, idx, valid, scale=SCALE, r=r, forward_tiles=tiles, hopper=False)
         t, t_mass = timed(partial(attend, mass=False)), timed(attend)
         print(f"  forward  {tuple(tiles)}: {fmt(t, fwd)} / {fmt(t_mass, fwd)}", flush=True)
         if not isinstance(t, str) and not isinstance(t_mass, str) and t + t_mass < best_f[0]:
@@ -130,14 +133,19 @@ def kernel_times(step) -> None:
             print(f"    {event.key:18} {event.device_time_total / 1e3:9.2f} ms ({event.count} launches)")
 
 
-def bench(N: int, fwd_tiles: Tiles, bwd_tiles: BackwardTiles, *, baselines: bool) -> None:
-    """One N: the Triton kernels, the torch paths where they fit, dense SDPA."""
+def bench(N: int, fwd_tiles: Tiles, bwd_tiles: BackwardTiles, *, baselines: bool, forward_only: bool) -> None:
+    """One N: the Triton kernels (with `forward_only`, the forwards without the key mass alone), the
+    torch paths where they fit, dense SDPA."""
     fwd, bwd = forward_flops(N, K, H, R, r), backward_flops(N, K, H, R, r)
     print(f"N={N} (useful GFLOP: forward {fwd / 1e9:.0f}, backward {bwd / 1e9:.0f})")
     q, kv, idx, valid = problem(N, grad=True)
     no_grad = (q.detach(), kv.detach(), idx, valid)
     tiles = dict(scale=SCALE, r=r, forward_tiles=fwd_tiles, backward_tiles=bwd_tiles)
-    row("forward, no mass", partial(sparse_mla, *no_grad, mass=False, **tiles), fwd, N)
+    row("forward, no mass", partial(sparse_mla, *no_grad, mass=False, hopper=False, **tiles), fwd, N)
+    if hopper_forward_applies(q, r, mass=False, keep_probs=False):
+        row("forward, no mass, Gluon", partial(sparse_mla, *no_grad, mass=False, **tiles), fwd, N)
+    if forward_only:
+        return
     row("forward with mass", partial(sparse_mla, *no_grad, **tiles), fwd, N)
     backward = backward_only(*no_grad, fwd_tiles, bwd_tiles)
     row("backward", backward, bwd, N)
@@ -169,11 +177,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[8192, 32768, 131072])
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--no-baselines", action="store_true", help="time only the Triton kernels")
+    parser.add_argument("--forward-only", action="store_true", help="time only the forwards without mass")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; H={H} R={R} r={r} K={K}, bf16")
     tiles = sweep(args.n[0]) if args.sweep else (kernels.FORWARD_TILES, kernels.BACKWARD_TILES)
     for N in args.n:
-        bench(N, *tiles, baselines=not args.no_baselines)
+        bench(N, *tiles, baselines=not args.no_baselines, forward_only=args.forward_only)
         torch.cuda.empty_cache()
 
 

@@ -113,7 +113,7 @@ def test_kept_probabilities(monkeypatch, dtype, H, mass):
         close(got, want, tol)
     tiles = [*TINY["forward_tiles"], *(x for t in TINY["backward_tiles"] for x in t)]
     args = (q.detach(), kv.detach(), idx, valid, 0.2, 32)
-    kept = kernels._forward(*args, mass, True, tiles)[3]
+    kept = kernels._forward(*args, mass, True, tiles, False)[3]
     scores = torch.einsum("nhr,nkr->nhk", q.detach().float(), kv.detach().float()[idx]) * 0.2
     probs = scores.masked_fill(~valid[:, None], float("-inf")).softmax(-1)
     assert kept.shape == probs.shape and kept.dtype == dtype
@@ -298,3 +298,75 @@ def test_forward_splits_scores_between_warpgroups():
     )
     warps = re.findall(r"nvidia_mma<\{versionMajor = 3.*warpsPerCTA = \[(\d+), (\d+)\]", ttgir.stdout)
     assert len(warps) >= 2 and set(warps) == {("4", "2")}, warps
+
+
+HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] == 9
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs only on a Hopper GPU")
+@pytest.mark.parametrize("H,K", [(64, 2048), (128, 200), (64, 64)])
+def test_hopper_forward_matches_triton_and_twin(H, K):
+    """The Gluon forward (glmlab/kernels/sparse_mla_hopper.py) against the Triton kernel and the
+    torch twin at GLM-5's latent width: one and two head blocks, K a multiple of the 64-key tile or
+    not, invalid keys (row 1 a single one), out and the log-sum-exp."""
+    N, M = 96, 3000
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16)
+    kv = torch.randn(M, 576, generator=g).to(DEVICE, torch.bfloat16)
+    idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
+    valid = (torch.rand(N, K, generator=g) < 0.8).to(DEVICE)
+    valid[:, 0], valid[1] = True, False
+    valid[1, K // 2] = True
+    assert kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=False)
+    args = (q, kv, idx, valid, 576**-0.5, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12])
+    out, lse, *_ = kernels._forward(*args, True)
+    triton_out, triton_lse, *_ = kernels._forward(*args, False)
+    ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
+    close(out, ref_out, 2e-2)
+    close(out, triton_out, 2e-2)
+    torch.testing.assert_close(lse, triton_lse, rtol=1e-4, atol=1e-4)
+
+
+def test_hopper_forward_applies_only_where_it_can():
+    """The Gluon forward takes bf16 prefill calls at its shapes on a Hopper GPU, nothing else."""
+    q = torch.zeros(4, 64, 576, dtype=torch.bfloat16)
+    assert not kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=False)  # a CPU tensor
+    if HOPPER:
+        q = q.cuda()
+        assert kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=False)
+        assert not kernels.hopper_forward_applies(q, 512, mass=True, keep_probs=False)
+        assert not kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=True)
+        assert not kernels.hopper_forward_applies(q.float(), 512, mass=False, keep_probs=False)
+        assert not kernels.hopper_forward_applies(q[:, :48], 512, mass=False, keep_probs=False)
+        assert not kernels.hopper_forward_applies(q[:, :, :560], 512, mass=False, keep_probs=False)
+
+
+COMPILE_HOPPER_FORWARD = """
+from glmlab.kernels import sparse_mla_hopper as h
+from glmlab.kernels.hopper import compile_for_hopper, resources
+
+pointers = dict(q="bf16", kv="bf16", idx="i64", valid="i1", out="bf16", lse="fp32")
+signature = {f"{name}_ptr": f"*{kind}" for name, kind in pointers.items()}
+signature |= dict.fromkeys(["H", "K", "R"], "i32") | {"scale_log2": "fp32"}
+constants = dict(r=512, P=64, BH=h.BLOCK_H, BK=h.BLOCK_K)
+kernel = compile_for_hopper(h._forward_kernel, signature, constants, num_warps=h.NUM_WARPS,
+                            divisible=[name for name in signature if name != "scale_log2"])
+res = resources(kernel)
+print(res.shared, res.spill_stores)
+print(kernel.asm["ttgir"])
+"""
+
+
+def test_hopper_forward_gathers_the_next_tile_before_the_scores():
+    """Compiled for an H200 on the CPU, the Gluon forward fits in a block's shared memory (232,448
+    bytes) without spilling, and in its key loop the copies of the next tile are issued before the
+    score products of this one, so that they overlap all of this tile's work."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    report = subprocess.run(
+        [sys.executable, "-c", COMPILE_HOPPER_FORWARD], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    shared, spills = map(int, report.splitlines()[0].split())
+    assert shared <= 232448 and spills == 0, (shared, spills)
+    loop = report[report.index("scf.for") :]
+    assert loop.index("async_copy_global_to_local") < loop.index("ttng.warp_group_dot "), loop[:2000]

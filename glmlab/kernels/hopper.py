@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.experimental.gluon._runtime import GluonASTSource
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
@@ -30,8 +31,9 @@ def compile_for_hopper(
     `constants`: the constexprs; `divisible`: the arguments its launches specialise as multiples of 16."""
     wanted = set(divisible)
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature) if name in wanted}
-    src = ASTSource(fn=fn, signature={**signature, **dict.fromkeys(constants, "constexpr")},
-                    constexprs=constants, attrs=attrs)  # fmt: skip
+    source = GluonASTSource if fn.is_gluon() else ASTSource  # a Gluon kernel or a Triton one
+    src = source(fn=fn, signature={**signature, **dict.fromkeys(constants, "constexpr")},
+                 constexprs=constants, attrs=attrs)  # fmt: skip
     options = {"num_warps": num_warps} | ({} if num_stages is None else {"num_stages": num_stages})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 

@@ -47,6 +47,7 @@ import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
+from glmlab.kernels.sparse_mla_hopper import hopper_forward, hopper_forward_applies
 from glmlab.plan import SPARSE_BACKWARD_BYTES
 
 LOG2E = math.log2(math.e)
@@ -343,12 +344,15 @@ def _precision(dtype: torch.dtype) -> str:
 @torch.library.custom_op("glmlab::sparse_mla_fwd", mutates_args=())
 def _forward(
     q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int,
-    mass: bool, keep_probs: bool, tiles: list[int],
+    mass: bool, keep_probs: bool, tiles: list[int], hopper: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """out [N,H,r], log-sum-exp [N,H] (fp32, log2 units), key mass [N,K] (or [N,0] without
     `mass`), P [N,H,K] in q's dtype (or [0,H,K] without `keep_probs`). `tiles` is the forward's
-    Tiles followed by the backward's three."""
+    Tiles followed by the backward's three; `hopper`: the Gluon kernel where it applies."""
     (N, H, R), K = q.shape, idx.shape[1]
+    if hopper and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs):
+        out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
+        return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
     fwd = Tiles(*tiles[:4])
     block_h, sizes = _launch_shape(H, R, r, fwd)
     heads_blocks = triton.cdiv(H, block_h)
@@ -374,7 +378,7 @@ def _forward(
 
 
 @_forward.register_fake
-def _forward_fake(q, kv, idx, valid, scale, r, mass, keep_probs, tiles):
+def _forward_fake(q, kv, idx, valid, scale, r, mass, keep_probs, tiles, hopper):
     (N, H, _), K = q.shape, idx.shape[1]
     lse = q.new_empty(N, H, dtype=torch.float32)
     kept = q.new_empty(N if keep_probs else 0, H, K)
@@ -428,7 +432,7 @@ def _backward_fake(q, kv, idx, valid, out, lse, kept, d_out, scale, r, tiles):
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, kv, idx, valid, scale, r, _mass, _keep, tiles = inputs
+    q, kv, idx, valid, scale, r, _mass, _keep, tiles, _hopper = inputs
     out, lse, key_mass, kept = output
     ctx.mark_non_differentiable(lse, key_mass, kept)
     ctx.set_materialize_grads(False)  # else autograd fills zeros for those three: 17 GB of P at 64K
@@ -438,11 +442,11 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _differentiate(ctx, d_out, _d_lse, _d_mass, _d_kept):
     if d_out is None:  # only the side outputs reached a loss: they take no gradient
-        return None, None, None, None, None, None, None, None, None
+        return (None,) * 10
     q, kv, idx, valid, out, lse, kept = ctx.saved_tensors
     d_out = d_out.to(q.dtype).contiguous()  # under autocast the gradient may arrive in fp32
     dq, dkv = _backward(q, kv, idx, valid, out, lse, kept, d_out, ctx.scale, ctx.r, ctx.tiles)
-    return dq, dkv, None, None, None, None, None, None, None
+    return dq, dkv, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("glmlab::sparse_mla_fwd", _differentiate, setup_context=_setup_context)
@@ -489,6 +493,7 @@ def sparse_mla(
     keep_probs: bool = False,
     forward_tiles: Tiles = FORWARD_TILES,
     backward_tiles: BackwardTiles = BACKWARD_TILES,
+    hopper: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sparse attention over selected latent rows, differentiable in q and kv.
 
@@ -502,7 +507,9 @@ def sparse_mla(
     H x K probabilities in fp16 (fp32 for fp32 inputs) and one fp32 maximum per head and key
     tile: 35.7 MB on an H200 (132 slots) at H=64, K=2048 and 64-key tiles; `keep_probs` takes
     the same scratch, writes P [N,H,K] in q's dtype from its pass and keeps it for the backward,
-    which then does not recompute it (pass it under a gradient only).
+    which then does not recompute it (pass it under a gradient only). `hopper` (default) runs the
+    forward without mass or kept P through glmlab/kernels/sparse_mla_hopper.py on a Hopper GPU where
+    its shapes allow; False keeps the Triton kernel (the benchmark times both).
 
     Kept for backward: q, kv, idx and valid (the caller's tensors), out (the returned tensor) and
     the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of
@@ -522,6 +529,6 @@ def sparse_mla(
     kv = kv.to(q.dtype)
     out, _, key_mass, _ = _forward(
         q.contiguous(), kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass, keep_probs,
-        [*forward_tiles, *(x for t in backward_tiles for x in t)],
+        [*forward_tiles, *(x for t in backward_tiles for x in t)], hopper,
     )  # fmt: skip
     return out, key_mass if mass else None
