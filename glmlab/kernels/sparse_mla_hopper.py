@@ -51,23 +51,20 @@ def _rows(idx_ptr, valid_ptr, n, K, k0, BK: gl.constexpr, layout: gl.constexpr):
     offs = k0 + gl.arange(0, BK, layout=layout)
     inside = offs < K
     keep = gl.load(valid_ptr + n * K + offs, mask=inside, other=0) != 0
-    rows = gl.load(idx_ptr + n * K + offs, mask=inside, other=0)
+    rows = gl.load(idx_ptr + n * K + offs, mask=inside, other=0).to(gl.int32)  # < 2^31 rows
     return gl.where(keep, rows, -1)
 
 
 @gluon.jit
-def _gather(kvn_buf, kvp_buf, kv_ptr, rows_v, rows_p, R, r: gl.constexpr, P: gl.constexpr,
-            ld_v: gl.constexpr, ld_p: gl.constexpr):  # fmt: skip
+def _gather(kvn_buf, kvp_buf, kv_ptr, rows, R, r: gl.constexpr, P: gl.constexpr, ld: gl.constexpr):
     """Start copying kv's rows (value columns to kvn_buf, rope columns to kvp_buf; zeros for rows
     < 0) as one group of asynchronous copies."""
-    cv = gl.arange(0, r, layout=gl.SliceLayout(0, ld_v))
-    keep_v = gl.expand_dims(rows_v >= 0, 1) & gl.expand_dims(cv < r, 0)
-    ptr_v = kv_ptr + gl.expand_dims(rows_v * R, 1) + gl.expand_dims(cv, 0)
-    async_copy.async_copy_global_to_shared(kvn_buf, ptr_v, mask=keep_v)
-    cp = gl.arange(0, P, layout=gl.SliceLayout(0, ld_p))
-    keep_p = gl.expand_dims(rows_p >= 0, 1) & gl.expand_dims(cp < P, 0)
-    ptr_p = kv_ptr + gl.expand_dims(rows_p * R + r, 1) + gl.expand_dims(cp, 0)
-    async_copy.async_copy_global_to_shared(kvp_buf, ptr_p, mask=keep_p)
+    row = gl.expand_dims(rows.to(gl.int64) * R, 1)
+    keep = gl.expand_dims(rows >= 0, 1)
+    cv = gl.expand_dims(gl.arange(0, r, layout=gl.SliceLayout(0, ld)), 0)
+    async_copy.async_copy_global_to_shared(kvn_buf, kv_ptr + row + cv, mask=keep & (cv < r))
+    cp = gl.expand_dims(gl.arange(0, P, layout=gl.SliceLayout(0, ld)), 0)
+    async_copy.async_copy_global_to_shared(kvp_buf, kv_ptr + row + r + cp, mask=keep & (cp < P))
     async_copy.commit_group()
 
 
@@ -82,33 +79,31 @@ def _forward_kernel(
     # the score tile split by keys between the two warpgroups, the output by columns
     mma_s: gl.constexpr = gl.NVMMADistributedLayout([3, 0], [4, 2], [16, BK // 2, 16])
     mma_o: gl.constexpr = gl.NVMMADistributedLayout([3, 0], [4, 2], [16, r // 2, 16])
-    p_dot: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
     shared: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    ld_v: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [4, 2], [1, 0])  # [rows, 512]: 16 B a thread
-    ld_p: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [8, 1], [1, 0])  # [rows, 64]
-    rows_v_layout: gl.constexpr = gl.SliceLayout(1, ld_v)
-    rows_p_layout: gl.constexpr = gl.SliceLayout(1, ld_p)
+    # loads of [64 rows, columns]: 16 bytes a thread and copy, one row a thread (its index in a
+    # register or two: the prefetched rows cost few of the registers the accumulator leaves)
+    ld: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [8, 1], [1, 0])
+    rows_layout: gl.constexpr = gl.SliceLayout(1, ld)
     keys_layout: gl.constexpr = gl.SliceLayout(0, mma_s)
     heads_s: gl.constexpr = gl.SliceLayout(1, mma_s)
     heads_o: gl.constexpr = gl.SliceLayout(1, mma_o)
 
     # the program's queries, to shared memory once
-    hv = h0 + gl.arange(0, BH, layout=rows_v_layout)
-    cv = gl.arange(0, r, layout=gl.SliceLayout(0, ld_v))
-    q_v = q_ptr + gl.expand_dims((n * H + hv) * R, 1) + gl.expand_dims(cv, 0)
-    qn_s = gl.allocate_shared_memory(gl.bfloat16, [BH, r], shared, gl.load(q_v))
-    hp = h0 + gl.arange(0, BH, layout=rows_p_layout)
-    cp = gl.arange(0, P, layout=gl.SliceLayout(0, ld_p))
-    q_p = q_ptr + gl.expand_dims((n * H + hp) * R + r, 1) + gl.expand_dims(cp, 0)
-    qp_s = gl.allocate_shared_memory(gl.bfloat16, [BH, P], shared, gl.load(q_p))
+    q_row = q_ptr + gl.expand_dims((n * H + h0 + gl.arange(0, BH, layout=rows_layout)) * R, 1)
+    cv = gl.expand_dims(gl.arange(0, r, layout=gl.SliceLayout(0, ld)), 0)
+    qn_s = gl.allocate_shared_memory(gl.bfloat16, [BH, r], shared, gl.load(q_row + cv))
+    cp = gl.expand_dims(gl.arange(0, P, layout=gl.SliceLayout(0, ld)), 0)
+    qp_s = gl.allocate_shared_memory(gl.bfloat16, [BH, P], shared, gl.load(q_row + r + cp))
     kvn_s = gl.allocate_shared_memory(gl.bfloat16, [2, BK, r], shared)
     kvp_s = gl.allocate_shared_memory(gl.bfloat16, [2, BK, P], shared)
+    # the probabilities pass from the score layout (each warpgroup half the keys) to the value
+    # product's first operand through shared memory, read there by the product itself
+    p_s = gl.allocate_shared_memory(gl.bfloat16, [BH, BK], shared)
 
-    _gather(kvn_s.index(0), kvp_s.index(0), kv_ptr, _rows(idx_ptr, valid_ptr, n, K, 0, BK, rows_v_layout),
-            _rows(idx_ptr, valid_ptr, n, K, 0, BK, rows_p_layout), R, r, P, ld_v, ld_p)  # fmt: skip
+    _gather(kvn_s.index(0), kvp_s.index(0), kv_ptr, _rows(idx_ptr, valid_ptr, n, K, 0, BK, rows_layout),
+            R, r, P, ld)  # fmt: skip
     # read one tile ahead of their use: the rows of the next gather, the keys kept in this tile
-    rows_v = _rows(idx_ptr, valid_ptr, n, K, BK, BK, rows_v_layout)
-    rows_p = _rows(idx_ptr, valid_ptr, n, K, BK, BK, rows_p_layout)
+    rows = _rows(idx_ptr, valid_ptr, n, K, BK, BK, rows_layout)
     kept = _rows(idx_ptr, valid_ptr, n, K, 0, BK, keys_layout) >= 0
 
     m = gl.full([BH], float("-inf"), gl.float32, heads_s)  # running maximum (log2 units)
@@ -121,9 +116,8 @@ def _forward_kernel(
         acc = warpgroup_mma_wait(0, deps=[acc])  # this warpgroup's value product of tile i-1
         gl.thread_barrier()  # every thread's: tile i is in, the other buffer is free
         # tile i+1 into the other buffer (rows past K are -1: the last one only fills zeros)
-        _gather(kvn_s.index(1 - buf), kvp_s.index(1 - buf), kv_ptr, rows_v, rows_p, R, r, P, ld_v, ld_p)
-        rows_v = _rows(idx_ptr, valid_ptr, n, K, (i + 2) * BK, BK, rows_v_layout)
-        rows_p = _rows(idx_ptr, valid_ptr, n, K, (i + 2) * BK, BK, rows_p_layout)
+        _gather(kvn_s.index(1 - buf), kvp_s.index(1 - buf), kv_ptr, rows, R, r, P, ld)
+        rows = _rows(idx_ptr, valid_ptr, n, K, (i + 2) * BK, BK, rows_layout)
         kept_next = _rows(idx_ptr, valid_ptr, n, K, (i + 1) * BK, BK, keys_layout) >= 0
         fence_async_shared()
         kvn = kvn_s.index(buf)
@@ -137,8 +131,10 @@ def _forward_kernel(
         alpha = gl.exp2(m - m_use)
         total = total * alpha + gl.sum(p, 1)
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, heads_o), 1)
-        p_op = gl.convert_layout(p.to(gl.bfloat16), p_dot)
-        acc = warpgroup_mma(p_op, kvn, acc, is_async=True)
+        p_s.store(p.to(gl.bfloat16))
+        gl.thread_barrier()  # both warpgroups' halves
+        fence_async_shared()
+        acc = warpgroup_mma(p_s, kvn, acc, is_async=True)
         m = m_new
         kept = kept_next
     acc = warpgroup_mma_wait(0, deps=[acc])
