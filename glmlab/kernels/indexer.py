@@ -372,13 +372,12 @@ def _kth(key, ok, want, BITS: tl.constexpr):
     prefix = tl.full((), 0, tl.int32)
     remaining = want
     for p in tl.static_range(BITS // 8):
-        shift: tl.constexpr = BITS - 8 * (p + 1)
         if p == 0:
-            digit = (key >> shift) + 128  # the signed top byte in unsigned order
+            digit = (key >> (BITS - 8)) + 128  # the signed top byte in unsigned order
             match = ok
         else:
-            digit = (key >> shift) & 255
-            match = ok & ((key >> (shift + 8)) == prefix)
+            digit = (key >> (BITS - 8 * (p + 1))) & 255
+            match = ok & ((key >> (BITS - 8 * p)) == prefix)
         d, remaining = _pick_digit(tl.histogram(digit, 256, mask=match), remaining)
         prefix = prefix * 256 + d - (128 if p == 0 else 0)
     return prefix, want - remaining
