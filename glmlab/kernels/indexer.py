@@ -354,33 +354,31 @@ def _keys(src_ptr, t, n):
 
 
 @triton.jit
-def _pick_digit(hist, remaining):
-    """From the histogram of one radix digit over the keys still in play, the digit holding the
-    `remaining`-th largest of them and what remains to take inside it."""
-    at_least = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # keys with a digit >= each digit
-    digit = tl.sum((at_least >= remaining).to(tl.int32), 0) - 1
-    above = tl.sum(tl.where(tl.arange(0, hist.shape[0]) == digit, at_least - hist, 0), 0)
-    return digit, remaining - above
-
-
-@triton.jit
-def _kth(key, ok, want, BITS: tl.constexpr):
-    """The want-th largest of the keys where ok (1 <= want <= their count; keys of BITS bits, signed)
-    and how many are larger: a radix select over the block in registers, one histogram of 8 bits per
-    pass from the top (BITS / 8 passes; a search splitting the key interval in three took up to 21
-    block-wide reductions for 32-bit keys)."""
-    prefix = tl.full((), 0, tl.int32)
-    remaining = want
-    for p in tl.static_range(BITS // 8):
-        if p == 0:
-            digit = (key >> (BITS - 8)) + 128  # the signed top byte in unsigned order
-            match = ok
-        else:
-            digit = (key >> (BITS - 8 * (p + 1))) & 255
-            match = ok & ((key >> (BITS - 8 * p)) == prefix)
-        d, remaining = _pick_digit(tl.histogram(digit, 256, mask=match), remaining)
-        prefix = prefix * 256 + d - (128 if p == 0 else 0)
-    return prefix, want - remaining
+def _kth(key, ok, want):
+    """The want-th largest of the keys where ok (1 <= want <= their count; keys above INT32_MIN, as
+    every score's is) and how many are larger: a search between the smallest and the largest key
+    that splits the interval in three per step, its two counts packed in one sum over the block (one
+    reduction per step, at most 21 steps for 32-bit keys; a bisection took 32)."""
+    PACK: tl.constexpr = tl.int32 if key.shape[0] < 1 << 15 else tl.int64
+    BITS: tl.constexpr = 16 if key.shape[0] < 1 << 15 else 32
+    lo = tl.min(tl.where(ok, key, 0x7FFFFFFF), 0).to(tl.int64)  # at least `want` keys >= lo
+    key = tl.where(ok, key, -0x7FFFFFFF - 1)  # below every threshold: no `ok` in the loop
+    hi = tl.max(key, 0).to(tl.int64) + 1  # fewer than `want` keys >= hi
+    above = tl.full((), 0, tl.int32)  # keys >= hi
+    while hi - lo > 1:
+        m1 = lo + (hi - lo) // 3
+        m2 = lo + 2 * (hi - lo) // 3
+        packed = tl.where(key >= m1.to(tl.int32), 1, 0).to(PACK)
+        packed = tl.where(key >= m2.to(tl.int32), (1 << BITS) + 1, packed)  # both counts
+        total = tl.sum(packed, 0)
+        c1 = (total & ((1 << BITS) - 1)).to(tl.int32)
+        c2 = (total >> BITS).to(tl.int32)
+        in2, in1 = c2 >= want, c1 >= want
+        new_lo = tl.where(in2, m2, tl.where(in1, m1, lo))
+        hi = tl.where(in2, hi, tl.where(in1, m2, m1))
+        above = tl.where(in2, above, tl.where(in1, c2, c1))
+        lo = new_lo
+    return lo.to(tl.int32), above
 
 
 @triton.jit
@@ -400,10 +398,12 @@ def _digit_pass(
             digit = (key >> SHIFT) & ((1 << BITS) - 1)
             match = ok & ((key >> (SHIFT + BITS)) == prefix)
         hist += tl.histogram(digit, 1 << BITS, mask=match)
-    digit, remaining = _pick_digit(hist, remaining)
+    at_least = tl.sum(hist, 0) - tl.cumsum(hist, 0) + hist  # keys with a digit >= each digit
+    digit = tl.sum((at_least >= remaining).to(tl.int32), 0) - 1
+    above = tl.sum(tl.where(tl.arange(0, 1 << BITS) == digit, at_least - hist, 0), 0)
     if SHIFT + BITS == 32:
         digit = digit - (1 << (BITS - 1))
-    return prefix * (1 << BITS) + digit, remaining
+    return prefix * (1 << BITS) + digit, remaining - above
 
 
 @triton.jit
@@ -431,7 +431,7 @@ def _cut_kernel(
         key, ok = _keys(row_ptr, (i // 8) * (8 * every) + i % 8, n)
         m = tl.sum(ok.to(tl.int32), 0)
         rank = tl.minimum((5 * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
-        top, _ = _kth(key >> 16, ok, tl.maximum(rank, 1), 16)
+        top, _ = _kth(key >> 16, ok, tl.maximum(rank, 1))
         tl.store(cut_ptr + tl.program_id(0), top * (1 << 16))
 
 
@@ -519,7 +519,7 @@ def _select_kernel(
                 key = tl.load(cand_ptr + list_ptr, mask=ok, other=0)
             else:
                 key, ok = _keys(row_ptr, e, n)
-            kth, above = _kth(key, ok, K, 32)
+            kth, above = _kth(key, ok, K)
             gt = ok & (key > kth)
             eq = ok & (key == kth)
             # both ranks from one scan: the counts of gt and eq, packed BITS apart (BITS > log2(CAP))
