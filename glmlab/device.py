@@ -83,6 +83,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def multiprocessors(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device, for kernels that size persistent grids by them;
+    2 elsewhere (Triton's interpreter on the CPU)."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2
+
+
 def available_memory(device: torch.device) -> int:
     """Bytes free for a new allocation: the GPU's free memory, or the host's MemAvailable (the
     memory Linux can hand out without swapping; free pages elsewhere)."""

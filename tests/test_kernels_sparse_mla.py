@@ -347,7 +347,7 @@ from glmlab.kernels.hopper import compile_for_hopper, resources
 
 pointers = dict(q="bf16", kv="bf16", idx="i64", valid="i1", out="bf16", lse="fp32")
 signature = {f"{name}_ptr": f"*{kind}" for name, kind in pointers.items()}
-signature |= dict.fromkeys(["H", "K", "R"], "i32") | {"scale_log2": "fp32"}
+signature |= dict.fromkeys(["stride_qn", "stride_qh", "H", "K", "R"], "i32") | {"scale_log2": "fp32"}
 constants = dict(r=512, P=64, BH=h.BLOCK_H, BK=h.BLOCK_K)
 kernel = compile_for_hopper(h._forward_kernel, signature, constants, num_warps=h.NUM_WARPS,
                             divisible=[name for name in signature if name != "scale_log2"])

@@ -322,3 +322,24 @@ def test_mla_joins_without_grad_as_torch_cat_in_one_compiled_graph():
     grad_a = a.clone().requires_grad_()
     _joined(grad_a, b).sum().backward()
     assert torch.equal(grad_a.grad, torch.ones_like(a))
+
+
+@pytest.mark.parametrize("cast", [False, True])
+def test_absorbed_queries_heads_first_equal_the_joined_ones(tiny, cast):
+    """The sparse kernel's queries written per head into a [B,H,S,R] buffer (batch 1, no gradient)
+    equal the joined [B,S,H,R] ones, also under bf16 autocast; batch 2 and a gradient take the join."""
+    attn = tiny().model.layers[0].self_attn
+    H, nope, rope = attn.n_heads, attn.d_nope, attn.d_rope
+    q = torch.randn(1, 7, H, nope + rope).to(torch.bfloat16 if cast else torch.float32)  # as projected
+    q_nope, q_pe = q.split([nope, rope], dim=-1)  # strided
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=cast):
+        joined = attn._absorbed_queries(q_nope, q_pe)
+        heads_first = attn._absorbed_queries(q_nope, q_pe, heads_first=True)
+        pair = (q_nope.expand(2, -1, -1, -1), q_pe.expand(2, -1, -1, -1))
+        two = attn._absorbed_queries(*pair, heads_first=True)
+    assert heads_first.dtype == joined.dtype
+    assert heads_first.stride(1) == attn.r_kv + rope  # a [B,H,S,R] buffer beneath
+    torch.testing.assert_close(heads_first, joined, rtol=0, atol=0)
+    assert two.is_contiguous()
+    with torch.autocast("cpu", torch.bfloat16, enabled=cast):
+        assert attn._absorbed_queries(q_nope.requires_grad_(), q_pe, heads_first=True).is_contiguous()

@@ -47,6 +47,7 @@ import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
+from glmlab.device import multiprocessors
 from glmlab.kernels.sparse_mla_hopper import hopper_forward, hopper_forward_applies
 from glmlab.plan import SPARSE_BACKWARD_BYTES
 
@@ -330,13 +331,6 @@ def _launch_shape(H: int, R: int, r: int, tiles: Tiles) -> tuple[int, dict]:
     return block_h, sizes
 
 
-def _resident_programs(device: torch.device) -> int:
-    """Programs of the forward that run at once when it takes the key mass (one per multiprocessor:
-    its tiles fill a multiprocessor's shared memory), each with its own scratch slot; two in
-    Triton's interpreter."""
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2
-
-
 def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"  # fp32 inputs stay exact; bf16 ignores it
 
@@ -363,7 +357,8 @@ def _forward(
     # without the mass or kept P: one program per query, no scratch
     programs, probs, maxes = N, key_mass, key_mass
     if mass or keep_probs:
-        programs = min(N, _resident_programs(q.device))
+        # one program a multiprocessor (its tiles fill one's shared memory), each with a scratch slot
+        programs = min(N, multiprocessors(q.device))
         slots = programs * heads_blocks
         probs_dtype = torch.float32 if q.dtype == torch.float32 else torch.float16
         probs = torch.empty(slots, block_h, K, device=q.device, dtype=probs_dtype)
@@ -444,6 +439,7 @@ def _differentiate(ctx, d_out, _d_lse, _d_mass, _d_kept):
     if d_out is None:  # only the side outputs reached a loss: they take no gradient
         return (None,) * 10
     q, kv, idx, valid, out, lse, kept = ctx.saved_tensors
+    q = q.contiguous()  # the Gluon forward may have read a strided q; the backward's kernels may not
     d_out = d_out.to(q.dtype).contiguous()  # under autocast the gradient may arrive in fp32
     dq, dkv = _backward(q, kv, idx, valid, out, lse, kept, d_out, ctx.scale, ctx.r, ctx.tiles)
     return dq, dkv, None, None, None, None, None, None, None, None
@@ -527,8 +523,10 @@ def sparse_mla(
     if idx.shape != valid.shape or idx.shape[0] != q.shape[0]:
         raise ValueError(f"sparse_mla: idx {tuple(idx.shape)} and valid {tuple(valid.shape)} must be [N,K]")
     kv = kv.to(q.dtype)
+    if not (hopper and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs)):
+        q = q.contiguous()  # the Gluon kernel reads q's strides; the Triton kernels want [N,H,R] rows
     out, _, key_mass, _ = _forward(
-        q.contiguous(), kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass, keep_probs,
+        q, kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass, keep_probs,
         [*forward_tiles, *(x for t in backward_tiles for x in t)], hopper,
     )  # fmt: skip
     return out, key_mass if mass else None

@@ -36,9 +36,10 @@ NUM_WARPS = 8
 
 
 def hopper_forward_applies(q: torch.Tensor, r: int, *, mass: bool, keep_probs: bool) -> bool:
-    """Whether `hopper_forward` takes this call: a Hopper GPU (compute capability 9), bf16, whole
-    64-head blocks, 512 value columns and a power-of-two rope width of at least 16."""
-    if q.device.type != "cuda" or mass or keep_probs or q.dtype != torch.bfloat16:
+    """Whether `hopper_forward` takes this call: a Hopper GPU (compute capability 9), bf16 with a
+    unit stride on R, whole 64-head blocks, 512 value columns and a power-of-two rope width of at
+    least 16."""
+    if q.device.type != "cuda" or mass or keep_probs or q.dtype != torch.bfloat16 or q.stride(2) != 1:
         return False
     rope = q.shape[2] - r
     shape_ok = q.shape[1] % BLOCK_H == 0 and r == 512 and rope >= 16 and rope & (rope - 1) == 0
@@ -70,7 +71,7 @@ def _gather(kvn_buf, kvp_buf, kv_ptr, rows, R, r: gl.constexpr, P: gl.constexpr,
 
 @gluon.jit
 def _forward_kernel(
-    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, H, K, R, scale_log2,
+    q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, stride_qn, stride_qh, H, K, R, scale_log2,
     r: gl.constexpr, P: gl.constexpr, BH: gl.constexpr, BK: gl.constexpr,
 ):  # fmt: skip
     """Program (query n, head block): out [BH, r] and the log-sum-exp (log2 units) of its heads."""
@@ -89,7 +90,8 @@ def _forward_kernel(
     heads_o: gl.constexpr = gl.SliceLayout(1, mma_o)
 
     # the program's queries, to shared memory once
-    q_row = q_ptr + gl.expand_dims((n * H + h0 + gl.arange(0, BH, layout=rows_layout)) * R, 1)
+    heads = h0 + gl.arange(0, BH, layout=rows_layout)
+    q_row = q_ptr + n * stride_qn + gl.expand_dims(heads.to(gl.int64) * stride_qh, 1)
     cv = gl.expand_dims(gl.arange(0, r, layout=gl.SliceLayout(0, ld)), 0)
     qn_s = gl.allocate_shared_memory(gl.bfloat16, [BH, r], shared, gl.load(q_row + cv))
     cp = gl.expand_dims(gl.arange(0, P, layout=gl.SliceLayout(0, ld)), 0)
@@ -152,14 +154,15 @@ def hopper_forward(
     q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale_log2: float, r: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out [N,H,r] in q's dtype and the log-sum-exp [N,H] (fp32, log2 units) of the sparse
-    attention of q [N,H,R] over kv [M,R] at idx [N,K] where valid [N,K] (see the module docstring
-    for when it applies)."""
+    attention of q [N,H,R] (any strides but a unit one on R) over kv [M,R] at idx [N,K] where valid
+    [N,K] (see the module docstring for when it applies)."""
     (N, H, R), K = q.shape, idx.shape[1]
     out = q.new_empty(N, H, r)
     lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
     if N:
         _forward_kernel[(N, H // BLOCK_H)](
-            q, kv, idx, valid, out, lse, H, K, R, scale_log2, r=r, P=R - r, BH=BLOCK_H, BK=BLOCK_K,
+            q, kv, idx, valid, out, lse, q.stride(0), q.stride(1), H, K, R, scale_log2, r=r, P=R - r,
+            BH=BLOCK_H, BK=BLOCK_K,
             num_warps=NUM_WARPS,
         )  # fmt: skip
     return out, lse

@@ -348,12 +348,30 @@ class MultiHeadLatentAttention(nn.Module):
         o = probs.to(v.dtype) @ v
         return o.transpose(1, 2), probs
 
-    def _absorbed_queries(self, q_nope: torch.Tensor, q_pe: torch.Tensor) -> torch.Tensor:
-        """[B,S,H,R] queries in latent space: W_UK moved onto q_nope, beside the rotary part. One
-        product per head, written once into the layout the sparse kernel reads (at 128K queries
-        the tensor is 9.7 GB in bf16: every extra transposed copy costs milliseconds)."""
+    def _absorbed_queries(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, *, heads_first: bool = False
+    ) -> torch.Tensor:
+        """[B,S,H,R] queries in latent space: W_UK moved onto q_nope, beside the rotary part (at 128K
+        queries the tensor is 9.7 GB in bf16: every extra transposed copy costs milliseconds).
+        `heads_first` (for the sparse kernel, which reads any strides): at batch 1 without a
+        gradient, the per-head products write straight into a [B,H,S,R] buffer, returned as its
+        [B,S,H,R] view, so that only the rotary part is copied (the joined copy took 11 ms a layer
+        of the GLM-5 slice's 128K prefill on an H200, experiments/results/h200-session13/)."""
         w_uk, _ = self._absorbed_weights()
-        return _joined((q_nope.transpose(1, 2) @ w_uk).transpose(1, 2), q_pe)
+        grad = torch.is_grad_enabled() and (q_nope.requires_grad or q_pe.requires_grad or w_uk.requires_grad)
+        device = q_nope.device.type
+        dtype = torch.promote_types(q_nope.dtype, w_uk.dtype)
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+        one_dtype = torch.promote_types(dtype, q_pe.dtype) == dtype  # the product's is the result's
+        if not heads_first or grad or q_nope.shape[0] != 1 or not one_dtype:
+            return _joined((q_nope.transpose(1, 2) @ w_uk).transpose(1, 2), q_pe)
+        B, S, H, _ = q_nope.shape
+        out = q_nope.new_empty(B, H, S, self.r_kv + self.d_rope, dtype=dtype)
+        with torch.autocast(device, enabled=False):  # the inputs cast as autocast casts them
+            torch.bmm(q_nope[0].transpose(0, 1).to(dtype), w_uk.to(dtype), out=out[0, :, :, : self.r_kv])
+        out[..., self.r_kv :] = q_pe.transpose(1, 2)
+        return out.transpose(1, 2)
 
     def _absorbed_output(self, o_lat: torch.Tensor) -> torch.Tensor:
         """Latent outputs [B,H,S,r] -> o [B,S,H,v]: W_UV applied after the weighted sum."""
@@ -387,7 +405,7 @@ class MultiHeadLatentAttention(nn.Module):
         """Absorbed attention of each query over its own K latents of kv [B,T,R], gathered by the
         torch path or read by index in the Triton kernel. Returns o [B,S,H,v], key mass [B,S,K]."""
         (B, S, H, _), (T, R), K = q_nope.shape, kv.shape[1:], topk.indices.shape[-1]
-        q_full = self._absorbed_queries(q_nope, q_pe).view(B * S, H, R)
+        q_full = self._absorbed_queries(q_nope, q_pe, heads_first=kernel == "triton").view(B * S, H, R)
         rows = topk.indices  # into the flattened [B*T,R] latents (at 128K, 2 GB: no add when B = 1)
         if B > 1:
             rows = rows + torch.arange(B, device=kv.device)[:, None, None] * T
