@@ -25,7 +25,6 @@ import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
-from glmlab.device import multiprocessors
 from glmlab.errors import GlmlabError
 from glmlab.plan import causal_pairs, topk_scored_pairs
 
@@ -39,7 +38,8 @@ class Tiles:
     keys per tile in `index_scores_at`; select: scores per segment of the top-k selection's
     candidate pass (one program each, the segment in registers) and per step of its whole-row
     fallback; sample: the selection's threshold is estimated from one score in `sample` of each row
-    (sparser where that would exceed the candidate list's length).
+    (sparser where that would exceed the candidate list's length); collect_warps: warps of each
+    candidate-pass program.
     """
 
     rows: int = 4
@@ -52,6 +52,9 @@ class Tiles:
     warps: int = 4
     stages: int = 3
     sample: int = 32
+    # one warp: the candidate pass's scan and sums need no barrier across warps (16 in its SASS with
+    # four warps, where it read the scores at 1.3 TB/s whatever the segment length; session 13)
+    collect_warps: int = 1
 
 
 # e4m3's largest finite value: quantize_rows maps each row's largest |x| to it.
@@ -408,12 +411,10 @@ def _digit_pass(
 
 
 @triton.jit
-def _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss, row=None):
-    """Chunk row `row` (this program's by default): its scores and how many keys it sees."""
-    if row is None:
-        row = tl.program_id(0)
-    r = row % n_rows
-    b = (row // n_rows).to(tl.int64)
+def _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss):
+    """This program's chunk row: its scores and how many keys it sees."""
+    r = tl.program_id(0) % n_rows
+    b = (tl.program_id(0) // n_rows).to(tl.int64)
     return scores_ptr + b * stride_sb + r.to(tl.int64) * stride_ss, first_pos + r + 1
 
 
@@ -440,40 +441,36 @@ def _cut_kernel(
 
 @triton.jit
 def _collect_kernel(
-    scores_ptr, cut_ptr, total_ptr, count_ptr, base_ptr, cand_ptr, pos_ptr, n_rows, n_all, first_pos, n_seg,
+    scores_ptr, cut_ptr, total_ptr, count_ptr, base_ptr, cand_ptr, pos_ptr, n_rows, first_pos, n_seg,
     stride_sb, stride_ss, SEG: tl.constexpr, CAP: tl.constexpr,
 ):  # fmt: skip
-    """Segments of SEG scores of the rows longer than CAP, each held in registers: its keys at or
-    above the row's cut, counted, are copied (keys and positions, in key order) to a run of the row's
-    candidate list that an atomic add on the row's total reserves; the run's length and start go to
-    count and base [rows, n_seg]. Runs lie in the list in any order (the select reads them in
-    segment order); slots past CAP are not written (the row then has more than CAP candidates).
-    Persistent: program p takes the (row, segment) pairs p, p + P, ... of the n_all rows, so the
-    segments past a row's end (about half, below the causal diagonal) cost no launch of their own."""
-    for item in range(tl.program_id(0), n_all * n_seg, tl.num_programs(0)):
-        row, seg = item // n_seg, item % n_seg
-        row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss, row)
-        lo = seg * SEG
-        count = tl.full((), 0, tl.int32)
-        base = tl.full((), 0, tl.int32)
-        if (n > CAP) & (lo < n):
-            cut = tl.load(cut_ptr + row)
-            i = lo + tl.arange(0, SEG)
-            key, ok = _keys(row_ptr, i, n)
-            # kept as int32 and scanned first: a boolean mask cost a layout change through shared
-            # memory and a scan of eight times as many shuffles (784 instructions against 464, sm_90a)
-            keep = tl.where(ok & (key >= cut), 1, 0)
-            rank = tl.cumsum(keep, 0)
-            count = tl.sum(keep, 0)
-            if count > 0:
-                base = tl.atomic_add(total_ptr + row, count, sem="relaxed")
-                slot = base + rank - 1
-                write = (keep > 0) & (slot < CAP)
-                list_row = row.to(tl.int64) * CAP
-                tl.store(cand_ptr + list_row + slot, key, mask=write)
-                tl.store(pos_ptr + list_row + slot, i, mask=write)
-        tl.store(count_ptr + item, count)
-        tl.store(base_ptr + item, base)
+    """One segment of SEG scores of a row longer than CAP (program axis 1), held in registers: its
+    keys at or above the row's cut, counted, are copied (keys and positions, in key order) to a run of
+    the row's candidate list that an atomic add on the row's total reserves; the run's length and
+    start go to count and base [rows, n_seg]. Runs lie in the list in any order (the select reads them
+    in segment order); slots past CAP are not written (the row then has more than CAP candidates)."""
+    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    lo = tl.program_id(1) * SEG
+    count = tl.full((), 0, tl.int32)
+    base = tl.full((), 0, tl.int32)
+    if (n > CAP) & (lo < n):
+        cut = tl.load(cut_ptr + tl.program_id(0))
+        i = lo + tl.arange(0, SEG)
+        key, ok = _keys(row_ptr, i, n)
+        # kept as int32 and scanned first: a boolean mask cost a layout change through shared memory
+        # and a scan of eight times as many shuffles (784 instructions against 464, sm_90a)
+        keep = tl.where(ok & (key >= cut), 1, 0)
+        rank = tl.cumsum(keep, 0)
+        count = tl.sum(keep, 0)
+        if count > 0:
+            base = tl.atomic_add(total_ptr + tl.program_id(0), count, sem="relaxed")
+            slot = base + rank - 1
+            write = (keep > 0) & (slot < CAP)
+            row = tl.program_id(0).to(tl.int64) * CAP
+            tl.store(cand_ptr + row + slot, key, mask=write)
+            tl.store(pos_ptr + row + slot, i, mask=write)
+    tl.store(count_ptr + tl.program_id(0) * n_seg + tl.program_id(1), count)
+    tl.store(base_ptr + tl.program_id(0) * n_seg + tl.program_id(1), base)
 
 
 @triton.jit
@@ -562,9 +559,6 @@ def _select_kernel(
                 tied += tl.sum(eq.to(tl.int32), 0)
 
 
-_COLLECT_PROGRAMS_PER_SM = 16  # as many 4-warp programs as a multiprocessor holds at once
-
-
 def _select_chunk(
     chunk: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, first_pos: int, row0: int, tiles: Tiles
 ) -> torch.Tensor:
@@ -589,10 +583,9 @@ def _select_chunk(
     warps = max(4, min(16, cap // 512))  # registers: the select holds 2*CAP/threads keys a thread
     _cut_kernel[(B * rows,)](chunk, cut, total, rows, first_pos, K, *strides, CAP=cap, STRIDE=tiles.sample,
                              num_warps=warps)  # fmt: skip
-    programs = min(B * rows * n_seg, _COLLECT_PROGRAMS_PER_SM * multiprocessors(chunk.device))
-    _collect_kernel[(programs,)](
-        chunk, cut, total, counts, bases, cand, pos, rows, B * rows, first_pos, n_seg, *strides, SEG=seg,
-        CAP=cap, num_warps=4,
+    _collect_kernel[(B * rows, n_seg)](
+        chunk, cut, total, counts, bases, cand, pos, rows, first_pos, n_seg, *strides, SEG=seg, CAP=cap,
+        num_warps=tiles.collect_warps,
     )  # fmt: skip
     _select_kernel[(B * rows,)](
         chunk, idx, valid, cand, pos, counts, bases, rows, first_pos, row0, S, K, n_seg, *strides,

@@ -1,10 +1,12 @@
-"""index_topk's select kernels before and after session 13 (the radix `_kth`), and at several segment
-lengths of the candidate pass (`Tiles.select`), on one GPU: device time per kernel (one profiled call
-after a warm-up) and whether the picks are the same. `indexer_before.py` beside this file is
-glmlab/kernels/indexer.py at the session's start with its ops renamed (see ../README.md).
+"""index_topk's select kernels before and after session 13's changes (call 3: the radix `_kth`; call
+5: a persistent candidate pass; call 6: its warps), at the candidate pass's segment lengths
+(`Tiles.select`) and warps (`Tiles.collect_warps`, where the module has them), on one GPU: device
+time per kernel (one profiled call after a warm-up) and whether the picks are the same.
+`indexer_before.py` beside this file is glmlab/kernels/indexer.py at the session's start with its ops
+renamed (see ../README.md).
 
     python experiments/results/h200-session13/probe/topk_before_after.py [--lengths 32768 131072]
-        [--selects 1024 2048 4096]
+        [--selects 1024 2048 4096] [--collect-warps 1 2 4]
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def same(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tens
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
-    parser.add_argument("--selects", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--selects", type=int, nargs="*", default=[1024, 2048, 4096])
+    parser.add_argument("--collect-warps", type=int, nargs="*", default=[])
     args = parser.parse_args()
     for T in args.lengths:
         for kind, make in (("gaussian", gaussian), ("projected", projected)):
@@ -47,13 +50,12 @@ def main() -> None:
                 f"T={T} {kind} before: " + ", ".join(f"{n} {ms:.2f}" for n, ms in before_ms.items()),
                 flush=True,
             )
-            for select in args.selects:
-                ms, picks = run(indexer, q, w, k, dataclasses.replace(indexer.Tiles(), select=select))
+            variants = [{"select": select} for select in args.selects]
+            variants += [{"collect_warps": warps} for warps in args.collect_warps]
+            for change in variants:
+                ms, picks = run(indexer, q, w, k, dataclasses.replace(indexer.Tiles(), **change))
                 line = ", ".join(f"{n} {t:.2f}" for n, t in ms.items())
-                print(
-                    f"T={T} {kind} after, select {select}: {line}; same picks: {same(before, picks)}",
-                    flush=True,
-                )
+                print(f"T={T} {kind} after, {change}: {line}; same picks: {same(before, picks)}", flush=True)
             del q, w, k, before
             torch.cuda.empty_cache()
 
