@@ -304,23 +304,28 @@ HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] == 9
 
 
 @pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs only on a Hopper GPU")
-@pytest.mark.parametrize("H,K", [(64, 2048), (128, 200), (64, 64)])
-def test_hopper_forward_matches_triton_and_twin(H, K):
+@pytest.mark.parametrize(
+    "H,K,heads_first", [(64, 2048, False), (128, 200, False), (64, 64, False), (64, 200, True)]
+)
+def test_hopper_forward_matches_triton_and_twin(H, K, heads_first):
     """The Gluon forward (glmlab/kernels/sparse_mla_hopper.py) against the Triton kernel and the
     torch twin at GLM-5's latent width: one and two head blocks, K a multiple of the 64-key tile or
-    not, invalid keys (row 1 a single one), out and the log-sum-exp."""
+    not, invalid keys (row 1 a single one), out and the log-sum-exp; `heads_first`: q a [N,H,R]
+    view of an [H,N,R] buffer, as MLA passes it at batch 1."""
     N, M = 96, 3000
     g = torch.Generator().manual_seed(5)
     q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16)
+    if heads_first:
+        q = q.transpose(0, 1).contiguous().transpose(0, 1)
     kv = torch.randn(M, 576, generator=g).to(DEVICE, torch.bfloat16)
     idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
     valid = (torch.rand(N, K, generator=g) < 0.8).to(DEVICE)
     valid[:, 0], valid[1] = True, False
     valid[1, K // 2] = True
     assert kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=False)
-    args = (q, kv, idx, valid, 576**-0.5, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12])
-    out, lse, *_ = kernels._forward(*args, True)
-    triton_out, triton_lse, *_ = kernels._forward(*args, False)
+    args = (kv, idx, valid, 576**-0.5, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12])
+    out, lse, *_ = kernels._forward(q, *args, True)
+    triton_out, triton_lse, *_ = kernels._forward(q.contiguous(), *args, False)  # it reads [N,H,R] rows
     ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
     close(out, ref_out, 2e-2)
     close(out, triton_out, 2e-2)
