@@ -448,7 +448,7 @@ from glmlab.kernels.hopper import compile_for_hopper
 kinds = {"scores_ptr": "*fp32", "idx_ptr": "*i64", "valid_ptr": "*i8"}
 for kernel, constants, warps in (
     (m._cut_kernel, dict(CAP=8192, STRIDE=32), 16),
-    (m._collect_kernel, dict(SEG=1024, CAP=8192), 4),
+    (m._collect_kernel, dict(SEG=1024, CAP=8192), m.Tiles().collect_warps),
     (m._select_kernel, dict(BLOCK=1024, CAP=8192, SEG_P2=128), 16),
 ):
     names = [n for n in inspect.signature(kernel.fn).parameters if n not in constants]

@@ -344,6 +344,29 @@ def test_hopper_forward_applies_only_where_it_can():
         assert not kernels.hopper_forward_applies(q.float(), 512, mass=False, keep_probs=False)
         assert not kernels.hopper_forward_applies(q[:, :48], 512, mass=False, keep_probs=False)
         assert not kernels.hopper_forward_applies(q[:, :, :560], 512, mass=False, keep_probs=False)
+        wide_rope = torch.zeros(4, 64, 640, dtype=torch.bfloat16, device="cuda")  # beyond shared memory
+        assert not kernels.hopper_forward_applies(wide_rope, 512, mass=False, keep_probs=False)
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs only on a Hopper GPU")
+def test_sparse_mla_with_a_heads_first_q_trains_through_the_gluon_forward():
+    """`sparse_mla` on a heads-first q (a [N,H,R] view of an [H,N,R] buffer) that takes a gradient,
+    without the key mass: the Gluon forward reads it as it is, the Triton backward a contiguous
+    copy; out and both gradients equal the torch twin's."""
+    N, H, K, M = 64, 64, 256, 1000
+    g = torch.Generator().manual_seed(6)
+    base = torch.randn(H, N, 576, generator=g).to(DEVICE, torch.bfloat16)
+    kv = torch.randn(M, 576, generator=g).to(DEVICE, torch.bfloat16).requires_grad_()
+    idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
+    valid = (torch.rand(N, K, generator=g) < 0.8).to(DEVICE)
+    valid[:, 0] = True
+    q = base.transpose(0, 1).requires_grad_()
+    out, mass = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, mass=False)
+    ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
+    assert mass is None
+    close(out, ref_out, 2e-2)
+    for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
+        close(got, want, 2e-2)
 
 
 COMPILE_HOPPER_FORWARD = """

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from triton.experimental.gluon._runtime import GluonASTSource
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
@@ -31,7 +30,9 @@ def compile_for_hopper(
     `constants`: the constexprs; `divisible`: the arguments its launches specialise as multiples of 16."""
     wanted = set(divisible)
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature) if name in wanted}
-    source = GluonASTSource if fn.is_gluon() else ASTSource  # a Gluon kernel or a Triton one
+    source = ASTSource
+    if getattr(fn, "is_gluon", lambda: False)():  # a Gluon kernel (Triton 3.4 and later)
+        from triton.experimental.gluon._runtime import GluonASTSource as source
     src = source(fn=fn, signature={**signature, **dict.fromkeys(constants, "constexpr")},
                  constexprs=constants, attrs=attrs)  # fmt: skip
     options = {"num_warps": num_warps} | ({} if num_stages is None else {"num_stages": num_stages})

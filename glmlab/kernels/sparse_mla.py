@@ -48,7 +48,15 @@ import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
 
 from glmlab.device import multiprocessors
-from glmlab.kernels.sparse_mla_hopper import hopper_forward, hopper_forward_applies
+
+try:  # Gluon comes with Triton 3.4 and later; with an older Triton every call takes the Triton kernel
+    from glmlab.kernels.sparse_mla_hopper import hopper_forward, hopper_forward_applies
+except ImportError:
+
+    def hopper_forward_applies(q: torch.Tensor, r: int, *, mass: bool, keep_probs: bool) -> bool:
+        return False
+
+
 from glmlab.plan import SPARSE_BACKWARD_BYTES
 
 LOG2E = math.log2(math.e)
@@ -344,7 +352,7 @@ def _forward(
     `mass`), P [N,H,K] in q's dtype (or [0,H,K] without `keep_probs`). `tiles` is the forward's
     Tiles followed by the backward's three; `hopper`: the Gluon kernel where it applies."""
     (N, H, R), K = q.shape, idx.shape[1]
-    if hopper and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs):
+    if hopper and kv.dtype == q.dtype and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs):
         out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
         return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
     fwd = Tiles(*tiles[:4])

@@ -11,9 +11,9 @@ M dimension of each product (64 per program, the score tile split between the tw
 keys, the value product by columns), online softmax in exp2 units, fp32 accumulation, rows < 0
 (invalid keys) read nothing and score -inf.
 
-Only bf16 inputs, 64-head blocks, r = 512 value columns and a power-of-two rope width, and no key
-mass or kept probabilities (prefill and decoding): `hopper_forward_applies` says when; the Triton
-kernel does the rest. Gluon has no interpreter, so this kernel runs only on a Hopper GPU, where
+Only bf16 inputs, 64-head blocks, r = 512 value columns and a power-of-two rope width up to 64, and
+no key mass or kept probabilities (prefill and decoding): `hopper_forward_applies` says when; the
+Triton kernel does the rest. Gluon has no interpreter, so this kernel runs only on a Hopper GPU, where
 tests/test_kernels_sparse_mla.py compares it with the Triton kernel and the torch twin.
 """
 
@@ -37,12 +37,13 @@ NUM_WARPS = 8
 
 def hopper_forward_applies(q: torch.Tensor, r: int, *, mass: bool, keep_probs: bool) -> bool:
     """Whether `hopper_forward` takes this call: a Hopper GPU (compute capability 9), bf16 with a
-    unit stride on R, whole 64-head blocks, 512 value columns and a power-of-two rope width of at
-    least 16."""
+    unit stride on R, whole 64-head blocks, 512 value columns and a power-of-two rope width of 16 to
+    64 (at 64, GLM-5's, the queries and two key tiles take 229,888 of a block's 232,448 bytes of
+    shared memory; 128 would need 254,464)."""
     if q.device.type != "cuda" or mass or keep_probs or q.dtype != torch.bfloat16 or q.stride(2) != 1:
         return False
     rope = q.shape[2] - r
-    shape_ok = q.shape[1] % BLOCK_H == 0 and r == 512 and rope >= 16 and rope & (rope - 1) == 0
+    shape_ok = q.shape[1] % BLOCK_H == 0 and r == 512 and 16 <= rope <= 64 and rope & (rope - 1) == 0
     return shape_ok and torch.cuda.get_device_capability(q.device)[0] == 9
 
 

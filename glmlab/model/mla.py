@@ -355,8 +355,10 @@ class MultiHeadLatentAttention(nn.Module):
         queries the tensor is 9.7 GB in bf16: every extra transposed copy costs milliseconds).
         `heads_first` (for the sparse kernel, which reads any strides): at batch 1 without a
         gradient, the per-head products write straight into a [B,H,S,R] buffer, returned as its
-        [B,S,H,R] view, so that only the rotary part is copied (the joined copy took 11 ms a layer
-        of the GLM-5 slice's 128K prefill on an H200, experiments/results/h200-session13/)."""
+        [B,S,H,R] view: where the Gluon forward takes the call only the rotary part is copied (the
+        joined copy took 11 ms a layer of the GLM-5 slice's 128K prefill on an H200,
+        experiments/results/h200-session13/); elsewhere `sparse_mla` makes it contiguous, one copy
+        as the join was."""
         w_uk, _ = self._absorbed_weights()
         grad = torch.is_grad_enabled() and (q_nope.requires_grad or q_pe.requires_grad or w_uk.requires_grad)
         device = q_nope.device.type
