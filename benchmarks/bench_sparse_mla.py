@@ -28,7 +28,6 @@ from triton.testing import do_bench
 
 from glmlab.kernels import sparse_mla as kernels
 from glmlab.kernels.sparse_mla import BackwardTiles, Tiles, backward_flops, forward_flops, sparse_mla
-from glmlab.kernels.sparse_mla_hopper import hopper_forward_applies
 from glmlab.kernels.sparse_mla_ref import sparse_mla_ref
 from glmlab.model.dsa import gathered_attention
 
@@ -142,7 +141,7 @@ def bench(N: int, fwd_tiles: Tiles, bwd_tiles: BackwardTiles, *, baselines: bool
     no_grad = (q.detach(), kv.detach(), idx, valid)
     tiles = dict(scale=SCALE, r=r, forward_tiles=fwd_tiles, backward_tiles=bwd_tiles)
     row("forward, no mass", partial(sparse_mla, *no_grad, mass=False, hopper=False, **tiles), fwd, N)
-    if hopper_forward_applies(q, r, mass=False, keep_probs=False):
+    if kernels.hopper_forward_applies(q, r, mass=False, keep_probs=False):
         row("forward, no mass, Gluon", partial(sparse_mla, *no_grad, mass=False, **tiles), fwd, N)
     if forward_only:
         return

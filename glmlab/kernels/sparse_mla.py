@@ -355,6 +355,7 @@ def _forward(
     if hopper and kv.dtype == q.dtype and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs):
         out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
         return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
+    q = q.contiguous()  # the Gluon kernel reads q's strides; the Triton kernels want [N,H,R] rows
     fwd = Tiles(*tiles[:4])
     block_h, sizes = _launch_shape(H, R, r, fwd)
     heads_blocks = triton.cdiv(H, block_h)
@@ -447,7 +448,7 @@ def _differentiate(ctx, d_out, _d_lse, _d_mass, _d_kept):
     if d_out is None:  # only the side outputs reached a loss: they take no gradient
         return (None,) * 10
     q, kv, idx, valid, out, lse, kept = ctx.saved_tensors
-    q = q.contiguous()  # the Gluon forward may have read a strided q; the backward's kernels may not
+    q = q.contiguous()  # the forward's input may be strided (the Gluon kernel reads it so)
     d_out = d_out.to(q.dtype).contiguous()  # under autocast the gradient may arrive in fp32
     dq, dkv = _backward(q, kv, idx, valid, out, lse, kept, d_out, ctx.scale, ctx.r, ctx.tiles)
     return dq, dkv, None, None, None, None, None, None, None, None
@@ -531,8 +532,6 @@ def sparse_mla(
     if idx.shape != valid.shape or idx.shape[0] != q.shape[0]:
         raise ValueError(f"sparse_mla: idx {tuple(idx.shape)} and valid {tuple(valid.shape)} must be [N,K]")
     kv = kv.to(q.dtype)
-    if not (hopper and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs)):
-        q = q.contiguous()  # the Gluon kernel reads q's strides; the Triton kernels want [N,H,R] rows
     out, _, key_mass, _ = _forward(
         q, kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass, keep_probs,
         [*forward_tiles, *(x for t in backward_tiles for x in t)], hopper,

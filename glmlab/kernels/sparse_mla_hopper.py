@@ -3,13 +3,13 @@ attention as `_forward_kernel` in glmlab/kernels/sparse_mla.py, with the gathers
 
 Why a second kernel: Triton's pipeliner, with the 64 x 576 queries and two 64-key gathered tiles
 filling shared memory, issues the gather of key tile i+1 at the end of iteration i, after the
-score product and the softmax of tile i, so only the value product overlaps it (the TTGIR is in
-experiments/results/h200-session13/). Here iteration i waits for tile i and for the value product
-of tile i-1, and at once starts gathering tile i+1 into the buffer that product has released: the
-gather runs under all of tile i's work. Everything else is the Triton kernel's: the heads are the
-M dimension of each product (64 per program, the score tile split between the two warpgroups by
-keys, the value product by columns), online softmax in exp2 units, fp32 accumulation, rows < 0
-(invalid keys) read nothing and score -inf.
+score product and the softmax of tile i, so only the value product overlaps it (read off its TTGIR
+compiled for sm_90a; experiments/results/h200-session13/README.md). Here iteration i waits for
+tile i and for the value product of tile i-1, and at once starts gathering tile i+1 into the
+buffer that product has released: the gather runs under all of tile i's work. Everything else is
+the Triton kernel's: the heads are the M dimension of each product (64 per program, the score
+tile split between the two warpgroups by keys, the value product by columns), online softmax in
+exp2 units, fp32 accumulation, rows < 0 (invalid keys) read nothing and score -inf.
 
 Only bf16 inputs, 64-head blocks, r = 512 value columns and a power-of-two rope width up to 64, and
 no key mass or kept probabilities (prefill and decoding): `hopper_forward_applies` says when; the

@@ -360,7 +360,7 @@ class MultiHeadLatentAttention(nn.Module):
         experiments/results/h200-session13/); elsewhere `sparse_mla` makes it contiguous, one copy
         as the join was."""
         w_uk, _ = self._absorbed_weights()
-        grad = torch.is_grad_enabled() and (q_nope.requires_grad or q_pe.requires_grad or w_uk.requires_grad)
+        grad = _taking_grad(q_nope, q_pe, w_uk)
         device = q_nope.device.type
         dtype = torch.promote_types(q_nope.dtype, w_uk.dtype)
         if torch.is_autocast_enabled(device):
@@ -433,10 +433,15 @@ def _joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inputs (on an H200 the GLM-5 slice's four largest cats took 14.7 ms of its 32K prefill,
     experiments/results/h200-session12/, call 1). Under a gradient torch.cat, whose backward only
     slices the gradient where the copies' would copy and zero it whole."""
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+    if _taking_grad(a, b):
         return torch.cat([a, b], dim=-1)
     n = a.shape[-1]
     out = a.new_empty(*a.shape[:-1], n + b.shape[-1], dtype=torch.promote_types(a.dtype, b.dtype))
     out[..., :n] = a
     out[..., n:] = b
     return out
+
+
+def _taking_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an operation on these tensors."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

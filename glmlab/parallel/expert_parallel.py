@@ -62,9 +62,10 @@ class _ScaleGrad(torch.autograd.Function):
 
 class _GatherRows(torch.autograd.Function):
     """x[index] forward; backward, each source row's gradient summed over the rows that copied it,
-    through their distinct `slots` (`_sum_slots`). Autograd's own backward of index_select is an
-    index_add_, whose atomics cost about 1 ms a call on glm5-1b at EP=2, in bf16 or fp32, some 50 ms
-    a step (experiments/results/h200-session12/)."""
+    through their distinct `slots` (`_sum_slots`): the same sums every run, where autograd's own
+    backward of index_select, an index_add_, adds with atomics in any order. Not faster: on glm5-1b
+    at EP=2 the atomics took some 50 ms a step, the slots' scatter and sums as much
+    (experiments/results/h200-session12/)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, index: torch.Tensor, slots: torch.Tensor, groups: int) -> torch.Tensor:
