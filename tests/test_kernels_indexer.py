@@ -467,3 +467,35 @@ def test_select_kernels_compile_for_hopper():
         [sys.executable, "-c", COMPILE_SELECT], env=env, capture_output=True, text=True, check=True
     ).stdout.split()
     assert done == ["_cut_kernel", "_collect_kernel", "_select_kernel"], done
+
+
+COMPILE_SCORES = """
+import re
+from glmlab.kernels import indexer as m
+from glmlab.kernels.hopper import compile_for_hopper, resources
+
+for kind in ("fp8e4nv", "bf16"):
+    pointers = dict(q=kind, w="fp32", k=kind, ks="fp32", out="fp32")
+    signature = {f"{name}_ptr": f"*{dtype}" for name, dtype in pointers.items()}
+    ints = ["stride_qb", "stride_wb", "stride_kb", "stride_ksb", "S", "T", "n_cols", "stride_ob", "stride_os"]
+    signature |= dict.fromkeys(ints, "i32")
+    constants = dict(H=32, D=128, HP=32, BLOCK_D=128, BLOCK_S=4, BLOCK_T=64, TILES=32, FILL_MASKED=False,
+                     PRECISION="tf32", BLOCK_SP=16, FP8=kind != "bf16", PACKED_RELU=True)
+    kernel = compile_for_hopper(m._scores_fwd_kernel, signature, constants, num_warps=4, num_stages=3)
+    sass = resources(kernel).sass
+    print(kind, len(re.findall(r"F2FP\\.RELU", sass)), len(re.findall(r"\\bFMNMX\\b", sass)))
+"""
+
+
+def test_scores_pack_the_relu_into_the_bf16_rounding():
+    """Compiled for an H200 on the CPU, the scoring kernel (fp8 and bf16 inputs) does its ReLU inside
+    the conversion to bf16 (F2FP.RELU, two scores an instruction) and keeps no separate maximum
+    (FMNMX: 64 a thread per key tile before)."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    lines = subprocess.run(
+        [sys.executable, "-c", COMPILE_SCORES], env=env, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    for line in filter(None, lines):
+        kind, relu, maxima = line.split()
+        assert int(relu) >= 32 and int(maxima) == 0, line

@@ -18,6 +18,7 @@ FLOP formulas, so FlopCounterMode counts them: scored causal (query, key) pairs 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,16 @@ FP8_MAX = 448.0
 
 
 @triton.jit
+def _relu_to_bf16(x):
+    """max(x, 0) rounded to bf16 (nearest even), two fp32 values per `cvt.rn.relu.bf16x2.f32`, which
+    writes its first source to the upper half: the pair's second element. On a GPU only: Triton's
+    interpreter runs no PTX."""
+    return tl.inline_asm_elementwise(
+        "cvt.rn.relu.bf16x2.f32 $0, $2, $1;", "=r,r,r", [x], dtype=tl.bfloat16, is_pure=True, pack=2
+    )
+
+
+@triton.jit
 def _scores_fwd_kernel(
     q_ptr,
     w_ptr,
@@ -91,6 +102,7 @@ def _scores_fwd_kernel(
     PRECISION: tl.constexpr,
     BLOCK_SP: tl.constexpr,
     FP8: tl.constexpr,
+    PACKED_RELU: tl.constexpr,
 ):
     """One program: BLOCK_S queries with all their heads (the (query, head) pairs are one side of
     the product; BLOCK_SP >= 16 columns for the second) against TILES key tiles; tiles above the
@@ -132,7 +144,11 @@ def _scores_fwd_kernel(
             other=0.0,
         )
         zt = tl.dot(kt, tl.trans(q), input_precision=PRECISION)  # [BLOCK_T, M]
-        sc = tl.dot(tl.maximum(zt, 0.0).to(sum_dtype), wt, input_precision=PRECISION)
+        if PACKED_RELU:  # the ReLU and the rounding to bf16 in one instruction per two scores
+            relu = _relu_to_bf16(zt)
+        else:
+            relu = tl.maximum(zt, 0.0).to(sum_dtype)
+        sc = tl.dot(relu, wt, input_precision=PRECISION)
         if FP8:
             sc *= tl.load(ks_ptr + b * stride_ksb + t, mask=t < T, other=0.0)[:, None]
         sc = tl.where(t[:, None] <= (T - S + cols)[None, :], sc, float("-inf"))
@@ -657,6 +673,7 @@ def _launch_scores(
         q, w, k, ks, out, q.stride(0), w.stride(0), k.stride(0), ks.stride(0), S, T, out.shape[2],
         out.stride(0), out.stride(1), H=H, D=D, HP=HP, BLOCK_D=_pow2(D), BLOCK_S=rows, BLOCK_T=tiles.keys,
         TILES=tiles.tiles, FILL_MASKED=fill, PRECISION=_precision(q), BLOCK_SP=_pow2(rows), FP8=fp8,
+        PACKED_RELU=(fp8 or q.dtype == torch.bfloat16) and os.environ.get("TRITON_INTERPRET") != "1",
         num_warps=tiles.warps, num_stages=tiles.stages,
     )  # fmt: skip
 

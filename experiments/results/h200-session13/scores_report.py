@@ -24,7 +24,8 @@ def main() -> None:
     t = m.Tiles()
     rows = m._rows(t, 32)
     constants = dict(H=32, D=128, HP=32, BLOCK_D=128, BLOCK_S=rows, BLOCK_T=t.keys, TILES=t.tiles,
-                     FILL_MASKED=False, PRECISION="tf32", BLOCK_SP=m._pow2(rows), FP8=True)  # fmt: skip
+                     FILL_MASKED=False, PRECISION="tf32", BLOCK_SP=m._pow2(rows), FP8=True,
+                     PACKED_RELU=True)  # fmt: skip
     divisible = [name for name in SIGNATURE if name.endswith("_ptr") or name.startswith("stride")]
     kernel = compile_for_hopper(m._scores_fwd_kernel, SIGNATURE, constants, num_warps=t.warps,
                                 num_stages=t.stages, divisible=divisible)  # fmt: skip
