@@ -253,10 +253,10 @@ def _bench_runs(results_dir: Path, m: ModelConfig) -> list[dict]:
 
 
 def _dense_attention(row: dict) -> dict | None:
-    """The dense run's attention operator (SDPA) from the profile: its FLOPs and seconds."""
-    return next(
-        (op for name, op in row["dense"].get("ops", {}).items() if "scaled_dot_product" in name), None
-    )
+    """The dense run's attention operator (SDPA) from the profile: its FLOPs and seconds (None where
+    the profiler gave it no believable time)."""
+    ops = row["dense"].get("ops", {}).items()
+    return next((op for name, op in ops if "scaled_dot_product" in name and op["seconds"] is not None), None)
 
 
 def _indexer_kernel(name: str) -> bool:
