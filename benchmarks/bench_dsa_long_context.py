@@ -48,13 +48,13 @@ the largest logit difference from glmlab at the first of them. `--tiny` runs a s
 (hidden 64, 4 heads, k 8, contexts 32 and 64) for the CPU smoke test. `--json PATH` writes every
 figure, rewritten after each configuration so that a run cut short keeps what it measured.
 `--topk-buffer-mb N` sizes the buffer the Triton top-k scores its chunks of queries into (default
-256 MB: at 128K keys about 500 queries a chunk; a chunk small enough for the L2 cache is read back
-from there by the selection, for more launches).
+the model's 1024 MB: at 128K keys about 1,900 queries a chunk; 256 MB, 500 queries a chunk, was 1%
+slower at 64K and 128K for four times the launches).
 
     python benchmarks/bench_dsa_long_context.py [--contexts 8k,32k,64k,128k] [--layers 2] [--repeats 3]
         [--modes prefill,train,warmup,decode] [--decode-batch 1] [--compile-decode] [--warmup-up-to 32k]
         [--impl auto] [--precision bf16] [--recompute none] [--hf] [--hf-up-to 32k] [--no-profile]
-        [--kernels N] [--set KEY=VALUE] [--topk-select radix] [--topk-buffer-mb 256] [--json PATH]
+        [--kernels N] [--set KEY=VALUE] [--topk-select radix] [--topk-buffer-mb 1024] [--json PATH]
     python benchmarks/bench_dsa_long_context.py --tiny
 """
 
@@ -489,7 +489,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--kernels", type=int, default=0, help="print the N slowest kernels of each profiled run"
     )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--topk-buffer-mb", type=int, help="the Triton top-k's score buffer (default 256)")
+    parser.add_argument("--topk-buffer-mb", type=int, help="the Triton top-k's score buffer (default 1024)")
     parser.add_argument(
         "--topk-select",
         choices=("torch", "radix"),

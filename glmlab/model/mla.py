@@ -32,10 +32,12 @@ from glmlab.plan import KL_TARGET_BYTES, AttentionPlan
 # faster at 64K-128K, level at 32K and 8K, slower at 16K (5.43 against 4.98 ms;
 # experiments/results/h200-kernels-indexer-3/); the fused collect pass since is not timed.
 # TOPK_SELECT ("radix" or "torch") overrides the rule (the DSA benchmark). The chunks are scored into a
-# buffer of TOPK_BUFFER_BYTES (the DSA benchmark's --topk-buffer-mb sets it).
+# buffer of TOPK_BUFFER_BYTES (the DSA benchmark's --topk-buffer-mb sets it): 1 GB, whose chunks of
+# about 1,900 queries at 128K keys took the prefill of GLM-5's slice from 0.735 to 0.727 s (64K: 0.311
+# to 0.303 s) against 256 MB, with the same peak memory (experiments/results/h200-session14/, call 3).
 RADIX_FROM_KEYS = 32768
 TOPK_SELECT: str | None = None
-TOPK_BUFFER_BYTES = 1 << 28
+TOPK_BUFFER_BYTES = 1 << 30
 
 # The query and key/value latent norms use a fixed eps, not `rms_norm_eps`: so do DeepSeek's
 # reference code and transformers' glm_moe_dsa / deepseek_v3(2) (it matters when rms_norm_eps
