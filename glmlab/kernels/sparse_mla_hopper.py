@@ -193,26 +193,35 @@ def _pingpong_half(
     heads_s: gl.constexpr = gl.SliceLayout(1, mma_s)
     heads_o: gl.constexpr = gl.SliceLayout(1, mma_o)
     n_tiles = gl.cdiv(K, BK)
-    if W < n_tiles:
-        _gather(kvn_s.index(W), kvp_s.index(W), kv_ptr, _rows(idx_ptr, valid_ptr, n, K, W * BK, BK, rows_layout),
-                R, r, P, ld, GATHER_COLS)  # fmt: skip
-    v_own = kvn_s.index(W).slice(W * HALF, HALF, dim=1)  # my columns of my tiles' values
-    v_other = kvn_s.index(1 - W).slice(W * HALF, HALF, dim=1)  # ... and of the other's
+    for a in gl.static_range(2):  # my first two tiles, into my two slots
+        if W + 2 * a < n_tiles:
+            _gather(kvn_s.index(2 * W + a), kvp_s.index(2 * W + a), kv_ptr,
+                    _rows(idx_ptr, valid_ptr, n, K, (W + 2 * a) * BK, BK, rows_layout), R, r, P, ld,
+                    GATHER_COLS)  # fmt: skip
 
     m = gl.full([BH], float("-inf"), gl.float32, heads_s)  # running maximum (log2 units)
     total = gl.zeros([BH], gl.float32, heads_s)  # running sum of exp2(s - m)
     acc = warpgroup_mma_init(gl.zeros([BH, HALF], gl.float32, mma_o))
     for j in range(gl.cdiv(n_tiles, 2)):
-        phase = j & 1
-        t = 2 * j + W
+        t = 2 * j + W  # my j-th tile, in slot 2W + j % 2
+        mine = 2 * W + (j & 1)
+        if j >= 1:  # the other has read my tile j-1 and its probabilities: its slot is free
+            mbarrier.wait(free.index(2 * W + ((j - 1) & 1)), ((j - 1) >> 1) & 1)
+            if t + 2 < n_tiles:
+                _gather(kvn_s.index(2 * W + ((j + 1) & 1)), kvp_s.index(2 * W + ((j + 1) & 1)), kv_ptr,
+                        _rows(idx_ptr, valid_ptr, n, K, (t + 2) * BK, BK, rows_layout), R, r, P, ld,
+                        GATHER_COLS)  # fmt: skip
         if t < n_tiles:  # my tile: scores, softmax, hand the probabilities on, my columns
             kept = _kept(valid_ptr, n, K, t * BK, BK, keys_layout)
-            async_copy.wait_group(0)  # this thread's copies of tile t
+            if t + 2 < n_tiles:  # this thread's copies of tile t (t + 2's may stay in flight)
+                async_copy.wait_group(1)
+            else:
+                async_copy.wait_group(0)
             gl.thread_barrier()  # this warpgroup's
             fence_async_shared()
             zeros_s = gl.zeros([BH, BK], gl.float32, mma_s)
-            s = warpgroup_mma(qp_s, kvp_s.index(W).permute((1, 0)), zeros_s, use_acc=False, is_async=True)
-            s = warpgroup_mma(qn_s, kvn_s.index(W).permute((1, 0)), s, is_async=True)
+            s = warpgroup_mma(qp_s, kvp_s.index(mine).permute((1, 0)), zeros_s, use_acc=False, is_async=True)
+            s = warpgroup_mma(qn_s, kvn_s.index(mine).permute((1, 0)), s, is_async=True)
             s, acc = warpgroup_mma_wait(0, deps=[s, acc])
             s = gl.where(gl.expand_dims(kept, 0), s, float("-inf"))
             m_new = gl.maximum(m, gl.max(s, 1) * scale_log2)  # the scale is positive
@@ -223,15 +232,17 @@ def _pingpong_half(
             probs_s.index(W).store(p)
             maxes_s.index(W).store(m_use)
             gl.thread_barrier()
-            mbarrier.arrive(ready.index(W))
+            mbarrier.arrive(ready.index(mine))
             alpha = gl.exp2(m - m_use)
             total = total * alpha + row_sum
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, heads_o), 1)
             m = m_new
+            v_own = kvn_s.index(mine).slice(W * HALF, HALF, dim=1)  # my columns of my tile's values
             acc = warpgroup_mma(gl.convert_layout(p, p_op), v_own, acc, is_async=True)
-        u = 2 * j + 1 - W
-        if u < n_tiles:  # the other's tile: its probabilities rescaled to my maximum, my columns
-            mbarrier.wait(ready.index(1 - W), phase)
+        u = 2 * j + 1 - W  # the other's j-th tile
+        theirs = 2 * (1 - W) + (j & 1)
+        if u < n_tiles:  # its probabilities rescaled to my maximum, my columns
+            mbarrier.wait(ready.index(theirs), (j >> 1) & 1)
             p = probs_s.index(1 - W).load(mma_s).to(gl.float32)
             m_other = maxes_s.index(1 - W).load(heads_s)
             m_new = gl.maximum(m, m_other)
@@ -242,14 +253,11 @@ def _pingpong_half(
             acc = warpgroup_mma_wait(0, deps=[acc])
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, heads_o), 1)
             m = m_new
+            v_other = kvn_s.index(theirs).slice(W * HALF, HALF, dim=1)
             acc = warpgroup_mma(gl.convert_layout(p, p_op), v_other, acc, is_async=True)
             acc = warpgroup_mma_init(warpgroup_mma_wait(0, deps=[acc]))
             gl.thread_barrier()
-            mbarrier.arrive(free.index(1 - W))  # my reads of the other's buffer are done
-        if t + 2 < n_tiles:  # my next tile, once the other has read this one
-            mbarrier.wait(free.index(W), phase)
-            _gather(kvn_s.index(W), kvp_s.index(W), kv_ptr,
-                    _rows(idx_ptr, valid_ptr, n, K, (t + 2) * BK, BK, rows_layout), R, r, P, ld, GATHER_COLS)  # fmt: skip
+            mbarrier.arrive(free.index(theirs))  # my reads of its tile and probabilities are done
     acc = warpgroup_mma_wait(0, deps=[acc])
 
     ho = h0 + gl.arange(0, BH, layout=heads_o)
@@ -278,14 +286,14 @@ def _pingpong_kernel(
     qn_s = gl.allocate_shared_memory(gl.bfloat16, [BH, r], shared, gl.load(q_row + cv))
     cp = gl.expand_dims(gl.arange(0, P, layout=gl.SliceLayout(0, ld)), 0)
     qp_s = gl.allocate_shared_memory(gl.bfloat16, [BH, P], shared, gl.load(q_row + r + cp))
-    kvn_s = gl.allocate_shared_memory(gl.bfloat16, [2, BK, r], shared)
-    kvp_s = gl.allocate_shared_memory(gl.bfloat16, [2, BK, P], shared)
+    kvn_s = gl.allocate_shared_memory(gl.bfloat16, [4, BK, r], shared)
+    kvp_s = gl.allocate_shared_memory(gl.bfloat16, [4, BK, P], shared)
     probs_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BH, BK], gl.bfloat16)
     probs_s = gl.allocate_shared_memory(gl.bfloat16, [2, BH, BK], probs_layout)
     maxes_s = gl.allocate_shared_memory(gl.float32, [2, BH], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-    ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
+    ready = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    free = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(4):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(free.index(i), count=1)
     fence_async_shared()
