@@ -167,6 +167,26 @@ def _forward_kernel(
 
 
 @gluon.jit
+def _handover(
+    kvn_s, kvp_s, free, kv_ptr, idx_ptr, valid_ptr, n, K, R, j, t, u, n_tiles, W: gl.constexpr,
+    ld: gl.constexpr, COLS: gl.constexpr,
+):  # fmt: skip
+    """Step j of `_pingpong_half`, once the warpgroup's products so far are done: release the other's
+    tile j-1 (before waiting on the other, which releases mine at the same point of its step), wait
+    until the other has read my tile j-1 and its probabilities, and gather my tile j+1 into its slot."""
+    if j >= 1:
+        if u - 2 < n_tiles:
+            gl.thread_barrier()
+            mbarrier.arrive(free.index(2 * (1 - W) + ((j - 1) & 1)))
+        if t - 2 < n_tiles:
+            mbarrier.wait(free.index(2 * W + ((j - 1) & 1)), ((j - 1) >> 1) & 1)
+        if t + 2 < n_tiles:
+            slot = 2 * W + ((j + 1) & 1)
+            rows = _rows(idx_ptr, valid_ptr, n, K, (t + 2) * kvn_s.shape[1], kvn_s.shape[1], gl.SliceLayout(1, ld))
+            _gather(kvn_s.index(slot), kvp_s.index(slot), kv_ptr, rows, R, kvn_s.shape[2], kvp_s.shape[2], ld, COLS)
+
+
+@gluon.jit
 def _pingpong_half(
     qn_s, qp_s, kvn_s, kvp_s, probs_s, maxes_s, ready, free, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, n, h0, H,
     K, R, scale_log2, W: gl.constexpr,
@@ -204,16 +224,12 @@ def _pingpong_half(
     acc = warpgroup_mma_init(gl.zeros([BH, HALF], gl.float32, mma_o))
     for j in range(gl.cdiv(n_tiles, 2)):
         t = 2 * j + W  # my j-th tile, in slot 2W + j % 2
+        u = 2 * j + 1 - W  # the other's j-th tile, in slot 2(1-W) + j % 2
         mine = 2 * W + (j & 1)
-        if j >= 1:  # the other has read my tile j-1 and its probabilities: its slot is free
-            mbarrier.wait(free.index(2 * W + ((j - 1) & 1)), ((j - 1) >> 1) & 1)
-            if t + 2 < n_tiles:
-                _gather(kvn_s.index(2 * W + ((j + 1) & 1)), kvp_s.index(2 * W + ((j + 1) & 1)), kv_ptr,
-                        _rows(idx_ptr, valid_ptr, n, K, (t + 2) * BK, BK, rows_layout), R, r, P, ld,
-                        GATHER_COLS)  # fmt: skip
+        theirs = 2 * (1 - W) + (j & 1)
         if t < n_tiles:  # my tile: scores, softmax, hand the probabilities on, my columns
             kept = _kept(valid_ptr, n, K, t * BK, BK, keys_layout)
-            if t + 2 < n_tiles:  # this thread's copies of tile t (t + 2's may stay in flight)
+            if j == 0 and t + 2 < n_tiles:  # this thread's copies of tile t (the next one's may wait)
                 async_copy.wait_group(1)
             else:
                 async_copy.wait_group(0)
@@ -223,6 +239,7 @@ def _pingpong_half(
             s = warpgroup_mma(qp_s, kvp_s.index(mine).permute((1, 0)), zeros_s, use_acc=False, is_async=True)
             s = warpgroup_mma(qn_s, kvn_s.index(mine).permute((1, 0)), s, is_async=True)
             s, acc = warpgroup_mma_wait(0, deps=[s, acc])
+            _handover(kvn_s, kvp_s, free, kv_ptr, idx_ptr, valid_ptr, n, K, R, j, t, u, n_tiles, W, ld, GATHER_COLS)
             s = gl.where(gl.expand_dims(kept, 0), s, float("-inf"))
             m_new = gl.maximum(m, gl.max(s, 1) * scale_log2)  # the scale is positive
             m_use = gl.where(m_new == float("-inf"), 0.0, m_new)  # no valid key so far
@@ -239,9 +256,10 @@ def _pingpong_half(
             m = m_new
             v_own = kvn_s.index(mine).slice(W * HALF, HALF, dim=1)  # my columns of my tile's values
             acc = warpgroup_mma(gl.convert_layout(p, p_op), v_own, acc, is_async=True)
-        u = 2 * j + 1 - W  # the other's j-th tile
-        theirs = 2 * (1 - W) + (j & 1)
-        if u < n_tiles:  # its probabilities rescaled to my maximum, my columns
+        else:
+            acc = warpgroup_mma_init(warpgroup_mma_wait(0, deps=[acc]))
+            _handover(kvn_s, kvp_s, free, kv_ptr, idx_ptr, valid_ptr, n, K, R, j, t, u, n_tiles, W, ld, GATHER_COLS)
+        if u < n_tiles:  # the other's tile: its probabilities rescaled to my maximum, my columns
             mbarrier.wait(ready.index(theirs), (j >> 1) & 1)
             p = probs_s.index(1 - W).load(mma_s).to(gl.float32)
             m_other = maxes_s.index(1 - W).load(heads_s)
@@ -255,9 +273,6 @@ def _pingpong_half(
             m = m_new
             v_other = kvn_s.index(theirs).slice(W * HALF, HALF, dim=1)
             acc = warpgroup_mma(gl.convert_layout(p, p_op), v_other, acc, is_async=True)
-            acc = warpgroup_mma_init(warpgroup_mma_wait(0, deps=[acc]))
-            gl.thread_barrier()
-            mbarrier.arrive(free.index(theirs))  # my reads of its tile and probabilities are done
     acc = warpgroup_mma_wait(0, deps=[acc])
 
     ho = h0 + gl.arange(0, BH, layout=heads_o)
