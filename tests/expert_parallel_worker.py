@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from rank_exit import exit_together
 
 from glmlab.config import load_config
 from glmlab.model.moe import MoE
@@ -82,7 +83,7 @@ def main() -> None:
     dist.all_reduce(failed)  # either rank's differences
     if world.is_main:
         print("ok" if failed.item() == 0 else f"differs: {bad or 'on rank 1'}", flush=True)
-    dist.destroy_process_group()
+    exit_together()
 
 
 if __name__ == "__main__":

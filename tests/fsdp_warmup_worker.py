@@ -5,12 +5,8 @@ the sparse step). Rank 0 prints one line per case: `trainable ok` and `frozen <e
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-
 import torch
-import torch.distributed as dist
+from rank_exit import exit_together
 from torch.distributed.fsdp import MixedPrecisionPolicy
 
 from glmlab.build import build_model
@@ -45,14 +41,7 @@ def main() -> None:
         say("frozen ok", flush=True)
     except RuntimeError as err:
         say(f"frozen {str(err).splitlines()[0]}", flush=True)
-    # The failed backward can leave gloo work behind whose teardown aborted a rank (exit -6, once in
-    # CI): the ranks meet through the rendezvous store instead of a collective, then exit at once.
-    store = dist.distributed_c10d._get_default_store()
-    store.add("finished", 1)
-    while store.add("finished", 0) < dist.get_world_size():
-        time.sleep(0.01)
-    sys.stdout.flush()
-    os._exit(0)
+    exit_together()  # the failed backward can leave gloo work behind, whose teardown aborted a rank
 
 
 if __name__ == "__main__":
