@@ -88,7 +88,7 @@ def same_picks(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Tensor,
         (2, 5, 8, 8, 1 << 20),  # T = K, batch 2
         (2, 3, 29, 8, 2 * 4 * 29 * 4),  # S < T, chunks of two rows, rows longer than K and not tile multiples
         (1, 1, 30, 8, 1 << 20),  # decoding
-        (2, 5, 75, 8, 1 << 20),  # rows longer than the candidate list (CAP = 32): cut, collect, select
+        (2, 5, 75, 8, 1 << 20),  # rows longer than the candidate list (CAP = 16): cut, collect, select
         (2, 20, 20, 8, 2 * 4 * 20 * 4),  # the first 8 rows pick every key unscored, the rest in chunks
         (2, 15, 20, 8, 1 << 20),  # a cache offset: 3 rows unscored
     ],
@@ -138,7 +138,7 @@ def test_selection_of_signed_zeros_and_negatives(length):
     the whole row run, with the ties spanning two of their blocks)."""
     row = [-1.0, 0.0, -0.0, 2.0, -0.0, 0.0, 3.0, -2.0, -0.0, 0.0, 1.0, -0.0, -3.0, 0.0, 0.5, -0.0, -5.0, -0.0]
     scores = padded(torch.tensor(row * (length // 18), device=DEVICE).view(1, 1, -1))
-    n, K = length, 8
+    n, K = length, 16
     idx = torch.empty(1, 1, K, dtype=torch.int64, device=DEVICE)
     valid = torch.zeros(1, 1, K, dtype=torch.int8, device=DEVICE)
     counts = kernels._select_chunk(scores, idx, valid, n - 1, 0, kernels.Tiles(select=16, sample=1))
@@ -149,9 +149,9 @@ def test_selection_of_signed_zeros_and_negatives(length):
 
 
 def test_selection_of_a_long_list():
-    """K = 4097 (CAP = 32K keys, where the search and the rank scan pack their counts in int64): a
+    """K = 8193 (CAP = 32K keys, where the search and the rank scan pack their counts in int64): a
     row of 20,000 keys, held whole, with many ties (50 values); the picks are the stable sort's."""
-    n, K = 20000, 4097
+    n, K = 20000, 8193
     row = torch.randint(0, 50, (n,), generator=torch.Generator().manual_seed(23)).float().to(DEVICE)
     scores = padded(row.view(1, 1, -1))
     idx = torch.empty(1, 1, K, dtype=torch.int64, device=DEVICE)
@@ -164,7 +164,7 @@ def test_selection_of_a_long_list():
 
 def emulated_candidates(row: torch.Tensor, K: int, stride: int) -> int:
     """What the cut keeps of a row longer than CAP, computed in torch as `_cut_kernel` does: the
-    sample (groups of 8 consecutive scores every 8*stride), its r-th largest key, r = 2.5*K*m/n
+    sample (groups of 8 consecutive scores every 8*stride), its r-th largest key, r = candidates*K*m/2n
     rounded up, to 16 bits, and the keys at or above that."""
     bits = row.float().view(torch.int32)
     keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
@@ -174,7 +174,7 @@ def emulated_candidates(row: torch.Tensor, K: int, stride: int) -> int:
     i = torch.arange(cap, device=row.device)
     t = (i // 8) * 8 * every + i % 8
     sample = keys[t[t < n]]
-    rank = min(-(-5 * K * sample.numel() // (2 * n)), sample.numel())
+    rank = min(-(-kernels.Tiles.candidates * K * sample.numel() // (2 * n)), sample.numel())
     cut = (sample >> 16).sort(descending=True).values[rank - 1].item() << 16
     return int((keys >= cut).sum())
 
@@ -185,7 +185,7 @@ def test_selection_threshold_and_fallback(kind):
     the threshold from a sample of 16 scores (8 in 32): random rows (the candidates, where their count
     lies in [K, CAP], which it misses on 1 or 2 rows of these 8); rows of zeros and ones (more than CAP
     candidates: the whole-row select); rows whose sampled scores are the largest (the threshold keeps
-    3 < K: the whole-row select). Each row's candidate count is what the cut computed in torch keeps."""
+    2 < K: the whole-row select). Each row's candidate count is what the cut computed in torch keeps."""
     g = torch.Generator().manual_seed(13)
     rows, K, n0, stride = 8, 4, 54, 4
     base = torch.randn(rows, n0 + rows, generator=g)
@@ -214,11 +214,11 @@ def test_selection_threshold_and_fallback(kind):
 def test_select_reads_candidate_runs_in_any_order():
     """The collect pass reserves each segment's run of the candidate list with an atomic add, so runs
     may lie in any order. Runs written by hand in reverse segment order (rows of 45-47 keys, segments
-    of 8, K=4, CAP=16, the 5-12 largest keys of each row as candidates, some segments without any):
+    of 8, K=8, CAP=16, the 9-15 largest keys of each row as candidates, some segments without any):
     the select picks the same keys in the same slots as `_select_chunk`, whose runs the interpreter
     lays out in segment order."""
     g = torch.Generator().manual_seed(17)
-    rows, K, n0, seg = 3, 4, 45, 8
+    rows, K, n0, seg = 3, 8, 45, 8
     cap = kernels.select_cap(K)
     scores = padded(torch.randn(rows, n0 + rows - 1, generator=g).to(DEVICE)[None])
     n_seg = -(-scores.shape[2] // seg)
@@ -231,7 +231,7 @@ def test_select_reads_candidate_runs_in_any_order():
         bits = row.view(torch.int32)
         keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
         kept = torch.zeros(row.numel(), dtype=torch.bool)
-        kept[row.argsort(descending=True)[: 5 + 3 * r]] = True
+        kept[row.argsort(descending=True)[: 9 + 3 * r]] = True
         slot = 0
         for s in reversed(range(n_seg)):
             at = torch.nonzero(kept[s * seg : (s + 1) * seg]).flatten() + s * seg
@@ -446,10 +446,12 @@ from glmlab.kernels import indexer as m
 from glmlab.kernels.hopper import compile_for_hopper
 
 kinds = {"scores_ptr": "*fp32", "idx_ptr": "*i64", "valid_ptr": "*i8"}
+cap = m.select_cap(2048)
+warps = max(4, min(16, cap // 512))
 for kernel, constants, warps in (
-    (m._cut_kernel, dict(CAP=8192, STRIDE=32), 16),
-    (m._collect_kernel, dict(SEG=1024, CAP=8192), m.Tiles().collect_warps),
-    (m._select_kernel, dict(BLOCK=1024, CAP=8192, SEG_P2=128), 16),
+    (m._cut_kernel, dict(CAP=cap, STRIDE=32, CANDIDATES=m.Tiles().candidates), warps),
+    (m._collect_kernel, dict(SEG=1024, CAP=cap), m.Tiles().collect_warps),
+    (m._select_kernel, dict(BLOCK=1024, CAP=cap, SEG_P2=128), warps),
 ):
     names = [n for n in inspect.signature(kernel.fn).parameters if n not in constants]
     signature = {n: kinds.get(n, "*i32" if n.endswith("_ptr") else "i32") for n in names}

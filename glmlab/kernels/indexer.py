@@ -40,7 +40,9 @@ class Tiles:
     candidate pass (one program each, the segment in registers) and per step of its whole-row
     fallback; sample: the selection's threshold is estimated from one score in `sample` of each row
     (sparser where that would exceed the candidate list's length); collect_warps: warps of each
-    candidate-pass program.
+    candidate-pass program; candidates: the cut aims at candidates*K/2 candidates a row, in a list of
+    CAP = (candidates+1)*K/2 rounded up to a power of two (`select_cap`); select_warps: warps of the
+    cut and select programs (0: by CAP).
     """
 
     rows: int = 4
@@ -56,6 +58,8 @@ class Tiles:
     # one warp: the candidate pass's scan and sums need no barrier across warps (16 in its SASS with
     # four warps, where it read the scores at 1.3 TB/s whatever the segment length; session 13)
     collect_warps: int = 1
+    candidates: int = 3
+    select_warps: int = 0
 
 
 # e4m3's largest finite value: quantize_rows maps each row's largest |x| to it.
@@ -437,11 +441,12 @@ def _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss):
 @triton.jit
 def _cut_kernel(
     scores_ptr, cut_ptr, total_ptr, n_rows, first_pos, K, stride_sb, stride_ss, CAP: tl.constexpr,
-    STRIDE: tl.constexpr,
+    STRIDE: tl.constexpr, CANDIDATES: tl.constexpr,
 ):  # fmt: skip
-    """A row longer than CAP: its threshold key, so that about 2.5*K of its keys are at or above it.
+    """A row longer than CAP: its threshold key, so that about CANDIDATES*K/2 of its keys are at or
+    above it.
     From the row's sample (m <= CAP scores in groups of 8 consecutive ones, one score in STRIDE or
-    sparser on rows longer than CAP*STRIDE), held in registers: the r-th largest, r = 2.5*K*m/n, to
+    sparser on rows longer than CAP*STRIDE), held in registers: the r-th largest, r = CANDIDATES*K*m/2n, to
     16 bits (the cut is the lowest key of those 16 bits). Every row: its candidate total set to 0."""
     row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
     tl.store(total_ptr + tl.program_id(0), 0)
@@ -450,7 +455,7 @@ def _cut_kernel(
         i = tl.arange(0, CAP)
         key, ok = _keys(row_ptr, (i // 8) * (8 * every) + i % 8, n)
         m = tl.sum(ok.to(tl.int32), 0)
-        rank = tl.minimum((5 * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
+        rank = tl.minimum((CANDIDATES * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
         top, _ = _kth(key >> 16, ok, tl.maximum(rank, 1))
         tl.store(cut_ptr + tl.program_id(0), top * (1 << 16))
 
@@ -582,22 +587,24 @@ def _select_chunk(
     stride a multiple of 4 scores, and the buffer reaching each row's length rounded up to 4) into
     rows row0.. of idx and valid [B,S,K]: the three launches of the radix select (each row's cut,
     the candidates of each segment of `select` scores counted and copied in one pass, the select),
-    scratch CAP*8 bytes a row, CAP = 4*K rounded up to a power of two. Returns the candidate counts
+    scratch CAP*8 bytes a row (`select_cap`). Returns the candidate counts
     [B*rows, segments]: a row longer than CAP whose total lies in [K, CAP] was selected from its
     candidates, any other longer row from the whole row."""
     B, rows, width = chunk.shape
     S, K = idx.shape[1], idx.shape[2]
     if chunk.stride(1) % 4 or chunk.stride(0) % 4:
         raise ValueError(f"chunk strides {chunk.stride()}: pad the rows to a multiple of 4 scores")
-    cap, seg = select_cap(K), tiles.select
+    cap, seg = select_cap(K, tiles.candidates), tiles.select
     n_seg = triton.cdiv(width, seg)
     new = dict(device=chunk.device, dtype=torch.int32)
     cut, total = torch.empty(B * rows, **new), torch.empty(B * rows, **new)
     counts, bases = torch.empty(B * rows * n_seg, **new), torch.empty(B * rows * n_seg, **new)
     cand, pos = torch.empty(B * rows * cap, **new), torch.empty(B * rows * cap, **new)
     strides = chunk.stride()[:2]
-    warps = max(4, min(16, cap // 512))  # registers: the select holds 2*CAP/threads keys a thread
+    # registers: the select holds 2*CAP/threads keys a thread
+    warps = tiles.select_warps or max(4, min(16, cap // 512))
     _cut_kernel[(B * rows,)](chunk, cut, total, rows, first_pos, K, *strides, CAP=cap, STRIDE=tiles.sample,
+                             CANDIDATES=tiles.candidates,
                              num_warps=warps)  # fmt: skip
     _collect_kernel[(B * rows, n_seg)](
         chunk, cut, total, counts, bases, cand, pos, rows, first_pos, n_seg, *strides, SEG=seg, CAP=cap,
@@ -628,9 +635,10 @@ def _quantize_kernel(
     tl.store(scale_ptr + r, scale, mask=r < n_rows)
 
 
-def select_cap(k: int) -> int:
-    """The radix select's candidate list per row for K picks: 4*K rounded up to a power of two."""
-    return triton.next_power_of_2(max(4 * k, 16))
+def select_cap(k: int, candidates: int = Tiles.candidates) -> int:
+    """The radix select's candidate list per row for K picks when the cut aims at candidates*K/2 of
+    them: (candidates+1)*K/2 rounded up to a power of two (2*K at the default 1.5*K)."""
+    return triton.next_power_of_2(max((candidates + 1) * k // 2, 16))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -683,10 +691,12 @@ def _pad(n: int) -> int:
     return -(-n // 16) * 16
 
 
-def topk_chunk_rows(B: int, S: int, T: int, K: int, buffer_bytes: int, *, radix: bool) -> int:
+def topk_chunk_rows(
+    B: int, S: int, T: int, K: int, buffer_bytes: int, *, radix: bool, candidates: int = Tiles.candidates
+) -> int:
     """Query rows per scored chunk of `index_topk`: the buffer holds their padded fp32 score rows
     and, for the radix select, each row's candidate list (keys and positions)."""
-    cap = select_cap(K) if radix else 0
+    cap = select_cap(K, candidates) if radix else 0
     return max(1, min(S, buffer_bytes // (B * (4 * _pad(T) + 8 * cap))))
 
 
@@ -842,7 +852,7 @@ def _topk_op(
     valid[:, :first] = slots <= torch.arange(T - S, T - S + first, device=q.device)[:, None]
     if first == S:
         return idx, valid.view(torch.bool)
-    rows = topk_chunk_rows(B, S - first, T, K, buffer_bytes, radix=not torch_select)
+    rows = topk_chunk_rows(B, S - first, T, K, buffer_bytes, radix=not torch_select, candidates=t.candidates)
     buffer = torch.empty(B * rows * _pad(T), device=q.device, dtype=torch.float32)
     for a in range(first, S, rows):
         b = min(a + rows, S)
@@ -991,8 +1001,8 @@ def index_topk(
 
     Queries are scored in chunks into a buffer of at most `buffer_bytes` (never a full [S,T] at long
     context), and each chunk row is selected exactly (`_select_chunk`): a threshold from a sample of
-    the row keeps about 2.5*K candidates (counted and copied in one pass over the row's segments in
-    parallel; their count lies in [K, CAP], CAP = 4*K rounded up to a power of two, except in rare
+    the row keeps about 1.5*K candidates (counted and copied in one pass over the row's segments in
+    parallel; their count lies in [K, CAP], CAP = 2*K rounded up to a power of two, except in rare
     rows); the candidates (or a row of at most CAP keys) are held in registers, where a search over
     the fp32 bits (the interval split in three per step) finds the K-th largest and one pass writes the
     picks. A row whose threshold keeps fewer than K or more than CAP runs a radix select (histogram
