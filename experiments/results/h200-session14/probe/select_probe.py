@@ -40,33 +40,36 @@ def listed(q, w, k, tiles: indexer.Tiles) -> str:
     valid = torch.empty(1, rows, K, device="cuda", dtype=torch.int8)
     totals = indexer._select_chunk(chunk, idx, valid, T - rows, 0, tiles).sum(1).float()
     n = ((totals >= K) & (totals <= cap)).sum().item()
-    return f"{n} of {rows} rows listed (min {totals.min():.0f}, median {totals.median():.0f}, max {totals.max():.0f})"
+    spread = f"min {totals.min():.0f}, median {totals.median():.0f}, max {totals.max():.0f}"
+    return f"{n} of {rows} rows listed ({spread})"
+
+
+def compare(T: int, kind: str, q: torch.Tensor, w: torch.Tensor, k: torch.Tensor) -> None:
+    """Every configuration's time per kernel and picks on one set of inputs."""
+    picks = {}
+    for name, tiles in CONFIGS.items():
+
+        def run(t: indexer.Tiles = tiles):
+            return indexer.index_topk(q, w, k, topk=K, buffer_bytes=1 << 30, tiles=t, fp8=True)
+
+        ms = bench.median_ms(run)
+        parts = bench.kernel_ms(run)
+        picks[name] = run()
+        shown = ", ".join(f"{p} {v:.2f}" for p, v in parts.items() if p != "_scores_fwd_kernel")
+        print(f"T={T} {kind} {name}: {ms:.2f} ms ({shown})", flush=True)
+    base = picks["2.5K in 8192 (old)"]
+    for name, got in picks.items():
+        same = torch.equal(base[0].sort(-1).values, got[0].sort(-1).values) and torch.equal(base[1], got[1])
+        print(f"T={T} {kind} {name}: same picks as the old list {same}", flush=True)
+    if kind == "projected":
+        for name in ("2.5K in 8192 (old)", "1.5K in 4096"):
+            print(f"T={T} {kind} {name}: {listed(q, w, k, CONFIGS[name])}", flush=True)
 
 
 def main() -> None:
     for T in (32768, 65536, 131072):
         for kind, make in (("gaussian", bench.gaussian), ("projected", bench.projected)):
-            q, w, k = make(T, torch.Generator(device="cuda").manual_seed(1))
-            picks = {}
-            for name, tiles in CONFIGS.items():
-                run = lambda t=tiles: indexer.index_topk(
-                    q, w, k, topk=K, buffer_bytes=1 << 30, tiles=t, fp8=True
-                )  # noqa: E731
-                ms = bench.median_ms(run)
-                parts = bench.kernel_ms(run)
-                picks[name] = run()
-                shown = ", ".join(f"{p} {v:.2f}" for p, v in parts.items() if p != "_scores_fwd_kernel")
-                print(f"T={T} {kind} {name}: {ms:.2f} ms ({shown})", flush=True)
-            base = picks["2.5K in 8192 (old)"]
-            for name, got in picks.items():
-                same = torch.equal(base[0].sort(-1).values, got[0].sort(-1).values) and torch.equal(
-                    base[1], got[1]
-                )
-                print(f"T={T} {kind} {name}: same picks as the old list {same}", flush=True)
-            if kind == "projected":
-                for name in ("2.5K in 8192 (old)", "1.5K in 4096"):
-                    print(f"T={T} {kind} {name}: {listed(q, w, k, CONFIGS[name])}", flush=True)
-            del q, w, k, picks
+            compare(T, kind, *make(T, torch.Generator(device="cuda").manual_seed(1)))
             torch.cuda.empty_cache()
 
 
