@@ -106,3 +106,15 @@ def test_out_of_memory_and_failures_fill_their_cells(bench, capsys):
     cells = bench.table_row(row, oom, err)
     assert cells == ["64K", "train", "OOM", "ERR", "-", "3.04x", "2x", "OOM (est 50.0 GB)", "ERR", "OOM",
                      "ERR"]  # fmt: skip
+
+
+def test_rates_the_profiler_could_not_attribute_show_as_not_available(bench):
+    """An operator whose profile was not believable (`run`: device times adding up past the step)
+    keeps its FLOPs but shows n/a for its rate, beside the others' rates."""
+    measured = bench.Measured(seconds=0.7)
+    measured.ops = {
+        "glmlab::index_topk": {"flops": 1.4e14, "seconds": None, "tflops": None},
+        "glmlab::sparse_mla_fwd": {"flops": 7.5e13, "seconds": 0.23, "tflops": 326.0},
+        "aten::mm": {"flops": 1e14, "seconds": 0.13, "tflops": 770.0},
+    }
+    assert measured.kernels() == "index_topk n/a, sparse_mla_fwd 326"

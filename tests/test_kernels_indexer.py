@@ -170,8 +170,8 @@ def emulated_candidates(row: torch.Tensor, K: int, stride: int) -> int:
     keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     keys = torch.where(keys == -1, 0, keys)
     n, cap = row.numel(), kernels.select_cap(K)
-    every = max(stride, -(-n // cap))
-    i = torch.arange(cap, device=row.device)
+    every = max(stride, -(-n // (2 * cap)))
+    i = torch.arange(2 * cap, device=row.device)
     t = (i // 8) * 8 * every + i % 8
     sample = keys[t[t < n]]
     rank = min(-(-kernels.Tiles.candidates * K * sample.numel() // (2 * n)), sample.numel())
@@ -449,7 +449,7 @@ kinds = {"scores_ptr": "*fp32", "idx_ptr": "*i64", "valid_ptr": "*i8"}
 cap = m.select_cap(2048)
 warps = max(4, min(16, cap // 512))
 for kernel, constants, warps in (
-    (m._cut_kernel, dict(CAP=cap, STRIDE=32, CANDIDATES=m.Tiles().candidates), warps),
+    (m._cut_kernel, dict(CAP=cap, STRIDE=16, CANDIDATES=m.Tiles().candidates, SAMPLE=2 * cap), warps),
     (m._collect_kernel, dict(SEG=1024, CAP=cap), m.Tiles().collect_warps),
     (m._select_kernel, dict(BLOCK=1024, CAP=cap, SEG_P2=128), warps),
 ):

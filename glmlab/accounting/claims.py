@@ -254,9 +254,10 @@ def _bench_runs(results_dir: Path, m: ModelConfig) -> list[dict]:
 
 def _dense_attention(row: dict) -> dict | None:
     """The dense run's attention operator (SDPA) from the profile: its FLOPs and seconds (None where
-    the profiler gave it no believable time)."""
-    ops = row["dense"].get("ops", {}).items()
-    return next((op for name, op in ops if "scaled_dot_product" in name and op["seconds"] is not None), None)
+    the profile's times were not believable)."""
+    return next(
+        (op for name, op in row["dense"].get("ops", {}).items() if "scaled_dot_product" in name), None
+    )
 
 
 def _indexer_kernel(name: str) -> bool:
@@ -274,6 +275,8 @@ def _bench_indexer(runs: list[dict]) -> tuple[str, str]:
     for r in runs:
         attention, index_op = _dense_attention(r), r["dsa"].get("ops", {}).get("glmlab::index_topk")
         if r["mode"] != "prefill" or attention is None or index_op is None or not r["dsa"].get("top"):
+            continue
+        if attention["seconds"] is None:  # the profiler misattributed that run's kernels
             continue
         indexer_s = sum(ms for name, ms, _ in r["dsa"]["top"] if _indexer_kernel(name)) / 1e3
         shares.append(indexer_s / attention["seconds"])

@@ -18,7 +18,6 @@ FLOP formulas, so FlopCounterMode counts them: scored causal (query, key) pairs 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +38,7 @@ class Tiles:
     keys per tile in `index_scores_at`; select: scores per segment of the top-k selection's
     candidate pass (one program each, the segment in registers) and per step of its whole-row
     fallback; sample: the selection's threshold is estimated from one score in `sample` of each row
-    (sparser where that would exceed the candidate list's length); collect_warps: warps of each
+    (sparser where that would exceed twice the candidate list's length); collect_warps: warps of each
     candidate-pass program; candidates: the cut aims at candidates*K/2 candidates a row, in a list of
     CAP = (candidates+1)*K/2 rounded up to a power of two (`select_cap`); select_warps: warps of the
     cut and select programs (0: by CAP).
@@ -54,7 +53,9 @@ class Tiles:
     select: int = 1024
     warps: int = 4
     stages: int = 3
-    sample: int = 32
+    # 16: at 1.5*K candidates in 2*K, one score in 32 (a sample of 96 above the cut) let about one row
+    # in 700 miss [K, CAP] and take the whole-row select (3 of 1,927 at 128K; session 14)
+    sample: int = 16
     # one warp: the candidate pass's scan and sums need no barrier across warps (16 in its SASS with
     # four warps, where it read the scores at 1.3 TB/s whatever the segment length; session 13)
     collect_warps: int = 1
@@ -71,9 +72,9 @@ FP8_MAX = 448.0
 
 @triton.jit
 def _relu_to_bf16(x):
-    """max(x, 0) rounded to bf16 (nearest even), two fp32 values per `cvt.rn.relu.bf16x2.f32`, which
-    writes its first source to the upper half: the pair's second element. On a GPU only: Triton's
-    interpreter runs no PTX."""
+    """max(x, 0) rounded to bf16 (nearest even; NaN stays NaN), two fp32 values per
+    `cvt.rn.relu.bf16x2.f32`, which writes its first source to the upper half: the pair's second
+    element. On a GPU only: Triton's interpreter runs no PTX."""
     return tl.inline_asm_elementwise(
         "cvt.rn.relu.bf16x2.f32 $0, $2, $1;", "=r,r,r", [x], dtype=tl.bfloat16, is_pure=True, pack=2
     )
@@ -149,6 +150,7 @@ def _scores_fwd_kernel(
         )
         zt = tl.dot(kt, tl.trans(q), input_precision=PRECISION)  # [BLOCK_T, M]
         if PACKED_RELU:  # the ReLU and the rounding to bf16 in one instruction per two scores
+            tl.static_assert(sum_dtype == tl.bfloat16, "the packed ReLU rounds to bf16")
             relu = _relu_to_bf16(zt)
         else:
             relu = tl.maximum(zt, 0.0).to(sum_dtype)
@@ -441,18 +443,18 @@ def _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss):
 @triton.jit
 def _cut_kernel(
     scores_ptr, cut_ptr, total_ptr, n_rows, first_pos, K, stride_sb, stride_ss, CAP: tl.constexpr,
-    STRIDE: tl.constexpr, CANDIDATES: tl.constexpr,
+    STRIDE: tl.constexpr, CANDIDATES: tl.constexpr, SAMPLE: tl.constexpr,
 ):  # fmt: skip
     """A row longer than CAP: its threshold key, so that about CANDIDATES*K/2 of its keys are at or
-    above it.
-    From the row's sample (m <= CAP scores in groups of 8 consecutive ones, one score in STRIDE or
-    sparser on rows longer than CAP*STRIDE), held in registers: the r-th largest, r = CANDIDATES*K*m/2n, to
-    16 bits (the cut is the lowest key of those 16 bits). Every row: its candidate total set to 0."""
+    above it. From the row's sample (m <= SAMPLE scores in groups of 8 consecutive ones, one score in
+    STRIDE or sparser on rows longer than SAMPLE*STRIDE), held in registers: the r-th largest,
+    r = CANDIDATES*K*m/2n, to 16 bits (the cut is the lowest key of those 16 bits). Every row: its
+    candidate total set to 0."""
     row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
     tl.store(total_ptr + tl.program_id(0), 0)
     if n > CAP:
-        every = tl.maximum(STRIDE, tl.cdiv(n, CAP))
-        i = tl.arange(0, CAP)
+        every = tl.maximum(STRIDE, tl.cdiv(n, SAMPLE))
+        i = tl.arange(0, SAMPLE)
         key, ok = _keys(row_ptr, (i // 8) * (8 * every) + i % 8, n)
         m = tl.sum(ok.to(tl.int32), 0)
         rank = tl.minimum((CANDIDATES * K * m.to(tl.int64) + 2 * n - 1) // (2 * n), m).to(tl.int32)
@@ -604,7 +606,7 @@ def _select_chunk(
     # registers: the select holds 2*CAP/threads keys a thread
     warps = tiles.select_warps or max(4, min(16, cap // 512))
     _cut_kernel[(B * rows,)](chunk, cut, total, rows, first_pos, K, *strides, CAP=cap, STRIDE=tiles.sample,
-                             CANDIDATES=tiles.candidates,
+                             CANDIDATES=tiles.candidates, SAMPLE=2 * cap,
                              num_warps=warps)  # fmt: skip
     _collect_kernel[(B * rows, n_seg)](
         chunk, cut, total, counts, bases, cand, pos, rows, first_pos, n_seg, *strides, SEG=seg, CAP=cap,
@@ -681,7 +683,7 @@ def _launch_scores(
         q, w, k, ks, out, q.stride(0), w.stride(0), k.stride(0), ks.stride(0), S, T, out.shape[2],
         out.stride(0), out.stride(1), H=H, D=D, HP=HP, BLOCK_D=_pow2(D), BLOCK_S=rows, BLOCK_T=tiles.keys,
         TILES=tiles.tiles, FILL_MASKED=fill, PRECISION=_precision(q), BLOCK_SP=_pow2(rows), FP8=fp8,
-        PACKED_RELU=(fp8 or q.dtype == torch.bfloat16) and os.environ.get("TRITON_INTERPRET") != "1",
+        PACKED_RELU=(fp8 or q.dtype == torch.bfloat16) and not triton.knobs.runtime.interpret,
         num_warps=tiles.warps, num_stages=tiles.stages,
     )  # fmt: skip
 
