@@ -134,8 +134,8 @@ def padded(scores: torch.Tensor) -> torch.Tensor:
 def test_selection_of_signed_zeros_and_negatives(length):
     """The radix select on a crafted row: -0.0 and +0.0 are one value (ties by key index), negative
     scores order below them. 18 keys (within CAP = 32: the row held in registers); 54 keys (the
-    pattern three times: its 18 tied zeros pass any cut, more than CAP, so the histogram passes over
-    the whole row run, with the ties spanning two of their blocks)."""
+    pattern three times: its 30 tied zeros pass any cut, with the positives 42 keys, more than CAP, so
+    the histogram passes over the whole row run, with the ties spanning two of their blocks)."""
     row = [-1.0, 0.0, -0.0, 2.0, -0.0, 0.0, 3.0, -2.0, -0.0, 0.0, 1.0, -0.0, -3.0, 0.0, 0.5, -0.0, -5.0, -0.0]
     scores = padded(torch.tensor(row * (length // 18), device=DEVICE).view(1, 1, -1))
     n, K = length, 16

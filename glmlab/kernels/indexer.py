@@ -54,7 +54,8 @@ class Tiles:
     warps: int = 4
     stages: int = 3
     # 16: at 1.5*K candidates in 2*K, one score in 32 (a sample of 96 above the cut) let about one row
-    # in 700 miss [K, CAP] and take the whole-row select (3 of 1,927 at 128K; session 14)
+    # in 700 miss [K, CAP] and take the whole-row select (3 of 1,927 at 128K; session 14). The sample
+    # stops growing at 2*CAP*16 keys (128K at K = 2048): past that it thins, untested.
     sample: int = 16
     # one warp: the candidate pass's scan and sums need no barrier across warps (16 in its SASS with
     # four warps, where it read the scores at 1.3 TB/s whatever the segment length; session 13)
@@ -596,6 +597,8 @@ def _select_chunk(
     S, K = idx.shape[1], idx.shape[2]
     if chunk.stride(1) % 4 or chunk.stride(0) % 4:
         raise ValueError(f"chunk strides {chunk.stride()}: pad the rows to a multiple of 4 scores")
+    if tiles.candidates < 3:  # a cut aimed at K or fewer would send most rows to the whole-row select
+        raise ValueError(f"Tiles.candidates {tiles.candidates}: the cut must aim above K, give 3 or more")
     cap, seg = select_cap(K, tiles.candidates), tiles.select
     n_seg = triton.cdiv(width, seg)
     new = dict(device=chunk.device, dtype=torch.int32)
@@ -1018,7 +1021,7 @@ def index_topk(
     Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S'*(4*T' + 8*CAP))
     rounded up to one row of B*(4*T' + 8*CAP) bytes, S' the rows scored (those seeing more than K
     keys), T' = T rounded up to 16 (its scores and, for the radix select, its CAP candidates' keys and
-    positions, 64 KB a row at K = 2048; `select="torch"` needs no candidates). With fp8, the quantised
+    positions, 32 KB a row at K = 2048; `select="torch"` needs no candidates). With fp8, the quantised
     inputs (1 byte per element, 4 per scale, one pass over q and one over k) and the head weights
     with q's scales folded in.
     """
