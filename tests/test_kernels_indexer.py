@@ -501,3 +501,13 @@ def test_scores_pack_the_relu_into_the_bf16_rounding():
     for line in filter(None, lines):
         kind, relu, maxima = line.split()
         assert int(relu) >= 32 and int(maxima) == 0, line
+
+
+def test_a_cut_aimed_at_k_or_fewer_candidates_is_refused():
+    """Tiles.candidates below 3 would aim the cut at K or fewer candidates, sending most rows to the
+    whole-row select: `_select_chunk` refuses it."""
+    scores = padded(torch.randn(1, 2, 40, device=DEVICE))
+    idx = torch.empty(1, 2, 4, dtype=torch.int64, device=DEVICE)
+    valid = torch.zeros(1, 2, 4, dtype=torch.int8, device=DEVICE)
+    with pytest.raises(ValueError, match="Tiles.candidates 2"):
+        kernels._select_chunk(scores, idx, valid, 38, 0, kernels.Tiles(candidates=2))
