@@ -2,8 +2,8 @@
 # Session 14, tenth call, on an nvidia-h200 machine from the repo root; results in $OUT/r.tgz
 # (a watchdog packs them at 250 s):  bash experiments/gpu_session14h.sh
 # Issue 16: the cut's sample at one score in 16, up to twice the candidate list (call 9's one in 32
-# sent about one row in 700 to the whole-row select, which cost more than the smaller list saved at
-# 128K): the prefill benchmark, then the indexer's tests on CUDA.
+# sent one row in 640 to 1,800 to the whole-row select, which cost more than the smaller list saved
+# at 128K): the prefill benchmark, then the indexer's tests on CUDA.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 R=/tmp/results; rm -rf $R; mkdir -p $R

@@ -53,8 +53,8 @@ class Tiles:
     select: int = 1024
     warps: int = 4
     stages: int = 3
-    # 16: at 1.5*K candidates in 2*K, one score in 32 (a sample of 96 above the cut) let about one row
-    # in 700 miss [K, CAP] and take the whole-row select (3 of 1,927 at 128K; session 14). The sample
+    # 16: at 1.5*K candidates in 2*K, one score in 32 (a sample of 96 above the cut) let one row in
+    # 640 to 1,800 miss [K, CAP] and take the whole-row select (3 of 1,927 at 128K; session 14). The sample
     # stops growing at 2*CAP*16 keys (128K at K = 2048): past that it thins, untested.
     sample: int = 16
     # one warp: the candidate pass's scan and sums need no barrier across warps (16 in its SASS with

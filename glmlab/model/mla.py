@@ -24,7 +24,7 @@ from glmlab.model.dsa import (
     select_topk,
     topk_mask,
 )
-from glmlab.model.layers import RMSNorm, apply_rotary
+from glmlab.model.layers import RMSNorm, apply_rotary, compute_dtype
 from glmlab.plan import KL_TARGET_BYTES, AttentionPlan
 
 # How the Triton path selects each scored chunk: the radix select (exact, ties to the lower key)
@@ -364,9 +364,7 @@ class MultiHeadLatentAttention(nn.Module):
         w_uk, _ = self._absorbed_weights()
         grad = _taking_grad(q_nope, q_pe, w_uk)
         device = q_nope.device.type
-        dtype = torch.promote_types(q_nope.dtype, w_uk.dtype)
-        if torch.is_autocast_enabled(device):
-            dtype = torch.get_autocast_dtype(device)
+        dtype = compute_dtype(q_nope)  # the product's, as torch.bmm requires one dtype without autocast
         one_dtype = torch.promote_types(dtype, q_pe.dtype) == dtype  # the product's is the result's
         if not heads_first or grad or q_nope.shape[0] != 1 or not one_dtype:
             return _joined((q_nope.transpose(1, 2) @ w_uk).transpose(1, 2), q_pe)

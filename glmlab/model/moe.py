@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmlab.config import ModelConfig
-from glmlab.model.layers import SwiGLU
+from glmlab.model.layers import SwiGLU, compute_dtype
 
 # Each expert's rows in the grouped layout start at a multiple of this: bf16 rows 16 bytes apart,
 # which the grouped kernels' backward needs (it splits the contraction dimension at these rows).
@@ -67,12 +67,6 @@ def grouped_form(device_type: str, dtype: torch.dtype, hidden: int) -> bool:
     """Whether the experts run as grouped products (no host sync): on CUDA, in bf16, with a hidden
     size of 16-byte rows; elsewhere one product per expert."""
     return device_type == "cuda" and dtype == torch.bfloat16 and hidden % WIDTH_ALIGN == 0
-
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype matrix products run in: autocast's on this device when it is on, else x's."""
-    device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 class Experts(nn.Module):
