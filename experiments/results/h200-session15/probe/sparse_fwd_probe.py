@@ -5,6 +5,9 @@ ahead of the gather of tile i+1 (REORDER), timed on GLM-5's shape (64 heads, R 5
 over 32K latents, with random (sorted) top-k rows and with a contiguous window of rows.
 
     PYTHONPATH=$PWD python experiments/results/h200-session15/probe/sparse_fwd_probe.py
+
+It ran in session 15's call 2 at commit e52cb53 (the kernel it copies, and its `_gather`, were replaced
+later that session); its log is ../call2/probe.log.
 """
 
 import torch
@@ -82,7 +85,9 @@ def _probe_kernel(
             kept_next = _rows(idx_ptr, valid_ptr, n, K, (i + 1) * BK, BK, keys_layout) >= 0
             fence_async_shared()
             if QK:
-                s = warpgroup_mma(qp_s, kvp_s.index(buf).permute((1, 0)), zeros_s, use_acc=False, is_async=True)
+                s = warpgroup_mma(
+                    qp_s, kvp_s.index(buf).permute((1, 0)), zeros_s, use_acc=False, is_async=True
+                )
                 s = warpgroup_mma(qn_s, kvn.permute((1, 0)), s, is_async=True)
                 s = warpgroup_mma_wait(0, deps=[s])
             else:
@@ -168,7 +173,7 @@ def main() -> None:
           f"max |lse diff| {(ref[1] - got[1]).abs().max().item():.3g}")  # fmt: skip
     for kind, idx in inputs.items():
         for name, flags in VARIANTS.items():
-            t = ms(lambda: run(q, kv, idx, valid, flags))
+            t = ms(lambda idx=idx, flags=flags: run(q, kv, idx, valid, flags))
             print(f"{kind:12s} {name:18s} {t:8.2f} ms {flops / t / 1e9:6.0f} TFLOP/s", flush=True)
 
 
