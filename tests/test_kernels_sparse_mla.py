@@ -305,7 +305,8 @@ HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] == 9
 
 @pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs only on a Hopper GPU")
 @pytest.mark.parametrize(
-    "H,K,heads_first", [(64, 2048, False), (128, 200, False), (64, 64, False), (64, 200, True)]
+    "H,K,heads_first",
+    [(64, 2048, False), (128, 200, False), (64, 64, False), (64, 40, False), (64, 200, True)],
 )
 def test_hopper_forward_matches_triton_and_twin(H, K, heads_first):
     """The Gluon forward (glmlab/kernels/sparse_mla_hopper.py) against the Triton kernel and the
@@ -346,6 +347,10 @@ def test_hopper_forward_applies_only_where_it_can():
         assert not kernels.hopper_forward_applies(q[:, :, :560], 512, mass=False, keep_probs=False)
         wide_rope = torch.zeros(4, 64, 640, dtype=torch.bfloat16, device="cuda")  # beyond shared memory
         assert not kernels.hopper_forward_applies(wide_rope, 512, mass=False, keep_probs=False)
+        narrow_rope = torch.zeros(4, 64, 544, dtype=torch.bfloat16, device="cuda")  # its probabilities' room
+        assert not kernels.hopper_forward_applies(narrow_rope, 512, mass=False, keep_probs=False)
+        odd_stride = torch.zeros(4, 64, 584, dtype=torch.bfloat16, device="cuda")[..., :576]  # 16-byte copies
+        assert not kernels.hopper_forward_applies(odd_stride, 512, mass=False, keep_probs=False)
 
 
 @pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs only on a Hopper GPU")
@@ -397,7 +402,7 @@ def test_hopper_forward_gives_each_warpgroup_whole_key_tiles():
     ).stdout
     shared, spills = map(int, report.splitlines()[0].split())
     assert shared <= 232448 and spills == 0, (shared, spills)
-    assert ".reqntid 256" in report  # two warpgroups
+    assert ".reqntid 256" in report and "setmaxnreg" in report  # two warp-specialised warpgroups
     assert "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16" in report
     assert "m64n32k16" not in report
     assert "cp.async.mbarrier.arrive.noinc" in report

@@ -352,7 +352,12 @@ def _forward(
     `mass`), P [N,H,K] in q's dtype (or [0,H,K] without `keep_probs`). `tiles` is the forward's
     Tiles followed by the backward's three; `hopper`: the Gluon kernel where it applies."""
     (N, H, R), K = q.shape, idx.shape[1]
-    if hopper and kv.dtype == q.dtype and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs):
+    if (
+        hopper
+        and K
+        and kv.dtype == q.dtype
+        and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs)
+    ):
         out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
         return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
     q = q.contiguous()  # the Gluon kernel reads q's strides; the Triton kernels want [N,H,R] rows

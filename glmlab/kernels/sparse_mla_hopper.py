@@ -14,10 +14,11 @@ last, as soon as it has (`_warpgroup`), signalled to the reader by the copies th
 Everything else is the Triton kernel's: online softmax in exp2 units, fp32 accumulation, rows < 0
 (invalid keys) read nothing and score -inf.
 
-Only bf16 inputs, 64-head blocks, r = 512 value columns and a power-of-two rope width up to 64, and
-no key mass or kept probabilities (prefill and decoding): `hopper_forward_applies` says when; the
-Triton kernel does the rest. Gluon has no interpreter, so this kernel runs only on a Hopper GPU, where
-tests/test_kernels_sparse_mla.py compares it with the Triton kernel and the torch twin.
+Only bf16 inputs, 64-head blocks, r = 512 value columns and a rope width of 64 (a tile's rope
+columns hold its 64 x 64 probabilities), and no key mass or kept probabilities (prefill and
+decoding): `hopper_forward_applies` says when; the Triton kernel does the rest. Gluon has no
+interpreter, so this kernel runs only on a Hopper GPU, where tests/test_kernels_sparse_mla.py
+compares it with the Triton kernel and the torch twin.
 """
 
 from __future__ import annotations
@@ -35,29 +36,30 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 BLOCK_H = 64  # heads per program: one warpgroup's M
 BLOCK_K = 64  # keys per gathered tile, one warpgroup's score product
-REGISTERS = 248  # per thread of each of the two warpgroups (no spills at 248: glmlab/kernels/hopper.py)
+REGISTERS = 248  # a thread of the second warpgroup (the first is raised to 256): no spills
+# the asynchronous copies of [rows, columns] blocks: 16 bytes a thread and copy, two rows a thread
+COPY_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0]))
 
 
 def hopper_forward_applies(q: torch.Tensor, r: int, *, mass: bool, keep_probs: bool) -> bool:
     """Whether `hopper_forward` takes this call: a Hopper GPU (compute capability 9), bf16 with a
-    unit stride on R, whole 64-head blocks, 512 value columns and a power-of-two rope width of 16 to
-    64 (at 64, GLM-5's, the queries and two key tiles take 222,508 of a block's 232,448 bytes of
-    shared memory; 128 would need 245,760)."""
+    unit stride on R and 16-element strides and alignment otherwise (q arrives by 16-byte
+    asynchronous copies), whole 64-head blocks, 512 value columns and GLM-5's rope width, 64 (the
+    queries and two key tiles take 221,184 of a block's 232,448 bytes of shared memory; the kernel
+    allocates 222,508 in all)."""
     if q.device.type != "cuda" or mass or keep_probs or q.dtype != torch.bfloat16 or q.stride(2) != 1:
         return False
-    rope = q.shape[2] - r
-    shape_ok = q.shape[1] % BLOCK_H == 0 and r == 512 and 16 <= rope <= 64 and rope & (rope - 1) == 0
-    return shape_ok and torch.cuda.get_device_capability(q.device)[0] == 9
+    aligned = q.stride(0) % 16 == 0 and q.stride(1) % 16 == 0 and q.data_ptr() % 16 == 0
+    shape_ok = q.shape[1] % BLOCK_H == 0 and r == 512 and q.shape[2] - r == BLOCK_K
+    return aligned and shape_ok and torch.cuda.get_device_capability(q.device)[0] == 9
 
 
 @gluon.jit
 def _rows(idx_ptr, valid_ptr, n, K, k0, BK: gl.constexpr, layout: gl.constexpr):
     """Rows of kv that query n reads at keys k0 .. k0 + BK in `layout`, -1 where invalid or past K."""
     offs = k0 + gl.arange(0, BK, layout=layout)
-    inside = offs < K
-    keep = gl.load(valid_ptr + n * K + offs, mask=inside, other=0) != 0
-    rows = gl.load(idx_ptr + n * K + offs, mask=inside, other=0).to(gl.int32)  # < 2^31 rows
-    return gl.where(keep, rows, -1)
+    rows = gl.load(idx_ptr + n * K + offs, mask=offs < K, other=0).to(gl.int32)  # < 2^31 rows
+    return gl.where(_kept(valid_ptr, n, K, k0, BK, layout), rows, -1)
 
 
 @gluon.jit
@@ -68,37 +70,33 @@ def _kept(valid_ptr, n, K, k0, BK: gl.constexpr, layout: gl.constexpr):
 
 
 @gluon.jit
-def _copy_block(buf, ptr, starts, keep, ld: gl.constexpr, COLS: gl.constexpr):
+def _copy_block(buf, ptr, starts, keep):
     """Start copying buf [rows, width] from the rows that begin at element offsets `starts` of ptr
-    (zeros where not `keep`), COLS columns at a time (fewer addresses live at once)."""
+    (zeros where not `keep`; None: every row), 128 columns at a time (fewer addresses live at once)."""
     WIDTH: gl.constexpr = buf.shape[1]
-    CHUNK: gl.constexpr = COLS if COLS < WIDTH else WIDTH
+    CHUNK: gl.constexpr = 128 if 128 < WIDTH else WIDTH
     row = gl.expand_dims(starts, 1)
-    keep = gl.expand_dims(keep, 1)
-    cols = gl.expand_dims(gl.arange(0, CHUNK, layout=gl.SliceLayout(0, ld)), 0)
+    cols = gl.expand_dims(gl.arange(0, CHUNK, layout=gl.SliceLayout(0, COPY_LAYOUT)), 0)
     for c in gl.static_range(WIDTH // CHUNK):
-        async_copy.async_copy_global_to_shared(
-            buf.slice(c * CHUNK, CHUNK, dim=1), ptr + row + c * CHUNK + cols, mask=keep & (cols < CHUNK)
-        )
+        mask = None if keep is None else gl.expand_dims(keep, 1) & (cols < CHUNK)
+        src = ptr + row + c * CHUNK + cols
+        async_copy.async_copy_global_to_shared(buf.slice(c * CHUNK, CHUNK, dim=1), src, mask=mask)
 
 
 @gluon.jit
 def _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, t, B: gl.constexpr,
-                LATE: gl.constexpr):  # fmt: skip
+          LATE: gl.constexpr):  # fmt: skip
     """Start copying key tile t into part LATE of buffer B (the early part: value half B; the late
     part: the other value half and the rope columns), its arrival signalled on ready[2B + LATE] by
     the copies of this warpgroup's 128 threads."""
     BK: gl.constexpr = kvn_s.shape[1]
     HALF: gl.constexpr = kvn_s.shape[2] // 2
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     half: gl.constexpr = (B + LATE) % 2
-    rows = _rows(idx_ptr, valid_ptr, n, K, t * BK, BK, gl.SliceLayout(1, ld))
+    rows = _rows(idx_ptr, valid_ptr, n, K, t * BK, BK, gl.SliceLayout(1, COPY_LAYOUT))
     starts = rows.to(gl.int64) * R
-    _copy_block(
-        kvn_s.index(B).slice(half * HALF, HALF, dim=1), kv_ptr + half * HALF, starts, rows >= 0, ld, 128
-    )
+    _copy_block(kvn_s.index(B).slice(half * HALF, HALF, dim=1), kv_ptr + half * HALF, starts, rows >= 0)
     if LATE:
-        _copy_block(kvp_s.index(B), kv_ptr + 2 * HALF, starts, rows >= 0, ld, 128)
+        _copy_block(kvp_s.index(B), kv_ptr + 2 * HALF, starts, rows >= 0)
     async_copy.mbarrier_arrive(ready.index(2 * B + LATE), increment_count=False)
 
 
@@ -134,8 +132,8 @@ def _warpgroup(
     n_pairs = gl.cdiv(K, 2 * BK)
 
     # pair 0: my early part, the other's late part
-    _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, W, W, 0)
-    _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, 1 - W, 1 - W, 1)
+    _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, W, B=W, LATE=False)
+    _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, 1 - W, B=1 - W, LATE=True)
     m = gl.full([BH], float("-inf"), gl.float32, heads_s)  # running maximum (log2 units)
     total = gl.zeros([BH], gl.float32, heads_s)  # this warpgroup's share of the running sum
     acc = gl.zeros([BH, HALF], gl.float32, mma_o)
@@ -166,6 +164,8 @@ def _warpgroup(
         s = warpgroup_mma(q_rope, my_p.permute((1, 0)), s, is_async=True)
         s = warpgroup_mma_wait(0, deps=[s])
         s = gl.where(gl.expand_dims(kept, 0), s * scale_log2, float("-inf"))
+        # the barriers below also order every warp's score product before my probabilities take
+        # my rope columns
         if W == 0:
             m_mine = gl.maximum(m, gl.max(s, 1))
             maxes_s.index(0).store(m_mine)
@@ -192,7 +192,8 @@ def _warpgroup(
             mbarrier.wait(f_ready, phase)
             m_pair = maxes_s.index(1).load(heads_s)
             pair_use = gl.where(m_pair == float("-inf"), 0.0, m_pair)
-            rescale = gl.exp2(m_use - pair_use)
+            # nothing of mine to rescale while my maximum is -inf (and exp2(0 - pair) may overflow)
+            rescale = gl.where(m_mine == float("-inf"), 1.0, gl.exp2(m_use - pair_use))
             my_p.store((p * gl.expand_dims(rescale, 1)).to(gl.bfloat16))
             fence_async_shared()
             gl.thread_barrier()
@@ -201,7 +202,7 @@ def _warpgroup(
         more = j + 1 < n_pairs
         if more:  # my early part is read: the next pair's into it
             gl.thread_barrier()
-            _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, 2 * j + 2 + W, W, 0)
+            _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, 2 * j + 2 + W, B=W, LATE=False)
         if W == 0:
             acc = acc * gl.expand_dims(gl.convert_layout(rescale, heads_o), 1)
             total = total * rescale
@@ -213,7 +214,7 @@ def _warpgroup(
         acc = warpgroup_mma_wait(0, deps=[acc])
         if more:  # the other's late part is read: the next pair's into it
             gl.thread_barrier()
-            _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, 2 * j + 3 - W, 1 - W, 1)
+            _fill(kvn_s, kvp_s, ready, kv_ptr, idx_ptr, valid_ptr, n, K, R, 2 * j + 3 - W, B=1 - W, LATE=True)
 
     # the row sums: each warpgroup holds the sum over its own tiles
     sums_s.index(W).store(total)
@@ -259,14 +260,14 @@ def _forward_kernel(
     with REGS registers a thread."""
     n = gl.program_id(0).to(gl.int64)
     h0 = gl.program_id(1) * BH
+    gl.static_assert(P == BK and BH == BK, "a tile's rope columns hold its [BH, BK] probabilities")
     shared: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     qn_s = gl.allocate_shared_memory(gl.bfloat16, [1, BH, r], shared)
     qp_s = gl.allocate_shared_memory(gl.bfloat16, [1, BH, P], shared)
-    heads = h0 + gl.arange(0, BH, layout=gl.SliceLayout(1, ld))
+    heads = h0 + gl.arange(0, BH, layout=gl.SliceLayout(1, COPY_LAYOUT))
     starts = n * stride_qn + heads.to(gl.int64) * stride_qh
-    _copy_block(qn_s.index(0), q_ptr, starts, heads >= 0, ld, 128)
-    _copy_block(qp_s.index(0), q_ptr + r, starts, heads >= 0, ld, 128)
+    _copy_block(qn_s.index(0), q_ptr, starts, None)
+    _copy_block(qp_s.index(0), q_ptr + r, starts, None)
     async_copy.commit_group()
     kvn_s = gl.allocate_shared_memory(gl.bfloat16, [2, BK, r], shared)
     kvp_s = gl.allocate_shared_memory(gl.bfloat16, [2, BK, P], shared)
