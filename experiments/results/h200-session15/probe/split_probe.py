@@ -61,7 +61,7 @@ def main() -> None:
     t = ms(lambda: hopper_forward(q, kv, idx, valid, 0.06, 512))
     print(f"current kernel       {t:8.2f} ms {flops / t / 1e9:6.0f} TFLOP/s", flush=True)
     for regs in (248, 240):
-        t = ms(lambda: hopper_split_forward(q, kv, idx, valid, 0.06, 512, regs=regs))
+        t = ms(lambda regs=regs: hopper_split_forward(q, kv, idx, valid, 0.06, 512, regs=regs))
         print(f"split, {regs} registers   {t:8.2f} ms {flops / t / 1e9:6.0f} TFLOP/s", flush=True)
 
 
