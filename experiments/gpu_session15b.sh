@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Session 15, second call, on an nvidia-h200 machine from the repo root; results in $OUT/r.tgz
 # (a watchdog packs them at 200 s):  bash experiments/gpu_session15b.sh
-# Issue 16: a sparse-forward probe, PROBE=sparse_fwd_probe.py (where the time goes) or split_probe.py
-# (the warp-specialised kernel against the current one).
+# Issue 16: one probe of experiments/results/h200-session15/probe/, PROBE=sparse_fwd_probe.py (where
+# the sparse forward's time goes), split_probe.py (the warp-specialised kernel against the old one) or
+# scores_rows_probe.py (8 queries a scoring program).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 R=/tmp/results; rm -rf $R; mkdir -p $R
