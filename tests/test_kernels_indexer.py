@@ -102,6 +102,25 @@ def test_index_topk_matches_twin(B, S, T, topk, buffer_bytes):
     assert torch.equal(got[0], again[0]) and torch.equal(got[1], again[1])
 
 
+def test_long_prefills_score_eight_queries_a_program(monkeypatch):
+    """Without tiles, index_topk scores a prefill of PREFILL_QUERIES queries or more with the
+    prefill tiles (8 queries a program), anything shorter with the defaults (4); both pick the
+    twin's keys."""
+    small = kernels.Tiles(rows=8, keys=16, tiles=2, picks=16, select=8)
+    monkeypatch.setattr(kernels, "PREFILL_QUERIES", 12)
+    monkeypatch.setattr(kernels, "PREFILL_TOPK_TILES", {False: small, True: small})
+    launch, rows = kernels._launch_scores, []
+    monkeypatch.setattr(
+        kernels, "_launch_scores", lambda *a, **kw: rows.append(a[6].rows) or launch(*a, **kw)
+    )
+    for S, want in ((20, 8), (10, 4)):
+        q, w, k = inputs(2, S, 40, seed=4)
+        rows.clear()
+        got = kernels.index_topk(q, w, k, topk=8)
+        assert rows and set(rows) == {want}, (S, rows)
+        same_picks(got, ref.index_topk(q, w, k, topk=8))
+
+
 @pytest.mark.parametrize("T", [6, 29])
 def test_index_topk_torch_select_picks_the_same_sets(T):
     """Chunks selected by torch.topk (the model's choice) = the twin's sets, valid mask exact."""
@@ -487,6 +506,39 @@ for kind in ("fp8e4nv", "bf16"):
     sass = resources(kernel).sass
     print(kind, len(re.findall(r"F2FP\\.RELU", sass)), len(re.findall(r"\\bFMNMX\\b", sass)))
 """
+
+
+COMPILE_PREFILL_SCORES = """
+from glmlab.kernels import indexer as m
+from glmlab.kernels.hopper import compile_for_hopper, resources
+
+for fp8, t in m.PREFILL_TOPK_TILES.items():
+    kind = "fp8e4nv" if fp8 else "bf16"
+    pointers = dict(q=kind, w="fp32", k=kind, ks="fp32", out="fp32")
+    signature = {f"{name}_ptr": f"*{dtype}" for name, dtype in pointers.items()}
+    ints = ["stride_qb", "stride_wb", "stride_kb", "stride_ksb", "S", "T", "n_cols", "stride_ob", "stride_os"]
+    signature |= dict.fromkeys(ints, "i32")
+    constants = dict(H=32, D=128, HP=32, BLOCK_D=128, BLOCK_S=t.rows, BLOCK_T=t.keys, TILES=t.tiles,
+                     FILL_MASKED=False, PRECISION="tf32", BLOCK_SP=16, FP8=fp8, PACKED_RELU=True)
+    kernel = compile_for_hopper(m._scores_fwd_kernel, signature, constants, num_warps=t.warps,
+                                num_stages=t.stages, divisible=[*signature][:5] + ints[:4] + ints[-2:])
+    res = resources(kernel)
+    print(kind, res.spill_stores, res.shared)
+"""
+
+
+def test_prefill_scoring_tiles_fit_two_programs_an_sm():
+    """The prefill's scoring tiles (8 queries a program) compile for an H200 on the CPU without
+    spilling, two programs to an SM's 232,448 bytes of shared memory."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    lines = subprocess.run(
+        [sys.executable, "-c", COMPILE_PREFILL_SCORES], env=env, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert len(list(filter(None, lines))) == 2, lines
+    for line in filter(None, lines):
+        kind, spills, shared = line.split()
+        assert int(spills) == 0 and 2 * int(shared) <= 232448, line
 
 
 def test_scores_pack_the_relu_into_the_bf16_rounding():

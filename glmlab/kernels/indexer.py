@@ -64,6 +64,12 @@ class Tiles:
     select_warps: int = 0
 
 
+# index_topk's scoring of long prefills (4,096 queries and more): 8 queries a program read each key
+# tile from L2 half as often as 4. At 128K keys, bf16 scoring 123 against 133 ms a layer, fp8 71
+# against 75, the same picks (experiments/results/h200-session15/, probe/scores_rows_probe.py).
+PREFILL_TOPK_TILES = {False: Tiles(rows=8, stages=2, tiles=16), True: Tiles(rows=8, stages=3)}
+PREFILL_QUERIES = 4096
+
 # e4m3's largest finite value: quantize_rows maps each row's largest |x| to it.
 FP8_MAX = 448.0
 
@@ -1016,7 +1022,8 @@ def index_topk(
     slots invalid (their indices are in range but meaningless). No gradient.
 
     `fp8=True` scores in fp8 (e4m3) as `index_scores(..., fp8=True)` does, and selects from those
-    scores (so the picks may differ from bf16's where scores are close).
+    scores (so the picks may differ from bf16's where scores are close). Without `tiles`, a prefill
+    of PREFILL_QUERIES queries or more scores with PREFILL_TOPK_TILES, anything shorter with Tiles().
 
     Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S'*(4*T' + 8*CAP))
     rounded up to one row of B*(4*T' + 8*CAP) bytes, S' the rows scored (those seeing more than K
@@ -1030,6 +1037,8 @@ def index_topk(
     q, w, k = _inputs(q.detach(), w.detach(), k.detach())
     if select not in ("radix", "torch"):
         raise GlmlabError(f"select {select!r}: pass radix or torch")
+    if tiles is None and q.shape[1] >= PREFILL_QUERIES:
+        tiles = PREFILL_TOPK_TILES[fp8]
     q, w, k, k_scale = _fp8_inputs(q, w, k) if fp8 else (q, w, k, None)
     return torch.ops.glmlab.index_topk(
         q, w, k, k_scale, topk, buffer_bytes, list(_astuple(tiles)), select == "torch"
