@@ -233,6 +233,7 @@ def _warpgroup(
         gl.store(lse_ptr + n * H + hs, m + gl.log2(total))
 
 
+# Gluon passes a partition only IR values: W, a constexpr, reaches `_warpgroup` through these two.
 @gluon.jit
 def _first_warpgroup(
     qn_s, qp_s, kvn_s, kvp_s, maxes_s, sums_s, ready, handoff, sums_bar, kv_ptr, idx_ptr, valid_ptr,

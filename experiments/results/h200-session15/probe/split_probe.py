@@ -12,22 +12,9 @@ commits this probe no longer runs as it is; its logs are in ../call3 to ../call5
 """
 
 import torch
+from sparse_fwd_probe import ms  # this folder's other probe (the script's folder is on sys.path)
 
 from glmlab.kernels.sparse_mla_hopper import hopper_forward, hopper_split_forward
-
-
-def ms(fn, reps: int = 10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[reps // 2]
 
 
 def check() -> None:
