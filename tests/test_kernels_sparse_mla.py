@@ -354,6 +354,23 @@ def test_hopper_forward_applies_only_where_it_can():
 
 
 @pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs only on a Hopper GPU")
+def test_a_misaligned_kv_takes_the_triton_kernel():
+    """kv starting 8 bytes past a 16-byte boundary (a view into a larger buffer): the Gluon kernel,
+    whose copies need 16-byte alignment, is not tried; the Triton kernel's result equals the twin's."""
+    N, H, K, M = 8, 64, 128, 300
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16)
+    base = torch.randn(M * 576 + 4, generator=g).to(DEVICE, torch.bfloat16)
+    kv = base[4:].view(M, 576)
+    assert kv.data_ptr() % 16 == 8
+    idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
+    valid = torch.ones(N, K, dtype=torch.bool, device=DEVICE)
+    out, _ = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, mass=False)
+    ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
+    close(out, ref_out, 2e-2)
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs only on a Hopper GPU")
 def test_sparse_mla_with_a_heads_first_q_trains_through_the_gluon_forward():
     """`sparse_mla` on a heads-first q (a [N,H,R] view of an [H,N,R] buffer) that takes a gradient,
     without the key mass: the Gluon forward reads it as it is, the Triton backward a contiguous

@@ -356,6 +356,7 @@ def _forward(
         hopper
         and K
         and kv.dtype == q.dtype
+        and kv.data_ptr() % 16 == 0  # the Gluon kernel gathers kv's rows by 16-byte copies
         and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs)
     ):
         out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
