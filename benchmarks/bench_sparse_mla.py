@@ -141,7 +141,7 @@ def bench(N: int, fwd_tiles: Tiles, bwd_tiles: BackwardTiles, *, baselines: bool
     no_grad = (q.detach(), kv.detach(), idx, valid)
     tiles = dict(scale=SCALE, r=r, forward_tiles=fwd_tiles, backward_tiles=bwd_tiles)
     row("forward, no mass", partial(sparse_mla, *no_grad, mass=False, hopper=False, **tiles), fwd, N)
-    if kernels.hopper_forward_applies(q, r, mass=False, keep_probs=False):
+    if kernels.hopper_forward_applies(q, kv, r, mass=False, keep_probs=False):
         row("forward, no mass, Gluon", partial(sparse_mla, *no_grad, mass=False, **tiles), fwd, N)
     if forward_only:
         return

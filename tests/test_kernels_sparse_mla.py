@@ -323,7 +323,7 @@ def test_hopper_forward_matches_triton_and_twin(H, K, heads_first):
     valid = (torch.rand(N, K, generator=g) < 0.8).to(DEVICE)
     valid[:, 0], valid[1] = True, False
     valid[1, K // 2] = True
-    assert kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=False)
+    assert kernels.hopper_forward_applies(q, kv, 512, mass=False, keep_probs=False)
     args = (kv, idx, valid, 576**-0.5, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12])
     out, lse, *_ = kernels._forward(q, *args, True)
     triton_out, triton_lse, *_ = kernels._forward(q.contiguous(), *args, False)  # it reads [N,H,R] rows
@@ -335,22 +335,28 @@ def test_hopper_forward_matches_triton_and_twin(H, K, heads_first):
 
 def test_hopper_forward_applies_only_where_it_can():
     """The Gluon forward takes bf16 prefill calls at its shapes on a Hopper GPU, nothing else."""
-    q = torch.zeros(4, 64, 576, dtype=torch.bfloat16)
-    assert not kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=False)  # a CPU tensor
+    q, kv = torch.zeros(4, 64, 576, dtype=torch.bfloat16), torch.zeros(10, 576, dtype=torch.bfloat16)
+
+    def applies(q: torch.Tensor, kv: torch.Tensor = kv, **flags: bool) -> bool:
+        return kernels.hopper_forward_applies(q, kv, 512, **({"mass": False, "keep_probs": False} | flags))
+
+    assert not applies(q)  # CPU tensors
     if HOPPER:
-        q = q.cuda()
-        assert kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=False)
-        assert not kernels.hopper_forward_applies(q, 512, mass=True, keep_probs=False)
-        assert not kernels.hopper_forward_applies(q, 512, mass=False, keep_probs=True)
-        assert not kernels.hopper_forward_applies(q.float(), 512, mass=False, keep_probs=False)
-        assert not kernels.hopper_forward_applies(q[:, :48], 512, mass=False, keep_probs=False)
-        assert not kernels.hopper_forward_applies(q[:, :, :560], 512, mass=False, keep_probs=False)
+        q, kv = q.cuda(), kv.cuda()
+        assert applies(q, kv)
+        assert not applies(q, kv, mass=True)
+        assert not applies(q, kv, keep_probs=True)
+        assert not applies(q.float(), kv.float())
+        assert not applies(q, kv.float())
+        assert not applies(q[:, :48], kv)
+        assert not applies(q[:, :, :560], kv[:, :560])
         wide_rope = torch.zeros(4, 64, 640, dtype=torch.bfloat16, device="cuda")  # beyond shared memory
-        assert not kernels.hopper_forward_applies(wide_rope, 512, mass=False, keep_probs=False)
+        assert not applies(wide_rope, kv)
         narrow_rope = torch.zeros(4, 64, 544, dtype=torch.bfloat16, device="cuda")  # its probabilities' room
-        assert not kernels.hopper_forward_applies(narrow_rope, 512, mass=False, keep_probs=False)
+        assert not applies(narrow_rope, kv)
         odd_stride = torch.zeros(4, 64, 584, dtype=torch.bfloat16, device="cuda")[..., :576]  # 16-byte copies
-        assert not kernels.hopper_forward_applies(odd_stride, 512, mass=False, keep_probs=False)
+        assert not applies(odd_stride, kv)
+        assert not applies(q, kv.view(-1)[4:-572].view(9, 576))  # kv 8 bytes past a 16-byte boundary
 
 
 @pytest.mark.skipif(not HOPPER, reason="the Gluon forward runs only on a Hopper GPU")

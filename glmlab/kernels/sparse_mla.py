@@ -53,7 +53,9 @@ try:  # Gluon comes with Triton 3.4 and later; with an older Triton every call t
     from glmlab.kernels.sparse_mla_hopper import hopper_forward, hopper_forward_applies
 except ImportError:
 
-    def hopper_forward_applies(q: torch.Tensor, r: int, *, mass: bool, keep_probs: bool) -> bool:
+    def hopper_forward_applies(
+        q: torch.Tensor, kv: torch.Tensor, r: int, *, mass: bool, keep_probs: bool
+    ) -> bool:
         return False
 
 
@@ -352,13 +354,7 @@ def _forward(
     `mass`), P [N,H,K] in q's dtype (or [0,H,K] without `keep_probs`). `tiles` is the forward's
     Tiles followed by the backward's three; `hopper`: the Gluon kernel where it applies."""
     (N, H, R), K = q.shape, idx.shape[1]
-    if (
-        hopper
-        and K
-        and kv.dtype == q.dtype
-        and kv.data_ptr() % 16 == 0  # the Gluon kernel gathers kv's rows by 16-byte copies
-        and hopper_forward_applies(q, r, mass=mass, keep_probs=keep_probs)
-    ):
+    if hopper and K and hopper_forward_applies(q, kv, r, mass=mass, keep_probs=keep_probs):
         out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
         return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
     q = q.contiguous()  # the Gluon kernel reads q's strides; the Triton kernels want [N,H,R] rows

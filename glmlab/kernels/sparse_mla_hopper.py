@@ -41,15 +41,18 @@ REGISTERS = 248  # a thread of the second warpgroup (the first is raised to 256)
 COPY_LAYOUT = gl.constexpr(gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0]))
 
 
-def hopper_forward_applies(q: torch.Tensor, r: int, *, mass: bool, keep_probs: bool) -> bool:
-    """Whether `hopper_forward` takes this call: a Hopper GPU (compute capability 9), bf16 with a
-    unit stride on R and 16-element strides and alignment otherwise (q arrives by 16-byte
-    asynchronous copies), whole 64-head blocks, 512 value columns and GLM-5's rope width, 64 (the
-    queries and two key tiles take 221,184 of a block's 232,448 bytes of shared memory; the kernel
-    allocates 222,508 in all)."""
-    if q.device.type != "cuda" or mass or keep_probs or q.dtype != torch.bfloat16 or q.stride(2) != 1:
+def hopper_forward_applies(
+    q: torch.Tensor, kv: torch.Tensor, r: int, *, mass: bool, keep_probs: bool
+) -> bool:
+    """Whether `hopper_forward` takes this call: a Hopper GPU (compute capability 9), q and kv in
+    bf16, q with a unit stride on R and 16-element strides and alignment otherwise, kv's rows 16-byte
+    aligned (both arrive by 16-byte asynchronous copies), whole 64-head blocks, 512 value columns and
+    GLM-5's rope width, 64 (the queries and two key tiles take 221,184 of a block's 232,448 bytes of
+    shared memory; the kernel allocates 222,508 in all)."""
+    if q.device.type != "cuda" or mass or keep_probs or q.dtype != torch.bfloat16 or kv.dtype != q.dtype:
         return False
-    aligned = q.stride(0) % 16 == 0 and q.stride(1) % 16 == 0 and q.data_ptr() % 16 == 0
+    aligned = q.stride(2) == 1 and q.stride(0) % 16 == 0 and q.stride(1) % 16 == 0
+    aligned = aligned and q.data_ptr() % 16 == 0 and kv.data_ptr() % 16 == 0
     shape_ok = q.shape[1] % BLOCK_H == 0 and r == 512 and q.shape[2] - r == BLOCK_K
     return aligned and shape_ok and torch.cuda.get_device_capability(q.device)[0] == 9
 
