@@ -91,7 +91,7 @@ def train_step(attend, *args):
 def backward_only(q, kv, idx, valid, fwd_tiles: Tiles, bwd_tiles: BackwardTiles):
     """The backward op alone on one saved forward (d_out all ones)."""
     tiles = [*fwd_tiles, *(x for t in bwd_tiles for x in t)]
-    out, lse, _, kept = kernels._forward(q, kv, idx, valid, SCALE, r, False, False, tiles, False)
+    out, lse, _, kept = kernels._forward(q, kv, idx, valid, SCALE, r, False, False, tiles, False, False)
     d_out = torch.ones_like(out)
     return partial(kernels._backward, q, kv, idx, valid, out, lse, kept, d_out, SCALE, r, [*tiles[4:]])
 

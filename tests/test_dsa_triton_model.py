@@ -70,24 +70,33 @@ def test_triton_decoding_over_a_cache_equals_the_full_forward(tiny):
     assert (torch.cat(parts, dim=1) - full).abs().max().item() < 1e-4
 
 
-def test_fixed_shape_decoding_step_scores_with_the_kernel(tiny, monkeypatch):
-    """`glmlab generate`'s fixed-shape step (what CUDA graphs replay) scores the indexer with the
-    fused kernel under dsa_impl=triton, over every cache slot, each row masked at its own positions:
-    the scores the top-k reads equal the torch path's. The logits are compared on the CPU only: keys
-    whose ReLU'd dots all vanish score exactly zero, signed either way, and torch.topk on CUDA orders
-    -0.0 below +0.0, so it may break those ties differently (the 2026-11-30 H200 run failed a logits
-    comparison here, probably for that reason). On CUDA the step also replays from a CUDA graph,
-    under bf16 autocast as `glmlab generate` runs it (fp32 experts take the looped path, which reads
-    its split sizes on the host and cannot be captured), against the same step run eagerly."""
+def test_fixed_shape_decoding_step_selects_with_the_kernel(tiny, monkeypatch):
+    """`glmlab generate`'s fixed-shape step (what CUDA graphs replay) scores and selects with the
+    fused top-k under dsa_impl=triton, over every cache slot, each row seeing the slots up to its
+    own position (`last`): its valid picks score (by the torch path's scores) what the torch path's
+    top-k scores, row by row, and none lies past the row's position. The logits are compared on the
+    CPU only: keys whose ReLU'd dots all vanish score exactly zero, signed either way, and torch.topk
+    on CUDA orders -0.0 below +0.0, so it may break those ties differently (the 2026-11-30 H200 run
+    failed a logits comparison here, probably for that reason). On CUDA the step also replays from a
+    CUDA graph, under bf16 autocast as `glmlab generate` runs it (fp32 experts take the looped path,
+    which reads its split sizes on the host and cannot be captured), against the same step run
+    eagerly."""
     from glmlab.generate import step
     from glmlab.kernels import indexer
 
-    calls, scored = [], []
-    kernel, select = indexer.index_scores, step.select_topk
-    monkeypatch.setattr(indexer, "index_scores", lambda *a, **k: calls.append(1) or kernel(*a, **k))
-    monkeypatch.setattr(
-        step, "select_topk", lambda index, k: scored.append(index.clone()) or select(index, k)
-    )
+    picked, scored = [], []
+    kernel, select = indexer.index_topk, step.select_topk
+
+    def index_topk(*args, **kwargs):
+        picked.append((kwargs["last"], kernel(*args, **kwargs)))
+        return picked[-1][1]
+
+    def select_topk(index, k):
+        scored.append((index.clone(), select(index, k)))
+        return scored[-1][1]
+
+    monkeypatch.setattr(indexer, "index_topk", index_topk)
+    monkeypatch.setattr(step, "select_topk", select_topk)
     gather, triton = _pair(tiny)
     ids = _ids(SEQ)
     pos = torch.arange(SEQ, device=DEVICE)[None] + torch.tensor([[0], [3]], device=DEVICE)  # row 1 runs ahead
@@ -96,12 +105,14 @@ def test_fixed_shape_decoding_step_scores_with_the_kernel(tiny, monkeypatch):
         for model in (gather.eval(), triton.eval()):
             caches = model.new_cache(2, SEQ + 5).layers  # 5 slots past the rows' ends
             logits.append(step.model_step(model, ids, pos, caches, SEQ + 5)[0])
-    assert len(calls) == 2 and len(scored) == 4  # the Triton model's two layers; two layers each
-    for torch_scores, kernel_scores in zip(scored[:2], scored[2:], strict=True):
-        assert torch.equal(torch_scores.isinf(), kernel_scores.isinf())  # the same slots masked
-        visible = torch_scores.isfinite()
-        assert visible.sum() > 0
-        torch.testing.assert_close(kernel_scores[visible], torch_scores[visible], atol=1e-5, rtol=1e-5)
+    assert len(picked) == 2 and len(scored) == 2  # each model's two layers
+    for (last, (idx, valid)), (scores, torch_topk) in zip(picked, scored, strict=True):
+        assert torch.equal(last, pos) and valid.sum() > 0
+        assert bool((idx[valid] <= pos[..., None].expand_as(idx)[valid]).all())
+        for b, s in ((b, s) for b in range(2) for s in range(SEQ)):
+            mine = scores[b, s][idx[b, s][valid[b, s]]].sort().values
+            theirs = scores[b, s][torch_topk.indices[b, s][torch_topk.valid[b, s]]].sort().values
+            torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
     if DEVICE == "cpu":
         assert (logits[0] - logits[1]).abs().max().item() < 1e-4
     else:

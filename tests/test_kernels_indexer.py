@@ -102,6 +102,22 @@ def test_index_topk_matches_twin(B, S, T, topk, buffer_bytes):
     assert torch.equal(got[0], again[0]) and torch.equal(got[1], again[1])
 
 
+@pytest.mark.parametrize(("T", "select"), [(30, "radix"), (75, "radix"), (75, "torch")])
+def test_index_topk_hides_keys_past_last(T, select):
+    """A decoding step over a fixed-size cache: row 0 sees its first 5 keys only (fewer than K: the
+    rest of its picks invalid), row 1 all but the last 10, row 2 every key; the twin picks the same
+    valid sets (torch.topk may place the invalid picks anywhere)."""
+    q, w, k = inputs(3, 1, T, seed=6)
+    last = torch.tensor([[4], [T - 11], [T - 1]], device=DEVICE)
+    idx, valid = kernels.index_topk(q, w, k, topk=8, tiles=TILES, select=select, last=last)
+    ref_idx, ref_valid = ref.index_topk(q, w, k, topk=8, last=last)
+    for row in range(3):
+        assert set(idx[row][valid[row]].tolist()) == set(ref_idx[row][ref_valid[row]].tolist())
+    assert valid[0].sum() == 5 and valid[1:].all() and bool((idx[1] <= T - 11).all())
+    with pytest.raises(GlmlabError, match="pass last"):
+        kernels.index_topk(q, w, k, topk=8, last=last[:, 0])
+
+
 def test_long_prefills_score_eight_queries_a_program(monkeypatch):
     """Without tiles, index_topk scores a prefill of PREFILL_QUERIES queries or more with the
     prefill tiles (8 queries a program), anything shorter with the defaults (4); both pick the

@@ -80,6 +80,40 @@ def test_matches_twin(dtype, N, H, K, M, batch_rows):
         close(got, want, tol)
 
 
+@pytest.mark.parametrize("dtype,H,K", [(torch.float32, 4, 37), (torch.bfloat16, 18, 40)])
+def test_split_forward_matches_twin(monkeypatch, dtype, H, K):
+    """Few queries (decoding) split their keys between programs: with 12 multiprocessors, 3 queries
+    of one head block take 3 splits of 16 keys (the last partial), of two head blocks 2 of 32. Row 1
+    has one valid key and row 2 only its last, so some splits have none. Out, the log-sum-exp (as
+    the unsplit kernel's) and the gradients through it equal the twin's."""
+    monkeypatch.setattr(kernels, "multiprocessors", lambda device: 12)
+    calls = []
+    split_forward = kernels._split_forward
+    monkeypatch.setattr(kernels, "_split_forward", lambda *a: calls.append(a[-1]) or split_forward(*a))
+    q, kv, idx, valid = inputs(3, H, K, 30, dtype, seed=8)
+    out, mass = sparse_mla(q, kv, idx, valid, scale=0.2, r=32, mass=False, **TINY)
+    assert calls == [16 if H == 4 else 32] and mass is None
+    ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=0.2, r=32)
+    tol = TOLERANCE[dtype]
+    close(out, ref_out, tol)
+    for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
+        close(got, want, tol)
+    tiles = [*TINY["forward_tiles"], *[16] * 12]
+    args = (q.detach(), kv.detach(), idx, valid, 0.2, 32, False, False, tiles, False)
+    whole = kernels._forward(*args, False)
+    torch.testing.assert_close(kernels._forward(*args, True)[1], whole[1], rtol=1e-4, atol=1e-4)
+
+
+def test_split_keys_fill_the_multiprocessors():
+    """On an H200 (132 multiprocessors) at GLM-5's decoding shape: one query takes 32 programs of
+    one 64-key tile, 8 queries 16 of two; a prefill's queries fill the GPU and are not split."""
+    tiles = kernels.FORWARD_TILES
+    assert kernels.split_keys(1, 64, 2048, tiles, 132) == 64
+    assert kernels.split_keys(8, 64, 2048, tiles, 132) == 128
+    assert kernels.split_keys(67, 64, 2048, tiles, 132) == 2048
+    assert kernels.split_keys(1, 64, 40, tiles, 132) == 40  # one key tile: nothing to split
+
+
 @pytest.mark.parametrize("dtype,H", [(torch.float32, 4), (torch.float32, 18), (torch.bfloat16, 4)])
 def test_backward_in_chunks(monkeypatch, dtype, H):
     """The backward's P and dS buffer holds 2 queries, so 5 queries take three chunks (the last
@@ -113,7 +147,7 @@ def test_kept_probabilities(monkeypatch, dtype, H, mass):
         close(got, want, tol)
     tiles = [*TINY["forward_tiles"], *(x for t in TINY["backward_tiles"] for x in t)]
     args = (q.detach(), kv.detach(), idx, valid, 0.2, 32)
-    kept = kernels._forward(*args, mass, True, tiles, False)[3]
+    kept = kernels._forward(*args, mass, True, tiles, False, False)[3]
     scores = torch.einsum("nhr,nkr->nhk", q.detach().float(), kv.detach().float()[idx]) * 0.2
     probs = scores.masked_fill(~valid[:, None], float("-inf")).softmax(-1)
     assert kept.shape == probs.shape and kept.dtype == dtype
@@ -325,8 +359,8 @@ def test_hopper_forward_matches_triton_and_twin(H, K, heads_first):
     valid[1, K // 2] = True
     assert kernels.hopper_forward_applies(q, kv, 512, mass=False, keep_probs=False)
     args = (kv, idx, valid, 576**-0.5, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12])
-    out, lse, *_ = kernels._forward(q, *args, True)
-    triton_out, triton_lse, *_ = kernels._forward(q.contiguous(), *args, False)  # it reads [N,H,R] rows
+    out, lse, *_ = kernels._forward(q, *args, True, False)
+    triton_out, triton_lse, *_ = kernels._forward(q.contiguous(), *args, False, False)  # [N,H,R] rows
     ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
     close(out, ref_out, 2e-2)
     close(out, triton_out, 2e-2)
@@ -371,7 +405,7 @@ def test_a_misaligned_kv_takes_the_triton_kernel():
     assert kv.data_ptr() % 16 == 8
     idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
     valid = torch.ones(N, K, dtype=torch.bool, device=DEVICE)
-    out, _ = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, mass=False)
+    out, _ = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, mass=False, split=False)
     ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
     close(out, ref_out, 2e-2)
 
@@ -389,12 +423,34 @@ def test_sparse_mla_with_a_heads_first_q_trains_through_the_gluon_forward():
     valid = (torch.rand(N, K, generator=g) < 0.8).to(DEVICE)
     valid[:, 0] = True
     q = base.transpose(0, 1).requires_grad_()
-    out, mass = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, mass=False)
+    out, mass = sparse_mla(q, kv, idx, valid, scale=576**-0.5, r=512, mass=False, split=False)
     ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
     assert mass is None
     close(out, ref_out, 2e-2)
     for got, want in zip(grads(out, q, kv), grads(ref_out, q, kv), strict=True):
         close(got, want, 2e-2)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="GLM-5's decoding shape on a GPU")
+@pytest.mark.parametrize("N", [1, 8])
+def test_split_forward_at_glm5_decoding_shape(N):
+    """Decoding rows at GLM-5's shape (64 heads, K = 2048 of 576-wide latents) take the split
+    forward; out equals the twin's and the unsplit kernel's, the log-sum-exp the unsplit one's."""
+    H, K, M = 64, 2048, 5000
+    g = torch.Generator().manual_seed(9)
+    q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16)
+    kv = torch.randn(M, 576, generator=g).to(DEVICE, torch.bfloat16)
+    idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
+    valid = (torch.rand(N, K, generator=g) < 0.8).to(DEVICE)
+    valid[:, 0] = True
+    assert kernels.split_keys(N, H, K, kernels.FORWARD_TILES, kernels.multiprocessors(q.device)) < K
+    args = (q, kv, idx, valid, 576**-0.5, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12], True)
+    out, lse, *_ = kernels._forward(*args, True)
+    whole_out, whole_lse, *_ = kernels._forward(*args, False)
+    ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
+    close(out, ref_out, 2e-2)
+    close(out, whole_out, 2e-2)
+    torch.testing.assert_close(lse, whole_lse, rtol=1e-4, atol=1e-4)
 
 
 COMPILE_HOPPER_FORWARD = """

@@ -23,7 +23,7 @@ import torch
 from glmlab.model import CausalLM
 from glmlab.model.dsa import TopK, select_topk
 from glmlab.model.gqa import GroupedQueryAttention, KVCache
-from glmlab.model.mla import LatentCache, MultiHeadLatentAttention, Projections
+from glmlab.model.mla import LatentCache, MultiHeadLatentAttention, Projections, topk_select
 from glmlab.model.moe import MoE
 from glmlab.plan import indexer_kernel, resolve_dsa_impl, score_chunks
 
@@ -57,29 +57,31 @@ def attention_step(
     visible = torch.arange(C, device=xn.device)[None, None, :] <= pos[:, :, None]  # [B,S,C]
 
     dsa = cfg.use_dsa and (attn.indexer is not None or shared_topk is not None)
+    kernel = indexer_kernel(resolve_dsa_impl(cfg.dsa_impl, xn.device.type, C))  # as the model's cached calls
     topk = None
     if dsa and C > cfg.index_topk:  # masked slots score -inf: the top-k holds every visible key if few
         if attn.indexer is not None:
             per_row = (cos.view(B, S, 1, -1), sin.view(B, S, 1, -1))
             q_latent = p.q_latent.view(B, S, -1)
             keys = cache.index_keys[:, :C]
-            if indexer_kernel(resolve_dsa_impl(cfg.dsa_impl, xn.device.type, C)) == "triton":
-                # the fused kernel reads the keys in their dtype (torch's path makes fp32 copies of
-                # every key and of their [B,H,C] dots: at 128K slots and batch 8, 0.5 GB a layer),
-                # in fp8 when the prefill's top-k is (index_dtype), so both pick alike
-                from glmlab.kernels.indexer import index_scores
+            if kernel == "triton":
+                # scored and selected as the prefill's top-k is (in fp8 when index_dtype is, so both
+                # pick alike), each row seeing the slots up to its position; the fused kernel reads
+                # the keys in their dtype (torch's path makes fp32 copies of every key and of their
+                # [B,H,C] dots: at 128K slots and batch 8, 0.5 GB a layer)
+                from glmlab.kernels.indexer import index_topk
 
                 q, w = attn.indexer.queries(xn, q_latent, *per_row)
-                fp8 = cfg.index_dtype == "fp8"
-                index = index_scores(q, w, keys, fp8=fp8).masked_fill_(~visible, float("-inf"))
+                fp8, select = cfg.index_dtype == "fp8", topk_select(C)
+                topk = TopK(*index_topk(q, w, keys, topk=cfg.index_topk, select=select, fp8=fp8, last=pos))
             else:
                 chunks = tuple(score_chunks(S, C, attn.indexer.n_heads, xn.device.type))
                 index = attn.indexer.scores(xn, q_latent, *per_row, keys, visible, chunks=chunks)
-            topk = select_topk(index, cfg.index_topk)
+                topk = select_topk(index, cfg.index_topk)
         else:
             topk = shared_topk
     rows_view = Projections(p.q_latent, p.q_nope.view(B, S, H, -1), p.q_pe.view(B, S, H, -1), p.c_kv, p.k_pe)
-    o, _ = attn.attend_cached(rows_view, latents, topk, visible, kernel="torch")
+    o, _ = attn.attend_cached(rows_view, latents, topk, visible, kernel=kernel)
     return attn.o_proj(o.reshape(B, S, -1)), topk
 
 

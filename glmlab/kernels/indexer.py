@@ -849,6 +849,7 @@ def _topk_op(
     buffer_bytes: int,
     tiles: list[int],
     torch_select: bool,
+    last: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, S, _, _ = q.shape
     T, t = k.shape[1], _tiles(tiles)
@@ -862,7 +863,7 @@ def _topk_op(
     idx[:, :first] = slots
     valid[:, :first] = slots <= torch.arange(T - S, T - S + first, device=q.device)[:, None]
     if first == S:
-        return idx, valid.view(torch.bool)
+        return idx, _visible_picks(idx, valid, last)
     rows = topk_chunk_rows(B, S - first, T, K, buffer_bytes, radix=not torch_select, candidates=t.candidates)
     buffer = torch.empty(B * rows * _pad(T), device=q.device, dtype=torch.float32)
     for a in range(first, S, rows):
@@ -870,6 +871,9 @@ def _topk_op(
         end = T - S + b  # the chunk's keys: up to its last query, each row padded to 16 scores
         chunk = buffer[: B * (b - a) * _pad(end)].view(B, b - a, _pad(end))[:, :, :end]
         _launch_scores(q[:, a:b], w[:, a:b], k[:, :end], k_scale, chunk, end, t, fill=torch_select)
+        if last is not None:  # keys past a query's last visible one score -inf: picked only to fill K
+            keys = torch.arange(end, device=q.device)
+            chunk.masked_fill_(keys > last[:, a:b, None], float("-inf"))
         if torch_select:
             n = min(K, end)
             top = chunk.topk(n, dim=-1, sorted=False)
@@ -877,11 +881,17 @@ def _topk_op(
             idx[:, a:b, n:], valid[:, a:b, n:] = 0, 0
             continue
         _select_chunk(chunk, idx, valid, T - S + a, a, t)
-    return idx, valid.view(torch.bool)
+    return idx, _visible_picks(idx, valid, last)
+
+
+def _visible_picks(idx: torch.Tensor, valid: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
+    """valid int8 [B,S,K] as bool, without the picks past each query's `last` visible key."""
+    valid = valid.view(torch.bool)
+    return valid if last is None else valid & (idx <= last[..., None])
 
 
 @_topk_op.register_fake
-def _(q, w, k, k_scale, topk, buffer_bytes, tiles, torch_select):
+def _(q, w, k, k_scale, topk, buffer_bytes, tiles, torch_select, last):
     shape = (q.shape[0], q.shape[1], min(topk, k.shape[1]))
     return q.new_empty(shape, dtype=torch.int64), q.new_empty(shape, dtype=torch.bool)
 
@@ -1004,8 +1014,13 @@ def index_topk(
     tiles: Tiles | None = None,
     select: str = "radix",
     fp8: bool = False,
+    last: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The K = min(topk, T) best visible keys per query: indices int64 [B,S,K], valid bool [B,S,K].
+
+    Query s of S sees the keys up to position T - S + s, and with `last` (int [B,S], a decoding
+    step's positions over a fixed-size cache) only those up to last[b,s] as well: the keys past it
+    score -inf and any pick among them is invalid.
 
     `select="torch"` selects each scored chunk with `torch.topk` instead of the radix kernel
     (same sets; ties as torch.topk breaks them, so not necessarily the lower index).
@@ -1039,9 +1054,11 @@ def index_topk(
         raise GlmlabError(f"select {select!r}: pass radix or torch")
     if tiles is None and q.shape[1] >= PREFILL_QUERIES:
         tiles = PREFILL_TOPK_TILES[fp8]
+    if last is not None and last.shape != q.shape[:2]:
+        raise GlmlabError(f"last {tuple(last.shape)} for queries {tuple(q.shape[:2])}: pass last [B,S]")
     q, w, k, k_scale = _fp8_inputs(q, w, k) if fp8 else (q, w, k, None)
     return torch.ops.glmlab.index_topk(
-        q, w, k, k_scale, topk, buffer_bytes, list(_astuple(tiles)), select == "torch"
+        q, w, k, k_scale, topk, buffer_bytes, list(_astuple(tiles)), select == "torch", last
     )
 
 

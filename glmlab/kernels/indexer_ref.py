@@ -50,14 +50,17 @@ def index_scores_fp8(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor) -> torch
 
 
 def index_topk(
-    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, *, topk: int
+    q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, *, topk: int, last: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The K = min(topk, T) best visible keys of each query: indices [B,S,K] int64, valid [B,S,K] bool.
 
     Ties go to the lower key index (a stable sort); the valid picks come first, and rows that see
-    fewer than K keys mark the rest invalid.
+    fewer than K keys mark the rest invalid. `last` [B,S] hides the keys past last[b,s] as well.
     """
     scores = index_scores(q, w, k)
+    if last is not None:
+        hidden = torch.arange(k.shape[1], device=k.device) > last[..., None]
+        scores = scores.masked_fill(hidden, float("-inf"))
     K = min(topk, k.shape[1])
     order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :K]
     return order, torch.isfinite(scores.gather(-1, order))

@@ -152,6 +152,24 @@ def _masked(x, keep, K, fill: tl.constexpr):
 
 
 @triton.jit
+def _attend_tile(qn, qp, kvn, kvp, keep, m, total, acc, K, scale_log2, PRECISION: tl.constexpr):
+    """One gathered key tile into the online softmax of the heads [BH]: running maximum m (log2
+    units), sum `total` and output `acc` [BH,BLOCK_V]. Returns the new maximum, the one the tile's
+    probabilities p [BH,BK] are under (0 while no key is valid), p, total and acc."""
+    # the value columns' product accumulates onto the rope columns' (scaled once, in exp2); each
+    # product's result passes a `_masked`, so that both keep the warpgroup split
+    s = _masked(tl.dot(qp, tl.trans(kvp), input_precision=PRECISION), keep, K, float("-inf"))
+    s = _masked(tl.dot(qn, tl.trans(kvn), s, input_precision=PRECISION), keep, K, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, 1) * scale_log2)  # the scale is positive
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid key so far
+    p = tl.exp2(s * scale_log2 - m_use[:, None])
+    alpha = tl.exp2(m - m_use)
+    total = total * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
+    return m_new, m_use, p, total, acc
+
+
+@triton.jit
 def _forward_kernel(
     q_ptr, kv_ptr, idx_ptr, valid_ptr, out_ptr, lse_ptr, mass_ptr, probs_ptr, maxes_ptr, kept_ptr,
     N, H, K, R, r, scale_log2,
@@ -182,17 +200,8 @@ def _forward_kernel(
         for k0 in range(0, K, BLOCK_K):
             rows_next = _rows(idx_ptr, valid_ptr, n, K, k0 + BLOCK_K, BLOCK_K)
             kvn, kvp = _gather(kv_ptr, rows, R, r, offs_v, offs_p, col_v, col_p)
-            # the value columns' product accumulates onto the rope columns' (scaled once, in exp2);
-            # each product's result passes a `_masked`, so that both keep the warpgroup split
-            keep = rows >= 0
-            s = _masked(tl.dot(qp, tl.trans(kvp), input_precision=PRECISION), keep, K, float("-inf"))
-            s = _masked(tl.dot(qn, tl.trans(kvn), s, input_precision=PRECISION), keep, K, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, 1) * scale_log2)  # the scale is positive
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile with no valid key so far
-            p = tl.exp2(s * scale_log2 - m_use[:, None])
-            alpha = tl.exp2(m - m_use)
-            total = total * alpha + tl.sum(p, 1)
-            acc = tl.dot(p.to(kvn.dtype), kvn, acc * alpha[:, None], input_precision=PRECISION)
+            m_new, m_use, p, total, acc = _attend_tile(qn, qp, kvn, kvp, rows >= 0, m, total, acc, K,
+                                                       scale_log2, PRECISION)  # fmt: skip
             m = m_new
             if MASS or KEEP:
                 offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -228,6 +237,60 @@ def _forward_kernel(
                     else:
                         tl.atomic_add(mass_ptr + n * K + keys, mass, mask=keys < K)
             tl.debug_barrier()  # read before the next query overwrites the slot
+
+
+@triton.jit
+def _split_kernel(
+    q_ptr, kv_ptr, idx_ptr, valid_ptr, part_ptr, stats_ptr, H, K, R, r, scale_log2, KEYS,
+    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Program (query n, split j, head block): the online softmax over keys j*KEYS .. (j+1)*KEYS
+    (KEYS a multiple of BLOCK_K) of query n (a few queries over many keys: decoding), left
+    unnormalised in part [N,splits,H,r] (fp32) with its maximum and sum in stats [N,splits,2,H];
+    `_combine_kernel` joins the splits."""
+    n, j = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    heads = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_v, offs_p = tl.arange(0, BLOCK_V), tl.arange(0, BLOCK_P)
+    row_h, col_v, col_p = heads < H, offs_v < r, offs_p < R - r
+    qn, qp = _query(q_ptr, n, H, heads, R, r, offs_v, offs_p, row_h, col_v, col_p)
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_V], tl.float32)
+    end = tl.minimum(j * KEYS + KEYS, K)
+    for k0 in range(j * KEYS, end, BLOCK_K):
+        rows = _rows(idx_ptr, valid_ptr, n, K, k0, BLOCK_K)  # KEYS is a multiple of BLOCK_K
+        kvn, kvp = _gather(kv_ptr, rows, R, r, offs_v, offs_p, col_v, col_p)
+        keep = rows >= 0
+        m, _, _, total, acc = _attend_tile(qn, qp, kvn, kvp, keep, m, total, acc, K, scale_log2, PRECISION)
+    slot = n * tl.num_programs(1) + j
+    tl.store(part_ptr + (slot * H + heads[:, None]) * r + offs_v[None, :], acc,
+             mask=row_h[:, None] & col_v[None, :])  # fmt: skip
+    tl.store(stats_ptr + slot * 2 * H + heads, m, mask=row_h)
+    tl.store(stats_ptr + (slot * 2 + 1) * H + heads, total, mask=row_h)
+
+
+@triton.jit
+def _combine_kernel(
+    part_ptr, stats_ptr, out_ptr, lse_ptr, H, r, SPLITS, BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr
+):  # fmt: skip
+    """Program (query n, head h): its SPLITS partial softmaxes rescaled to their common maximum and
+    summed, out [N,H,r] in out's dtype and the log-sum-exp [N,H] (log2 units). A split without a
+    valid key has maximum -inf and weighs nothing."""
+    n, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    j = tl.arange(0, BLOCK_S)
+    offs_v = tl.arange(0, BLOCK_V)
+    slot = n * SPLITS + j
+    m = tl.load(stats_ptr + slot * 2 * H + h, mask=j < SPLITS, other=float("-inf"))
+    total = tl.load(stats_ptr + (slot * 2 + 1) * H + h, mask=j < SPLITS, other=0.0)
+    top = tl.max(m, 0)
+    weight = tl.exp2(m - top)  # 0 for the empty splits (every query has a valid key: top is finite)
+    total = tl.sum(total * weight, 0)
+    part = tl.load(part_ptr + (slot[:, None] * H + h) * r + offs_v[None, :],
+                   mask=(j < SPLITS)[:, None] & (offs_v < r)[None, :], other=0.0)  # fmt: skip
+    out = tl.sum(part * weight[:, None], 0) / total
+    tl.store(out_ptr + (n * H + h) * r + offs_v, out.to(out_ptr.dtype.element_ty), mask=offs_v < r)
+    tl.store(lse_ptr + n * H + h, top + tl.log2(total))
 
 
 @triton.jit
@@ -348,17 +411,23 @@ def _precision(dtype: torch.dtype) -> str:
 @torch.library.custom_op("glmlab::sparse_mla_fwd", mutates_args=())
 def _forward(
     q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int,
-    mass: bool, keep_probs: bool, tiles: list[int], hopper: bool,
+    mass: bool, keep_probs: bool, tiles: list[int], hopper: bool, split: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """out [N,H,r], log-sum-exp [N,H] (fp32, log2 units), key mass [N,K] (or [N,0] without
     `mass`), P [N,H,K] in q's dtype (or [0,H,K] without `keep_probs`). `tiles` is the forward's
-    Tiles followed by the backward's three; `hopper`: the Gluon kernel where it applies."""
+    Tiles followed by the backward's three; `hopper`: the Gluon kernel where it applies; `split`:
+    the keys of few queries split between programs (`_split_forward`) where that fills more
+    multiprocessors."""
     (N, H, R), K = q.shape, idx.shape[1]
+    fwd = Tiles(*tiles[:4])
+    keys = split_keys(N, H, K, fwd, multiprocessors(q.device)) if split and not (mass or keep_probs) else K
+    if keys < K:
+        out, lse = _split_forward(q.contiguous(), kv, idx, valid, scale, r, fwd, keys)
+        return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
     if hopper and K and hopper_forward_applies(q, kv, r, mass=mass, keep_probs=keep_probs):
         out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
         return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
     q = q.contiguous()  # the Gluon kernel reads q's strides; the Triton kernels want [N,H,R] rows
-    fwd = Tiles(*tiles[:4])
     block_h, sizes = _launch_shape(H, R, r, fwd)
     heads_blocks = triton.cdiv(H, block_h)
     out = q.new_empty(N, H, r)
@@ -383,8 +452,42 @@ def _forward(
     return out, lse, key_mass, kept
 
 
+def split_keys(N: int, H: int, K: int, tiles: Tiles, programs: int) -> int:
+    """Keys per program when the forward splits each query's K keys (a multiple of the key tile): as
+    few as fill `programs` with N queries' head blocks, K (no split) where they already do."""
+    head_blocks = triton.cdiv(H, min(tiles.block_h, max(16, triton.next_power_of_2(H))))
+    key_tiles = triton.cdiv(K, tiles.block_k)
+    splits = min(key_tiles, programs // (N * head_blocks))
+    return K if splits < 2 else triton.cdiv(key_tiles, splits) * tiles.block_k
+
+
+def _split_forward(
+    q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int,
+    tiles: Tiles, keys: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """out and log-sum-exp of few queries (decoding): each query's keys in runs of `keys`, one
+    program each (`_split_kernel`), their partial softmaxes joined by `_combine_kernel` (flash
+    decoding). Scratch: 4r + 8 bytes per (query, split, head)."""
+    (N, H, R), K = q.shape, idx.shape[1]
+    splits = triton.cdiv(K, keys)
+    block_h, sizes = _launch_shape(H, R, r, tiles)
+    part = torch.empty(N, splits, H, r, device=q.device, dtype=torch.float32)
+    stats = torch.empty(N, splits, 2, H, device=q.device, dtype=torch.float32)
+    _split_kernel[(N, splits, triton.cdiv(H, block_h))](
+        q, kv, idx, valid, part, stats, H, K, R, r, scale * LOG2E, keys, **sizes,
+        PRECISION=_precision(q.dtype), num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )  # fmt: skip
+    out = q.new_empty(N, H, r)
+    lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
+    _combine_kernel[(N, H)](
+        part, stats, out, lse, H, r, splits, BLOCK_S=max(2, triton.next_power_of_2(splits)),
+        BLOCK_V=sizes["BLOCK_V"], num_warps=4,
+    )  # fmt: skip
+    return out, lse
+
+
 @_forward.register_fake
-def _forward_fake(q, kv, idx, valid, scale, r, mass, keep_probs, tiles, hopper):
+def _forward_fake(q, kv, idx, valid, scale, r, mass, keep_probs, tiles, hopper, split):
     (N, H, _), K = q.shape, idx.shape[1]
     lse = q.new_empty(N, H, dtype=torch.float32)
     kept = q.new_empty(N if keep_probs else 0, H, K)
@@ -438,7 +541,7 @@ def _backward_fake(q, kv, idx, valid, out, lse, kept, d_out, scale, r, tiles):
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, kv, idx, valid, scale, r, _mass, _keep, tiles, _hopper = inputs
+    q, kv, idx, valid, scale, r, _mass, _keep, tiles, _hopper, _split = inputs
     out, lse, key_mass, kept = output
     ctx.mark_non_differentiable(lse, key_mass, kept)
     ctx.set_materialize_grads(False)  # else autograd fills zeros for those three: 17 GB of P at 64K
@@ -448,12 +551,12 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _differentiate(ctx, d_out, _d_lse, _d_mass, _d_kept):
     if d_out is None:  # only the side outputs reached a loss: they take no gradient
-        return (None,) * 10
+        return (None,) * 11
     q, kv, idx, valid, out, lse, kept = ctx.saved_tensors
     q = q.contiguous()  # the forward's input may be strided (the Gluon kernel reads it so)
     d_out = d_out.to(q.dtype).contiguous()  # under autocast the gradient may arrive in fp32
     dq, dkv = _backward(q, kv, idx, valid, out, lse, kept, d_out, ctx.scale, ctx.r, ctx.tiles)
-    return dq, dkv, None, None, None, None, None, None, None, None
+    return dq, dkv, None, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("glmlab::sparse_mla_fwd", _differentiate, setup_context=_setup_context)
@@ -501,6 +604,7 @@ def sparse_mla(
     forward_tiles: Tiles = FORWARD_TILES,
     backward_tiles: BackwardTiles = BACKWARD_TILES,
     hopper: bool = True,
+    split: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sparse attention over selected latent rows, differentiable in q and kv.
 
@@ -516,7 +620,10 @@ def sparse_mla(
     the same scratch, writes P [N,H,K] in q's dtype from its pass and keeps it for the backward,
     which then does not recompute it (pass it under a gradient only). `hopper` (default) runs the
     forward without mass or kept P through glmlab/kernels/sparse_mla_hopper.py on a Hopper GPU where
-    its shapes allow; False keeps the Triton kernel (the benchmark times both).
+    its shapes allow; False keeps the Triton kernel (the benchmark times both). `split` (default)
+    lets a forward without mass or kept P whose queries' head blocks fill fewer than half of the
+    multiprocessors (decoding) split each query's keys between programs and join their softmaxes
+    (`split_keys`, `_split_forward`), so that every multiprocessor reads rows.
 
     Kept for backward: q, kv, idx and valid (the caller's tensors), out (the returned tensor) and
     the log-sum-exp, that is 2R + 2r + 4 bytes per (query, head) in bf16 (2180 at R=576, r=512), of
@@ -536,6 +643,6 @@ def sparse_mla(
     kv = kv.to(q.dtype)
     out, _, key_mass, _ = _forward(
         q, kv.contiguous(), idx.contiguous(), valid.contiguous(), scale, r, mass, keep_probs,
-        [*forward_tiles, *(x for t in backward_tiles for x in t)], hopper,
+        [*forward_tiles, *(x for t in backward_tiles for x in t)], hopper, split,
     )  # fmt: skip
     return out, key_mass if mass else None

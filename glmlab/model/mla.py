@@ -39,6 +39,12 @@ RADIX_FROM_KEYS = 32768
 TOPK_SELECT: str | None = None
 TOPK_BUFFER_BYTES = 1 << 30
 
+
+def topk_select(keys: int) -> str:
+    """How the Triton path selects among `keys` keys (the rule above, read at each call)."""
+    return TOPK_SELECT or ("radix" if keys >= RADIX_FROM_KEYS else "torch")
+
+
 # The query and key/value latent norms use a fixed eps, not `rms_norm_eps`: so do DeepSeek's
 # reference code and transformers' glm_moe_dsa / deepseek_v3(2) (it matters when rms_norm_eps
 # is 1e-5, as in GLM-5).
@@ -232,7 +238,7 @@ class MultiHeadLatentAttention(nn.Module):
 
             if not plan.sparse:
                 return Selection(None, queries=(q, w, index_keys))
-            select = TOPK_SELECT or ("radix" if index_keys.shape[1] >= RADIX_FROM_KEYS else "torch")
+            select = topk_select(index_keys.shape[1])
             topk = TopK(*index_topk(q, w, index_keys, topk=self.cfg.index_topk, select=select,
                                     fp8=plan.index_fp8, buffer_bytes=TOPK_BUFFER_BYTES))  # fmt: skip
             picked = index_scores_at(q, w, index_keys, topk.indices) if plan.index_loss else None
