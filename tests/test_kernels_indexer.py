@@ -120,16 +120,17 @@ def test_index_topk_hides_keys_past_last(T, select):
 
 def test_long_prefills_score_eight_queries_a_program(monkeypatch):
     """Without tiles, index_topk scores a prefill of PREFILL_QUERIES queries or more with the
-    prefill tiles (8 queries a program), anything shorter with the defaults (4); both pick the
-    twin's keys."""
+    prefill tiles (8 queries a program), fewer queries than the defaults' 4 (decoding) with the
+    decoding tiles (1), anything else with the defaults; all pick the twin's keys."""
     small = kernels.Tiles(rows=8, keys=16, tiles=2, picks=16, select=8)
     monkeypatch.setattr(kernels, "PREFILL_QUERIES", 12)
     monkeypatch.setattr(kernels, "PREFILL_TOPK_TILES", {False: small, True: small})
+    monkeypatch.setattr(kernels, "DECODE_TOPK_TILES", kernels.Tiles(rows=1, keys=16, tiles=2, select=8))
     launch, rows = kernels._launch_scores, []
     monkeypatch.setattr(
         kernels, "_launch_scores", lambda *a, **kw: rows.append(a[6].rows) or launch(*a, **kw)
     )
-    for S, want in ((20, 8), (10, 4)):
+    for S, want in ((20, 8), (10, 4), (2, 1)):
         q, w, k = inputs(2, S, 40, seed=4)
         rows.clear()
         got = kernels.index_topk(q, w, k, topk=8)
@@ -278,8 +279,8 @@ def test_select_reads_candidate_runs_in_any_order():
     valid = torch.zeros(1, rows, K, dtype=torch.int8, device=DEVICE)
     lists = [x.to(DEVICE).flatten() for x in (cand, pos, counts, bases)]
     kernels._select_kernel[(rows,)](
-        scores, idx, valid, *lists, rows, n0 - 1, 0, rows, K, n_seg, *scores.stride()[:2],
-        BLOCK=seg, CAP=cap, SEG_P2=triton.next_power_of_2(n_seg),
+        scores, scores, idx, valid, *lists, rows, n0 - 1, 0, rows, K, n_seg, *scores.stride()[:2],
+        BLOCK=seg, CAP=cap, SEG_P2=triton.next_power_of_2(n_seg), LAST=False,
     )  # fmt: skip
     want_idx = torch.full_like(idx, -1)
     want_valid = torch.zeros_like(valid)

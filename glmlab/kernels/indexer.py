@@ -69,6 +69,11 @@ class Tiles:
 # against 75, the same picks (experiments/results/h200-session15/, probe/scores_rows_probe.py).
 PREFILL_TOPK_TILES = {False: Tiles(rows=8, stages=2, tiles=16), True: Tiles(rows=8, stages=3)}
 PREFILL_QUERIES = 4096
+# A decoding step's few queries (fewer than a default program holds): one query a program and 8 key
+# tiles each, 1,024 programs at 128K keys instead of 64 (Tiles()'s 4 rows and 32 tiles), so that every
+# multiprocessor reads keys: index_topk at 128K keys, batch 1, 40.5 against 54.7 us a layer
+# (experiments/results/h200-session16/, call 2, probe/decode_probe.py).
+DECODE_TOPK_TILES = Tiles(rows=1, tiles=8)
 
 # e4m3's largest finite value: quantize_rows maps each row's largest |x| to it.
 FP8_MAX = 448.0
@@ -440,24 +445,28 @@ def _digit_pass(
 
 
 @triton.jit
-def _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss):
-    """This program's chunk row: its scores and how many keys it sees."""
+def _row(scores_ptr, last_ptr, n_rows, first_pos, stride_sb, stride_ss, LAST: tl.constexpr):
+    """This program's chunk row: its scores and how many keys it sees (with LAST, none past the
+    row's last[b, r], last [B, n_rows])."""
     r = tl.program_id(0) % n_rows
     b = (tl.program_id(0) // n_rows).to(tl.int64)
-    return scores_ptr + b * stride_sb + r.to(tl.int64) * stride_ss, first_pos + r + 1
+    n = first_pos + r + 1
+    if LAST:
+        n = tl.minimum(n, tl.load(last_ptr + tl.program_id(0)).to(tl.int32) + 1)
+    return scores_ptr + b * stride_sb + r.to(tl.int64) * stride_ss, n
 
 
 @triton.jit
 def _cut_kernel(
-    scores_ptr, cut_ptr, total_ptr, n_rows, first_pos, K, stride_sb, stride_ss, CAP: tl.constexpr,
-    STRIDE: tl.constexpr, CANDIDATES: tl.constexpr, SAMPLE: tl.constexpr,
+    scores_ptr, last_ptr, cut_ptr, total_ptr, n_rows, first_pos, K, stride_sb, stride_ss, CAP: tl.constexpr,
+    STRIDE: tl.constexpr, CANDIDATES: tl.constexpr, SAMPLE: tl.constexpr, LAST: tl.constexpr,
 ):  # fmt: skip
     """A row longer than CAP: its threshold key, so that about CANDIDATES*K/2 of its keys are at or
     above it. From the row's sample (m <= SAMPLE scores in groups of 8 consecutive ones, one score in
     STRIDE or sparser on rows longer than SAMPLE*STRIDE), held in registers: the r-th largest,
     r = CANDIDATES*K*m/2n, to 16 bits (the cut is the lowest key of those 16 bits). Every row: its
     candidate total set to 0."""
-    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    row_ptr, n = _row(scores_ptr, last_ptr, n_rows, first_pos, stride_sb, stride_ss, LAST)
     tl.store(total_ptr + tl.program_id(0), 0)
     if n > CAP:
         every = tl.maximum(STRIDE, tl.cdiv(n, SAMPLE))
@@ -471,15 +480,15 @@ def _cut_kernel(
 
 @triton.jit
 def _collect_kernel(
-    scores_ptr, cut_ptr, total_ptr, count_ptr, base_ptr, cand_ptr, pos_ptr, n_rows, first_pos, n_seg,
-    stride_sb, stride_ss, SEG: tl.constexpr, CAP: tl.constexpr,
+    scores_ptr, last_ptr, cut_ptr, total_ptr, count_ptr, base_ptr, cand_ptr, pos_ptr, n_rows, first_pos,
+    n_seg, stride_sb, stride_ss, SEG: tl.constexpr, CAP: tl.constexpr, LAST: tl.constexpr,
 ):  # fmt: skip
     """One segment of SEG scores of a row longer than CAP (program axis 1), held in registers: its
     keys at or above the row's cut, counted, are copied (keys and positions, in key order) to a run of
     the row's candidate list that an atomic add on the row's total reserves; the run's length and
     start go to count and base [rows, n_seg]. Runs lie in the list in any order (the select reads them
     in segment order); slots past CAP are not written (the row then has more than CAP candidates)."""
-    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    row_ptr, n = _row(scores_ptr, last_ptr, n_rows, first_pos, stride_sb, stride_ss, LAST)
     lo = tl.program_id(1) * SEG
     count = tl.full((), 0, tl.int32)
     base = tl.full((), 0, tl.int32)
@@ -522,15 +531,16 @@ def _list_slots(count_ptr, base_ptr, n_seg, i, SEG_P2: tl.constexpr):
 
 @triton.jit
 def _select_kernel(
-    scores_ptr, idx_ptr, valid_ptr, cand_ptr, pos_ptr, count_ptr, base_ptr, n_rows, first_pos, row0, S,
-    K, n_seg, stride_sb, stride_ss, BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
+    scores_ptr, last_ptr, idx_ptr, valid_ptr, cand_ptr, pos_ptr, count_ptr, base_ptr, n_rows, first_pos,
+    row0, S, K, n_seg, stride_sb, stride_ss, BLOCK: tl.constexpr, CAP: tl.constexpr, SEG_P2: tl.constexpr,
+    LAST: tl.constexpr,
 ):  # fmt: skip
     """Top-K of one row, exactly. A row of at most CAP keys, or its candidate list when that holds K
     to CAP keys, is held in registers: a search over the key values finds the K-th largest, one
     pass writes the keys above it (slots 0.., in key order) and the lowest-indexed ties (last slots).
     Any other row (rare: its cut missed) takes four histogram passes of 8 bits over the whole row,
     then one pass that writes the picks the same way."""
-    row_ptr, n = _row(scores_ptr, n_rows, first_pos, stride_sb, stride_ss)
+    row_ptr, n = _row(scores_ptr, last_ptr, n_rows, first_pos, stride_sb, stride_ss, LAST)
     out = (tl.program_id(0) // n_rows * S + row0 + tl.program_id(0) % n_rows).to(tl.int64) * K
     idx_ptr += out
     valid_ptr += out
@@ -590,13 +600,15 @@ def _select_kernel(
 
 
 def _select_chunk(
-    chunk: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, first_pos: int, row0: int, tiles: Tiles
-) -> torch.Tensor:
-    """Top-K of every row of a scored chunk [B,rows,n'] (row r sees first_pos + r + 1 keys; the rows'
-    stride a multiple of 4 scores, and the buffer reaching each row's length rounded up to 4) into
-    rows row0.. of idx and valid [B,S,K]: the three launches of the radix select (each row's cut,
-    the candidates of each segment of `select` scores counted and copied in one pass, the select),
-    scratch CAP*8 bytes a row (`select_cap`). Returns the candidate counts
+    chunk: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, first_pos: int, row0: int, tiles: Tiles,
+    last: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Top-K of every row of a scored chunk [B,rows,n'] (row r sees first_pos + r + 1 keys, and with
+    `last` [B,rows] none past last[b,r]; the rows' stride a multiple of 4 scores, and the buffer
+    reaching each row's length rounded up to 4) into rows row0.. of idx and valid [B,S,K]: the three
+    launches of the radix select (each row's cut, the candidates of each segment of `select` scores
+    counted and copied in one pass, the select), scratch CAP*8 bytes a row (`select_cap`). Returns
+    the candidate counts
     [B*rows, segments]: a row longer than CAP whose total lies in [K, CAP] was selected from its
     candidates, any other longer row from the whole row."""
     B, rows, width = chunk.shape
@@ -612,18 +624,20 @@ def _select_chunk(
     counts, bases = torch.empty(B * rows * n_seg, **new), torch.empty(B * rows * n_seg, **new)
     cand, pos = torch.empty(B * rows * cap, **new), torch.empty(B * rows * cap, **new)
     strides = chunk.stride()[:2]
+    seen = cut if last is None else last.contiguous()  # read only with `last`
     # registers: the select holds 2*CAP/threads keys a thread
     warps = tiles.select_warps or max(4, min(16, cap // 512))
-    _cut_kernel[(B * rows,)](chunk, cut, total, rows, first_pos, K, *strides, CAP=cap, STRIDE=tiles.sample,
-                             CANDIDATES=tiles.candidates, SAMPLE=2 * cap,
-                             num_warps=warps)  # fmt: skip
+    _cut_kernel[(B * rows,)](chunk, seen, cut, total, rows, first_pos, K, *strides, CAP=cap,
+                             STRIDE=tiles.sample, CANDIDATES=tiles.candidates, SAMPLE=2 * cap,
+                             LAST=last is not None, num_warps=warps)  # fmt: skip
     _collect_kernel[(B * rows, n_seg)](
-        chunk, cut, total, counts, bases, cand, pos, rows, first_pos, n_seg, *strides, SEG=seg, CAP=cap,
-        num_warps=tiles.collect_warps,
+        chunk, seen, cut, total, counts, bases, cand, pos, rows, first_pos, n_seg, *strides, SEG=seg,
+        CAP=cap, LAST=last is not None, num_warps=tiles.collect_warps,
     )  # fmt: skip
     _select_kernel[(B * rows,)](
-        chunk, idx, valid, cand, pos, counts, bases, rows, first_pos, row0, S, K, n_seg, *strides,
-        BLOCK=tiles.select, CAP=cap, SEG_P2=max(2, triton.next_power_of_2(n_seg)), num_warps=warps,
+        chunk, seen, idx, valid, cand, pos, counts, bases, rows, first_pos, row0, S, K, n_seg, *strides,
+        BLOCK=tiles.select, CAP=cap, SEG_P2=max(2, triton.next_power_of_2(n_seg)),
+        LAST=last is not None, num_warps=warps,
     )  # fmt: skip
     return counts.view(B * rows, n_seg)
 
@@ -862,8 +876,10 @@ def _topk_op(
     slots = torch.arange(K, device=q.device)
     idx[:, :first] = slots
     valid[:, :first] = slots <= torch.arange(T - S, T - S + first, device=q.device)[:, None]
+    if last is not None and first:
+        valid[:, :first] &= slots <= last[:, :first, None]
     if first == S:
-        return idx, _visible_picks(idx, valid, last)
+        return idx, valid.view(torch.bool)
     rows = topk_chunk_rows(B, S - first, T, K, buffer_bytes, radix=not torch_select, candidates=t.candidates)
     buffer = torch.empty(B * rows * _pad(T), device=q.device, dtype=torch.float32)
     for a in range(first, S, rows):
@@ -871,23 +887,16 @@ def _topk_op(
         end = T - S + b  # the chunk's keys: up to its last query, each row padded to 16 scores
         chunk = buffer[: B * (b - a) * _pad(end)].view(B, b - a, _pad(end))[:, :, :end]
         _launch_scores(q[:, a:b], w[:, a:b], k[:, :end], k_scale, chunk, end, t, fill=torch_select)
-        if last is not None:  # keys past a query's last visible one score -inf: picked only to fill K
-            keys = torch.arange(end, device=q.device)
-            chunk.masked_fill_(keys > last[:, a:b, None], float("-inf"))
         if torch_select:
+            if last is not None:  # keys past a query's last one score -inf: invalid if picked
+                chunk.masked_fill_(torch.arange(end, device=q.device) > last[:, a:b, None], float("-inf"))
             n = min(K, end)
             top = chunk.topk(n, dim=-1, sorted=False)
             idx[:, a:b, :n], valid[:, a:b, :n] = top.indices, torch.isfinite(top.values)
             idx[:, a:b, n:], valid[:, a:b, n:] = 0, 0
             continue
-        _select_chunk(chunk, idx, valid, T - S + a, a, t)
-    return idx, _visible_picks(idx, valid, last)
-
-
-def _visible_picks(idx: torch.Tensor, valid: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
-    """valid int8 [B,S,K] as bool, without the picks past each query's `last` visible key."""
-    valid = valid.view(torch.bool)
-    return valid if last is None else valid & (idx <= last[..., None])
+        _select_chunk(chunk, idx, valid, T - S + a, a, t, None if last is None else last[:, a:b])
+    return idx, valid.view(torch.bool)
 
 
 @_topk_op.register_fake
@@ -1038,7 +1047,8 @@ def index_topk(
 
     `fp8=True` scores in fp8 (e4m3) as `index_scores(..., fp8=True)` does, and selects from those
     scores (so the picks may differ from bf16's where scores are close). Without `tiles`, a prefill
-    of PREFILL_QUERIES queries or more scores with PREFILL_TOPK_TILES, anything shorter with Tiles().
+    of PREFILL_QUERIES queries or more scores with PREFILL_TOPK_TILES, fewer queries than Tiles().rows
+    (decoding) with DECODE_TOPK_TILES, anything else with Tiles().
 
     Memory: the outputs, 9 bytes per (query, pick), and the buffer: min(buffer_bytes, B*S'*(4*T' + 8*CAP))
     rounded up to one row of B*(4*T' + 8*CAP) bytes, S' the rows scored (those seeing more than K
@@ -1054,6 +1064,8 @@ def index_topk(
         raise GlmlabError(f"select {select!r}: pass radix or torch")
     if tiles is None and q.shape[1] >= PREFILL_QUERIES:
         tiles = PREFILL_TOPK_TILES[fp8]
+    elif tiles is None and q.shape[1] < Tiles.rows:
+        tiles = DECODE_TOPK_TILES
     if last is not None and last.shape != q.shape[:2]:
         raise GlmlabError(f"last {tuple(last.shape)} for queries {tuple(q.shape[:2])}: pass last [B,S]")
     q, w, k, k_scale = _fp8_inputs(q, w, k) if fp8 else (q, w, k, None)
