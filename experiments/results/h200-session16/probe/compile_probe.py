@@ -1,7 +1,8 @@
 """Does torch.compile take the 128K decoding step of the DSA slice on an H200 (issue 16)? Dynamo's
 counters and graph breaks after compiling the step, and the kernels one replay launches.
 
-    PYTHONPATH=$PWD TORCH_LOGS=graph_breaks,recompiles python experiments/results/h200-session16/probe/compile_probe.py
+    PYTHONPATH=$PWD TORCH_LOGS=graph_breaks,recompiles \
+        python experiments/results/h200-session16/probe/compile_probe.py
 """
 
 from __future__ import annotations
