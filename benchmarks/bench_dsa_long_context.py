@@ -362,6 +362,10 @@ def decode_step(
 
     fn = torch.compile(one_token, dynamic=False) if compiled else one_token
     run = GraphedStep(fn) if device.type == "cuda" else fn
+    # compiled and captured here, not in `run`'s first call under the FLOP counter, whose dispatch
+    # mode torch.compile does not compile under (session 16's first compiled steps launched the eager
+    # kernels, experiments/results/h200-session16/, call 3)
+    run(tokens, pos)
     return lambda: run(tokens, pos)
 
 

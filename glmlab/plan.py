@@ -166,9 +166,13 @@ class AttentionPlan:
         return self.path == "dense" and self.index_loss and self.kernel == "torch"
 
 
-@lru_cache(maxsize=1)
+# looked up once, at import: torch.compile cannot trace importlib's find_spec (a graph break in every
+# compiled decoding step, experiments/results/h200-session16/, call 4)
+_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON
 
 
 # On CUDA, `auto` chooses among three ways to attend in DSA's sparse stage, from measurements on

@@ -372,7 +372,9 @@ class MultiHeadLatentAttention(nn.Module):
         device = q_nope.device.type
         dtype = compute_dtype(q_nope)  # the product's, as torch.bmm requires one dtype without autocast
         one_dtype = torch.promote_types(dtype, q_pe.dtype) == dtype  # the product's is the result's
-        if not heads_first or grad or q_nope.shape[0] != 1 or not one_dtype:
+        # torch.compile cannot trace a product into a strided `out=` (a graph break): it fuses the join
+        plain = not heads_first or grad or q_nope.shape[0] != 1 or not one_dtype
+        if plain or torch.compiler.is_compiling():
             return _joined((q_nope.transpose(1, 2) @ w_uk).transpose(1, 2), q_pe)
         B, S, H, _ = q_nope.shape
         out = q_nope.new_empty(B, H, S, self.r_kv + self.d_rope, dtype=dtype)
