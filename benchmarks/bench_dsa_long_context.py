@@ -259,7 +259,8 @@ def run(
     """Warm-up (FLOPs counted per operator), `repeats` timed runs, then a profiled one."""
     with flop_counter() as counter:
         step()
-    flops = {str(op).replace(".", "::", 1): n for op, n in counter.get_flop_counts()["Global"].items() if n}
+    counted = counter.get_flop_counts().get("Global", {})  # none in a CUDA graph's replay (decoding)
+    flops = {str(op).replace(".", "::", 1): n for op, n in counted.items() if n}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
