@@ -84,9 +84,11 @@ def test_matches_twin(dtype, N, H, K, M, batch_rows):
 def test_split_forward_matches_twin(monkeypatch, dtype, H, K):
     """Few queries (decoding) split their keys between programs: with 12 multiprocessors, 3 queries
     of one head block take 3 splits of 16 keys (the last partial), of two head blocks 2 of 32. Row 1
-    has one valid key and row 2 only its last, so some splits have none. Out, the log-sum-exp (as
-    the unsplit kernel's) and the gradients through it equal the twin's."""
+    has one valid key and row 2 only its last, so some splits have none; the join takes 16 value
+    columns a program (two blocks). Out, the log-sum-exp (as the unsplit kernel's) and the gradients
+    through it equal the twin's."""
     monkeypatch.setattr(kernels, "multiprocessors", lambda device: 12)
+    monkeypatch.setattr(kernels, "COMBINE_COLUMNS", 16)
     calls = []
     split_forward = kernels._split_forward
     monkeypatch.setattr(kernels, "_split_forward", lambda *a: calls.append(a[-1]) or split_forward(*a))

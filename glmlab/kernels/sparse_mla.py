@@ -110,6 +110,7 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
 
 
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
+COMBINE_COLUMNS = 128  # value columns per program of the split forward's join
 
 
 @triton.jit
@@ -274,12 +275,12 @@ def _split_kernel(
 def _combine_kernel(
     part_ptr, stats_ptr, out_ptr, lse_ptr, H, r, SPLITS, BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr
 ):  # fmt: skip
-    """Program (query n, head h): its SPLITS partial softmaxes rescaled to their common maximum and
-    summed, out [N,H,r] in out's dtype and the log-sum-exp [N,H] (log2 units). A split without a
-    valid key has maximum -inf and weighs nothing."""
+    """Program (query n, head h, column block c): its SPLITS partial softmaxes rescaled to their
+    common maximum and summed, columns c*BLOCK_V.. of out [N,H,r] in out's dtype, and (c = 0) the
+    log-sum-exp [N,H] (log2 units). A split without a valid key has maximum -inf and weighs nothing."""
     n, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     j = tl.arange(0, BLOCK_S)
-    offs_v = tl.arange(0, BLOCK_V)
+    offs_v = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
     slot = n * SPLITS + j
     m = tl.load(stats_ptr + slot * 2 * H + h, mask=j < SPLITS, other=float("-inf"))
     total = tl.load(stats_ptr + (slot * 2 + 1) * H + h, mask=j < SPLITS, other=0.0)
@@ -290,7 +291,8 @@ def _combine_kernel(
                    mask=(j < SPLITS)[:, None] & (offs_v < r)[None, :], other=0.0)  # fmt: skip
     out = tl.sum(part * weight[:, None], 0) / total
     tl.store(out_ptr + (n * H + h) * r + offs_v, out.to(out_ptr.dtype.element_ty), mask=offs_v < r)
-    tl.store(lse_ptr + n * H + h, top + tl.log2(total))
+    if tl.program_id(2) == 0:
+        tl.store(lse_ptr + n * H + h, top + tl.log2(total))
 
 
 @triton.jit
@@ -479,9 +481,10 @@ def _split_forward(
     )  # fmt: skip
     out = q.new_empty(N, H, r)
     lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
-    _combine_kernel[(N, H)](
+    columns = min(COMBINE_COLUMNS, sizes["BLOCK_V"])  # N*H*r/columns programs: 256 at N=1 on GLM-5
+    _combine_kernel[(N, H, triton.cdiv(r, columns))](
         part, stats, out, lse, H, r, splits, BLOCK_S=max(2, triton.next_power_of_2(splits)),
-        BLOCK_V=sizes["BLOCK_V"], num_warps=4,
+        BLOCK_V=columns, num_warps=4,
     )  # fmt: skip
     return out, lse
 

@@ -116,6 +116,12 @@ def parts(S: int, B: int, device: torch.device) -> None:
                 qa, kv, rows, ok, scale=0.1, r=512, mass=False, hopper=h, split=sp
             )
         )
+    from glmlab.kernels import sparse_mla as sm
+
+    for keys in (64, 128, 256):
+        res[f"split forward, {keys} keys a program"] = graphed_us(
+            lambda n=keys: sm._split_forward(qa, kv, rows, ok, 0.1, 512, sm.FORWARD_TILES, n)
+        )
     print(
         f"\n== parts, one layer, cache {S}, batch {B} (us a call; same picks torch/index_topk: {same}, "
         f"torch/_select_chunk: {same_sel})"
