@@ -150,6 +150,9 @@ def generate(
     prefill_chunk: int = typer.Option(512, "--prefill-chunk", help="Prompt tokens per prefill pass."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt, no streaming."),
     batch_size: int = typer.Option(8, "--batch-size", help="--prompts-file: prompts decoded together."),
+    compile_steps: bool = typer.Option(
+        False, "--compile", help="CUDA, bf16: torch.compile each decoding step (fewer kernels; slow start)."
+    ),
     device: str = DEVICE_OPT,
 ) -> None:
     """Continue a prompt: latent-cache decoding, sampling, MTP speculative decoding."""
@@ -168,7 +171,7 @@ def generate(
     else:
         prompts = [prompt]
     sampling = SamplingParams(temperature, top_k, top_p, seed)
-    gen = Generator.from_source(source, device)
+    gen = Generator.from_source(source, device, compiled=compile_steps)
     err = Console(stderr=True)
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in stop or ()]
     for text in prompts:  # every prompt is checked before any is decoded

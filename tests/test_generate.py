@@ -10,6 +10,7 @@ import torch
 
 from glmlab.build import build_model
 from glmlab.config import load_config
+from glmlab.errors import GlmlabError
 from glmlab.generate import Generator, SamplingParams
 from glmlab.generate.sampling import probabilities
 from glmlab.generate.speculative import MTPDrafter, accept
@@ -283,6 +284,51 @@ def test_cuda_graphs_decode_as_eager_steps():
     batched = [r.ids for r in graphed.generate_batch(prompts, max_new_tokens=20)]
     assert batched == [r.ids for r in eager.generate_batch(prompts, max_new_tokens=20)]
     assert all(s.graphed.graphs for s in graphed.sessions.values())  # the steps ran from captured graphs
+
+
+def test_compiled_steps_need_cuda_graphs():
+    """`--compile` compiles the steps that CUDA graphs capture; without the graphs (a CPU, fp32
+    weights, or cuda_graphs=False) it is refused with a one-line error."""
+    with pytest.raises(GlmlabError, match="drop --compile"):
+        Generator(micro_model(), compiled=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_steps_decode_as_eager_steps():
+    """A step compiled before its capture (bf16, DSA's Triton top-k and split sparse forward past
+    index_topk) gives the eager step's logits within bf16 rounding (Inductor keeps fused
+    intermediates in fp32, so not bit for bit), and `Generator(compiled=True)` decodes plain,
+    batched and speculative requests from compiled, captured steps."""
+    from glmlab.generate.graphs import GraphedStep
+
+    model = micro_model(extra=["dsa_impl=triton"]).cuda().to(torch.bfloat16).eval()
+    ids = torch.randint(0, 64, (2, 1), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    pos = torch.tensor([[40], [25]], device="cuda")  # beyond index_topk: the sparse path
+
+    def step(caches):
+        def run(ids, pos):
+            with torch.no_grad():
+                return model_step(model, ids, pos, caches, 48)[0]
+
+        return run
+
+    def filled_cache():
+        cache = model.new_cache(2, 48)
+        for layer in cache.layers:
+            layer.latent.normal_(generator=torch.Generator("cuda").manual_seed(1))
+            if layer.index_keys is not None:
+                layer.index_keys.normal_(generator=torch.Generator("cuda").manual_seed(2))
+        return cache.layers
+
+    eager = step(filled_cache())(ids, pos).float()
+    compiled = GraphedStep(step(filled_cache()), compiled=True)(ids, pos).float()
+    assert (compiled - eager).abs().max().item() <= 2e-2 * eager.abs().max().item()
+    gen = Generator(model, compiled=True)
+    prompts = [list(range(3, 20)), [5], list(range(1, 9))]
+    assert len(gen.generate(prompts[0], 12).ids) == 12
+    assert len(gen.generate(prompts[0], 12, speculative=2).ids) == 12
+    assert [len(r.ids) for r in gen.generate_batch(prompts, max_new_tokens=12)] == [12, 12, 12]
+    assert all(s.graphed.graphs for s in gen.sessions.values())
 
 
 # ---- stops and streaming ------------------------------------------------------------------------------

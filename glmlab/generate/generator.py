@@ -157,9 +157,10 @@ class Generator:
     `Generator(model, tokenizer)`; `generate_batch` decodes many prompts together.
 
     On CUDA with bf16 weights every decoding step after the prefill is replayed from a CUDA
-    graph (`cuda_graphs=False` runs them eagerly)."""
+    graph (`cuda_graphs=False` runs them eagerly); `compiled=True` puts each step through
+    torch.compile before its capture (each new session shape compiles once, seconds to a minute)."""
 
-    def __init__(self, source, tokenizer=None, *, cuda_graphs: bool = True) -> None:
+    def __init__(self, source, tokenizer=None, *, cuda_graphs: bool = True, compiled: bool = False) -> None:
         model = source if isinstance(source, CausalLM) else getattr(source, "model", None)
         if not isinstance(model, CausalLM):
             raise GlmlabError(
@@ -171,10 +172,16 @@ class Generator:
         self.device = weight.device
         # the routed experts read nothing back to the host only in their grouped bf16 form
         self.graphs = cuda_graphs and grouped_form(self.device.type, weight.dtype, weight.shape[1])
+        if compiled and not self.graphs:
+            raise GlmlabError(
+                "compiling the decoding steps needs their CUDA graphs (a CUDA device and bf16 weights), "
+                f"not {self.device.type} with {weight.dtype}: drop --compile"
+            )
+        self.compiled = compiled
         self.sessions: OrderedDict[tuple[int, int, int], DecodeSession] = OrderedDict()
 
     @classmethod
-    def from_source(cls, source: str, device: str = "auto") -> Generator:
+    def from_source(cls, source: str, device: str = "auto", *, compiled: bool = False) -> Generator:
         """Load a run directory, a checkpoint or a Hugging Face folder; it must carry a tokenizer."""
         from glmlab.checkpoint import load_model
         from glmlab.device import resolve_device
@@ -182,7 +189,7 @@ class Generator:
         loaded = load_model(source, resolve_device(device))
         if loaded.tokenizer is None:
             raise GlmlabError(f"{source} has no tokenizer: generate needs one (tokenizer/ or tokenizer.json)")
-        return cls(loaded)
+        return cls(loaded, compiled=compiled)
 
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -298,7 +305,7 @@ class Generator:
         else:
             while len(self.sessions) >= SESSIONS_KEPT:
                 self.sessions.popitem(last=False)
-            self.sessions[key] = DecodeSession(self.model, *key, graphs=self.graphs)
+            self.sessions[key] = DecodeSession(self.model, *key, graphs=self.graphs, compiled=self.compiled)
         return self.sessions[key]
 
     def _plain(self, session: DecodeSession, rows: list[_Row], limit: int, sampling, eos) -> None:

@@ -30,17 +30,23 @@ def session_capacity(positions: int, *, graphs: bool) -> int:
 class DecodeSession:
     """Fixed buffers for `rows` prompts of up to `capacity` positions and `depth` MTP drafts."""
 
-    def __init__(self, model: CausalLM, rows: int, capacity: int, depth: int, *, graphs: bool) -> None:
+    def __init__(
+        self, model: CausalLM, rows: int, capacity: int, depth: int, *, graphs: bool, compiled: bool = False
+    ) -> None:
         device = model.lm_head.weight.device
         self.model, self.rows, self.capacity, self.depth = model, rows, capacity, depth
         self.cache = model.new_cache(rows, capacity)
         # the prompts are prefilled one at a time, into the session's cache or a one-row scratch
         self.scratch = self.cache if rows == 1 else model.new_cache(1, capacity)
         self.tokens = torch.zeros(rows, capacity + depth + 1, dtype=torch.long, device=device)
-        self.drafter = MTPDrafter(model, self.tokens, depth, capacity, graphs=graphs) if depth else None
-        self.graphed = GraphedStep(self._step) if graphs else None
+        self.drafter = None
+        if depth:
+            self.drafter = MTPDrafter(model, self.tokens, depth, capacity, graphs=graphs, compiled=compiled)
+        self.graphed = GraphedStep(self._step, compiled=compiled) if graphs else None
         # greedy speculative decoding in one graph: drafts, verification and acceptance
-        self.graphed_speculation = GraphedStep(self._speculate) if graphs and depth else None
+        self.graphed_speculation = (
+            GraphedStep(self._speculate, compiled=compiled) if graphs and depth else None
+        )
 
     def _step(self, pos: torch.Tensor, context: int | None = None) -> torch.Tensor:
         """The main model on the tokens at positions pos [rows,S] over `context` slots (all by

@@ -79,8 +79,9 @@ class MTPDrafter:
     shared with the main model's steps. The model must have MTP modules (`Generator.check`)."""
 
     def __init__(
-        self, model: CausalLM, tokens: torch.Tensor, depth: int, capacity: int, *, graphs: bool
-    ) -> None:
+        self, model: CausalLM, tokens: torch.Tensor, depth: int, capacity: int, *, graphs: bool,
+        compiled: bool = False,
+    ) -> None:  # fmt: skip
         cfg = model.config
         stored = cfg.num_nextn_predict_layers
         p = model.lm_head.weight
@@ -96,7 +97,9 @@ class MTPDrafter:
         self.hidden = torch.zeros(depth, 1, capacity, cfg.hidden_size, device=p.device, dtype=p.dtype)
         self.window = depth + 1
         self.graphed = (
-            [GraphedStep(partial(self._depth_step, k)) for k in range(1, depth + 1)] if graphs else None
+            [GraphedStep(partial(self._depth_step, k), compiled=compiled) for k in range(1, depth + 1)]
+            if graphs
+            else None
         )
 
     def _depth_step(self, k: int, pos: torch.Tensor, context: int | None = None) -> torch.Tensor:
