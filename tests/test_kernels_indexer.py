@@ -118,6 +118,24 @@ def test_index_topk_hides_keys_past_last(T, select):
         kernels.index_topk(q, w, k, topk=8, last=last[:, 0])
 
 
+@pytest.mark.parametrize("rows", [6, 1])
+def test_index_topk_hides_keys_past_last_over_chunks(rows):
+    """`last` on prefill-shaped calls (S = 10 of T = 14, K = 8, CAP = 16), in one chunk or one row a
+    chunk: 4 unscored first rows (seeing 5-8 keys) and rows seeing more than K but at most CAP keys,
+    an int32 `last`, a row bounded at -1 (no key: every pick invalid) and one bounded past T (no
+    bound): the twin's valid sets."""
+    B, S, T = 2, 10, 14
+    q, w, k = inputs(B, S, T, seed=7)
+    last = torch.tensor([[-1, 3, 12, 2, 9, 99, 4, 11, 0, 13], [5, 5, 5, 30, 10, 20, 1, 8, 12, 6]],
+                        device=DEVICE, dtype=torch.int32)  # fmt: skip
+    buffer_bytes = rows * B * (4 * 16 + 8 * kernels.select_cap(8))
+    idx, valid = kernels.index_topk(q, w, k, topk=8, tiles=TILES, buffer_bytes=buffer_bytes, last=last)
+    ref_idx, ref_valid = ref.index_topk(q, w, k, topk=8, last=last.long())
+    for b, s in ((b, s) for b in range(B) for s in range(S)):
+        assert set(idx[b, s][valid[b, s]].tolist()) == set(ref_idx[b, s][ref_valid[b, s]].tolist()), (b, s)
+    assert not valid[0, 0].any() and valid[0, 1].sum() == 4 and valid[0, 2].sum() == 7
+
+
 def test_long_prefills_score_eight_queries_a_program(monkeypatch):
     """Without tiles, index_topk scores a prefill of PREFILL_QUERIES queries or more with the
     prefill tiles (8 queries a program), fewer queries than the defaults' 4 (decoding) with the
@@ -481,30 +499,33 @@ import inspect
 from glmlab.kernels import indexer as m
 from glmlab.kernels.hopper import compile_for_hopper
 
-kinds = {"scores_ptr": "*fp32", "idx_ptr": "*i64", "valid_ptr": "*i8"}
+kinds = {"scores_ptr": "*fp32", "idx_ptr": "*i64", "valid_ptr": "*i8", "last_ptr": "*i64"}
 cap = m.select_cap(2048)
 warps = max(4, min(16, cap // 512))
-for kernel, constants, warps in (
-    (m._cut_kernel, dict(CAP=cap, STRIDE=16, CANDIDATES=m.Tiles().candidates, SAMPLE=2 * cap), warps),
-    (m._collect_kernel, dict(SEG=1024, CAP=cap), m.Tiles().collect_warps),
-    (m._select_kernel, dict(BLOCK=1024, CAP=cap, SEG_P2=128), warps),
-):
-    names = [n for n in inspect.signature(kernel.fn).parameters if n not in constants]
-    signature = {n: kinds.get(n, "*i32" if n.endswith("_ptr") else "i32") for n in names}
-    compile_for_hopper(kernel, signature, constants, num_warps=warps)
-    print(kernel.fn.__name__)
+for last in (False, True):
+    for kernel, constants, warps in (
+        (m._cut_kernel, dict(CAP=cap, STRIDE=16, CANDIDATES=m.Tiles().candidates, SAMPLE=2 * cap), warps),
+        (m._collect_kernel, dict(SEG=1024, CAP=cap), m.Tiles().collect_warps),
+        (m._select_kernel, dict(BLOCK=1024, CAP=cap, SEG_P2=128), warps),
+    ):
+        constants["LAST"] = last
+        names = [n for n in inspect.signature(kernel.fn).parameters if n not in constants]
+        signature = {n: kinds.get(n, "*i32" if n.endswith("_ptr") else "i32") for n in names}
+        compile_for_hopper(kernel, signature, constants, num_warps=warps)
+        print(kernel.fn.__name__)
 """
 
 
 def test_select_kernels_compile_for_hopper():
-    """The top-k's three kernels at K = 2048 compile for an H200 (sm_90a) on the CPU: Triton's
-    interpreter accepts code that its compiler rejects (a constexpr assigned in a static loop did)."""
+    """The top-k's three kernels at K = 2048, with and without `last`, compile for an H200 (sm_90a) on
+    the CPU: Triton's interpreter accepts code that its compiler rejects (a constexpr assigned in a
+    static loop did)."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
         [sys.executable, "-c", COMPILE_SELECT], env=env, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert done == ["_cut_kernel", "_collect_kernel", "_select_kernel"], done
+    assert done == ["_cut_kernel", "_collect_kernel", "_select_kernel"] * 2, done
 
 
 COMPILE_SCORES = """

@@ -114,6 +114,9 @@ def test_split_keys_fill_the_multiprocessors():
     assert kernels.split_keys(8, 64, 2048, tiles, 132) == 128
     assert kernels.split_keys(67, 64, 2048, tiles, 132) == 2048
     assert kernels.split_keys(1, 64, 40, tiles, 132) == 40  # one key tile: nothing to split
+    assert kernels.split_keys(0, 64, 2048, tiles, 132) == 2048  # an empty batch
+    with pytest.raises(ValueError, match="multiple of the 64-key tile"):
+        kernels._split_forward(*(torch.empty(0),) * 4, 0.1, 512, tiles, 96)
 
 
 @pytest.mark.parametrize("dtype,H", [(torch.float32, 4), (torch.float32, 18), (torch.bfloat16, 4)])

@@ -39,8 +39,9 @@ def attention_step(
 ) -> tuple[torch.Tensor, TopK | None]:
     """xn [B,S,d] normed input at positions pos [B,S]; writes their latents into `cache` at
     those positions, attends over the first `context` slots, those at or before each query
-    (every position must be below `context`). Returns (out [B,S,d], the top-k this layer read,
-    for the next IndexShare layer)."""
+    (every position must be below `context`, and each row's S positions consecutive, as the Triton
+    top-k also bounds query s by slot context - S + s). Returns (out [B,S,d], the top-k this layer
+    read, for the next IndexShare layer)."""
     cfg = attn.cfg
     B, S, d = xn.shape
     H, C = attn.n_heads, context

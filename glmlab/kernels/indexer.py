@@ -452,7 +452,7 @@ def _row(scores_ptr, last_ptr, n_rows, first_pos, stride_sb, stride_ss, LAST: tl
     b = (tl.program_id(0) // n_rows).to(tl.int64)
     n = first_pos + r + 1
     if LAST:
-        n = tl.minimum(n, tl.load(last_ptr + tl.program_id(0)).to(tl.int32) + 1)
+        n = tl.minimum(n.to(tl.int64), tl.load(last_ptr + tl.program_id(0)).to(tl.int64) + 1).to(tl.int32)
     return scores_ptr + b * stride_sb + r.to(tl.int64) * stride_ss, n
 
 

@@ -285,7 +285,8 @@ def _combine_kernel(
     m = tl.load(stats_ptr + slot * 2 * H + h, mask=j < SPLITS, other=float("-inf"))
     total = tl.load(stats_ptr + (slot * 2 + 1) * H + h, mask=j < SPLITS, other=0.0)
     top = tl.max(m, 0)
-    weight = tl.exp2(m - top)  # 0 for the empty splits (every query has a valid key: top is finite)
+    top = tl.where(top == float("-inf"), 0.0, top)  # no valid key at all: weights 0, lse -inf as unsplit
+    weight = tl.exp2(m - top)  # 0 for the empty splits
     total = tl.sum(total * weight, 0)
     part = tl.load(part_ptr + (slot[:, None] * H + h) * r + offs_v[None, :],
                    mask=(j < SPLITS)[:, None] & (offs_v < r)[None, :], other=0.0)  # fmt: skip
@@ -459,8 +460,8 @@ def split_keys(N: int, H: int, K: int, tiles: Tiles, programs: int) -> int:
     few as fill `programs` with N queries' head blocks, K (no split) where they already do."""
     head_blocks = triton.cdiv(H, min(tiles.block_h, max(16, triton.next_power_of_2(H))))
     key_tiles = triton.cdiv(K, tiles.block_k)
-    splits = min(key_tiles, programs // (N * head_blocks))
-    return K if splits < 2 else triton.cdiv(key_tiles, splits) * tiles.block_k
+    splits = min(key_tiles, programs // max(1, N * head_blocks))
+    return K if splits < 2 or N == 0 else triton.cdiv(key_tiles, splits) * tiles.block_k
 
 
 def _split_forward(
@@ -470,6 +471,8 @@ def _split_forward(
     """out and log-sum-exp of few queries (decoding): each query's keys in runs of `keys`, one
     program each (`_split_kernel`), their partial softmaxes joined by `_combine_kernel` (flash
     decoding). Scratch: 4r + 8 bytes per (query, split, head)."""
+    if keys % tiles.block_k:
+        raise ValueError(f"{keys} keys a split: pass a multiple of the {tiles.block_k}-key tile")
     (N, H, R), K = q.shape, idx.shape[1]
     splits = triton.cdiv(K, keys)
     block_h, sizes = _launch_shape(H, R, r, tiles)
