@@ -32,7 +32,9 @@ Columns: DSA and dense times, the measured dense/DSA ratio, the calculator's pre
 totals of `glmlab.accounting.flops_report`, glmlab convention, for the device run on: `forward` mode
 for prefill, since the calculator's `prefill` mode counts a prefill into the latent cache, whose dense
 path scores all T keys in the absorbed form, which is not what this forward runs; `train` for
-training; for the warm-up, `training_flops_per_token(dsa_dense=True)`, the count `glmlab train` uses),
+training; for the warm-up, `training_flops_per_token(dsa_dense=True)`, the count `glmlab train` uses;
+for decoding the ratio of the bytes each step reads, `glmlab.accounting.traffic.decode_step_bytes`,
+since a decoding step is bound by memory traffic, not arithmetic),
 the issue's target (prefill 1.3x at 32K, 2x at 64K, 3x at 128K; training 2x at 64K), the peaks (on
 training rows beside glmlab's estimate: `glmlab.accounting.memory.training_memory` without
 optimiser states, plus the other model's resident weights; not with `--recompute full`), and
@@ -81,6 +83,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from glmlab.accounting import flops_report, training_flops_per_token
 from glmlab.accounting.memory import training_memory
+from glmlab.accounting.traffic import decode_step_bytes
 from glmlab.build import build_model
 from glmlab.config import DSA_IMPLS, RECOMPUTE, Config, load_config
 from glmlab.device import PRECISIONS, autocast, resolve_device
@@ -370,9 +373,13 @@ def decode_step(
     return lambda: run(tokens, pos)
 
 
-def predicted(dsa_cfg: Config, dense_cfg: Config, S: int, mode: str, device: str) -> float:
-    """The calculator's dense/DSA FLOP ratio for the run of `mode` (see the module docstring)."""
-    kind = {"prefill": "forward", "decode": "decode"}.get(mode, "train")
+def predicted(dsa_cfg: Config, dense_cfg: Config, S: int, mode: str, device: str, batch: int = 1) -> float:
+    """The calculator's dense/DSA ratio for the run of `mode` (see the module docstring): of FLOPs, or
+    for decoding (`batch` rows over S cached positions and the new one) of the bytes a step reads."""
+    if mode == "decode":
+        dense_bytes, dsa_bytes = (decode_step_bytes(c, S + 1, batch)["total"] for c in (dense_cfg, dsa_cfg))
+        return dense_bytes / dsa_bytes
+    kind = "forward" if mode == "prefill" else "train"
     dense = flops_report(dense_cfg, S, kind, mtp=False, device=device).total
     if mode == "warmup":
         return dense / (training_flops_per_token(dsa_cfg, S, mtp=False, device=device, dsa_dense=True) * S)
@@ -554,7 +561,8 @@ def measure_all(
                 )
             dense_run = dense_runs[kind]
             row = {
-                "context": S, "mode": mode, "predicted": predicted(dsa_cfg, dense_cfg, S, mode, device.type),
+                "context": S, "mode": mode,
+                "predicted": predicted(dsa_cfg, dense_cfg, S, mode, device.type, args.decode_batch),
                 "target": TARGETS.get((mode, S)), "dsa": dataclasses.asdict(dsa_run),
                 "dense": dataclasses.asdict(dense_run),
                 "ratio": None if dsa_run.error or dense_run.error else dense_run.seconds / dsa_run.seconds,

@@ -12,6 +12,7 @@ import torch
 
 from glmlab.accounting import flops_report, training_flops_per_token
 from glmlab.accounting.memory import training_memory
+from glmlab.accounting.traffic import decode_step_bytes
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_dsa_long_context.py"
 
@@ -56,12 +57,16 @@ def test_tiny_run_prints_the_table_and_the_calculators_ratio(bench, one_thread, 
             assert figures[side]["error"] is None and figures[side]["seconds"] > 0
             assert figures[side]["peak_bytes"] is None and len(figures[side]["times"]) == 1
         assert row[4] == f"{figures['dense']['seconds'] / figures['dsa']['seconds']:.2f}x"
-        # the calculator's dense/DSA ratio, computed here from the accounting API
-        kind = {"prefill": "forward", "decode": "decode"}.get(mode, "train")
-        dense = flops_report(dense_cfg, S, kind, mtp=False, device="cpu").total
+        # the calculator's dense/DSA ratio, computed here from the accounting API: of FLOPs, or of
+        # the bytes a decoding step of the run's 2 rows reads
+        kind = "forward" if mode == "prefill" else "train"
+        if mode == "decode":
+            dense, dsa = (decode_step_bytes(c, S + 1, 2)["total"] for c in (dense_cfg, dsa_cfg))
+        else:
+            dense = flops_report(dense_cfg, S, kind, mtp=False, device="cpu").total
         if mode == "warmup":
             dsa = training_flops_per_token(dsa_cfg, S, mtp=False, device="cpu", dsa_dense=True) * S
-        else:
+        elif mode != "decode":
             dsa = flops_report(dsa_cfg, S, kind, mtp=False, device="cpu").total
         assert figures["predicted"] == pytest.approx(dense / dsa)
         assert row[5] == f"{dense / dsa:.2f}x"
