@@ -1,7 +1,8 @@
 """Run by tests/test_parallel.py under torchrun (2 CPU ranks, gloo): one MoE layer's routed experts
 split over the ranks (`ExpertParallel`), with each dispatch (exact and padded), against the same
-experts on one device, on the same tokens (each rank holds half): outputs, the tokens' gradients,
-the router's and the experts' weight gradients, and the bytes sent; then again with every token
+experts on one device, on the same tokens (each rank holds half), the shared expert computed beside
+them (`beside`, while the rows travel): outputs, the tokens' gradients, the router's, the shared
+expert's and the routed experts' weight gradients, and the bytes sent; then again with every token
 routed to rank 0's experts, so that rank 1 receives nothing (its backward all-to-alls must still
 run). Rank 0 prints `ok` or the first quantity that differs."""
 
@@ -34,24 +35,28 @@ def main() -> None:
 
     def compare(case: str) -> list[str]:
         full = x.clone().requires_grad_()
-        y_ref = moe.experts(full, moe.gate(full))
-        ref = grads(y_ref, weights, [full, moe.gate.weight, moe.experts.gate_up_proj, moe.experts.down_proj])
+        shared = moe.shared_experts.gate_proj.weight
+        y_ref = moe.experts(full, moe.gate(full), beside=moe.shared_experts)
+        inputs = [full, moe.gate.weight, moe.experts.gate_up_proj, moe.experts.down_proj, shared]
+        ref = grads(y_ref, weights, inputs)
 
         bad = []
         for padded in (False, True):
             ep = ExpertParallel(moe.experts, cfg, world.mesh, padded=padded)
             rows = slice(37 * world.rank, 37 * (world.rank + 1))
             mine = x[rows].clone().requires_grad_()
-            y = ep(mine, moe.gate(mine))
-            dx, d_router, d_gate_up, d_down = grads(
-                y, weights[rows], [mine, moe.gate.weight, ep.gate_up_proj, ep.down_proj]
+            y = ep(mine, moe.gate(mine), beside=moe.shared_experts)
+            dx, d_router, d_gate_up, d_down, d_shared = grads(
+                y, weights[rows], [mine, moe.gate.weight, ep.gate_up_proj, ep.down_proj, shared]
             )
             dist.all_reduce(d_router)  # the router is replicated: its gradient sums over the ranks' tokens
+            dist.all_reduce(d_shared)  # so is the shared expert
             local = slice(4 * world.rank, 4 * (world.rank + 1))  # this rank's 4 experts
             checks = {
                 "output": (y, y_ref[rows]),
                 "token gradient": (dx, ref[0][rows]),
                 "router gradient": (d_router, ref[1]),
+                "shared expert gradient": (d_shared, ref[4]),
                 # expert gradients are scaled by 1/ep to match FSDP's averaging (expert_parallel.py)
                 "gate_up_proj gradient": (2 * d_gate_up.to_local(), ref[2][local]),
                 "down_proj gradient": (2 * d_down.to_local(), ref[3][local]),

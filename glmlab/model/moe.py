@@ -4,6 +4,7 @@ grouped matrix products (or a loop over experts on the CPU), shared experts, the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,10 @@ GROUP_ALIGN = 8
 # Widths (hidden size, expert width) the grouped kernels take are multiples of this: they read rows
 # of 16 bytes, 8 bf16 values (narrower experts are zero-padded; other hidden sizes run looped).
 WIDTH_ALIGN = 8
+
+
+# what the routed experts may compute beside their own work and add to it: the shared experts
+Beside = Callable[[torch.Tensor], torch.Tensor] | None
 
 
 @dataclass
@@ -83,13 +88,20 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inter, d))
         self.down_proj = nn.Parameter(torch.empty(E, d, inter))
 
-    def forward(self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False) -> torch.Tensor:
-        """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d]. With `empty_slots`,
-        an index of -1 is a slot with no expert (expert parallelism's rows: experts on other ranks)
-        and adds nothing; `routing.counts` counts the other slots."""
+    def forward(
+        self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False,
+        beside: Beside = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d], plus `beside(x)`
+        when given (the shared experts: expert parallelism computes them while the tokens travel to
+        their experts' ranks). With `empty_slots`, an index of -1 is a slot with no expert (expert
+        parallelism's rows: experts on other ranks) and adds nothing; `routing.counts` counts the
+        other slots."""
         if grouped_form(x.device.type, compute_dtype(x), x.shape[-1]):
-            return self.grouped(x, routing, empty_slots=empty_slots)
-        return self.looped(x, routing)
+            y = self.grouped(x, routing, empty_slots=empty_slots)
+        else:
+            y = self.looped(x, routing)
+        return y if beside is None else y + beside(x)
 
     def grouped(self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False) -> torch.Tensor:
         """Grouped matrix products (`torch._grouped_mm`) over a padded expert-sorted layout.
@@ -229,9 +241,7 @@ class MoE(nn.Module):
         B, S, d = x.shape
         flat = x.reshape(-1, d)
         routing = self.gate(flat)
-        y = self.experts(flat, routing)
-        if self.shared_experts is not None:
-            y = y + self.shared_experts(flat)
+        y = self.experts(flat, routing, beside=self.shared_experts)
         loss = self.balance_loss(routing, B, S) if balance else None
         return MoEOutput(y.view(B, S, d), routing.counts, loss)
 

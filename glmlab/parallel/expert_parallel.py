@@ -21,6 +21,10 @@ ranks loads on any other. One forward pass on a rank:
    slots): at EP=2 twice the pairs, saved for the backward pass too;
 3. send those sums back the way the rows came and add them up per token.
 
+The shared experts (`beside`, passed by the MoE layer) are computed between issuing the rows'
+all-to-all and reading its result: the functional collectives return before the transfer ends and
+wait only where their output is first read, so the shared experts' kernels overlap the dispatch.
+
 Every sum over rows (a row's experts in step 2, a token's ranks in step 3, and the backward of the
 row copies) writes each addend to its own slot and sums the slots (`_sum_slots`), without atomics,
 so they come out the same every time.
@@ -44,7 +48,7 @@ from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
 from torch.func import functional_call
 
 from glmlab.config import ModelConfig
-from glmlab.model.moe import Experts, MoE, Routing
+from glmlab.model.moe import Beside, Experts, MoE, Routing
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -112,8 +116,10 @@ class ExpertParallel(nn.Module):
     # Eager inside a compiled layer: the exact dispatch's split sizes are read back to the host and
     # change every step, and a compiled region with static shapes would recompile for each value.
     @torch.compiler.disable
-    def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
-        """x [N,d] -> sum over each token's k experts (anywhere in the group) of gate * expert(x)."""
+    def forward(self, x: torch.Tensor, routing: Routing, *, beside: Beside = None) -> torch.Tensor:
+        """x [N,d] -> sum over each token's k experts (anywhere in the group) of gate * expert(x), plus
+        `beside(x)` (the shared experts), computed after the rows' all-to-all is issued and before its
+        result is read, so that its kernels run while the rows travel."""
         N, k = routing.indices.shape
         ep, n_local = self.ep, self.n_local
         dest = routing.indices // n_local  # [N,k] the rank of each chosen expert
@@ -150,11 +156,13 @@ class ExpertParallel(nn.Module):
             _GatherRows.apply(x, token_of, slot_of, ep), recv_splits, send_splits, self.group
         )
         recv_meta = all_to_all_single_autograd(meta, recv_splits, send_splits, self.group)
+        shared = None if beside is None else beside(x)  # the collectives above run meanwhile
         y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k], pairs)
         back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)
         if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
             self._count_backward(back, (off_send + off_recv) * row_bytes + off_recv * 8 * k)
-        return _sum_slots(back.to(x.dtype), slot_of, N, ep)
+        y = _sum_slots(back.to(x.dtype), slot_of, N, ep)
+        return y if shared is None else y + shared
 
     def _count_backward(self, back: torch.Tensor, nbytes: int) -> None:
         """Count `nbytes` when the backward pass reaches `back` (never, when no loss depends on it)."""
