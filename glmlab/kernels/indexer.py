@@ -70,8 +70,8 @@ class Tiles:
 PREFILL_TOPK_TILES = {False: Tiles(rows=8, stages=2, tiles=16), True: Tiles(rows=8, stages=3)}
 PREFILL_QUERIES = 4096
 # A decoding step's few queries (fewer than a default program holds): one query a program and 8 key
-# tiles each, 1,024 programs at 128K keys instead of 64 (Tiles()'s 4 rows and 32 tiles), so that every
-# multiprocessor reads keys: index_topk(last=...) at 128K keys, batch 1, 31.3 against 45.4 us a layer
+# tiles each, 257 programs at 128K keys instead of 65 (Tiles()'s 4 rows and 32 tiles), so that every
+# multiprocessor reads keys: index_topk(last=...) at 128K keys, batch 1, 31.3 against 45.1-45.4 us a layer
 # (experiments/results/h200-session16/, calls 3 and 6, probe/decode_probe.py).
 DECODE_TOPK_TILES = Tiles(rows=1, tiles=8)
 
