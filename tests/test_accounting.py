@@ -18,6 +18,7 @@ from glmlab.accounting import (
 from glmlab.accounting.claims import check_claims
 from glmlab.accounting.flops import indexer_pair_flops
 from glmlab.accounting.memory import activation_bytes
+from glmlab.accounting.traffic import decode_step_bytes
 from glmlab.build import build_model, parameter_report
 from glmlab.cli import app
 from glmlab.config import load_config, preset_names
@@ -243,10 +244,12 @@ def test_flops_cli_json_sweep_and_errors(tmp_path):
     assert out["forward_flops_per_token"] == pytest.approx(out["training_flops_per_token"] / 3)
     assert sum(out["breakdown"].values()) == pytest.approx(out["training_flops_per_token"])
     assert out["params"]["total"] == parameter_counts(load_config("deepseek-v3").model)["total"]
-    res = runner.invoke(app, ["flops", "glm5", "--seq", "4k,32k", "--json"])
+    res = runner.invoke(app, ["flops", "glm5", "--seq", "4k,32k", "--batch", "2", "--json"])
     sweep = json.loads(res.output)["sweep"]
     assert [e["seq_len"] for e in sweep] == [4096, 32768]
     assert sweep[1]["training_flops_per_token"] > sweep[0]["training_flops_per_token"]
+    glm5 = load_config("glm5")
+    assert sweep[1]["decode_step_bytes"] == decode_step_bytes(glm5, 32768, 2)  # the step it reads
     res = runner.invoke(app, ["flops", "glm5", "--seq", "4q"])
     assert res.exit_code != 0 and "--seq expects" in str(res.exception)
     # glm5-small at 1,024 tokens: the torch indexer scores in one chunk on a GPU, in 16-row ones on
@@ -279,4 +282,5 @@ def test_flops_cli_tables_and_plot(tmp_path):
     res = CliRunner().invoke(app, ["flops", "glm5", "--seq", "4k,128k", "--plot", str(png)])
     assert res.exit_code == 0, res.output
     assert "the article's claims" in res.output and "indexer_scoring" in res.output
+    assert "decoding step at s=4,096, batch 1 (bf16): reads" in " ".join(res.output.split())
     assert png.read_bytes()[:4] == b"\x89PNG"

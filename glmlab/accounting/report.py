@@ -8,6 +8,7 @@ from glmlab.accounting.conventions import get_convention
 from glmlab.accounting.flops import MODES, flops_report
 from glmlab.accounting.memory import inference_memory, kv_cache_bytes_per_token, training_memory
 from glmlab.accounting.params import parameter_counts
+from glmlab.accounting.traffic import decode_step_bytes
 from glmlab.config import Config
 from glmlab.errors import GlmlabError
 
@@ -59,6 +60,8 @@ def seq_summary(
         # bf16 autocast exists on a GPU only (the CPU trains bf16-mixed in fp32): priced as a GPU runs it
         "memory_bf16_mixed": training_memory(cfg, seq, batch, "bf16-mixed", mtp=mtp, device="cuda"),
         "memory_inference": inference_memory(cfg, seq, batch, dtype),
+        # a decoding step of `batch` rows at position seq - 1 (the "decode at s-1" FLOPs): what it reads
+        "decode_step_bytes": decode_step_bytes(cfg, seq, batch, weight_dtype=dtype, cache_dtype=dtype),
     }
 
 

@@ -74,6 +74,14 @@ def print_flops(s: dict, console: Console) -> None:
         f"inference at s={first['seq_len']:,}, batch {first['batch']}: weights {nbytes(inf['weights'])} + "
         f"cache {nbytes(inf['kv_cache'])} = {nbytes(inf['total'])}"
     )
+    step = first["decode_step_bytes"]
+    intensity = first["decode_flops_per_token"] * first["batch"] / step["total"]
+    console.print(
+        f"decoding step at s={first['seq_len']:,}, batch {first['batch']} ({kv['dtype']}): reads "
+        f"{nbytes(step['total'])} (weights {nbytes(step['weights'])}, cache {nbytes(step['cache'])}, indexer "
+        f"{nbytes(step['indexer'])}), {intensity:,.1f} FLOPs a byte: bound by memory bandwidth where that is "
+        "below the GPU's FLOPs per byte (about 180 on an H200)"
+    )
     p = s["params"]
     console.print(
         f"parameters: {p['total']:,} total, {p['active']:,} active, {p['total_with_mtp']:,} with MTP"
