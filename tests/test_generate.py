@@ -418,6 +418,7 @@ def test_generator_is_exported():
         (["--prompt", "hello", "--max-new-tokens", "60"], "max-new-tokens"),
         (["--prompt", "hi", "--top-p", "2"], "top-p"),
         (["--prompts-file", "/nonexistent/prompts.txt"], "prompts-file"),
+        (["--prompt", "hi", "--compile", "--device", "cpu"], "drop --compile"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(checkpoint, run_cli, args, message):
