@@ -179,6 +179,29 @@ def device_peak(device: torch.device) -> float:
         return matmul_peak(device)
 
 
+def copy_bandwidth(
+    device: str | torch.device = "cpu", *, nbytes: int | None = None, repeats: int = 5
+) -> float:
+    """Bytes per second a device-to-device copy moves, read and write counted (2 x its size), the
+    best of `repeats`: the rate a memory-bound step such as decoding can at most read its bytes at
+    (1 GiB on CUDA, 64 MiB on a CPU; the guide's 4.3 TB/s on an H200 is such a copy)."""
+    if repeats < 1:
+        raise ValueError(f"copy_bandwidth: repeats must be at least 1, got {repeats}")
+    device = torch.device(device)
+    n = (nbytes or (1 << 30 if device.type == "cuda" else 1 << 26)) // 4
+    src = torch.ones(n, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        synchronize(device)
+        best = max(best, 2 * 4 * n / (time.perf_counter() - start))
+    return best
+
+
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak: CUDA's allocator statistics, or on Linux the process's resident high-water
     mark (elsewhere the peak stays the process's since it started)."""
@@ -227,6 +250,7 @@ def profile(
     against its `total`. A config whose estimated peak exceeds what the device has free is
     refused first."""
     from glmlab.accounting import flops_report, training_flops_per_token, training_memory
+    from glmlab.accounting.traffic import decode_step_bytes
     from glmlab.build import build_model
     from glmlab.model.losses import total_loss
 
@@ -312,6 +336,11 @@ def profile(
 
     estimate = flops_report(cfg, S, "train", "glmlab", device=dev.type)
     decode_estimate = flops_report(cfg, S, "decode", "glmlab", mtp=False, position=prefill, device=dev.type)
+    # what the decoding step reads (its weights in their dtype, the cache in the model's), and the
+    # time that takes at this device's copy bandwidth: the step's roofline (docs/accounting.md)
+    stored = "fp32" if params[0].dtype == torch.float32 else "bf16"
+    decode_bytes = decode_step_bytes(cfg, prefill + 1, B, weight_dtype=stored, cache_dtype=stored)["total"]
+    bandwidth = copy_bandwidth(dev)
     peak = device_peak(dev)
     tokens_per_s = B * S / step_time
     result = {
@@ -328,5 +357,7 @@ def profile(
         "mfu": mfu(tokens_per_s, training_flops_per_token(cfg, S, device=dev.type), peak),
         "decode_flops_estimated": decode_estimate.total * B, "decode_flops_measured": decode_flops,
         "decode_step_time_s": decode_time, "decode_tokens_per_s": B / decode_time,
+        "decode_bytes_estimated": decode_bytes, "copy_bandwidth_bytes_per_s": bandwidth,
+        "decode_roofline_s": decode_bytes / bandwidth,
     }  # fmt: skip
     return result

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from glmlab.accounting.traffic import decode_step_bytes
 from glmlab.cli import app
 from glmlab.config import load_config
 from glmlab.errors import GlmlabError
-from glmlab.measure import _causal_pairs, flop_counter, matmul_peak, saved_tensor_bytes
+from glmlab.measure import _causal_pairs, copy_bandwidth, flop_counter, matmul_peak, saved_tensor_bytes
 from glmlab.model.moe import GROUP_ALIGN
 from glmlab.plan import layer_kinds, mtp_layer_kind
 
@@ -59,6 +60,17 @@ def test_saved_tensor_bytes_excludes_parameters():
     assert saved["bytes"] == x.numel() * 4 + y.numel() * 4  # input of the linear, output of relu
 
 
+def test_copy_bandwidth_is_the_best_copy(monkeypatch):
+    """Bytes moved (read and written) over the fastest of the timed copies."""
+    import glmlab.measure as measure
+
+    clock = iter([0.0, 1.0, 1.0, 1.25])  # copies of 1 s and 0.25 s
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert copy_bandwidth("cpu", nbytes=4096, repeats=2) == pytest.approx(2 * 4096 / 0.25)
+    with pytest.raises(ValueError, match="at least 1"):
+        copy_bandwidth("cpu", repeats=0)
+
+
 def test_matmul_peak_is_the_best_batch(monkeypatch):
     """The peak is the fastest of the timed batches: one slow batch does not lower it."""
     import glmlab.measure as measure
@@ -83,6 +95,13 @@ def test_profile_cli_estimate_matches_measurement():
         1.0, abs=0.02
     )
     assert out["decode_flops_estimated"] == out["decode_flops_measured"]
+    # the decoding step's bytes (glmlab.accounting.traffic, weights in the stored fp32 here) at the
+    # measured copy rate: a bound the eager step cannot beat
+    cfg = load_config("glm5-tiny", ["index_topk=16"])
+    bytes_read = decode_step_bytes(cfg, 40 - 1 - 4 + 1, 2, weight_dtype="fp32", cache_dtype="fp32")["total"]
+    assert out["decode_bytes_estimated"] == bytes_read
+    assert out["decode_roofline_s"] == pytest.approx(bytes_read / out["copy_bandwidth_bytes_per_s"])
+    assert 0 < out["decode_roofline_s"] < out["decode_step_time_s"]
     # On a GPU this 14 MB model's peak is mostly fixed allocations (the estimate was 0.45 of it on
     # an H200); the GPU's memory check runs at the H200 preset's scale (glm5-1b: estimate 1.004 of
     # the measured 112 GB, experiments/results/h200-session6/).

@@ -35,5 +35,10 @@ def print_profile(result: dict, console: Console) -> None:
         f"{_rate(result['achieved_flops_per_s'])}; matmul peak {_rate(result['matmul_peak_flops_per_s'])} "
         f"-> MFU {result['mfu']:.1%}"
     )
-    console.print(f"decoding: {result['decode_step_time_s'] * 1000:.1f} ms/step, "
-                  f"{result['decode_tokens_per_s']:,.1f} tokens/s")  # fmt: skip
+    roofline, took = result["decode_roofline_s"], result["decode_step_time_s"]
+    rate, read = result["copy_bandwidth_bytes_per_s"] / 1e9, nbytes(result["decode_bytes_estimated"])
+    console.print(
+        f"decoding: {took * 1000:.1f} ms/step, {result['decode_tokens_per_s']:,.1f} tokens/s; it reads about "
+        f"{read}, {roofline * 1000:.2f} ms at the measured copy rate of {rate:,.0f} GB/s: "
+        f"{roofline / took:.0%} of that bound"
+    )
