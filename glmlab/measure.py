@@ -159,14 +159,18 @@ def matmul_peak(
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
+    return _best_rate(lambda: [a @ b for _ in range(iters)], 2 * n**3 * iters, device, repeats)
+
+
+def _best_rate(run: Callable[[], object], work: float, device: torch.device, repeats: int) -> float:
+    """`work` over the shortest of `repeats` timed calls of `run`, each synchronised on `device`."""
     best = 0.0
     for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        for _ in range(iters):
-            a @ b
+        run()
         synchronize(device)
-        best = max(best, 2 * n**3 * iters / (time.perf_counter() - start))
+        best = max(best, work / (time.perf_counter() - start))
     return best
 
 
@@ -182,24 +186,17 @@ def device_peak(device: torch.device) -> float:
 def copy_bandwidth(
     device: str | torch.device = "cpu", *, nbytes: int | None = None, repeats: int = 5
 ) -> float:
-    """Bytes per second a device-to-device copy moves, read and write counted (2 x its size), the
-    best of `repeats`: the rate a memory-bound step such as decoding can at most read its bytes at
-    (1 GiB on CUDA, 64 MiB on a CPU; the guide's 4.3 TB/s on an H200 is such a copy)."""
+    """Bytes per second a device-to-device copy of `nbytes` (default 256 MiB, past any cache) moves,
+    read and write counted (2 x its size), the best of `repeats`: the rate a memory-bound step such as
+    decoding can at most read its bytes at (the 4.3 TB/s measured on an H200 is such a copy)."""
     if repeats < 1:
         raise ValueError(f"copy_bandwidth: repeats must be at least 1, got {repeats}")
     device = torch.device(device)
-    n = (nbytes or (1 << 30 if device.type == "cuda" else 1 << 26)) // 4
+    n = (nbytes or 1 << 28) // 4
     src = torch.ones(n, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)  # warm-up
-    best = 0.0
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        dst.copy_(src)
-        synchronize(device)
-        best = max(best, 2 * 4 * n / (time.perf_counter() - start))
-    return best
+    return _best_rate(lambda: dst.copy_(src), 2 * 4 * n, device, repeats)
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -279,6 +276,7 @@ def profile(
             f"{dev} has {free / 1e9:,.1f} GB free: profile a smaller config (glm5-tiny, lower --seq or "
             f"--batch), or get the estimate alone with glmlab flops {cfg.name}"
         )
+    bandwidth = copy_bandwidth(dev)  # before the model and its states take the device's memory
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dev)
     if precision == "bf16":
@@ -336,11 +334,14 @@ def profile(
 
     estimate = flops_report(cfg, S, "train", "glmlab", device=dev.type)
     decode_estimate = flops_report(cfg, S, "decode", "glmlab", mtp=False, position=prefill, device=dev.type)
-    # what the decoding step reads (its weights in their dtype, the cache in the model's), and the
-    # time that takes at this device's copy bandwidth: the step's roofline (docs/accounting.md)
+    # what the timed decoding steps read on average (weights in their stored dtype, the cache in the
+    # model's), and the time that takes at this device's copy rate: their roofline (docs/accounting.md)
     stored = "fp32" if params[0].dtype == torch.float32 else "bf16"
-    decode_bytes = decode_step_bytes(cfg, prefill + 1, B, weight_dtype=stored, cache_dtype=stored)["total"]
-    bandwidth = copy_bandwidth(dev)
+    contexts = range(prefill + 2, prefill + 2 + decode_steps)  # the timed steps' positions, plus one
+    decode_bytes = (
+        sum(decode_step_bytes(cfg, c, B, weight_dtype=stored, cache_dtype=stored)["total"] for c in contexts)
+        / decode_steps
+    )
     peak = device_peak(dev)
     tokens_per_s = B * S / step_time
     result = {

@@ -249,7 +249,9 @@ def test_flops_cli_json_sweep_and_errors(tmp_path):
     assert [e["seq_len"] for e in sweep] == [4096, 32768]
     assert sweep[1]["training_flops_per_token"] > sweep[0]["training_flops_per_token"]
     glm5 = load_config("glm5")
-    assert sweep[1]["decode_step_bytes"] == decode_step_bytes(glm5, 32768, 2)  # the step it reads
+    step = decode_step_bytes(glm5, 32768, 2)  # the step it reads, and the main model's FLOPs over it
+    flops = flops_report(glm5, 32768, "decode", "glmlab", False).total * 2
+    assert sweep[1]["decode_step_bytes"] == {**step, "flops_per_byte": pytest.approx(flops / step["total"])}
     res = runner.invoke(app, ["flops", "glm5", "--seq", "4q"])
     assert res.exit_code != 0 and "--seq expects" in str(res.exception)
     # glm5-small at 1,024 tokens: the torch indexer scores in one chunk on a GPU, in 16-row ones on
@@ -282,5 +284,5 @@ def test_flops_cli_tables_and_plot(tmp_path):
     res = CliRunner().invoke(app, ["flops", "glm5", "--seq", "4k,128k", "--plot", str(png)])
     assert res.exit_code == 0, res.output
     assert "the article's claims" in res.output and "indexer_scoring" in res.output
-    assert "decoding step at s=4,096, batch 1 (bf16): reads" in " ".join(res.output.split())
+    assert "decoding step at s=4,096, batch 1 (bf16, no MTP): reads" in " ".join(res.output.split())
     assert png.read_bytes()[:4] == b"\x89PNG"

@@ -15,15 +15,23 @@ TINY = ["hidden_size=64", "num_attention_heads=4", "q_lora_rank=32", "kv_lora_ra
 
 
 def test_weights_are_the_models_parameters_but_the_embedding_table():
-    """A dense-FFN model: every parameter once, in bf16, except the embedding table, of which each
-    row reads one row; with MoE the routed experts count only as far as the batch reaches them."""
+    """A dense-FFN model past index_topk: every parameter once, in bf16, except the embedding table,
+    of which each row reads one row (tied to the head, the table is read whole by the head); within
+    index_topk the indexers' query and weight projections are not read; with MoE the routed experts
+    count only as far as the batch reaches them."""
     cfg = load_config("glm5-tiny", [*TINY, "use_moe=false"])
     model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     table = model.model.embed_tokens.weight.numel()
+    d = cfg.model.hidden_size
     for batch in (1, 3):
-        want = (params - table + batch * cfg.model.hidden_size) * 2
+        want = (params - table + batch * d) * 2
         assert decode_step_bytes(cfg, 64, batch)["weights"] == want
+    unused = sum(p.numel() for n, p in model.named_parameters() if "wq_b" in n or "weights_proj" in n)
+    assert unused > 0 and decode_step_bytes(cfg, 8, 1)["weights"] == (params - table + d - unused) * 2
+    tied = load_config("glm5-tiny", [*TINY, "use_moe=false", "tie_word_embeddings=true"])
+    tied_params = sum(p.numel() for p in build_model(tied).parameters())
+    assert decode_step_bytes(tied, 64, 1)["weights"] == (tied_params + d) * 2
     moe = load_config("glm5-tiny", TINY)  # glm5-tiny's MoE layers after the first dense ones
     E, k = moe.model.n_routed_experts, moe.model.num_experts_per_tok
     one, many = decode_step_bytes(moe, 64, 1)["weights"], decode_step_bytes(moe, 64, 10_000)["weights"]
@@ -47,7 +55,8 @@ def test_cache_reads_every_position_dense_and_the_top_k_with_dsa():
     assert got["cache"] == B * m.index_topk * latent * 2 * L
     assert got["indexer"] == B * T * (m.index_head_dim * 2 + 8) * L  # every layer has an indexer here
     fp8 = decode_step_bytes(load_config("glm5-tiny", [*TINY, "index_dtype=fp8"]), T, B)
-    assert fp8["indexer"] == B * T * (m.index_head_dim + 8) * L
+    # bf16 keys read and quantised again each step (1 byte written, 1 read, a 4-byte scale each way)
+    assert fp8["indexer"] == B * T * (m.index_head_dim * (2 + 1 + 1) + 8 + 8) * L
     short = decode_step_bytes(dsa, m.index_topk, B)
     assert short["indexer"] == 0 and short["cache"] == decode_step_bytes(dense, m.index_topk, B)["cache"]
     assert got["total"] == got["weights"] + got["cache"] + got["indexer"]

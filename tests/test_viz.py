@@ -232,6 +232,12 @@ def test_inspector_maps_are_the_models_own_choices(run):
     assert np.allclose(routing.gates, chosen.gates.tolist())
     assert routing.counts() == out.expert_counts[0].tolist()
     assert all(0 < s < 1 for s in routing.shared_share)
+    mlp = model.model.layers[1].mlp  # the share of the shared expert against the routed ones alone
+    with torch.no_grad():
+        x = seen.ffn_in[1].reshape(len(ids), -1)
+        outputs = (mlp.experts(x, mlp.gate(x)), mlp.shared_experts(x))
+        routed, shared = (y.float().norm(dim=-1) for y in outputs)
+    assert routing.shared_share == pytest.approx((shared / (shared + routed)).tolist(), abs=1e-4)
     u = seen.ffn_in[1].reshape(len(ids), -1).float()
     assert routing.common_share == pytest.approx((u.mean(0).norm() ** 2 / u.pow(2).sum(-1).mean()).item())
     dense = routing.dense()

@@ -44,6 +44,9 @@ def seq_summary(
         flops_report(cfg, seq, mode, convention, mtp, attention_form=attention, device=device)
         for mode in MODES
     )
+    step_bytes = decode_step_bytes(cfg, seq, batch, weight_dtype=dtype, cache_dtype=dtype)
+    main_decode = flops_report(cfg, seq, "decode", convention, False, attention_form=attention, device=device)
+    flops_per_byte = main_decode.total * batch / step_bytes["total"]
     return {
         "seq_len": seq,
         "batch": batch,
@@ -60,8 +63,9 @@ def seq_summary(
         # bf16 autocast exists on a GPU only (the CPU trains bf16-mixed in fp32): priced as a GPU runs it
         "memory_bf16_mixed": training_memory(cfg, seq, batch, "bf16-mixed", mtp=mtp, device="cuda"),
         "memory_inference": inference_memory(cfg, seq, batch, dtype),
-        # a decoding step of `batch` rows at position seq - 1 (the "decode at s-1" FLOPs): what it reads
-        "decode_step_bytes": decode_step_bytes(cfg, seq, batch, weight_dtype=dtype, cache_dtype=dtype),
+        # a decoding step of the main model (no MTP), `batch` rows at position seq - 1: what it must
+        # read, and its FLOPs a byte
+        "decode_step_bytes": {**step_bytes, "flops_per_byte": flops_per_byte},
     }
 
 

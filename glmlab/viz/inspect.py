@@ -170,7 +170,9 @@ def _routing(saw: dict, n_experts: int) -> RoutingMap:
     r = saw["routing"]
     share = None
     if "shared" in saw:
-        shared, routed = saw["shared"].float().norm(dim=-1), saw["routed"].float().norm(dim=-1)
+        # the experts' output includes the shared experts' (MoE passes them as `beside`)
+        routed = (saw["routed"].float() - saw["shared"].float()).norm(dim=-1)
+        shared = saw["shared"].float().norm(dim=-1)
         share = (shared / (shared + routed).clamp_min(1e-12)).tolist()
     return RoutingMap(r.indices.tolist(), r.gates.float().tolist(), share, n_experts,
                       common_direction_share(saw["router_input"]))  # fmt: skip
