@@ -24,6 +24,8 @@ ranks loads on any other. One forward pass on a rank:
 The shared experts (`beside`, passed by the MoE layer) are computed between issuing the rows'
 all-to-all and reading its result: the functional collectives return before the transfer ends and
 wait only where their output is first read, so the shared experts' kernels overlap the dispatch.
+In a compiled layer they now run eagerly with the rest of this module (`torch.compiler.disable`):
+unfused, their SwiGLU rounds silu's output to bf16 where Inductor kept it in fp32.
 
 Every sum over rows (a row's experts in step 2, a token's ranks in step 3, and the backward of the
 row copies) writes each addend to its own slot and sums the slots (`_sum_slots`), without atomics,
