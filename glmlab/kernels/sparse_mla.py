@@ -399,9 +399,14 @@ def _dkv_kernel(
         rows = rows_next
 
 
+def _block_h(H: int, tiles: Tiles) -> int:
+    """Heads per program: the tile's, fewer for fewer heads (tl.dot wants at least 16 rows)."""
+    return min(tiles.block_h, max(16, triton.next_power_of_2(H)))
+
+
 def _launch_shape(H: int, R: int, r: int, tiles: Tiles) -> tuple[int, dict]:
     """Heads per program and the kernel's compile-time sizes (tl.dot wants at least 16 rows)."""
-    block_h = min(tiles.block_h, max(16, triton.next_power_of_2(H)))
+    block_h = _block_h(H, tiles)
     sizes = dict(BLOCK_H=block_h, BLOCK_K=tiles.block_k, BLOCK_V=max(16, triton.next_power_of_2(r)))
     sizes["BLOCK_P"] = max(16, triton.next_power_of_2(R - r))
     return block_h, sizes
@@ -458,7 +463,7 @@ def _forward(
 def split_keys(N: int, H: int, K: int, tiles: Tiles, programs: int) -> int:
     """Keys per program when the forward splits each query's K keys (a multiple of the key tile): as
     few as fill `programs` with N queries' head blocks, K (no split) where they already do."""
-    head_blocks = triton.cdiv(H, min(tiles.block_h, max(16, triton.next_power_of_2(H))))
+    head_blocks = triton.cdiv(H, _block_h(H, tiles))
     key_tiles = triton.cdiv(K, tiles.block_k)
     splits = min(key_tiles, programs // max(1, N * head_blocks))
     return K if splits < 2 or N == 0 else triton.cdiv(key_tiles, splits) * tiles.block_k
