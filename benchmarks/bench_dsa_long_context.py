@@ -19,6 +19,9 @@ Modes, each a row per context:
   `context` positions (random latents and indexer keys: a step's cost does not depend on their
   values), through the fixed-shape decoding step of `glmlab generate`, replayed from a CUDA
   graph on a GPU: absorbed MLA over the whole cache when dense, over the indexer's top-k when DSA.
+  Both attend through the Triton sparse kernel beyond 4,096 slots, dense over every slot (flash
+  decoding, since session 17); `--dense-set dsa_impl=gather` times dense through torch's path, the
+  baseline of sessions 4-16.
 
 Each configuration runs once untimed (it compiles the kernels; FlopCounterMode counts its FLOPs per
 operator), then `--repeats` times (default 3), timed with CUDA events (the median is reported), and
@@ -58,7 +61,8 @@ slower at 64K and 1.1% at 128K for four times the launches).
     python benchmarks/bench_dsa_long_context.py [--contexts 8k,32k,64k,128k] [--layers 2] [--repeats 3]
         [--modes prefill,train,warmup,decode] [--decode-batch 1] [--compile-decode] [--warmup-up-to 32k]
         [--impl auto] [--precision bf16] [--recompute none] [--hf] [--hf-up-to 32k] [--no-profile]
-        [--kernels N] [--set KEY=VALUE] [--topk-select radix] [--topk-buffer-mb 1024] [--json PATH]
+        [--kernels N] [--set KEY=VALUE] [--dense-set KEY=VALUE] [--topk-select radix]
+        [--topk-buffer-mb 1024] [--json PATH]
     python benchmarks/bench_dsa_long_context.py --tiny
 """
 
@@ -152,14 +156,21 @@ def label(n: int) -> str:
 
 
 def configs(
-    overrides: list[str], layers: int, impl: str, longest: int, dsa_only: list[str]
+    overrides: list[str],
+    layers: int,
+    impl: str,
+    longest: int,
+    dsa_only: list[str],
+    dense_only: list[str] = (),
 ) -> tuple[Config, Config]:
-    """The DSA and the dense config of the slice; `dsa_only` overrides the DSA one alone."""
+    """The DSA and the dense config of the slice; `dsa_only` and `dense_only` override one alone."""
     common = [
         *overrides, f"num_hidden_layers={layers}", f"dsa_impl={impl}",
         f"max_position_embeddings={longest}", f"train.seq_len={longest}",
     ]  # fmt: skip
-    return load_config("glm5", [*common, *dsa_only]), load_config("glm5", [*common, "use_dsa=false"])
+    return load_config("glm5", [*common, *dsa_only]), load_config(
+        "glm5", [*common, "use_dsa=false", *dense_only]
+    )
 
 
 def build_pair(dsa_cfg: Config, dense_cfg: Config, device: torch.device, dtype: torch.dtype):
@@ -503,6 +514,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="DSA model override, e.g. index_dtype=fp8 (repeatable)")  # fmt: skip
+    parser.add_argument("--dense-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="dense model override, e.g. dsa_impl=gather: decoding through torch's "
+                             "absorbed attention, not flash decoding (repeatable)")  # fmt: skip
     parser.add_argument(
         "--kernels", type=int, default=0, help="print the N slowest kernels of each profiled run"
     )
@@ -600,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     cast = lambda: autocast(device, precision)
     shape = TINY if args.tiny else SLICE
-    dsa_cfg, dense_cfg = configs(shape, args.layers, args.impl, max(args.contexts), args.set)
+    dsa_cfg, dense_cfg = configs(shape, args.layers, args.impl, max(args.contexts), args.set, args.dense_set)
     dsa, dense = build_pair(dsa_cfg, dense_cfg, device, dtype)
     for model in (dsa, dense):
         apply_recompute(model, args.recompute)

@@ -131,6 +131,36 @@ def test_fixed_shape_decoding_step_selects_with_the_kernel(tiny, monkeypatch):
         assert (replayed - eager).abs().max().item() < 1e-3
 
 
+def test_dense_decoding_step_attends_through_the_sparse_kernel(tiny, monkeypatch):
+    """Without DSA, the fixed-shape step under dsa_impl=triton attends over every cache slot through
+    the sparse kernel (`every_slot`: flash decoding), each row up to its own position: the logits
+    equal the torch path's, rows of different lengths and speculative (several-token) steps alike."""
+    from glmlab.generate import step
+    from glmlab.kernels import sparse_mla
+
+    calls = []
+    kernel = sparse_mla.sparse_mla
+
+    def counted(*args, **kwargs):
+        calls.append(args[2].shape)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(sparse_mla, "sparse_mla", counted)
+    gather, triton = _pair(tiny, "use_dsa=false")
+    ids = _ids(SEQ)
+    pos = torch.arange(SEQ, device=DEVICE)[None] + torch.tensor([[0], [3]], device=DEVICE)
+    with torch.no_grad():
+        logits = []
+        for model in (gather.eval(), triton.eval()):
+            caches = model.new_cache(2, SEQ + 5).layers
+            logits.append(step.model_step(model, ids[:, :20], pos[:, :20], caches, SEQ + 5)[0])
+            logits[-1] = torch.cat(
+                [logits[-1], step.model_step(model, ids[:, 20:], pos[:, 20:], caches, SEQ + 5)[0]], 1
+            )
+    assert calls == [(2 * 20, SEQ + 5)] * 2 + [(2 * 4, SEQ + 5)] * 2  # two layers, two steps
+    assert (logits[0] - logits[1]).abs().max().item() < 1e-4
+
+
 def test_plan_keeps_the_sparse_probabilities_within_the_budget():
     """Training calls on the Triton sparse path keep P when one sequence's over every attending
     layer (n x H x K x 2 bytes each) fits the budget: with the default 32 GiB, GLM-5's two-layer

@@ -81,9 +81,21 @@ def attention_step(
                 topk = select_topk(index, cfg.index_topk)
         else:
             topk = shared_topk
+    if topk is None and kernel == "triton":
+        topk = every_slot(visible)
     rows_view = Projections(p.q_latent, p.q_nope.view(B, S, H, -1), p.q_pe.view(B, S, H, -1), p.c_kv, p.k_pe)
     o, _ = attn.attend_cached(rows_view, latents, topk, visible, kernel=kernel)
     return attn.o_proj(o.reshape(B, S, -1)), topk
+
+
+def every_slot(visible: torch.Tensor) -> TopK:
+    """The whole cache as a top-k: slot t of every query, real where `visible` [B,S,C] is True.
+    Dense attention over it in the Triton sparse kernel is flash decoding: each query's slots split
+    between programs that fill the GPU, where torch's path runs a score product, a softmax and a
+    value product over the cache (on an H200 at 128K slots, GLM-5's shapes: about 400 us a layer,
+    the cache read at 0.8 TB/s, experiments/results/h200-session17/, call 1)."""
+    slots = torch.arange(visible.shape[-1], device=visible.device)
+    return TopK(slots.expand(visible.shape), visible)
 
 
 def layer_step(

@@ -61,8 +61,12 @@ def resources(kernel) -> Resources:
         ptxas = [f"{BIN}/ptxas", "-v", "--gpu-name", "sm_90a", ptx, "-o", os.devnull]
         usage = subprocess.run(ptxas, capture_output=True, text=True).stderr
         sass = subprocess.run([f"{BIN}/cuobjdump", "-sass", cubin], capture_output=True, text=True).stdout
-    registers = int(re.search(r"Used (\d+) registers", usage).group(1))
-    spills = int(re.search(r"(\d+) bytes spill stores", usage).group(1))
+    registers, spills = (
+        re.search(pattern, usage) for pattern in (r"Used (\d+) registers", r"(\d+) bytes spill stores")
+    )
+    if registers is None or spills is None:  # ptxas failed (twice on the H200 machine, 2026-12-01)
+        raise RuntimeError(f"ptxas -v gave no register or spill count; it printed: {usage[-2000:]!r}")
+    registers, spills = int(registers.group(1)), int(spills.group(1))
     return Resources(registers, spills, kernel.metadata.shared, sass)
 
 
