@@ -93,6 +93,7 @@ from glmlab.config import DSA_IMPLS, RECOMPUTE, Config, load_config
 from glmlab.device import PRECISIONS, autocast, resolve_device
 from glmlab.errors import GlmlabError
 from glmlab.generate.graphs import GraphedStep
+from glmlab.generate.joined import JoinedInputs
 from glmlab.generate.step import model_step
 from glmlab.measure import flop_counter
 from glmlab.model import CausalLM, mla
@@ -369,11 +370,12 @@ def decode_step(
         if layer.index_keys is not None:
             layer.index_keys[:, :S].normal_(generator=gen)
     tokens = torch.randint(0, model.config.vocab_size, (batch, 1), device=device, generator=gen)
+    joined = JoinedInputs(model)
     pos = torch.full((batch, 1), S, device=device)
 
     def one_token(ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), cast():
-            return model_step(model, ids, positions, cache.layers, S + 1)[0]
+            return model_step(model, ids, positions, cache.layers, S + 1, joined=joined)[0]
 
     fn = torch.compile(one_token, dynamic=False) if compiled else one_token
     run = GraphedStep(fn) if device.type == "cuda" else fn

@@ -252,6 +252,56 @@ def test_fixed_shape_step_equals_the_model_with_rows_at_their_own_positions():
                 torch.testing.assert_close(logits[:, 0], expect, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_joined_input_products_give_the_step_and_the_drafts_unjoined(shared):
+    """With each layer's input products joined into one (joined.py), the fixed-shape step and the MTP
+    depths give the logits of the separate products; the copies hold what
+    `joined_input_params` counts (the shared MTP module once)."""
+    from glmlab.accounting.params import joined_input_params
+    from glmlab.generate.joined import JoinedInputs
+    from glmlab.generate.step import mtp_step
+
+    model = micro_model(shared=shared)
+    joined = JoinedInputs(model)
+    copies = {id(j): j.weight.numel() for j in [*joined.layers, *joined.mtp] if j is not None}
+    assert sum(copies.values()) == joined_input_params(model.config)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(4))
+    pos = torch.arange(12)[None].expand(2, 12)
+    with torch.inference_mode():
+        out = [
+            model_step(model, ids, pos, model.new_cache(2, 16).layers, 16, joined=j) for j in (None, joined)
+        ]
+        torch.testing.assert_close(out[1][0], out[0][0], atol=1e-5, rtol=0)
+        drafts = [
+            mtp_step(model, 2, out[0][1], ids, pos, model.new_cache(2, 16).layers[0], 16, joined=j)[0]
+            for j in (None, joined)
+        ]
+        torch.testing.assert_close(drafts[1], drafts[0], atol=1e-5, rtol=0)
+
+
+def test_joined_copies_follow_weights_changed_in_place():
+    """An optimiser step changes the model's weights in place: the next generation copies them into
+    the same memory (what a captured graph reads) and decodes as a new Generator would; unchanged
+    weights are not copied again."""
+    model = micro_model()
+    gen = Generator(model)
+    prompt = list(range(3, 15))
+    before = gen.generate(prompt, 12).ids
+    (session,) = gen.sessions.values()
+    first, q_a = session.joined.layers[0], model.model.layers[0].self_attn.q_a_proj
+    address = first.weight.data_ptr()
+    first.weight[0, 0] += 1.0  # the copy's alone: the model's weights did not change, nothing is copied
+    first.refresh()
+    assert first.weight[0, 0] != q_a.weight[0, 0]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    after = gen.generate(prompt, 12).ids
+    assert first.weight.data_ptr() == address
+    torch.testing.assert_close(first.weight[: q_a.out_features], q_a.weight, atol=0, rtol=0)
+    assert after == Generator(model).generate(prompt, 12).ids and after != before
+
+
 def test_batched_prompts_decode_as_each_alone():
     gen = Generator(micro_model(vocab=27), Letters())
     prompts = ["abc", "x", "helloworld", "zyxw"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from glmlab.accounting.params import attention_params, ffn_params, parameter_counts
+from glmlab.accounting.params import attention_params, ffn_params, joined_input_params, parameter_counts
 from glmlab.config import Config, ModelConfig
 from glmlab.errors import GlmlabError
 from glmlab.plan import (
@@ -371,10 +371,11 @@ def training_memory(
 def inference_memory(
     cfg: Config | ModelConfig, context: int, batch: int = 1, dtype: str = "bf16"
 ) -> dict[str, float]:
-    """Weights plus the latent cache (and indexer keys) for `batch` sequences of `context` tokens."""
+    """Weights plus the latent cache (and indexer keys) for `batch` sequences of `context` tokens,
+    plus the joined copies of each layer's input products that decoding reads (`joined_input_params`)."""
     m = cfg.model if isinstance(cfg, Config) else cfg
     P = parameter_counts(m)["total_with_mtp"]
     kv = kv_cache_bytes_per_token(m, dtype)
     cache = (kv["total"] + kv["mtp"]) * context * batch
-    weights = P * dtype_bytes(dtype)
-    return {"weights": weights, "kv_cache": cache, "total": weights + cache}
+    weights, joined = P * dtype_bytes(dtype), joined_input_params(m) * dtype_bytes(dtype)
+    return {"weights": weights, "joined_inputs": joined, "kv_cache": cache, "total": weights + joined + cache}

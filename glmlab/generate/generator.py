@@ -306,6 +306,7 @@ class Generator:
             while len(self.sessions) >= SESSIONS_KEPT:
                 self.sessions.popitem(last=False)
             self.sessions[key] = DecodeSession(self.model, *key, graphs=self.graphs, compiled=self.compiled)
+        self.sessions[key].joined.refresh()  # the model may have trained since the session's last call
         return self.sessions[key]
 
     def _plain(self, session: DecodeSession, rows: list[_Row], limit: int, sampling, eos) -> None:

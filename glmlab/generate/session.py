@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from glmlab.generate.graphs import GraphedStep
+from glmlab.generate.joined import JoinedInputs
 from glmlab.generate.speculative import MTPDrafter
 from glmlab.generate.step import model_step
 from glmlab.model import CausalLM
@@ -39,9 +40,12 @@ class DecodeSession:
         # the prompts are prefilled one at a time, into the session's cache or a one-row scratch
         self.scratch = self.cache if rows == 1 else model.new_cache(1, capacity)
         self.tokens = torch.zeros(rows, capacity + depth + 1, dtype=torch.long, device=device)
+        self.joined = JoinedInputs(model)  # each layer's input products as one (joined.py)
         self.drafter = None
         if depth:
-            self.drafter = MTPDrafter(model, self.tokens, depth, capacity, graphs=graphs, compiled=compiled)
+            self.drafter = MTPDrafter(
+                model, self.tokens, depth, capacity, graphs=graphs, compiled=compiled, joined=self.joined
+            )
         self.graphed = GraphedStep(self._step, compiled=compiled) if graphs else None
         # greedy speculative decoding in one graph: drafts, verification and acceptance
         self.graphed_speculation = (
@@ -52,7 +56,9 @@ class DecodeSession:
         """The main model on the tokens at positions pos [rows,S] over `context` slots (all by
         default): logits [rows,S,V]; h^0 to the drafter."""
         ids = self.tokens.gather(1, pos)
-        logits, hidden = model_step(self.model, ids, pos, self.cache.layers, context or self.capacity)
+        logits, hidden = model_step(
+            self.model, ids, pos, self.cache.layers, context or self.capacity, joined=self.joined
+        )
         if self.drafter is not None:
             self.drafter.hidden[0][:, pos[0]] = hidden
         return logits

@@ -24,6 +24,7 @@ from functools import partial
 import torch
 
 from glmlab.generate.graphs import GraphedStep
+from glmlab.generate.joined import JoinedInputs
 from glmlab.generate.sampling import SamplingParams, choose, probabilities
 from glmlab.generate.step import mtp_step
 from glmlab.model import CausalLM
@@ -80,12 +81,12 @@ class MTPDrafter:
 
     def __init__(
         self, model: CausalLM, tokens: torch.Tensor, depth: int, capacity: int, *, graphs: bool,
-        compiled: bool = False,
+        compiled: bool = False, joined: JoinedInputs | None = None,
     ) -> None:  # fmt: skip
         cfg = model.config
         stored = cfg.num_nextn_predict_layers
         p = model.lm_head.weight
-        self.model, self.tokens, self.depth = model, tokens, depth
+        self.model, self.tokens, self.depth, self.joined = model, tokens, depth, joined
         self.module_depth = [min(k, stored) for k in range(1, depth + 1)]
         self.note = None
         if depth > stored and not cfg.mtp_share_modules:
@@ -108,7 +109,8 @@ class MTPDrafter:
         next_ids = self.tokens.gather(1, pos + k)
         cache, context = self.caches[k - 1], context or self.caches[k - 1].capacity
         hidden = self.hidden[k - 1][:, pos[0]]
-        logits, h = mtp_step(self.model, self.module_depth[k - 1], hidden, next_ids, pos, cache, context)
+        depth = self.module_depth[k - 1]
+        logits, h = mtp_step(self.model, depth, hidden, next_ids, pos, cache, context, joined=self.joined)
         if k < self.depth:
             self.hidden[k][:, pos[0]] = h
         return logits

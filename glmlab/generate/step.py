@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from glmlab.generate.joined import JoinedInputs, JoinedLinear
 from glmlab.model import CausalLM
 from glmlab.model.dsa import TopK, select_topk
 from glmlab.model.gqa import GroupedQueryAttention, KVCache
@@ -36,24 +37,29 @@ def attention_step(
     cache: LatentCache,
     shared_topk: TopK | None,
     context: int,
+    *,
+    inputs: JoinedLinear | None = None,
 ) -> tuple[torch.Tensor, TopK | None]:
     """xn [B,S,d] normed input at positions pos [B,S]; writes their latents into `cache` at
     those positions, attends over the first `context` slots, those at or before each query
     (every position must be below `context`, and each row's S positions consecutive, as the Triton
-    top-k also bounds query s by slot context - S + s). Returns (out [B,S,d], the top-k this layer
-    read, for the next IndexShare layer)."""
+    top-k also bounds query s by slot context - S + s). `inputs`: the layer's input products joined
+    (joined.py). Returns (out [B,S,d], the top-k this layer read, for the next IndexShare layer)."""
     cfg = attn.cfg
     B, S, d = xn.shape
     H, C = attn.n_heads, context
     latents = cache.latent[:, :C]
     cos, sin = rotary
     # Projections are per token: the rows go through as one sequence of B*S positions.
-    p = attn.project(xn.reshape(1, B * S, d), cos, sin)
+    flat = xn.reshape(1, B * S, d)
+    first = inputs(flat) if inputs is not None else []
+    p = attn.project(flat, cos, sin, inputs=first[:2] or None)
+    index_key, index_weights = first[2:] or [None, None]  # the indexer's wk and weights_proj of `flat`
     rows = torch.arange(B, device=xn.device)[:, None].expand(B, S)
     latent = torch.cat([p.c_kv, p.k_pe], dim=-1).view(B, S, -1)
     cache.latent.index_put_((rows, pos), latent.to(cache.latent.dtype))
     if attn.indexer is not None:
-        keys = attn.indexer.keys(xn.reshape(1, B * S, d), cos, sin).view(B, S, -1)
+        keys = attn.indexer.keys(flat, cos, sin, projected=index_key).view(B, S, -1)
         cache.index_keys.index_put_((rows, pos), keys.to(cache.index_keys.dtype))
     visible = torch.arange(C, device=xn.device)[None, None, :] <= pos[:, :, None]  # [B,S,C]
 
@@ -72,7 +78,7 @@ def attention_step(
                 # [B,H,C] dots: at 128K slots and batch 8, 0.5 GB a layer)
                 from glmlab.kernels.indexer import index_topk
 
-                q, w = attn.indexer.queries(xn, q_latent, *per_row)
+                q, w = attn.indexer.queries(xn, q_latent, *per_row, weights=_rows(index_weights, B, S))
                 fp8, select = cfg.index_dtype == "fp8", topk_select(C)
                 topk = TopK(*index_topk(q, w, keys, topk=cfg.index_topk, select=select, fp8=fp8, last=pos))
             else:
@@ -88,6 +94,11 @@ def attention_step(
     return attn.o_proj(o.reshape(B, S, -1)), topk
 
 
+def _rows(x: torch.Tensor | None, B: int, S: int) -> torch.Tensor | None:
+    """[1,B*S,n] -> [B,S,n]; None stays None."""
+    return None if x is None else x.view(B, S, -1)
+
+
 def every_slot(visible: torch.Tensor) -> TopK:
     """The whole cache as a top-k: slot t of every query, real where `visible` [B,S,C] is True.
     Dense attention over it in the Triton sparse kernel is flash decoding: each query's slots split
@@ -101,13 +112,16 @@ def every_slot(visible: torch.Tensor) -> TopK:
 def layer_step(
     layer: torch.nn.Module, x: torch.Tensor, pos: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
     cache: LatentCache | KVCache, shared_topk: TopK | None, context: int,
+    *, inputs: JoinedLinear | None = None,
 ) -> tuple[torch.Tensor, TopK | None]:  # fmt: skip
     """One decoder layer (pre-norm attention, then the FFN) on x [B,S,d]; returns (x, top-k)."""
     xn = layer.input_layernorm(x)
     if isinstance(layer.self_attn, GroupedQueryAttention):  # GQA/MHA: its own step, no DSA
         attn, topk = layer.self_attn.step(xn, pos, rotary, cache, context), None
     else:
-        attn, topk = attention_step(layer.self_attn, xn, pos, rotary, cache, shared_topk, context)
+        attn, topk = attention_step(
+            layer.self_attn, xn, pos, rotary, cache, shared_topk, context, inputs=inputs
+        )
     h = x + attn
     ffn_in = layer.post_attention_layernorm(h)
     if isinstance(layer.mlp, MoE):
@@ -116,22 +130,25 @@ def layer_step(
 
 
 def model_step(
-    model: CausalLM, ids: torch.Tensor, pos: torch.Tensor, caches: list[LatentCache | KVCache], context: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: CausalLM, ids: torch.Tensor, pos: torch.Tensor, caches: list[LatentCache | KVCache], context: int,
+    *, joined: JoinedInputs | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """The main model on ids [B,S] at positions pos [B,S], attending over the first `context`
-    cache slots: (logits [B,S,V], final hidden [B,S,d])."""
+    cache slots, with the layers' input products `joined` where given: (logits [B,S,V], final
+    hidden [B,S,d])."""
     rotary = model.model.rotary_emb(pos.reshape(-1))
     x = model.model.embed_tokens(ids)
     topk = None
-    for layer, cache in zip(model.model.layers, caches, strict=True):
-        x, topk = layer_step(layer, x, pos, rotary, cache, topk, context)
+    inputs = joined.layers if joined is not None else [None] * len(caches)
+    for layer, cache, joint in zip(model.model.layers, caches, inputs, strict=True):
+        x, topk = layer_step(layer, x, pos, rotary, cache, topk, context, inputs=joint)
     hidden = model.model.norm(x)
     return model.lm_head(hidden), hidden
 
 
 def mtp_step(
     model: CausalLM, depth: int, hidden: torch.Tensor, next_ids: torch.Tensor, pos: torch.Tensor,
-    cache: LatentCache | KVCache, context: int,
+    cache: LatentCache | KVCache, context: int, *, joined: JoinedInputs | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """MTP depth `depth` (its module) at positions pos [B,S] over the first `context` slots:
     hidden h^{depth-1} and the tokens one step ahead [B,S] -> (logits at the last position
@@ -139,5 +156,6 @@ def mtp_step(
     module = model.mtp_module(depth)
     rotary = model.model.rotary_emb(pos.reshape(-1))
     x = module.combine(model.model.embed_tokens(next_ids), hidden)
-    x, _ = layer_step(module.layer, x, pos, rotary, cache, None, context)
+    inputs = joined.mtp[depth - 1] if joined is not None else None
+    x, _ = layer_step(module.layer, x, pos, rotary, cache, None, context, inputs=inputs)
     return model.lm_head(module.shared_head_norm(x[:, -1])), x

@@ -43,18 +43,24 @@ class Indexer(nn.Module):
         rot, rest = x.split([self.rope_dim, self.head_dim - self.rope_dim], dim=-1)
         return torch.cat([apply_rotary(rot, cos, sin, self.interleave), rest], dim=-1)
 
-    def keys(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """xn [B,S,d] -> kI [B,S,d_I] (what the indexer key cache stores)."""
-        return self._rope(self.k_norm(self.wk(xn)), cos, sin)
+    def keys(
+        self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, projected: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """xn [B,S,d] -> kI [B,S,d_I] (what the indexer key cache stores); `projected`: wk(xn),
+        where the caller ran it."""
+        return self._rope(self.k_norm(self.wk(xn) if projected is None else projected), cos, sin)
 
     def queries(
-        self, xn: torch.Tensor, q_latent: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, xn: torch.Tensor, q_latent: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+        *, weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """The indexer's queries qI [B,S,H,d_I] (rotated) and head weights w [B,S,H] (fp32, scaled
-        by 1/sqrt(H d_I)): what the Triton kernels read."""
+        by 1/sqrt(H d_I)): what the Triton kernels read. `weights`: weights_proj(xn), where the
+        caller ran it."""
         B, S, _ = xn.shape
         q = self._rope(self.wq_b(q_latent).view(B, S, self.n_heads, self.head_dim), cos, sin)
-        w = self.weights_proj(xn).float() * (self.n_heads**-0.5 * self.head_dim**-0.5)
+        w = (self.weights_proj(xn) if weights is None else weights).float()
+        w = w * (self.n_heads**-0.5 * self.head_dim**-0.5)
         return q, w
 
     def scores(

@@ -205,18 +205,32 @@ class MultiHeadLatentAttention(nn.Module):
 
     # ---- project ---------------------------------------------------------------------------
 
-    def project(self, xn: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Projections:
-        """Queries (through the query latent when there is one) and the new key/value latents."""
+    def input_projections(self) -> list[nn.Linear]:
+        """The products of the normed input that start the queries and the latents (`project`)."""
+        return [self.q_proj if self.cfg.q_lora_rank is None else self.q_a_proj, self.kv_a_proj_with_mqa]
+
+    def project(
+        self,
+        xn: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        *,
+        inputs: list[torch.Tensor] | None = None,
+    ) -> Projections:
+        """Queries (through the query latent when there is one) and the new key/value latents.
+        `inputs`: the `input_projections` of xn, where the caller ran them (decoding runs them as
+        one product: glmlab/generate/joined.py)."""
         B, S, _ = xn.shape
+        q_first, kv_first = inputs or [linear(xn) for linear in self.input_projections()]
         if self.cfg.q_lora_rank is None:
             q_latent = xn
-            q = self.q_proj(xn)
+            q = q_first
         else:
-            q_latent = self.q_a_layernorm(self.q_a_proj(xn))
+            q_latent = self.q_a_layernorm(q_first)
             q = self.q_b_proj(q_latent)
         q_nope, q_pe = q.view(B, S, self.n_heads, -1).split([self.d_nope, self.d_rope], dim=-1)
         q_pe = apply_rotary(q_pe, cos, sin, self.cfg.rope_interleave)
-        c_kv, k_pe = self.kv_a_proj_with_mqa(xn).split([self.r_kv, self.d_rope], dim=-1)
+        c_kv, k_pe = kv_first.split([self.r_kv, self.d_rope], dim=-1)
         c_kv = self.kv_a_layernorm(c_kv)
         k_pe = apply_rotary(k_pe, cos, sin, self.cfg.rope_interleave)
         return Projections(q_latent, q_nope, q_pe, c_kv, k_pe)

@@ -75,7 +75,8 @@ def print_flops(s: dict, console: Console) -> None:
         f"{kv['indexer_keys']:,} B = {kv['total']:,} B (expanded K/V would be {kv['expanded']:,} B; "
         f"MTP adds {kv['mtp']:,} B)\n"
         f"inference at s={first['seq_len']:,}, batch {first['batch']}: weights {nbytes(inf['weights'])} + "
-        f"cache {nbytes(inf['kv_cache'])} = {nbytes(inf['total'])}"
+        f"joined input products {nbytes(inf['joined_inputs'])} + cache {nbytes(inf['kv_cache'])} = "
+        f"{nbytes(inf['total'])}"
     )
     step = first["decode_step_bytes"]
     console.print(
