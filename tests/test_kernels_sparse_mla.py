@@ -106,6 +106,35 @@ def test_split_forward_matches_twin(monkeypatch, dtype, H, K):
     torch.testing.assert_close(kernels._forward(*args, True)[1], whole[1], rtol=1e-4, atol=1e-4)
 
 
+def _gluon_twin(q, kv, idx, valid, scale_log2, r):
+    """What the Gluon forward returns, in torch: out (NaN, 0/0, for a query without a valid key) and
+    the log-sum-exp in log2 units (-inf there)."""
+    rows = kv[idx].float()  # [N,K,R]
+    s = torch.einsum("nhr,nkr->nhk", q.float(), rows) * scale_log2
+    s = s.masked_fill(~valid[:, None], float("-inf"))
+    m = s.amax(-1, keepdim=True)
+    p = torch.exp2(s - m.clamp_min(-1e30))
+    total = p.sum(-1, keepdim=True)
+    out = (p @ rows[..., :r]) / total
+    return out.to(q.dtype), (m + torch.log2(total)).squeeze(-1)
+
+
+@pytest.mark.parametrize("N", [1, 3])
+def test_gluon_split_forward_joins_its_runs(monkeypatch, N):
+    """The Gluon forward's split path (`_hopper_split_forward`, checked here with a torch stand-in for
+    the Gluon kernel, which has no interpreter): keys padded to whole runs of 16, each run a query of
+    its own, joined by `_combine_kernel`. Row 1 has one valid key and row 2 only its last, so whole
+    runs hold none (their NaN parts are not read): out and the log-sum-exp equal the unsplit twin's."""
+    monkeypatch.setattr(kernels, "hopper_forward", _gluon_twin)
+    monkeypatch.setattr(kernels, "COMBINE_COLUMNS", 16)
+    q, kv, idx, valid = inputs(3, 4, 40, 30, torch.float32, seed=8)
+    q, idx, valid = q[:N].detach(), idx[:N], valid[:N]
+    out, lse = kernels._hopper_split_forward(q, kv.detach(), idx, valid, 0.2, 32, 16)
+    want_out, want_lse = _gluon_twin(q, kv.detach(), idx, valid, 0.2 * kernels.LOG2E, 32)
+    close(out, want_out, 1e-5)
+    torch.testing.assert_close(lse, want_lse, rtol=1e-5, atol=1e-5)
+
+
 def test_split_keys_fill_the_multiprocessors():
     """On an H200 (132 multiprocessors) at GLM-5's decoding shape: one query takes 32 programs of
     one 64-key tile, 8 queries 16 of two; a prefill's queries fill the GPU and are not split."""
@@ -438,18 +467,25 @@ def test_sparse_mla_with_a_heads_first_q_trains_through_the_gluon_forward():
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="GLM-5's decoding shape on a GPU")
 @pytest.mark.parametrize("N", [1, 8])
-def test_split_forward_at_glm5_decoding_shape(N):
-    """Decoding rows at GLM-5's shape (64 heads, K = 2048 of 576-wide latents) take the split
-    forward; out equals the twin's and the unsplit kernel's, the log-sum-exp the unsplit one's."""
-    H, K, M = 64, 2048, 5000
+@pytest.mark.parametrize("K", [2048, 9000])
+@pytest.mark.parametrize("hopper", [True, False])
+def test_split_forward_at_glm5_decoding_shape(N, K, hopper):
+    """Decoding rows at GLM-5's shape (64 heads, 576-wide latents) take the split forward, Triton's
+    or on Hopper the Gluon forward's runs: DSA's K = 2048, and a dense-like K = 9000 (not a multiple
+    of a run) whose last 3,000 keys are invalid, as the slots past a row's position are, so that whole
+    runs hold no valid key. out equals the twin's and the unsplit kernel's, the log-sum-exp the
+    unsplit one's."""
+    H, M = 64, 12000
     g = torch.Generator().manual_seed(9)
     q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16)
     kv = torch.randn(M, 576, generator=g).to(DEVICE, torch.bfloat16)
     idx = torch.randint(0, M, (N, K), generator=g).to(DEVICE)
     valid = (torch.rand(N, K, generator=g) < 0.8).to(DEVICE)
     valid[:, 0] = True
+    if K > 2048:
+        valid[:, K - 3000 :] = False
     assert kernels.split_keys(N, H, K, kernels.FORWARD_TILES, kernels.multiprocessors(q.device)) < K
-    args = (q, kv, idx, valid, 576**-0.5, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12], True)
+    args = (q, kv, idx, valid, 576**-0.5, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12], hopper)
     out, lse, *_ = kernels._forward(*args, True)
     whole_out, whole_lse, *_ = kernels._forward(*args, False)
     ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)

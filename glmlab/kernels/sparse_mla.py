@@ -43,6 +43,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch.utils.flop_counter import register_flop_formula
@@ -111,6 +112,8 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
 
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
 COMBINE_COLUMNS = 128  # value columns per program of the split forward's join
+# Keys a run of the Gluon split forward are a multiple of this: its two warpgroups take a 64-key tile each.
+HOPPER_RUN_KEYS = 128
 
 
 @triton.jit
@@ -277,7 +280,8 @@ def _combine_kernel(
 ):  # fmt: skip
     """Program (query n, head h, column block c): its SPLITS partial softmaxes rescaled to their
     common maximum and summed, columns c*BLOCK_V.. of out [N,H,r] in out's dtype, and (c = 0) the
-    log-sum-exp [N,H] (log2 units). A split without a valid key has maximum -inf and weighs nothing."""
+    log-sum-exp [N,H] (log2 units). A split without a valid key has maximum -inf and weighs nothing
+    (its part, 0 from `_split_kernel`, NaN from the Gluon forward's 0/0, is not read)."""
     n, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     j = tl.arange(0, BLOCK_S)
     offs_v = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -290,7 +294,7 @@ def _combine_kernel(
     total = tl.sum(total * weight, 0)
     part = tl.load(part_ptr + (slot[:, None] * H + h) * r + offs_v[None, :],
                    mask=(j < SPLITS)[:, None] & (offs_v < r)[None, :], other=0.0)  # fmt: skip
-    out = tl.sum(part * weight[:, None], 0) / total
+    out = tl.sum(tl.where((weight > 0)[:, None], part * weight[:, None], 0.0), 0) / total
     tl.store(out_ptr + (n * H + h) * r + offs_v, out.to(out_ptr.dtype.element_ty), mask=offs_v < r)
     if tl.program_id(2) == 0:
         tl.store(lse_ptr + n * H + h, top + tl.log2(total))
@@ -430,7 +434,11 @@ def _forward(
     fwd = Tiles(*tiles[:4])
     keys = split_keys(N, H, K, fwd, multiprocessors(q.device)) if split and not (mass or keep_probs) else K
     if keys < K:
-        out, lse = _split_forward(q.contiguous(), kv, idx, valid, scale, r, fwd, keys)
+        if hopper and hopper_forward_applies(q, kv, r, mass=mass, keep_probs=keep_probs):
+            runs = split_keys(N, H, K, fwd._replace(block_k=HOPPER_RUN_KEYS), multiprocessors(q.device))
+            out, lse = _hopper_split_forward(q, kv, idx, valid, scale, r, runs)
+        else:
+            out, lse = _split_forward(q.contiguous(), kv, idx, valid, scale, r, fwd, keys)
         return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
     if hopper and K and hopper_forward_applies(q, kv, r, mass=mass, keep_probs=keep_probs):
         out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
@@ -490,6 +498,33 @@ def _split_forward(
     out = q.new_empty(N, H, r)
     lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
     columns = min(COMBINE_COLUMNS, sizes["BLOCK_V"])  # N*H*r/columns programs: 256 at N=1 on GLM-5
+    _combine_kernel[(N, H, triton.cdiv(r, columns))](
+        part, stats, out, lse, H, r, splits, BLOCK_S=max(2, triton.next_power_of_2(splits)),
+        BLOCK_V=columns, num_warps=4,
+    )  # fmt: skip
+    return out, lse
+
+
+def _hopper_split_forward(
+    q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int, keys: int
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """`_split_forward` through the Gluon forward: each query's keys in runs of `keys`, each run a
+    query of its own (one query's runs read the same q row, by a stride of 0), their normalised
+    outputs joined by `_combine_kernel`, each weighed by its log-sum-exp. Scratch: 2r + 8 bytes
+    per (query, run, head), and idx and valid padded to whole runs."""
+    (N, H, R), K = q.shape, idx.shape[1]
+    splits = triton.cdiv(K, keys)
+    pad = splits * keys - K
+    if pad:
+        idx, valid = F.pad(idx, (0, pad)), F.pad(valid, (0, pad))  # padded keys are not valid
+    runs_q = q[:, None].expand(N, splits, H, R).reshape(N * splits, H, R)  # a view when N = 1
+    part, lse_runs = hopper_forward(
+        runs_q, kv, idx.view(N * splits, keys), valid.view(N * splits, keys), scale * LOG2E, r
+    )
+    stats = torch.stack([lse_runs, torch.ones_like(lse_runs)], dim=1)  # a run's max is its lse, its sum 1
+    out = q.new_empty(N, H, r)
+    lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
+    columns = min(COMBINE_COLUMNS, r)
     _combine_kernel[(N, H, triton.cdiv(r, columns))](
         part, stats, out, lse, H, r, splits, BLOCK_S=max(2, triton.next_power_of_2(splits)),
         BLOCK_V=columns, num_warps=4,

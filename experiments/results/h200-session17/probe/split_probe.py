@@ -1,7 +1,7 @@
-"""Keys a program for the split (flash-decoding) sparse forward, over every slot of a 128K cache
-(dense decoding since session 17) and over DSA's 2,048 picks, at 1, 8 and 32 queries (GLM-5's
-64 heads, R 576, r 512), each timed 20 calls in one CUDA graph: what `split_keys` picks against
-other splits, with the bytes each call reads (the rows it gathers) as a rate.
+"""Keys a program for the split (flash-decoding) sparse forward, Triton's and the Gluon forward's
+runs, over every slot of a 128K cache (dense decoding since session 17) and over DSA's 2,048 picks,
+at 1, 8 and 32 queries (GLM-5's 64 heads, R 576, r 512), each timed 20 calls in one CUDA graph:
+what `split_keys` picks against other splits, with the bytes each call reads (the rows it gathers) as a rate.
 
     PYTHONPATH=$PWD python experiments/results/h200-session17/probe/split_probe.py
 """
@@ -19,7 +19,9 @@ from decode_probe import graphed_us  # noqa: E402
 from glmlab.kernels import sparse_mla as sm  # noqa: E402
 
 
-def timed(q, kv, idx, ok, r: int, keys: int) -> float:
+def timed(q, kv, idx, ok, r: int, keys: int, *, hopper: bool = False) -> float:
+    if hopper:
+        return graphed_us(lambda: sm._hopper_split_forward(q, kv, idx, ok, 0.04, r, keys))
     return graphed_us(lambda: sm._split_forward(q, kv, idx, ok, 0.04, r, sm.FORWARD_TILES, keys))
 
 
@@ -41,16 +43,18 @@ def main() -> None:
                     + torch.arange(N, device=device)[:, None] * C
                 )
             ok = torch.ones(N, K, dtype=torch.bool, device=device)
-            picked = sm.split_keys(N, H, K, sm.FORWARD_TILES, sms)
-            line = []
-            for keys in sorted({64, 128, 256, 512, 1024, 2048, 4096, 8192, 32768, picked}):
-                if keys > K or (K == C and keys < 256):
-                    continue
-                us = timed(q, kv, idx, ok, r, keys)
-                gbs = N * K * R * 2 / us / 1e3
-                mark = "*" if keys == picked else ""
-                line.append(f"{keys}{mark}: {us:.1f} ({gbs:.0f})")
-            print(f"N={N} K={K}: " + ", ".join(line))
+            for hopper in (False, True):
+                tiles = sm.FORWARD_TILES._replace(block_k=sm.HOPPER_RUN_KEYS) if hopper else sm.FORWARD_TILES
+                picked = sm.split_keys(N, H, K, tiles, sms)
+                line = []
+                for keys in sorted({64, 128, 256, 512, 1024, 2048, 4096, 8192, 32768, picked}):
+                    if keys > K or (K == C and keys < 256) or (hopper and keys % sm.HOPPER_RUN_KEYS):
+                        continue
+                    us = timed(q, kv, idx, ok, r, keys, hopper=hopper)
+                    gbs = N * K * R * 2 / us / 1e3
+                    mark = "*" if keys == picked else ""
+                    line.append(f"{keys}{mark}: {us:.1f} ({gbs:.0f})")
+                print(f"{'Gluon' if hopper else 'Triton'} N={N} K={K}: " + ", ".join(line))
 
 
 if __name__ == "__main__":
