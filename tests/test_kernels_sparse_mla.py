@@ -135,6 +135,33 @@ def test_gluon_split_forward_joins_its_runs(monkeypatch, N):
     torch.testing.assert_close(lse, want_lse, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "N,K,path",
+    [(1, 2048, ("triton", 64)), (8, 2048, ("triton", 128)), (32, 2048, ("gluon", 1024)),
+     (1, 131073, ("gluon", 1024)), (32, 131073, ("gluon", 32896)), (132, 2048, ("whole", 2048))],
+)  # fmt: skip
+def test_gluon_runs_take_the_long_splits(monkeypatch, N, K, path):
+    """On an H200 where the Gluon forward applies, decoding's split takes the Gluon runs where Triton's
+    split programs would read HOPPER_SPLIT_FROM keys or more (DSA's 2,048 keys at 32 queries, a 128K
+    cache at any batch), in runs of at least HOPPER_RUN_MIN keys, and Triton's split otherwise; a
+    prefill's queries fill the GPU unsplit."""
+    taken = []
+    monkeypatch.setattr(kernels, "multiprocessors", lambda device: 132)
+    monkeypatch.setattr(kernels, "hopper_forward_applies", lambda *a, **k: True)
+    result = lambda q: (q.new_zeros(q.shape[0], 64, 512), q.new_zeros(q.shape[0], 64))  # noqa: E731
+    monkeypatch.setattr(kernels, "_split_forward", lambda q, *a: taken.append(("triton", a[-1])) or result(q))
+    monkeypatch.setattr(
+        kernels, "_hopper_split_forward", lambda q, *a: taken.append(("gluon", a[-1])) or result(q)
+    )
+    monkeypatch.setattr(kernels, "hopper_forward", lambda q, *a: taken.append(("whole", K)) or result(q))
+    q, kv = torch.zeros(N, 64, 576), torch.zeros(8, 576)
+    idx, valid = torch.zeros(N, K, dtype=torch.long), torch.ones(N, K, dtype=torch.bool)
+    kernels._forward(
+        q, kv, idx, valid, 0.1, 512, False, False, [*kernels.FORWARD_TILES, *[16] * 12], True, True
+    )
+    assert taken == [path]
+
+
 def test_split_keys_fill_the_multiprocessors():
     """On an H200 (132 multiprocessors) at GLM-5's decoding shape: one query takes 32 programs of
     one 64-key tile, 8 queries 16 of two; a prefill's queries fill the GPU and are not split."""
@@ -470,11 +497,12 @@ def test_sparse_mla_with_a_heads_first_q_trains_through_the_gluon_forward():
 @pytest.mark.parametrize("K", [2048, 9000])
 @pytest.mark.parametrize("hopper", [True, False])
 def test_split_forward_at_glm5_decoding_shape(N, K, hopper):
-    """Decoding rows at GLM-5's shape (64 heads, 576-wide latents) take the split forward, Triton's
-    or on Hopper the Gluon forward's runs: DSA's K = 2048, and a dense-like K = 9000 (not a multiple
-    of a run) whose last 3,000 keys are invalid, as the slots past a row's position are, so that whole
-    runs hold no valid key. out equals the twin's and the unsplit kernel's, the log-sum-exp the
-    unsplit one's."""
+    """Decoding rows at GLM-5's shape (64 heads, 576-wide latents) take the split forward the rule
+    picks (Triton's, or with `hopper` the Gluon forward's runs where they pay), and with `hopper` the
+    Gluon runs of 1,024 keys too: DSA's K = 2048, and a dense-like K = 9000 (not a multiple of a run)
+    whose last 3,000 keys are invalid, as the slots past a row's position are, so that whole runs
+    hold no valid key. out equals the twin's and the unsplit kernel's, the log-sum-exp the unsplit
+    one's."""
     H, M = 64, 12000
     g = torch.Generator().manual_seed(9)
     q = torch.randn(N, H, 576, generator=g).to(DEVICE, torch.bfloat16)
@@ -489,9 +517,11 @@ def test_split_forward_at_glm5_decoding_shape(N, K, hopper):
     out, lse, *_ = kernels._forward(*args, True)
     whole_out, whole_lse, *_ = kernels._forward(*args, False)
     ref_out, _ = sparse_mla_ref(q, kv, idx, valid, scale=576**-0.5, r=512)
-    close(out, ref_out, 2e-2)
-    close(out, whole_out, 2e-2)
-    torch.testing.assert_close(lse, whole_lse, rtol=1e-4, atol=1e-4)
+    runs = [kernels._hopper_split_forward(q, kv, idx, valid, 576**-0.5, 512, 1024)] if hopper else []
+    for got, got_lse in [(out, lse), *runs]:
+        close(got, ref_out, 2e-2)
+        close(got, whole_out, 2e-2)
+        torch.testing.assert_close(got_lse, whole_lse, rtol=1e-4, atol=1e-4)
 
 
 COMPILE_HOPPER_FORWARD = """

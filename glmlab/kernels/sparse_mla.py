@@ -112,8 +112,17 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
 
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
 COMBINE_COLUMNS = 128  # value columns per program of the split forward's join
-# Keys a run of the Gluon split forward are a multiple of this: its two warpgroups take a 64-key tile each.
+# The split forward through the Gluon kernel's runs (`_hopper_split_forward`): each run costs about
+# 14 us to start and 0.030 us a key, Triton's split program about 10 and 0.070 (one H200, GLM-5's
+# shapes, experiments/results/h200-session17/, call 4, probe/split_probe.py). So the Gluon runs take
+# the calls where Triton's split would give a program HOPPER_SPLIT_FROM keys or more, in runs of at
+# least HOPPER_RUN_MIN keys, a multiple of HOPPER_RUN_KEYS (its warpgroups take a 64-key tile each):
+# over a 128K cache (dense decoding) 74.6 against 111.3 us at 1 query, 1,541 against 2,763 at 32;
+# DSA's 2,048 keys at 32 queries 67.7 against 82.1; at 1 and 8 queries Triton's 14.3 and 28.1 stay
+# (Gluon 17.6 and 39.0 at best).
 HOPPER_RUN_KEYS = 128
+HOPPER_SPLIT_FROM = 512
+HOPPER_RUN_MIN = 1024
 
 
 @triton.jit
@@ -432,16 +441,22 @@ def _forward(
     multiprocessors."""
     (N, H, R), K = q.shape, idx.shape[1]
     fwd = Tiles(*tiles[:4])
-    keys = split_keys(N, H, K, fwd, multiprocessors(q.device)) if split and not (mass or keep_probs) else K
-    if keys < K:
-        if hopper and hopper_forward_applies(q, kv, r, mass=mass, keep_probs=keep_probs):
-            runs = split_keys(N, H, K, fwd._replace(block_k=HOPPER_RUN_KEYS), multiprocessors(q.device))
+    programs = multiprocessors(q.device)
+    keys = split_keys(N, H, K, fwd, programs) if split and not (mass or keep_probs) else K
+    gluon = hopper and K and hopper_forward_applies(q, kv, r, mass=mass, keep_probs=keep_probs)
+    if keys < K and not (gluon and keys >= HOPPER_SPLIT_FROM):
+        out, lse = _split_forward(q.contiguous(), kv, idx, valid, scale, r, fwd, keys)
+        return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
+    if gluon:
+        runs = (
+            K
+            if keys == K
+            else max(HOPPER_RUN_MIN, split_keys(N, H, K, fwd._replace(block_k=HOPPER_RUN_KEYS), programs))
+        )
+        if runs < K:
             out, lse = _hopper_split_forward(q, kv, idx, valid, scale, r, runs)
         else:
-            out, lse = _split_forward(q.contiguous(), kv, idx, valid, scale, r, fwd, keys)
-        return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
-    if hopper and K and hopper_forward_applies(q, kv, r, mass=mass, keep_probs=keep_probs):
-        out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
+            out, lse = hopper_forward(q, kv, idx, valid, scale * LOG2E, r)
         return out, lse, lse.new_zeros(N, 0), q.new_empty(0, H, K)
     q = q.contiguous()  # the Gluon kernel reads q's strides; the Triton kernels want [N,H,R] rows
     block_h, sizes = _launch_shape(H, R, r, fwd)
