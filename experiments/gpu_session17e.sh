@@ -10,8 +10,11 @@ R=/tmp/results; rm -rf $R; mkdir -p $R
 ( sleep 500; tar -czf $OUT/r.tgz -C $R . ) &
 watchdog=$!
 { nvidia-smi -L; date -u; } > $R/env.txt 2>&1
-timeout -k 10 220 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_sparse_mla.py -k "split or hopper" \
-  tests/test_dsa_triton_model.py tests/test_generate.py > $R/tests.log 2>&1
+timeout -k 10 60 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_sparse_mla.py -k "split or hopper" \
+  > $R/tests_sparse_mla.log 2>&1
+echo "exit $?" >> $R/tests_sparse_mla.log
+timeout -k 10 180 python3 -m pytest -q -p no:cacheprovider tests/test_dsa_triton_model.py tests/test_generate.py \
+  > $R/tests.log 2>&1
 echo "exit $?" >> $R/tests.log
 B="python3 benchmarks/bench_dsa_long_context.py --modes decode --contexts 128k --repeats 30 --compile-decode"
 timeout -k 10 90 $B --kernels 40 --json $R/decode_b1_compiled.json > $R/decode_b1_compiled.log 2>&1
