@@ -172,7 +172,7 @@ def _mla_activations(m: ModelConfig, kind: LayerKind, call: Call, dt: StepDtypes
     plan = attention_plan(m, kind, call)
     n, T = call.queries, call.context
     d, H, r, rope = m.hidden_size, m.num_attention_heads, m.kv_lora_rank, m.qk_rope_head_dim
-    qk, nope, v, r_q, K = m.qk_head_dim, m.qk_nope_head_dim, m.v_head_dim, m.q_lora_rank, plan.selected_keys
+    qk, v, r_q, K = m.qk_head_dim, m.v_head_dim, m.q_lora_rank, plan.selected_keys
     R, w, c = r + rope, dt.weights, dt.compute
     index = kind.indexer and plan.index_loss
     # the normed input read by q_a_proj (or q_proj), kv_a_proj and the indexer's wk and
@@ -184,15 +184,12 @@ def _mla_activations(m: ModelConfig, kind: LayerKind, call: Call, dt: StepDtypes
     token += dt.norm(r, c) + H * v * c
     seq = 0.0
     step = _indexer(m, plan, n, T, dt, B) if index else 0.0
-    # the weights' copies (the indexer reads detached inputs, so its weights need none; W_UK
-    # and W_UV of the torch sparse path are kept as their expansions below)
-    kv_b = r * H * (nope + v) if plan.path == "sparse" and plan.kernel == "torch" else 0
-    step += dt.copies(attention_params(m)["attention"] - kv_b)
+    # the weights' copies (the indexer reads detached inputs, so its weights need none)
+    step += dt.copies(attention_params(m)["attention"])
     if plan.path == "sparse" and plan.kernel == "torch":
-        # q_nope copied for W_UK, the absorbed queries, [c_kv; k_pe], the picks' rows and fp32
-        # probabilities, the latent output; W_UK and W_UV expanded to every sequence
-        token += H * nope * c + H * R * c + R * c + K * (8 + 4 * H) + H * r * c
-        seq += H * r * (nope + v) * c
+        # q (W_UK's per-head product reads q_nope as a view of it), the absorbed queries,
+        # [c_kv; k_pe], the picks' rows and fp32 probabilities, the latent output
+        token += H * qk * c + H * R * c + R * c + K * (8 + 4 * H) + H * r * c
     elif plan.path == "sparse":  # Triton: the rows, the valid mask and a log-sum-exp per head, and
         # the probabilities when the forward keeps them
         token += H * qk * c + H * R * c + R * c + H * r * c + K * 9 + 4 * H
