@@ -252,18 +252,21 @@ def test_fixed_shape_step_equals_the_model_with_rows_at_their_own_positions():
                 torch.testing.assert_close(logits[:, 0], expect, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_joined_input_products_give_the_step_and_the_drafts_unjoined(shared):
+@pytest.mark.parametrize(("shared", "extra"), [(False, ()), (True, ()), (False, ("attention_bias=true",))])
+def test_joined_input_products_give_the_step_and_the_drafts_unjoined(shared, extra):
     """With each layer's input products joined into one (joined.py), the fixed-shape step and the MTP
-    depths give the logits of the separate products; the copies hold what
-    `joined_input_params` counts (the shared MTP module once)."""
+    depths give the logits of the separate products; the copies hold what `joined_input_params`
+    counts (the shared MTP module once; with MLA's biases, zeros for the indexer's)."""
     from glmlab.accounting.params import joined_input_params
     from glmlab.generate.joined import JoinedInputs
     from glmlab.generate.step import mtp_step
 
-    model = micro_model(shared=shared)
+    model = micro_model(shared=shared, extra=extra)
     joined = JoinedInputs(model)
-    copies = {id(j): j.weight.numel() for j in [*joined.layers, *joined.mtp] if j is not None}
+    copies = {
+        id(j): j.weight.numel() + (0 if j.bias is None else j.bias.numel())
+        for j in [*joined.layers, *joined.mtp]
+    }
     assert sum(copies.values()) == joined_input_params(model.config)
     ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(4))
     pos = torch.arange(12)[None].expand(2, 12)
@@ -300,6 +303,26 @@ def test_joined_copies_follow_weights_changed_in_place():
     assert first.weight.data_ptr() == address
     torch.testing.assert_close(first.weight[: q_a.out_features], q_a.weight, atol=0, rtol=0)
     assert after == Generator(model).generate(prompt, 12).ids and after != before
+
+
+def test_joined_copies_follow_replaced_moved_and_inference_weights():
+    """Weights replaced rather than changed in place (`p.data = ...`), a model moved to another dtype
+    between calls, and one built under inference mode (whose tensors keep no version counter) all
+    decode as a new Generator does."""
+    model = micro_model()
+    gen = Generator(model)
+    prompt = list(range(3, 15))
+    gen.generate(prompt, 8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data + torch.randn_like(p) * 0.05
+    assert gen.generate(prompt, 8).ids == Generator(model).generate(prompt, 8).ids
+    model.to(torch.float64)
+    assert gen.generate(prompt, 8).ids == Generator(model).generate(prompt, 8).ids
+    with torch.inference_mode():
+        frozen = Generator(micro_model())
+    expect = Generator(micro_model()).generate(prompt, 8).ids
+    assert frozen.generate(prompt, 8).ids == expect and frozen.generate(prompt, 8).ids == expect
 
 
 def test_batched_prompts_decode_as_each_alone():

@@ -126,7 +126,7 @@ def test_gluon_split_forward_joins_its_runs(monkeypatch, N):
     its own, joined by `_combine_kernel`. Row 1 has one valid key and row 2 only its last, so whole
     runs hold none (their NaN parts are not read): out and the log-sum-exp equal the unsplit twin's."""
     monkeypatch.setattr(kernels, "hopper_forward", _gluon_twin)
-    monkeypatch.setattr(kernels, "COMBINE_COLUMNS", 16)
+    monkeypatch.setattr(kernels, "COMBINE_VALUES", 64)  # 4 runs: 16 value columns a join program
     q, kv, idx, valid = inputs(3, 4, 40, 30, torch.float32, seed=8)
     q, idx, valid = q[:N].detach(), idx[:N], valid[:N]
     out, lse = kernels._hopper_split_forward(q, kv.detach(), idx, valid, 0.2, 32, 16)

@@ -45,13 +45,14 @@ def indexer_params(m: ModelConfig) -> int:
 def joined_input_params(m: ModelConfig) -> int:
     """The copies decoding makes of each MLA layer's input products, joined into one product
     (glmlab/generate/joined.py): q_a_proj (q_proj without a query latent), kv_a_proj_with_mqa, and an
-    indexer's wk and weights_proj, with their biases; MTP modules included."""
+    indexer's wk and weights_proj, with their biases (zeros for the indexer's, which have none, where
+    MLA's have them); MTP modules included."""
     if m.attention_type != "mla":
         return 0
     d, bias = m.hidden_size, int(m.attention_bias)
     q = m.q_lora_rank or m.num_attention_heads * m.qk_head_dim
     mla = (d + bias) * (q + m.kv_lora_rank + m.qk_rope_head_dim)
-    index = d * (m.index_head_dim + m.index_n_heads)
+    index = (d + bias) * (m.index_head_dim + m.index_n_heads)
     kinds = [*layer_kinds(m), *[mtp_layer_kind(m)] * m.num_mtp_modules]
     return sum(mla + index * kind.indexer for kind in kinds)
 

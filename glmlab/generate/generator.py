@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from glmlab.errors import GlmlabError
+from glmlab.generate.joined import JoinedInputs
 from glmlab.generate.sampling import SamplingParams, choose
 from glmlab.generate.session import DecodeSession, session_capacity
 from glmlab.generate.speculative import SpeculativeStats, accept
@@ -179,6 +180,7 @@ class Generator:
             )
         self.compiled = compiled
         self.sessions: OrderedDict[tuple[int, int, int], DecodeSession] = OrderedDict()
+        self.joined: JoinedInputs | None = None  # each layer's input products as one, for every session
 
     @classmethod
     def from_source(cls, source: str, device: str = "auto", *, compiled: bool = False) -> Generator:
@@ -300,13 +302,17 @@ class Generator:
 
     def _session(self, key: tuple[int, int, int]) -> DecodeSession:
         """The session for (rows, capacity, depth): the last SESSIONS_KEPT are kept with their graphs."""
+        if self.joined is None:
+            self.joined = JoinedInputs(self.model)
+        self.joined.refresh()  # the model may have trained or moved since the last call
         if key in self.sessions:
             self.sessions.move_to_end(key)
         else:
             while len(self.sessions) >= SESSIONS_KEPT:
                 self.sessions.popitem(last=False)
-            self.sessions[key] = DecodeSession(self.model, *key, graphs=self.graphs, compiled=self.compiled)
-        self.sessions[key].joined.refresh()  # the model may have trained since the session's last call
+            self.sessions[key] = DecodeSession(
+                self.model, *key, graphs=self.graphs, compiled=self.compiled, joined=self.joined
+            )
         return self.sessions[key]
 
     def _plain(self, session: DecodeSession, rows: list[_Row], limit: int, sampling, eos) -> None:

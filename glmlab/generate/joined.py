@@ -8,9 +8,9 @@ shapes the four took 26.7 us one after another, one product of their weights joi
 
 The joined weight is a copy (GLM-5: 17.1M parameters a layer, 34 MB in bf16;
 `glmlab.accounting.params.joined_input_params`), so that the model keeps its own parameters, names and
-sharding. `refresh` copies them again, in place (a captured CUDA graph
-keeps reading the same memory), when any changed since: an optimiser step or a load bumps a
-tensor's version counter.
+sharding. `refresh` copies them again when any changed since: in place (a captured CUDA graph keeps
+reading the same memory) after an optimiser step or a load, which bump a tensor's version counter or
+replace its storage; into new memory after the model moved to another dtype or device.
 """
 
 from __future__ import annotations
@@ -25,18 +25,15 @@ from glmlab.model.mla import MultiHeadLatentAttention
 
 class JoinedLinear:
     """Linear layers that read one input, as one product whose output splits back (a layer without
-    a bias adds zeros where the others have one)."""
+    a bias adds zeros where the others have one). For decoding: no gradient reaches the layers."""
 
     def __init__(self, linears: list[nn.Linear]) -> None:
         self.linears = linears
         self.sizes = [linear.out_features for linear in linears]
         self.biased = any(linear.bias is not None for linear in linears)
-        # a normal tensor even when made under inference mode (generation), so that a refresh outside
-        # it may still write into it
-        with torch.inference_mode(False), torch.no_grad():
-            self.weight = torch.cat([linear.weight for linear in linears])
-            self.bias = torch.cat(self._biases()) if self.biased else None
-        self.versions = self._versions()
+        self.weight = self.bias = None
+        self.seen: list[tuple] = []
+        self.refresh()
 
     def _biases(self) -> list[torch.Tensor]:
         return [
@@ -44,19 +41,38 @@ class JoinedLinear:
             for layer in self.linears
         ]
 
-    def _versions(self) -> list[int]:
-        return [p._version for linear in self.linears for p in linear.parameters()]
+    def _state(self) -> list[tuple]:
+        """What tells that a parameter changed: its storage, dtype and device (a replaced or moved
+        tensor), and its version counter (changed in place; inference tensors keep none)."""
+        return [
+            (p.data_ptr(), p.dtype, p.device, p.shape, None if p.is_inference() else p._version)
+            for linear in self.linears
+            for p in linear.parameters()
+        ]
 
     def refresh(self) -> None:
-        """Copy the layers' weights again where any changed in place since the last copy."""
-        if self._versions() != self.versions:
-            with torch.no_grad():
-                torch.cat([linear.weight for linear in self.linears], out=self.weight)
-                if self.biased:
-                    torch.cat(self._biases(), out=self.bias)
-            self.versions = self._versions()
+        """Copy the layers' parameters again where any changed since the last copy: into the same
+        memory (what a captured CUDA graph reads) while the dtype and device stay, new memory
+        otherwise."""
+        state = self._state()
+        if state == self.seen:
+            return
+        first = self.linears[0].weight
+        # normal tensors even when made under inference mode (generation), so that a refresh
+        # outside it may still write into them
+        with torch.inference_mode(False), torch.no_grad():
+            if self.weight is None or (self.weight.dtype, self.weight.device) != (first.dtype, first.device):
+                rows = sum(self.sizes)
+                self.weight = first.new_empty(rows, first.shape[1])
+                self.bias = first.new_empty(rows) if self.biased else None
+            torch.cat([linear.weight for linear in self.linears], out=self.weight)
+            if self.biased:
+                torch.cat(self._biases(), out=self.bias)
+        self.seen = state
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if torch.is_grad_enabled() and any(linear.weight.requires_grad for linear in self.linears):
+            raise RuntimeError("JoinedLinear reads copies of the weights: run it without gradients")
         return list(F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1))
 
 

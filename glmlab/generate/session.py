@@ -29,18 +29,20 @@ def session_capacity(positions: int, *, graphs: bool) -> int:
 
 
 class DecodeSession:
-    """Fixed buffers for `rows` prompts of up to `capacity` positions and `depth` MTP drafts."""
+    """Fixed buffers for `rows` prompts of up to `capacity` positions and `depth` MTP drafts; the
+    steps run each layer's input products `joined` where given (one set per Generator: joined.py)."""
 
     def __init__(
-        self, model: CausalLM, rows: int, capacity: int, depth: int, *, graphs: bool, compiled: bool = False
-    ) -> None:
+        self, model: CausalLM, rows: int, capacity: int, depth: int, *, graphs: bool, compiled: bool = False,
+        joined: JoinedInputs | None = None,
+    ) -> None:  # fmt: skip
         device = model.lm_head.weight.device
         self.model, self.rows, self.capacity, self.depth = model, rows, capacity, depth
         self.cache = model.new_cache(rows, capacity)
         # the prompts are prefilled one at a time, into the session's cache or a one-row scratch
         self.scratch = self.cache if rows == 1 else model.new_cache(1, capacity)
         self.tokens = torch.zeros(rows, capacity + depth + 1, dtype=torch.long, device=device)
-        self.joined = JoinedInputs(model)  # each layer's input products as one (joined.py)
+        self.joined = joined
         self.drafter = None
         if depth:
             self.drafter = MTPDrafter(

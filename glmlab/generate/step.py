@@ -90,7 +90,11 @@ def attention_step(
     if topk is None and kernel == "triton":
         topk = every_slot(visible)
     rows_view = Projections(p.q_latent, p.q_nope.view(B, S, H, -1), p.q_pe.view(B, S, H, -1), p.c_kv, p.k_pe)
-    o, _ = attn.attend_cached(rows_view, latents, topk, visible, kernel=kernel)
+    # a top-k reads rows by index: the whole cache, whose [B*capacity,R] rows are a view (the first
+    # `context` slots of each row are not, when context < capacity: a copy each layer and step)
+    o, _ = attn.attend_cached(
+        rows_view, latents if topk is None else cache.latent, topk, visible, kernel=kernel
+    )
     return attn.o_proj(o.reshape(B, S, -1)), topk
 
 

@@ -112,6 +112,9 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
 
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
 COMBINE_COLUMNS = 128  # value columns per program of the split forward's join
+# at most this many of the parts' values a join program (64 fp32 a thread at 4 warps): a 128K cache's
+# 129 Gluon runs at one query take 32 columns a program (untimed; 256 x 128 would spill registers)
+COMBINE_VALUES = 8192
 # The split forward through the Gluon kernel's runs (`_hopper_split_forward`): each run costs about
 # 14 us to start and 0.030 us a key, Triton's split program about 10 and 0.070 (one H200, GLM-5's
 # shapes, experiments/results/h200-session17/, call 4, probe/split_probe.py). So the Gluon runs take
@@ -510,13 +513,24 @@ def _split_forward(
         q, kv, idx, valid, part, stats, H, K, R, r, scale * LOG2E, keys, **sizes,
         PRECISION=_precision(q.dtype), num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )  # fmt: skip
+    return _combine(part, stats, q, r, splits)
+
+
+def _combine(
+    part: torch.Tensor, stats: torch.Tensor, q: torch.Tensor, r: int, splits: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """out [N,H,r] in q's dtype and the log-sum-exp [N,H] joined from each query's `splits` parts
+    [N,splits,H,r] and stats [N,splits,2,H] (`_combine_kernel`), N*H*r/columns programs (256 for one
+    GLM-5 query): COMBINE_COLUMNS value columns a program, fewer where the splits would hold more
+    than COMBINE_VALUES of the parts in a program's registers."""
+    N, H = q.shape[:2]
     out = q.new_empty(N, H, r)
     lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
-    columns = min(COMBINE_COLUMNS, sizes["BLOCK_V"])  # N*H*r/columns programs: 256 at N=1 on GLM-5
+    block_s = max(2, triton.next_power_of_2(splits))
+    columns = min(COMBINE_COLUMNS, triton.next_power_of_2(r), max(16, COMBINE_VALUES // block_s))
     _combine_kernel[(N, H, triton.cdiv(r, columns))](
-        part, stats, out, lse, H, r, splits, BLOCK_S=max(2, triton.next_power_of_2(splits)),
-        BLOCK_V=columns, num_warps=4,
-    )  # fmt: skip
+        part, stats, out, lse, H, r, splits, BLOCK_S=block_s, BLOCK_V=columns, num_warps=4
+    )
     return out, lse
 
 
@@ -524,9 +538,10 @@ def _hopper_split_forward(
     q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, scale: float, r: int, keys: int
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """`_split_forward` through the Gluon forward: each query's keys in runs of `keys`, each run a
-    query of its own (one query's runs read the same q row, by a stride of 0), their normalised
-    outputs joined by `_combine_kernel`, each weighed by its log-sum-exp. Scratch: 2r + 8 bytes
-    per (query, run, head), and idx and valid padded to whole runs."""
+    query of its own (at one query its runs read the same q row, by a stride of 0; more queries copy
+    q once per run), their normalised outputs joined by `_combine_kernel`, each weighed by its
+    log-sum-exp. Scratch: 2r + 12 bytes per (query, run, head), 2R per (query, run, head) for the
+    copied q of several queries, and idx and valid padded to whole runs."""
     (N, H, R), K = q.shape, idx.shape[1]
     splits = triton.cdiv(K, keys)
     pad = splits * keys - K
@@ -537,14 +552,7 @@ def _hopper_split_forward(
         runs_q, kv, idx.view(N * splits, keys), valid.view(N * splits, keys), scale * LOG2E, r
     )
     stats = torch.stack([lse_runs, torch.ones_like(lse_runs)], dim=1)  # a run's max is its lse, its sum 1
-    out = q.new_empty(N, H, r)
-    lse = torch.empty(N, H, device=q.device, dtype=torch.float32)
-    columns = min(COMBINE_COLUMNS, r)
-    _combine_kernel[(N, H, triton.cdiv(r, columns))](
-        part, stats, out, lse, H, r, splits, BLOCK_S=max(2, triton.next_power_of_2(splits)),
-        BLOCK_V=columns, num_warps=4,
-    )  # fmt: skip
-    return out, lse
+    return _combine(part, stats, q, r, splits)
 
 
 @_forward.register_fake

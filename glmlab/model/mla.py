@@ -457,7 +457,7 @@ def _per_head(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     call 5)."""
     B, S, H, a = x.shape
     rows = x.permute(2, 0, 1, 3).reshape(H, B * S, a)  # a view where B*S rows share a stride
-    return torch.bmm(rows, w).view(H, B, S, -1).permute(1, 2, 0, 3)
+    return torch.bmm(rows, w).view(H, B, S, w.shape[-1]).permute(1, 2, 0, 3)
 
 
 def _joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
