@@ -116,7 +116,7 @@ COMBINE_COLUMNS = 128  # value columns per program of the split forward's join
 # 129 Gluon runs at one query take 32 columns a program (untimed; 256 x 128 would spill registers)
 COMBINE_VALUES = 8192
 # The split forward through the Gluon kernel's runs (`_hopper_split_forward`): each run costs about
-# 14 us to start and 0.030 us a key, Triton's split program about 10 and 0.070 (one H200, GLM-5's
+# 13 us to start and 0.030 us a key, Triton's split program about 9 and 0.070 (one H200, GLM-5's
 # shapes, experiments/results/h200-session17/, call 4, probe/split_probe.py). So the Gluon runs take
 # the calls where Triton's split would give a program HOPPER_SPLIT_FROM keys or more, in runs of at
 # least HOPPER_RUN_MIN keys, a multiple of HOPPER_RUN_KEYS (its warpgroups take a 64-key tile each):

@@ -453,7 +453,7 @@ def _per_head(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x [B,S,H,a] times each head's w [H,a,b] -> [B,S,H,b], as one product per head over all B*S
     rows (a view of [H,B*S,b]). A product broadcast over the batch, [B,H,S,a] @ [H,a,b], copies w once
     per row of the batch and reads each copy: on an H200 at GLM-5's shapes and 32 decoding rows,
-    W_UK's and W_UV's copies and products took 576 us a layer (experiments/results/h200-session17/,
+    W_UK's and W_UV's copies and products took about 570 us a layer (experiments/results/h200-session17/,
     call 5)."""
     B, S, H, a = x.shape
     rows = x.permute(2, 0, 1, 3).reshape(H, B * S, a)  # a view where B*S rows share a stride
