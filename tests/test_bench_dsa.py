@@ -88,6 +88,17 @@ def test_tiny_run_prints_the_table_and_the_calculators_ratio(bench, one_thread, 
     assert float(hf_rows[0][-1]) < 1e-4
 
 
+def test_overrides_reach_one_model_each(bench):
+    """`--set` overrides the DSA model alone, `--dense-set` the dense one alone (e.g. dsa_impl=gather:
+    dense decoding through torch's absorbed attention, the baseline before session 17)."""
+    dsa_cfg, dense_cfg = bench.configs(bench.TINY, 2, "auto", 64, ["index_dtype=fp8"], ["dsa_impl=gather"])
+    assert (dsa_cfg.model.index_dtype, dsa_cfg.model.dsa_impl) == ("fp8", "auto")
+    assert (dense_cfg.model.index_dtype, dense_cfg.model.dsa_impl) == ("bf16", "gather")
+    assert dsa_cfg.model.use_dsa and not dense_cfg.model.use_dsa
+    args = bench.parse(["--tiny", "--dense-set", "dsa_impl=gather", "--dense-set", "index_topk=4"])
+    assert args.dense_set == ["dsa_impl=gather", "index_topk=4"]
+
+
 def test_bad_contexts_are_a_usage_error(bench, capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--tiny", "--contexts", "8q"])
