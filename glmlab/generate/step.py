@@ -78,7 +78,8 @@ def attention_step(
                 # [B,H,C] dots: at 128K slots and batch 8, 0.5 GB a layer)
                 from glmlab.kernels.indexer import index_topk
 
-                q, w = attn.indexer.queries(xn, q_latent, *per_row, weights=_rows(index_weights, B, S))
+                w_first = None if index_weights is None else index_weights.view(B, S, -1)
+                q, w = attn.indexer.queries(xn, q_latent, *per_row, weights=w_first)
                 fp8, select = cfg.index_dtype == "fp8", topk_select(C)
                 topk = TopK(*index_topk(q, w, keys, topk=cfg.index_topk, select=select, fp8=fp8, last=pos))
             else:
@@ -98,17 +99,12 @@ def attention_step(
     return attn.o_proj(o.reshape(B, S, -1)), topk
 
 
-def _rows(x: torch.Tensor | None, B: int, S: int) -> torch.Tensor | None:
-    """[1,B*S,n] -> [B,S,n]; None stays None."""
-    return None if x is None else x.view(B, S, -1)
-
-
 def every_slot(visible: torch.Tensor) -> TopK:
     """The whole cache as a top-k: slot t of every query, real where `visible` [B,S,C] is True.
     Dense attention over it in the Triton sparse kernel is flash decoding: each query's slots split
     between programs that fill the GPU, where torch's path runs a score product, a softmax and a
     value product over the cache (on an H200 at 128K slots, GLM-5's shapes: about 400 us a layer,
-    the cache read at 0.8 TB/s, experiments/results/h200-session17/, call 1)."""
+    each product reading at 0.8 TB/s, experiments/results/h200-session17/, call 1)."""
     slots = torch.arange(visible.shape[-1], device=visible.device)
     return TopK(slots.expand(visible.shape), visible)
 

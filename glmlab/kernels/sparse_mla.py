@@ -113,7 +113,8 @@ def candidate_pairs() -> list[tuple[Tiles, BackwardTiles]]:
 MASS_KEYS = 256  # keys per step of the forward's key-mass pass over its scratch
 COMBINE_COLUMNS = 128  # value columns per program of the split forward's join
 # at most this many of the parts' values a join program (64 fp32 a thread at 4 warps): a 128K cache's
-# 129 Gluon runs at one query take 32 columns a program (untimed; 256 x 128 would spill registers)
+# 129 Gluon runs at one query take 32 columns a program, not 128, which would hold 256 values of the
+# parts a thread (untimed)
 COMBINE_VALUES = 8192
 # The split forward through the Gluon kernel's runs (`_hopper_split_forward`): each run costs about
 # 13 us to start and 0.030 us a key, Triton's split program about 9 and 0.070 (one H200, GLM-5's
