@@ -1,0 +1,150 @@
+"""The routed experts of one MoE layer on one GPU, against one rank's share of the same layer under
+expert parallelism (EP=2), forward and backward: what the dispatch's permutations cost beyond the
+experts' own products (docs/scaling.md, "Two H200s").
+
+The one-GPU side is `Experts.forward` over N tokens and all E experts, k chosen per token. The EP side
+is what one rank of two computes between its all-to-alls (`ExpertParallel._local_experts`): 2N rows
+received (each rank's N tokens reach both ranks), E/2 experts, each row's k expert slots holding the
+ids of its experts on this rank or -1, about N*k real (row, expert) pairs in all: the same
+products as the one-GPU side. A 1-rank process group stands in for the two ranks; no all-to-all
+runs. The routing is uniformly random, so both ranks hold half the pairs. Times are CUDA-event
+medians; the ratio EP / one GPU is what the rank's expert work costs over one GPU's (1.00: nothing).
+`--profile` adds each side's top kernels.
+
+    python benchmarks/bench_moe_dispatch.py [--preset glm5-1b] [--tokens 16384] [--repeats 20] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+
+from glmlab.config import load_config
+from glmlab.model.moe import Experts, Routing
+from glmlab.parallel.expert_parallel import ExpertParallel
+
+
+def random_routing(tokens: int, experts: int, k: int, device: torch.device) -> Routing:
+    """k distinct experts per token, uniformly; gates positive, summing to 1 per token."""
+    indices = torch.rand(tokens, experts, device=device).topk(k, dim=1).indices
+    gates = torch.rand(tokens, k, device=device) + 0.5
+    gates = (gates / gates.sum(1, keepdim=True)).requires_grad_()
+    flat = indices.reshape(-1)
+    counts = torch.zeros(experts, dtype=torch.long, device=device).scatter_add_(
+        0, flat, torch.ones_like(flat)
+    )
+    return Routing(indices, gates, None, counts)
+
+
+def median_ms(step, repeats: int) -> float:
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def kernels(step, top: int = 12) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="glm5-1b")
+    parser.add_argument("--tokens", type=int, default=16384, help="tokens per rank (glm5-1b: 4 x 4,096)")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29533")
+    dist.init_process_group("nccl", rank=0, world_size=1)
+    device = torch.device("cuda")
+    torch.cuda.set_device(device)
+    mesh = init_device_mesh("cuda", (1,))
+    cfg = load_config(args.preset).model
+    E, k, d, N = cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.hidden_size, args.tokens
+    torch.manual_seed(0)
+
+    def experts(n: int) -> Experts:
+        module = Experts(dataclasses.replace(cfg, n_routed_experts=n)).to(device)
+        with torch.no_grad():
+            for p in module.parameters():
+                p.normal_(0.0, 0.02)
+        return module
+
+    one_gpu = experts(E)
+    x = torch.randn(N, d, device=device, dtype=torch.bfloat16, requires_grad=True)
+    routing = random_routing(N, E, k, device)
+
+    # one rank of two: 2N rows (every token of both ranks), its E/2 experts' ids or -1
+    rank = ExpertParallel(
+        experts(E // 2), dataclasses.replace(cfg, n_routed_experts=E // 2), mesh, padded=False
+    )
+    # the whole dispatch on one rank (its all-to-alls copy to itself): the sender's side as well
+    whole = ExpertParallel(one_gpu, cfg, mesh, padded=False)
+    recv = torch.randn(2 * N, d, device=device, dtype=torch.bfloat16, requires_grad=True)
+    both = random_routing(2 * N, E, k, device)
+    ids = torch.where(both.indices < E // 2, both.indices, -1)
+    pairs = int((ids >= 0).sum())
+    grad_y = torch.randn(N, d, device=device, dtype=torch.bfloat16)
+    grad_recv = torch.randn(2 * N, d, device=device, dtype=torch.bfloat16)
+
+    def one_gpu_step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = one_gpu(x, routing)
+        y.backward(grad_y)
+
+    def ep_step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = rank._local_experts(recv, ids, both.gates, pairs)
+        y.backward(grad_recv)
+
+    def whole_step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = whole(x, routing)
+        y.backward(grad_y)
+
+    flops = 6 * 3 * N * k * d * cfg.moe_intermediate_size  # three products, forward and backward
+    print(f"{args.preset}: {N} tokens a rank, d={d}, {E} experts of width {cfg.moe_intermediate_size}, "
+          f"k={k}; EP=2 rank: {2 * N} rows, {pairs} pairs over {E // 2} experts")  # fmt: skip
+    one = median_ms(one_gpu_step, args.repeats)
+    ep = median_ms(ep_step, args.repeats)
+    ep1 = median_ms(whole_step, args.repeats)
+    rows = (("one GPU, all experts", one), ("EP=2, one rank's experts", ep), ("EP=1, whole dispatch", ep1))
+    for name, ms in rows:
+        print(f"{name:28s} {ms:8.3f} ms  {flops / ms / 1e9:6.1f} TFLOP/s")
+    print(f"EP=2 rank / one GPU: {ep / one:.2f}   EP=1 whole dispatch / one GPU: {ep1 / one:.2f}")
+    if args.profile:
+        print(
+            "\none GPU:\n"
+            + kernels(one_gpu_step)
+            + "\nEP rank:\n"
+            + kernels(ep_step)
+            + "\nEP=1 whole dispatch:\n"
+            + kernels(whole_step)
+        )
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
