@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import os
 import statistics
+import time
 
 import torch
 import torch.distributed as dist
@@ -42,29 +43,32 @@ def random_routing(tokens: int, experts: int, k: int, device: torch.device) -> R
     return Routing(indices, gates, None, counts)
 
 
-def median_ms(step, repeats: int) -> float:
+def median_ms(step, repeats: int, device: torch.device) -> float:
     for _ in range(3):
         step()
     times = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         step()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(1e3 * (time.perf_counter() - start))
     return statistics.median(times)
 
 
-def kernels(step, top: int = 12) -> str:
+def kernels(step, device: torch.device, top: int = 14) -> str:
+    """The top ops of one step by device time."""
     from torch.profiler import ProfilerActivity, profile
 
-    step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         step()
-        torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=60)
+        if cuda:
+            torch.cuda.synchronize()
+    by = "cuda_time_total" if cuda else "cpu_time_total"
+    return prof.key_averages().table(sort_by=by, row_limit=top, max_name_column_width=60)
 
 
 def main() -> None:
@@ -77,10 +81,13 @@ def main() -> None:
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
-    dist.init_process_group("nccl", rank=0, world_size=1)
-    device = torch.device("cuda")
-    torch.cuda.set_device(device)
-    mesh = init_device_mesh("cuda", (1,))
+    cuda = torch.cuda.is_available()  # the CPU runs it too (gloo, the looped experts): a smoke test
+    dist.init_process_group("nccl" if cuda else "gloo", rank=0, world_size=1)
+    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    mesh = init_device_mesh(device.type, (1,))
+    dtype = torch.bfloat16 if cuda else torch.float32
     cfg = load_config(args.preset).model
     E, k, d, N = cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.hidden_size, args.tokens
     torch.manual_seed(0)
@@ -93,7 +100,7 @@ def main() -> None:
         return module
 
     one_gpu = experts(E)
-    x = torch.randn(N, d, device=device, dtype=torch.bfloat16, requires_grad=True)
+    x = torch.randn(N, d, device=device, dtype=dtype, requires_grad=True)
     routing = random_routing(N, E, k, device)
 
     # one rank of two: 2N rows (every token of both ranks), its E/2 experts' ids or -1
@@ -102,34 +109,34 @@ def main() -> None:
     )
     # the whole dispatch on one rank (its all-to-alls copy to itself): the sender's side as well
     whole = ExpertParallel(one_gpu, cfg, mesh, padded=False)
-    recv = torch.randn(2 * N, d, device=device, dtype=torch.bfloat16, requires_grad=True)
+    recv = torch.randn(2 * N, d, device=device, dtype=dtype, requires_grad=True)
     both = random_routing(2 * N, E, k, device)
     ids = torch.where(both.indices < E // 2, both.indices, -1)
     pairs = int((ids >= 0).sum())
-    grad_y = torch.randn(N, d, device=device, dtype=torch.bfloat16)
-    grad_recv = torch.randn(2 * N, d, device=device, dtype=torch.bfloat16)
+    grad_y = torch.randn(N, d, device=device, dtype=dtype)
+    grad_recv = torch.randn(2 * N, d, device=device, dtype=dtype)
 
     def one_gpu_step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             y = one_gpu(x, routing)
         y.backward(grad_y)
 
     def ep_step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             y = rank._local_experts(recv, ids, both.gates, pairs)
         y.backward(grad_recv)
 
     def whole_step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             y = whole(x, routing)
         y.backward(grad_y)
 
     flops = 6 * 3 * N * k * d * cfg.moe_intermediate_size  # three products, forward and backward
     print(f"{args.preset}: {N} tokens a rank, d={d}, {E} experts of width {cfg.moe_intermediate_size}, "
           f"k={k}; EP=2 rank: {2 * N} rows, {pairs} pairs over {E // 2} experts")  # fmt: skip
-    one = median_ms(one_gpu_step, args.repeats)
-    ep = median_ms(ep_step, args.repeats)
-    ep1 = median_ms(whole_step, args.repeats)
+    one = median_ms(one_gpu_step, args.repeats, device)
+    ep = median_ms(ep_step, args.repeats, device)
+    ep1 = median_ms(whole_step, args.repeats, device)
     rows = (("one GPU, all experts", one), ("EP=2, one rank's experts", ep), ("EP=1, whole dispatch", ep1))
     for name, ms in rows:
         print(f"{name:28s} {ms:8.3f} ms  {flops / ms / 1e9:6.1f} TFLOP/s")
@@ -137,11 +144,11 @@ def main() -> None:
     if args.profile:
         print(
             "\none GPU:\n"
-            + kernels(one_gpu_step)
+            + kernels(one_gpu_step, device)
             + "\nEP rank:\n"
-            + kernels(ep_step)
+            + kernels(ep_step, device)
             + "\nEP=1 whole dispatch:\n"
-            + kernels(whole_step)
+            + kernels(whole_step, device)
         )
     dist.destroy_process_group()
 

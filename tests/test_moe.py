@@ -122,16 +122,19 @@ class _PoisonTail(torch.autograd.Function):
         return grad, None, None
 
 
-@pytest.mark.parametrize("impl", ["looped", "grouped"])
+@pytest.mark.parametrize("impl", ["looped", "grouped", "grouped by pairs"])
 def test_empty_slots_add_nothing_even_over_uninitialised_rows(monkeypatch, impl):
     """Expert parallelism's received rows: slots of index -1 (experts on other ranks) add nothing,
-    in outputs and gradients. The grouped products leave the rows past the last group (where the
-    empty slots go) uninitialised, forward and in the input's gradient: here they are NaN, which
-    must not leak (0 * NaN is NaN)."""
+    in outputs and gradients. The grouped products leave the rows past the last group
+    uninitialised, forward and in the input's gradient: here they are NaN, which must not leak (0 *
+    NaN is NaN). Given the count of real pairs, the grouped buffers hold those pairs and their
+    alignment padding alone."""
     real = torch._grouped_mm
+    buffers = []
 
     def poisoned(a, b, *, offs):
         end = offs[-1]
+        buffers.append(a.shape[0])
         return _PoisonTail.apply(real(_PoisonTail.apply(a, end, False), b, offs=offs), end, True)
 
     monkeypatch.setattr(torch, "_grouped_mm", poisoned)
@@ -144,9 +147,10 @@ def test_empty_slots_add_nothing_even_over_uninitialised_rows(monkeypatch, impl)
         kept = torch.where(drop, -1, routing.indices)
         counts = torch.zeros(8, dtype=torch.int64).scatter_add_(0, kept[~drop], torch.ones_like(kept[~drop]))
         empty = Routing(indices=kept, gates=routing.gates, affinity=None, counts=counts)
-        if impl == "grouped":
-            return moe.experts.grouped(x, empty, empty_slots=True)
-        return moe.experts.looped(x, empty)
+        if impl == "looped":
+            return moe.experts.looped(x, empty)
+        pairs = int((~drop).sum()) if impl == "grouped by pairs" else None
+        return moe.experts.grouped(x, empty, empty_slots=True, pairs=pairs)
 
     def reference(x, routing):
         gates = torch.where(drop, 0.0, routing.gates)  # a zero gate: the slot's expert adds nothing
@@ -156,6 +160,8 @@ def test_empty_slots_add_nothing_even_over_uninitialised_rows(monkeypatch, impl)
     assert all(torch.isfinite(t).all() for t in ours)
     assert_close(ours, outputs_and_grads(moe, reference, x), 1e-5)
     assert ours[0][5].abs().max() == 0
+    if impl == "grouped by pairs":
+        assert set(buffers) == {int((~drop).sum()) + 8 * (GROUP_ALIGN - 1)}
 
 
 @pytest.mark.parametrize("grad", [True, False])
@@ -265,12 +271,3 @@ def test_empty_slots_on_cuda_bf16_over_recycled_memory():
         ours = outputs_and_grads(moe, with_empty_slots, x)
     assert all(torch.isfinite(t).all() for t in ours)
     assert_close(ours, expected, 2e-2)
-
-
-def test_gather_backward_is_the_gradient_of_the_gather():
-    """The combine's gather, whose backward gathers through the inverse map (padding rows get 0)."""
-    from glmlab.model.moe import _Gather
-
-    x = torch.randn(7, 3, dtype=torch.double, requires_grad=True)
-    index, inverse = torch.tensor([4, 0, 6, 2]), torch.tensor([1, 4, 3, 4, 0, 4, 2])
-    assert torch.autograd.gradcheck(lambda x: _Gather.apply(x, index, inverse), (x,))

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from glmlab.parallel.launch import worker_args
 
@@ -199,21 +198,3 @@ def test_muon_on_several_gpus_is_refused_before_launch():
     check_world(2, 32, 8, 1, optimizer="muon", cuda=False)
     check_world(2, 32, 8, 1, optimizer="adamw", cuda=True)
     check_world(1, 32, 8, 1, optimizer="muon", cuda=True)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA autocast runs sum in fp32")
-def test_ep_slot_sums_keep_the_dtype_under_cuda_autocast():
-    """The dispatch's sums return the rows' dtype under bf16 autocast, whose `sum` is fp32 on CUDA:
-    fp32 there would double the combine's all-to-all and turn the residual stream fp32."""
-    from glmlab.parallel.expert_parallel import _GatherRows, _sum_slots
-
-    x = torch.randn(6, 8, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    index = torch.tensor([0, 1, 1, 3, 5], device="cuda")
-    slots = index * 2 + torch.tensor([0, 0, 1, 1, 0], device="cuda")  # distinct, 2 groups a row
-    with torch.autocast("cuda", torch.bfloat16):
-        rows = _GatherRows.apply(x, index, slots, 2)
-        summed = _sum_slots(rows, slots, 6, 2)
-    assert summed.dtype == torch.bfloat16
-    summed.float().sum().backward()
-    assert x.grad.dtype == torch.bfloat16
-    assert torch.equal(x.grad[:, 0], torch.tensor([1, 2, 0, 1, 0, 1], device="cuda", dtype=torch.bfloat16))

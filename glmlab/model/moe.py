@@ -13,6 +13,7 @@ from torch import nn
 
 from glmlab.config import ModelConfig
 from glmlab.model.layers import SwiGLU, compute_dtype
+from glmlab.model.row_map import RowMap, combine, expand
 
 # Each expert's rows in the grouped layout start at a multiple of this: bf16 rows 16 bytes apart,
 # which the grouped kernels' backward needs (it splits the contraction dimension at these rows).
@@ -89,21 +90,23 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(E, d, inter))
 
     def forward(
-        self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False,
+        self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False, pairs: int | None = None,
         beside: Beside = None,
     ) -> torch.Tensor:  # fmt: skip
         """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d], plus `beside(x)`
         when given (the shared experts: expert parallelism computes them while the tokens travel to
         their experts' ranks). With `empty_slots`, an index of -1 is a slot with no expert (expert
         parallelism's rows: experts on other ranks) and adds nothing; `routing.counts` counts the
-        other slots."""
+        other slots, and `pairs`, when known, their total (it sizes the grouped buffers)."""
         if grouped_form(x.device.type, compute_dtype(x), x.shape[-1]):
-            y = self.grouped(x, routing, empty_slots=empty_slots)
+            y = self.grouped(x, routing, empty_slots=empty_slots, pairs=pairs)
         else:
             y = self.looped(x, routing)
         return y if beside is None else y + beside(x)
 
-    def grouped(self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False) -> torch.Tensor:
+    def grouped(
+        self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False, pairs: int | None = None
+    ) -> torch.Tensor:
         """Grouped matrix products (`torch._grouped_mm`) over a padded expert-sorted layout.
 
         The (token, expert) pairs are sorted by expert into a buffer of a fixed number of rows,
@@ -112,51 +115,43 @@ class Experts(nn.Module):
         to the end of the buffer. Where nothing here needs a gradient (decoding, evaluation, the
         DSA warm-up's frozen experts) no backward splits the contraction at the group starts: the
         pairs are packed back to back in N*k rows (a decoding step of 4 tokens had computed 480
-        rows for its 32 pairs). Offsets are int32 cumulative row counts. The combine reads each
-        pair's output row back (a gather, also in the backward pass) and sums the k weighted
-        outputs of each token.
+        rows for its 32 pairs). Offsets are int32 cumulative row counts. The tokens reach their
+        rows and the outputs return, weighed by the gates, through `expand` and `combine`
+        (glmlab/model/row_map.py: one pass each way, no atomics).
 
-        Empty slots go past the last group, where the products compute nothing and leave the
-        rows (and the backward pass's input gradient rows) uninitialised: both are masked with
-        `where`, which selects, so a NaN there cannot leak as 0 * NaN would."""
+        Empty slots (`empty_slots`) have no row. The products compute nothing past the last group
+        and leave those rows (and the backward pass's input gradient rows) uninitialised; no slot
+        reads them. `pairs`, the number of slots that are not empty when the caller knows it
+        (expert parallelism reads it back with its split sizes), sizes the buffer to them alone."""
         N, d = x.shape
         k = routing.indices.shape[1]
         E = self.gate_up_proj.shape[0]
         dtype = compute_dtype(x)
         weights_learn = self.gate_up_proj.requires_grad or self.down_proj.requires_grad
         align = GROUP_ALIGN if torch.is_grad_enabled() and (x.requires_grad or weights_learn) else 1
-        rows = N * k + E * (align - 1)
+        rows = (N * k if pairs is None else pairs) + E * (align - 1)
         flat = routing.indices.reshape(-1)  # pair p: token p // k, its (p % k)-th expert
         expert_of = torch.where(flat >= 0, flat, E) if empty_slots else flat  # empty: a group E, last
         order = expert_of.argsort(stable=True)
         counts = routing.counts
         padded = (counts + align - 1) // align * align
         group_end = padded.cumsum(0)
-        start, first_pair = group_end - padded, counts.cumsum(0) - counts  # each group's first row, pair
-        if empty_slots:  # the empty slots' group E starts past the last group
-            start = torch.cat([start, group_end[-1:]])
-            first_pair = torch.cat([first_pair, counts.sum()[None]])
+        # each group's first row and first pair; the empty slots' group E has no row (`rows`)
+        start = F.pad(group_end - padded, (0, 1), value=rows)
+        first_pair = F.pad(counts.cumsum(0) - counts, (0, 1), value=0)
         # the j-th pair in expert order: its rank inside its expert, moved to its group's start
         expert = expert_of[order]
         rank = torch.arange(N * k, device=x.device) - first_pair[expert]
-        row = torch.empty_like(order).scatter_(0, order, rank + start[expert])
-        pair_of_row = torch.full((rows,), N * k, device=x.device).scatter_(
-            0, row, torch.arange(N * k, device=x.device)
-        )
+        row = torch.where(expert < E, rank + start[expert], rows)
+        where = RowMap.of_slots(torch.empty_like(order).scatter_(0, order, row).view(N, k), rows)
         # no host value reaches the device; without empty slots the last group runs to the end
         offs = (group_end if empty_slots else F.pad(group_end[:-1], (0, 1), value=rows)).to(torch.int32)
-        pairs = x.to(dtype).repeat_interleave(k, dim=0)
-        if empty_slots:
-            pairs = torch.where(flat[:, None] >= 0, pairs, 0)
-        sorted_x = pairs.new_zeros(rows, d).index_copy(0, row, pairs)
+        sorted_x = expand(x, where, dtype)
         gate_up_w, down_w = _aligned_weights(self.gate_up_proj.to(dtype), self.down_proj.to(dtype))
         gate_up = torch._grouped_mm(sorted_x, gate_up_w.mT, offs=offs)
         gate, up = gate_up.chunk(2, dim=-1)
         out = torch._grouped_mm(F.silu(gate) * up, down_w.mT, offs=offs)
-        per_pair = _Gather.apply(out, row, pair_of_row)
-        if empty_slots:
-            per_pair = torch.where(flat[:, None] >= 0, per_pair, 0)
-        return (per_pair.view(N, k, d) * routing.gates.to(dtype).unsqueeze(-1)).sum(1).to(x.dtype)
+        return combine(out, where, routing.gates, x.dtype)
 
     @torch.compiler.disable  # split sizes read on the host: torch.compile leaves this eager
     def looped(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
@@ -194,23 +189,6 @@ def _aligned_weights(gate_up: torch.Tensor, down: torch.Tensor) -> tuple[torch.T
     E, _, d = gate_up.shape
     gate_up = F.pad(gate_up.view(E, 2, inter, d), (0, 0, 0, pad)).view(E, 2 * (inter + pad), d)
     return gate_up, F.pad(down, (0, pad))
-
-
-class _Gather(torch.autograd.Function):
-    """`x[index]` for an `index` that reads each row of x at most once, given `inverse` (for each
-    row of x, the output row that reads it, or len(index) for none). The backward pass gathers
-    too, where index_select's would scatter-add with atomics (a third of the experts' backward
-    time on an H200)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inverse)
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (inverse,) = ctx.saved_tensors
-        return F.pad(grad, (0, 0, 0, 1)).index_select(0, inverse), None, None
 
 
 def _swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,10 @@ ranks loads on any other. One forward pass on a rank:
      At EP=2 with 8 of 64 experts only 0.24% of those rows carry no expert. Measured on two
      H200s (glm5-1b) it was 2.5% slower than `exact` and took 20 GB more per GPU
      (docs/scaling.md, "Two H200s");
-2. run its local experts on the rows received, summing each row's gated outputs. `exact` packs
-   the real (row, expert) pairs first, sized by the pair count read back with the splits;
-   `padded` cannot, so its experts' buffers hold every row's k slots (`Experts` with empty
-   slots): at EP=2 twice the pairs, saved for the backward pass too;
+2. run its local experts on the rows received (`Experts` with empty slots: a row's experts
+   elsewhere), summing each row's gated outputs. `exact` sizes the experts' buffers by the pair
+   count read back with the splits; `padded` cannot, so its buffers hold every row's k slots: at
+   EP=2 twice the pairs, saved for the backward pass too;
 3. send those sums back the way the rows came and add them up per token.
 
 The shared experts (`beside`, passed by the MoE layer) are computed between issuing the rows'
@@ -27,9 +27,13 @@ wait only where their output is first read, so the shared experts' kernels overl
 In a compiled layer they now run eagerly with the rest of this module (`torch.compiler.disable`):
 unfused, their SwiGLU rounds silu's output to bf16 where Inductor kept it in fp32.
 
-Every sum over rows (a row's experts in step 2, a token's ranks in step 3, and the backward of the
-row copies) writes each addend to its own slot and sums the slots (`_sum_slots`), without atomics,
-so they come out the same every time.
+The rows move through `expand` and `combine` (glmlab/model/row_map.py): each sum over rows (a row's
+experts in step 2, a token's ranks in step 3, and the backward of the row copies) is one pass that
+reads a token's rows in a fixed order, without atomics, so the sums come out the same every time.
+On one H200 (benchmarks/bench_moe_dispatch.py, glm5-1b's layer) the moves this replaced (a pack
+into [pairs, d], the experts' own copies, and sums over a [rows x slots, d] buffer) took one rank's
+expert work, forward and backward, from 10.3 ms on one GPU to 15.1 ms under EP=2
+(experiments/results/h200-session18/).
 
 The backward pass of the autograd-aware all-to-alls routes each output gradient to the rank that
 produced it. An expert's weight gradient then sums the contributions of every rank's loss; FSDP
@@ -51,6 +55,7 @@ from torch.func import functional_call
 
 from glmlab.config import ModelConfig
 from glmlab.model.moe import Beside, Experts, MoE, Routing
+from glmlab.model.row_map import RowMap, combine, expand
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -64,35 +69,6 @@ class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad * ctx.scale, None
-
-
-class _GatherRows(torch.autograd.Function):
-    """x[index] forward; backward, each source row's gradient summed over the rows that copied it,
-    through their distinct `slots` (`_sum_slots`): the same sums every run, where autograd's own
-    backward of index_select, an index_add_, adds with atomics in any order. Not faster: on glm5-1b
-    at EP=2 the atomics took some 50 ms a step, the slots' scatter and sums as much
-    (experiments/results/h200-session12/)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor, slots: torch.Tensor, groups: int) -> torch.Tensor:
-        ctx.save_for_backward(slots)
-        ctx.rows, ctx.groups = x.shape[0], groups
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (slots,) = ctx.saved_tensors
-        return _sum_slots(grad, slots, ctx.rows, ctx.groups), None, None, None
-
-
-def _sum_slots(values: torch.Tensor, slots: torch.Tensor, rows: int, groups: int) -> torch.Tensor:
-    """[rows, d]: row i the sum of the values whose slot s has s // groups == i, the slots distinct:
-    written to their places in a [rows * groups, d] buffer (no atomics), each row's groups summed
-    (in fp32 inside the sum, rounded once to the values' dtype: the explicit dtype keeps CUDA's
-    autocast, which runs `sum` in fp32, from returning fp32)."""
-    buf = values.new_zeros(rows * groups, values.shape[1])
-    buf[slots] = values
-    return buf.view(rows, groups, values.shape[1]).sum(1, dtype=values.dtype)
 
 
 class ExpertParallel(nn.Module):
@@ -153,17 +129,15 @@ class ExpertParallel(nn.Module):
         row_bytes = x.shape[1] * x.element_size()
         if torch.is_grad_enabled():  # forward: rows out, sums back, meta out (again when recomputed)
             self.sent_bytes += (off_send + off_recv) * row_bytes + off_send * 8 * k
-        slot_of = token_of * ep + rank_of  # distinct: one row per (token, rank)
-        recv = all_to_all_single_autograd(
-            _GatherRows.apply(x, token_of, slot_of, ep), recv_splits, send_splits, self.group
-        )
+        sent = RowMap.of_owner(token_of * ep + rank_of, N, ep)  # each row's slot: (token, rank)
+        recv = all_to_all_single_autograd(expand(x, sent), recv_splits, send_splits, self.group)
         recv_meta = all_to_all_single_autograd(meta, recv_splits, send_splits, self.group)
         shared = None if beside is None else beside(x)  # the collectives above run meanwhile
         y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k], pairs)
         back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)
         if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
             self._count_backward(back, (off_send + off_recv) * row_bytes + off_recv * 8 * k)
-        y = _sum_slots(back.to(x.dtype), slot_of, N, ep)
+        y = combine(back, sent, dtype=x.dtype)
         return y if shared is None else y + shared
 
     def _count_backward(self, back: torch.Tensor, nbytes: int) -> None:
@@ -179,28 +153,20 @@ class ExpertParallel(nn.Module):
     ) -> torch.Tensor:
         """Received rows [R,d] with their local expert ids [R,k] (-1: an expert elsewhere) and gates
         -> per row the gated sum of its experts here, [R,d]. With `pairs` (the exact dispatch has
-        read it back) the real (row, expert) slots are packed first, so the experts' buffers hold
-        `pairs` rows; without it (padded) they hold all R*k slots, the empty ones skipped."""
+        read it back) the experts' buffers hold only the real (row, expert) pairs; without it
+        (padded) they hold all R*k slots, the empty ones skipped."""
         scale = 1.0 / self.ep
         weights = {
             "gate_up_proj": _ScaleGrad.apply(self.gate_up_proj.to_local(), scale),
             "down_proj": _ScaleGrad.apply(self.down_proj.to_local(), scale),
         }
-        R, k = ids.shape
         flat = ids.reshape(-1)
         slots = torch.where(flat >= 0, flat, self.n_local)  # empty slots counted apart
         counts = torch.zeros(self.n_local + 1, dtype=torch.int64, device=ids.device)
         counts = counts.scatter_add_(0, slots, torch.ones_like(slots))[:-1]
-        if pairs is None:
-            routing = Routing(indices=ids, gates=gates, affinity=None, counts=counts)
-            return functional_call(self._compute, weights, (recv, routing), {"empty_slots": True})
-        # the `pairs` real slots first: an empty one sorts past every real one
-        slot = torch.where(flat >= 0, torch.arange(R * k, device=ids.device), R * k).sort().values[:pairs]
-        row = slot // k
-        gate = gates.reshape(-1)[slot, None]
-        routing = Routing(indices=flat[slot, None], gates=gate, affinity=None, counts=counts)
-        out = functional_call(self._compute, weights, (_GatherRows.apply(recv, row, slot, k), routing))
-        return _sum_slots(out.to(recv.dtype), slot, R, k)
+        routing = Routing(indices=ids, gates=gates, affinity=None, counts=counts)
+        kwargs = {"empty_slots": True, "pairs": pairs}
+        return functional_call(self._compute, weights, (recv, routing), kwargs)
 
 
 def apply_expert_parallel(
