@@ -7,7 +7,10 @@ is what one rank of two computes between its all-to-alls (`ExpertParallel._local
 received (each rank's N tokens reach both ranks), E/2 experts, each row's k expert slots holding the
 ids of its experts on this rank or -1, about N*k real (row, expert) pairs in all: the same
 products as the one-GPU side. A 1-rank process group stands in for the two ranks; no all-to-all
-runs. The routing is uniformly random, so both ranks hold half the pairs. Times are CUDA-event
+runs. The padded dispatch's rank has no pair count (its buffers hold all 2N*k slots). The whole
+dispatch (its all-to-alls within the one rank) adds the sender's side and, in the exact dispatch, the
+read-back of the split sizes, after which the GPU waits for the host's launches; the padded dispatch
+reads nothing back. The routing is uniformly random, so both ranks hold half the pairs. Times are
 medians; the ratio EP / one GPU is what the rank's expert work costs over one GPU's (1.00: nothing).
 `--profile` adds each side's top kernels.
 
@@ -109,6 +112,7 @@ def main() -> None:
     )
     # the whole dispatch on one rank (its all-to-alls copy to itself): the sender's side as well
     whole = ExpertParallel(one_gpu, cfg, mesh, padded=False)
+    whole_padded = ExpertParallel(one_gpu, cfg, mesh, padded=True)
     recv = torch.randn(2 * N, d, device=device, dtype=dtype, requires_grad=True)
     both = random_routing(2 * N, E, k, device)
     ids = torch.where(both.indices < E // 2, both.indices, -1)
@@ -121,14 +125,14 @@ def main() -> None:
             y = one_gpu(x, routing)
         y.backward(grad_y)
 
-    def ep_step() -> None:
+    def ep_step(counted: int | None = pairs) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            y = rank._local_experts(recv, ids, both.gates, pairs)
+            y = rank._local_experts(recv, ids, both.gates, counted)
         y.backward(grad_recv)
 
-    def whole_step() -> None:
+    def whole_step(module: ExpertParallel = whole) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            y = whole(x, routing)
+            y = module(x, routing)
         y.backward(grad_y)
 
     flops = 6 * 3 * N * k * d * cfg.moe_intermediate_size  # three products, forward and backward
@@ -136,11 +140,20 @@ def main() -> None:
           f"k={k}; EP=2 rank: {2 * N} rows, {pairs} pairs over {E // 2} experts")  # fmt: skip
     one = median_ms(one_gpu_step, args.repeats, device)
     ep = median_ms(ep_step, args.repeats, device)
+    ep_padded = median_ms(lambda: ep_step(None), args.repeats, device)
     ep1 = median_ms(whole_step, args.repeats, device)
-    rows = (("one GPU, all experts", one), ("EP=2, one rank's experts", ep), ("EP=1, whole dispatch", ep1))
+    ep1_padded = median_ms(lambda: whole_step(whole_padded), args.repeats, device)
+    rows = (
+        ("one GPU, all experts", one),
+        ("EP=2, one rank's experts", ep),
+        ("EP=2, same, padded", ep_padded),
+        ("EP=1, whole dispatch", ep1),
+        ("EP=1, same, padded", ep1_padded),
+    )
     for name, ms in rows:
         print(f"{name:28s} {ms:8.3f} ms  {flops / ms / 1e9:6.1f} TFLOP/s")
-    print(f"EP=2 rank / one GPU: {ep / one:.2f}   EP=1 whole dispatch / one GPU: {ep1 / one:.2f}")
+    print(f"EP=2 rank / one GPU: {ep / one:.2f} (padded {ep_padded / one:.2f})   "
+          f"EP=1 whole dispatch / one GPU: {ep1 / one:.2f} (padded {ep1_padded / one:.2f})")  # fmt: skip
     if args.profile:
         print(
             "\none GPU:\n"

@@ -26,6 +26,7 @@ from glmlab.kernels.rows_ref import gather_sum_ref, spread_ref
 
 BLOCK_D = 512  # columns a program moves at a time
 SPREAD_ROWS = 4  # rows a spread program writes
+WARPS = 4
 
 
 @triton.jit
@@ -95,7 +96,7 @@ def launch_gather_sum(
     if N and D:
         _gather_sum_kernel[(N,)](
             src, slots, w, out, M, D=D, K=K, BLOCK_K=max(2, triton.next_power_of_2(K)),
-            BLOCK_D=min(BLOCK_D, triton.next_power_of_2(D)), WEIGHTED=weights is not None, num_warps=4,
+            BLOCK_D=min(BLOCK_D, triton.next_power_of_2(D)), WEIGHTED=weights is not None, num_warps=WARPS,
         )  # fmt: skip
     return out
 
@@ -119,7 +120,7 @@ def launch_spread(
         _spread_kernel[(triton.cdiv(M, SPREAD_ROWS),)](
             src, owner, w, other, out, dots, M, N * k, D=D, K=k, BLOCK_R=SPREAD_ROWS,
             BLOCK_D=min(BLOCK_D, triton.next_power_of_2(D)), WEIGHTED=weights is not None,
-            DOT=dot_with is not None, num_warps=4,
+            DOT=dot_with is not None, num_warps=WARPS,
         )  # fmt: skip
     return out, dots
 
