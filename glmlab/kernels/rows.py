@@ -24,8 +24,13 @@ import triton.language as tl
 
 from glmlab.kernels.rows_ref import gather_sum_ref, spread_ref
 
-BLOCK_D = 512  # columns a program moves at a time
-SPREAD_ROWS = 4  # rows a spread program writes
+# Tiles, from a sweep at glm5-1b's shapes on an H200 (experiments/results/h200-session18/call3): a
+# gather_sum program reads a whole row of up to GATHER_BLOCK_D columns at once (3.9 TB/s at d = 1536;
+# 1.8 TB/s in blocks of 512, whose loads a program waits for in turn); spread reaches 2.6 TB/s with 2
+# to 8 rows a program, 512 to 2048 columns at a time.
+GATHER_BLOCK_D = 2048
+SPREAD_BLOCK_D = 512
+SPREAD_ROWS = 4
 WARPS = 4
 
 
@@ -96,7 +101,8 @@ def launch_gather_sum(
     if N and D:
         _gather_sum_kernel[(N,)](
             src, slots, w, out, M, D=D, K=K, BLOCK_K=max(2, triton.next_power_of_2(K)),
-            BLOCK_D=min(BLOCK_D, triton.next_power_of_2(D)), WEIGHTED=weights is not None, num_warps=WARPS,
+            BLOCK_D=min(GATHER_BLOCK_D, triton.next_power_of_2(D)), WEIGHTED=weights is not None,
+            num_warps=WARPS,
         )  # fmt: skip
     return out
 
@@ -119,7 +125,7 @@ def launch_spread(
     if M and D:
         _spread_kernel[(triton.cdiv(M, SPREAD_ROWS),)](
             src, owner, w, other, out, dots, M, N * k, D=D, K=k, BLOCK_R=SPREAD_ROWS,
-            BLOCK_D=min(BLOCK_D, triton.next_power_of_2(D)), WEIGHTED=weights is not None,
+            BLOCK_D=min(SPREAD_BLOCK_D, triton.next_power_of_2(D)), WEIGHTED=weights is not None,
             DOT=dot_with is not None, num_warps=WARPS,
         )  # fmt: skip
     return out, dots
