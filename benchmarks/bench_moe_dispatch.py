@@ -2,17 +2,19 @@
 expert parallelism (EP=2), forward and backward: what the dispatch's permutations cost beyond the
 experts' own products (docs/scaling.md, "Two H200s").
 
-The one-GPU side is `Experts.forward` over N tokens and all E experts, k chosen per token. The EP side
-is what one rank of two computes between its all-to-alls (`ExpertParallel._local_experts`): 2N rows
-received (each rank's N tokens reach both ranks), E/2 experts, each row's k expert slots holding the
-ids of its experts on this rank or -1, about N*k real (row, expert) pairs in all: the same
-products as the one-GPU side. A 1-rank process group stands in for the two ranks; no all-to-all
-runs. The padded dispatch's rank has no pair count (its buffers hold all 2N*k slots). The whole
-dispatch (its all-to-alls within the one rank) adds the sender's side and, in the exact dispatch, the
-read-back of the split sizes, after which the GPU waits for the host's launches; the padded dispatch
-reads nothing back. The routing is uniformly random, so both ranks hold half the pairs. Times are
-medians; the ratio EP / one GPU is what the rank's expert work costs over one GPU's (1.00: nothing).
-`--profile` adds each side's top kernels.
+- One GPU: `Experts.forward` over N tokens and all E experts, k chosen per token.
+- One EP=2 rank: what one rank of two computes between its all-to-alls
+  (`ExpertParallel._local_experts`): 2N rows received (each rank's N tokens reach both ranks), E/2
+  experts, each row's k expert slots holding the ids of its experts on this rank or -1, about N*k
+  real (row, expert) pairs in all: the same products as one GPU. The padded dispatch's rank has no
+  pair count (its buffers hold all 2N*k slots).
+- The whole dispatch with the shared experts, its all-to-alls within one rank (a 1-rank process
+  group), against one GPU's routed and shared experts: the sender's side and, in the exact dispatch,
+  the read-back of the split sizes, after which the GPU waits for the host's launches; the padded
+  dispatch reads nothing back.
+
+The routing is uniformly random, so both ranks hold half the pairs. Times are medians; a ratio over
+one GPU is what the dispatch costs (1.00: nothing). `--profile` adds each side's top kernels.
 
     python benchmarks/bench_moe_dispatch.py [--preset glm5-1b] [--tokens 16384] [--repeats 20] [--profile]
 """
@@ -30,6 +32,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
 from glmlab.config import load_config
+from glmlab.model.layers import SwiGLU
 from glmlab.model.moe import Experts, Routing
 from glmlab.parallel.expert_parallel import ExpertParallel
 
@@ -103,6 +106,7 @@ def main() -> None:
         return module
 
     one_gpu = experts(E)
+    shared = SwiGLU(d, cfg.n_shared_experts * cfg.moe_intermediate_size).to(device)
     x = torch.randn(N, d, device=device, dtype=dtype, requires_grad=True)
     routing = random_routing(N, E, k, device)
 
@@ -132,28 +136,34 @@ def main() -> None:
 
     def whole_step(module: ExpertParallel = whole) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            y = module(x, routing)
+            y = module(x, routing, beside=shared)
         y.backward(grad_y)
 
-    flops = 6 * 3 * N * k * d * cfg.moe_intermediate_size  # three products, forward and backward
+    def one_gpu_layer_step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            y = one_gpu(x, routing, beside=shared)
+        y.backward(grad_y)
+
     print(f"{args.preset}: {N} tokens a rank, d={d}, {E} experts of width {cfg.moe_intermediate_size}, "
           f"k={k}; EP=2 rank: {2 * N} rows, {pairs} pairs over {E // 2} experts")  # fmt: skip
     one = median_ms(one_gpu_step, args.repeats, device)
     ep = median_ms(ep_step, args.repeats, device)
     ep_padded = median_ms(lambda: ep_step(None), args.repeats, device)
+    layer = median_ms(one_gpu_layer_step, args.repeats, device)
     ep1 = median_ms(whole_step, args.repeats, device)
     ep1_padded = median_ms(lambda: whole_step(whole_padded), args.repeats, device)
     rows = (
         ("one GPU, all experts", one),
         ("EP=2, one rank's experts", ep),
         ("EP=2, same, padded", ep_padded),
-        ("EP=1, whole dispatch", ep1),
+        ("one GPU, routed + shared", layer),
+        ("EP=1, whole dispatch + shared", ep1),
         ("EP=1, same, padded", ep1_padded),
     )
     for name, ms in rows:
-        print(f"{name:28s} {ms:8.3f} ms  {flops / ms / 1e9:6.1f} TFLOP/s")
+        print(f"{name:30s} {ms:8.3f} ms")
     print(f"EP=2 rank / one GPU: {ep / one:.2f} (padded {ep_padded / one:.2f})   "
-          f"EP=1 whole dispatch / one GPU: {ep1 / one:.2f} (padded {ep1_padded / one:.2f})")  # fmt: skip
+          f"EP=1 whole dispatch / one GPU: {ep1 / layer:.2f} (padded {ep1_padded / layer:.2f})")  # fmt: skip
     if args.profile:
         print(
             "\none GPU:\n"

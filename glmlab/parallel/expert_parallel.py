@@ -21,9 +21,12 @@ ranks loads on any other. One forward pass on a rank:
    EP=2 twice the pairs, saved for the backward pass too;
 3. send those sums back the way the rows came and add them up per token.
 
-The shared experts (`beside`, passed by the MoE layer) are computed between issuing the rows'
-all-to-all and reading its result: the functional collectives return before the transfer ends and
-wait only where their output is first read, so the shared experts' kernels overlap the dispatch.
+The shared experts (`beside`, passed by the MoE layer) fill a wait. In the exact dispatch they are
+queued behind the copy of the split sizes to the host, which the host waits for alone, so the GPU
+computes them while the host waits and then launches the dispatch (on one H200, benchmarks/
+bench_moe_dispatch.py). In the padded dispatch, with nothing read back, they are computed between
+issuing the rows' all-to-all and reading its result: the functional collectives return before the
+transfer ends and wait only where their output is first read, so they overlap the transfer.
 In a compiled layer they now run eagerly with the rest of this module (`torch.compiler.disable`):
 unfused, their SwiGLU rounds silu's output to bf16 where Inductor kept it in fp32.
 
@@ -45,6 +48,8 @@ the same number of tokens on every rank, as the trainer's equal micro-batches gi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -56,6 +61,8 @@ from torch.func import functional_call
 from glmlab.config import ModelConfig
 from glmlab.model.moe import Beside, Experts, MoE, Routing
 from glmlab.model.row_map import RowMap, combine, expand
+
+T = TypeVar("T")
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -69,6 +76,22 @@ class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad * ctx.scale, None
+
+
+def _read_back(values: torch.Tensor, meanwhile: Callable[[], T]) -> tuple[list[int], T]:
+    """The ints of `values` on the host, and `meanwhile()`. On CUDA the copy is queued first and the
+    host waits for it alone: the kernels `meanwhile` queues behind it keep the GPU busy while the
+    host waits and then launches what needs the values (a plain read-back waits for them too, and
+    the GPU then idles until the host's launches catch up)."""
+    if values.device.type != "cuda":
+        return values.tolist(), meanwhile()
+    host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+    host.copy_(values, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    out = meanwhile()
+    copied.synchronize()
+    return host.tolist(), out
 
 
 class ExpertParallel(nn.Module):
@@ -96,15 +119,15 @@ class ExpertParallel(nn.Module):
     @torch.compiler.disable
     def forward(self, x: torch.Tensor, routing: Routing, *, beside: Beside = None) -> torch.Tensor:
         """x [N,d] -> sum over each token's k experts (anywhere in the group) of gate * expert(x), plus
-        `beside(x)` (the shared experts), computed after the rows' all-to-all is issued and before its
-        result is read, so that its kernels run while the rows travel."""
+        `beside(x)` (the shared experts), computed while the exact dispatch's split sizes come back
+        (`_read_back`), or while the padded dispatch's rows travel."""
         N, k = routing.indices.shape
         ep, n_local = self.ep, self.n_local
         dest = routing.indices // n_local  # [N,k] the rank of each chosen expert
         if self.padded:  # every token to every rank, rank-major: N rows each way, nothing read back
             rank_of = torch.arange(ep, device=x.device).repeat_interleave(N)
             token_of = torch.arange(N, device=x.device).repeat(ep)
-            send_splits = recv_splits = pairs = None
+            send_splits = recv_splits = pairs = shared = None
             off_send = off_recv = (ep - 1) * N
         else:
             hit = torch.zeros(N, ep, dtype=torch.bool, device=x.device).scatter_(1, dest, True)
@@ -112,8 +135,10 @@ class ExpertParallel(nn.Module):
             mine = torch.stack([hit.sum(0), routing.counts.view(ep, n_local).sum(1)], dim=1).to(torch.int64)
             theirs = torch.empty_like(mine)
             dist.all_to_all_single(theirs, mine, group=self.group)
-            # the one read-back of the layer: the row splits both ways and the pairs received
-            read = torch.cat([mine[:, 0], theirs[:, 0], theirs[:, 1].sum()[None]]).tolist()
+            # the one read-back of the layer: the row splits both ways and the pairs received; the
+            # shared experts run on the GPU meanwhile
+            counts = torch.cat([mine[:, 0], theirs[:, 0], theirs[:, 1].sum()[None]])
+            read, shared = _read_back(counts, lambda: None if beside is None else beside(x))
             send_splits, recv_splits, pairs = read[:ep], read[ep : 2 * ep], read[-1]
             # the rows, by destination rank then token: the first sum(send_splits) of the sorted keys
             # (rank r, token t) is r*N + t; a token without an expert on r sorts past every real row
@@ -132,7 +157,8 @@ class ExpertParallel(nn.Module):
         sent = RowMap.of_owner(token_of * ep + rank_of, N, ep)  # each row's slot: (token, rank)
         recv = all_to_all_single_autograd(expand(x, sent), recv_splits, send_splits, self.group)
         recv_meta = all_to_all_single_autograd(meta, recv_splits, send_splits, self.group)
-        shared = None if beside is None else beside(x)  # the collectives above run meanwhile
+        if self.padded and beside is not None:
+            shared = beside(x)  # the collectives above run meanwhile
         y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k], pairs)
         back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)
         if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
