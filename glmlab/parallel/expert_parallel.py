@@ -54,7 +54,6 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed._functional_collectives import all_to_all_single_autograd
 from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
 from torch.func import functional_call
 
@@ -76,6 +75,27 @@ class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad * ctx.scale, None
+
+
+class _AllToAll(torch.autograd.Function):
+    """Rows to the ranks of `group` by split sizes (None: equal), through c10d's `all_to_all_single`;
+    the backward sends the gradients back the reverse way. The forward returns before the rows arrive
+    and appends the collective's work to `pending`: wait on it before reading the output. (The
+    functional collectives do the same through a tensor subclass whose dispatch in Python cost the
+    host more than the rest of the layer's launches: glm5-tiny on the CPU.)"""
+
+    @staticmethod
+    def forward(ctx, x, send: list[int] | None, recv: list[int] | None, group, pending: list):
+        ctx.send, ctx.recv, ctx.group = send, recv, group
+        out = x.new_empty(x.shape[0] if recv is None else sum(recv), *x.shape[1:])
+        pending.append(dist.all_to_all_single(out, x.contiguous(), recv, send, group=group, async_op=True))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        out = grad.new_empty(grad.shape[0] if ctx.send is None else sum(ctx.send), *grad.shape[1:])
+        dist.all_to_all_single(out, grad.contiguous(), ctx.send, ctx.recv, group=ctx.group)
+        return out, None, None, None, None
 
 
 def _read_back(values: torch.Tensor, meanwhile: Callable[[], T]) -> tuple[list[int], T]:
@@ -155,12 +175,16 @@ class ExpertParallel(nn.Module):
         if torch.is_grad_enabled():  # forward: rows out, sums back, meta out (again when recomputed)
             self.sent_bytes += (off_send + off_recv) * row_bytes + off_send * 8 * k
         sent = RowMap.of_owner(token_of * ep + rank_of, N, ep)  # each row's slot: (token, rank)
-        recv = all_to_all_single_autograd(expand(x, sent), recv_splits, send_splits, self.group)
-        recv_meta = all_to_all_single_autograd(meta, recv_splits, send_splits, self.group)
+        pending = []
+        recv = _AllToAll.apply(expand(x, sent), send_splits, recv_splits, self.group, pending)
+        recv_meta = _AllToAll.apply(meta, send_splits, recv_splits, self.group, pending)
         if self.padded and beside is not None:
             shared = beside(x)  # the collectives above run meanwhile
+        for work in pending:
+            work.wait()
         y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k], pairs)
-        back = all_to_all_single_autograd(y, send_splits, recv_splits, self.group)
+        back = _AllToAll.apply(y, recv_splits, send_splits, self.group, pending)
+        pending[-1].wait()
         if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
             self._count_backward(back, (off_send + off_recv) * row_bytes + off_recv * 8 * k)
         y = combine(back, sent, dtype=x.dtype)
