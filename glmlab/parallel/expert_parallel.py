@@ -22,21 +22,22 @@ ranks loads on any other. One forward pass on a rank:
 3. send those sums back the way the rows came and add them up per token.
 
 The shared experts (`beside`, passed by the MoE layer) fill a wait. In the exact dispatch they are
-queued behind the copy of the split sizes to the host, which the host waits for alone, so the GPU
-computes them while the host waits and then launches the dispatch (on one H200, benchmarks/
-bench_moe_dispatch.py). In the padded dispatch, with nothing read back, they are computed between
-issuing the rows' all-to-all and reading its result: the functional collectives return before the
-transfer ends and wait only where their output is first read, so they overlap the transfer.
+queued behind the copy of the split sizes to the host, which the host waits for alone
+(`_read_back`): the GPU computes them while the host waits (on two GPUs, also for the other rank's
+counts) and then launches the dispatch. On one H200 this measured the same as a plain read-back
+(experiments/results/h200-session18/, call 5); on two it is not yet measured. In the padded
+dispatch, with nothing read back, they are computed between issuing the rows' all-to-all and
+waiting for it, so they overlap the transfer (`_AllToAll` returns before the rows arrive).
 In a compiled layer they now run eagerly with the rest of this module (`torch.compiler.disable`):
 unfused, their SwiGLU rounds silu's output to bf16 where Inductor kept it in fp32.
 
 The rows move through `expand` and `combine` (glmlab/model/row_map.py): each sum over rows (a row's
 experts in step 2, a token's ranks in step 3, and the backward of the row copies) is one pass that
 reads a token's rows in a fixed order, without atomics, so the sums come out the same every time.
-On one H200 (benchmarks/bench_moe_dispatch.py, glm5-1b's layer) the moves this replaced (a pack
-into [pairs, d], the experts' own copies, and sums over a [rows x slots, d] buffer) took one rank's
-expert work, forward and backward, from 10.3 ms on one GPU to 15.1 ms under EP=2
-(experiments/results/h200-session18/).
+On one H200 (benchmarks/bench_moe_dispatch.py, glm5-1b's layer, forward and backward) the moves
+they replaced (a pack into [pairs, d], the experts' own copies, and sums over a [rows x slots, d]
+buffer) had made one EP=2 rank's expert work 15.1 ms against one GPU's 10.3; now it is 6.3 against
+6.5 (experiments/results/h200-session18/, calls 1 and 6).
 
 The backward pass of the autograd-aware all-to-alls routes each output gradient to the rank that
 produced it. An expert's weight gradient then sums the contributions of every rank's loss; FSDP
