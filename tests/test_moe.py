@@ -196,8 +196,8 @@ def test_grouped_layout_is_aligned_and_sized_on_the_device(monkeypatch, grad):
 def test_forward_picks_grouped_only_for_cuda_bf16(monkeypatch):
     moe = make_moe()
     called = []
-    monkeypatch.setattr(moe.experts, "grouped", lambda x, r: called.append("grouped"))
-    monkeypatch.setattr(moe.experts, "looped", lambda x, r: called.append("looped"))
+    monkeypatch.setattr(moe.experts, "grouped", lambda x, r, **_: called.append("grouped"))
+    monkeypatch.setattr(moe.experts, "looped", lambda x, r, **_: called.append("looped"))
     x = torch.randn(4, 64)
     moe.experts(x, moe.gate(x))
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -271,3 +271,15 @@ def test_empty_slots_on_cuda_bf16_over_recycled_memory():
         ours = outputs_and_grads(moe, with_empty_slots, x)
     assert all(torch.isfinite(t).all() for t in ours)
     assert_close(ours, expected, 2e-2)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_compiled_grouped_experts_equal_eager_ones():
+    """Inside a compiled layer the row moves run as custom ops (eager, their kernels are launched
+    directly): the same outputs and gradients, forward and backward through Inductor."""
+    moe = make_moe(device="cuda")
+    x = torch.randn(300, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        eager = outputs_and_grads(moe, moe.experts, x)
+        compiled = outputs_and_grads(moe, torch.compile(moe.experts, dynamic=False), x)
+    assert_close(compiled, eager, 1e-2)

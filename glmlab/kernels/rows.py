@@ -13,7 +13,8 @@ to); rows r < M hold at most one slot. `slots` [N,k] int64 gives each slot's row
   asked, dots[r] = <src[owner[r] // k], dot_with[r]> in fp32: the combine's backward (the gradient of
   each expert output row and of its gate) in one pass over the rows.
 
-Both are `torch.library.custom_op`s: Triton on CUDA, the twins on the CPU.
+Both are `torch.library.custom_op`s (Triton on CUDA, the twins on the CPU), which torch.compile
+traces; eager on CUDA they launch their kernels directly.
 """
 
 from __future__ import annotations
@@ -131,24 +132,18 @@ def launch_spread(
     return out, dots
 
 
-@torch.library.custom_op("glmlab::gather_sum", mutates_args=(), device_types="cuda")
 def gather_sum(
     src: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor:
     """[N,d] in `dtype`: out[t] = sum over j of weights[t,j] * src[slots[t,j]] (without weights, 1),
-    slots of no row (M) adding nothing; fp32 sums in slot order."""
-    return launch_gather_sum(src, slots, weights, dtype)
+    slots of no row (M) adding nothing; fp32 sums in slot order. Eager on CUDA the kernel is launched
+    directly: the custom op's dispatch cost the host some 150 us a call (probe/host_probe.py in
+    experiments/results/h200-session18/), more than the kernel takes at a few thousand tokens."""
+    if src.is_cuda and not torch.compiler.is_compiling():
+        return launch_gather_sum(src, slots, weights, dtype)
+    return _gather_sum_op(src, slots, weights, dtype)
 
 
-gather_sum.register_kernel("cpu")(gather_sum_ref)
-
-
-@gather_sum.register_fake
-def _(src, slots, weights, dtype):
-    return src.new_empty(slots.shape[0], src.shape[1], dtype=dtype)
-
-
-@torch.library.custom_op("glmlab::spread", mutates_args=(), device_types="cuda")
 def spread(
     src: torch.Tensor,
     owner: torch.Tensor,
@@ -159,14 +154,44 @@ def spread(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out [M,d] in `dtype`: out[r] = weights[owner[r]] * src[owner[r] // k] (without weights, 1),
     zero for a row of no slot; dots [M] fp32, <src[owner[r] // k], dot_with[r]> (empty without
-    `dot_with`)."""
+    `dot_with`). Launched directly when eager on CUDA, as `gather_sum`."""
+    if src.is_cuda and not torch.compiler.is_compiling():
+        return launch_spread(src, owner, k, weights, dot_with, dtype)
+    return _spread_op(src, owner, k, weights, dot_with, dtype)
+
+
+# The custom ops: what torch.compile traces (with their fake implementations), and the CPU's twins.
+@torch.library.custom_op("glmlab::gather_sum", mutates_args=(), device_types="cuda")
+def _gather_sum_op(
+    src: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    return launch_gather_sum(src, slots, weights, dtype)
+
+
+_gather_sum_op.register_kernel("cpu")(gather_sum_ref)
+
+
+@_gather_sum_op.register_fake
+def _(src, slots, weights, dtype):
+    return src.new_empty(slots.shape[0], src.shape[1], dtype=dtype)
+
+
+@torch.library.custom_op("glmlab::spread", mutates_args=(), device_types="cuda")
+def _spread_op(
+    src: torch.Tensor,
+    owner: torch.Tensor,
+    k: int,
+    weights: torch.Tensor | None,
+    dot_with: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
     return launch_spread(src, owner, k, weights, dot_with, dtype)
 
 
-spread.register_kernel("cpu")(spread_ref)
+_spread_op.register_kernel("cpu")(spread_ref)
 
 
-@spread.register_fake
+@_spread_op.register_fake
 def _(src, owner, k, weights, dot_with, dtype):
     M = owner.shape[0]
     wide = torch.promote_types(src.dtype, torch.float32)

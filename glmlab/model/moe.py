@@ -25,6 +25,8 @@ WIDTH_ALIGN = 8
 
 # what the routed experts may compute beside their own work and add to it: the shared experts
 Beside = Callable[[torch.Tensor], torch.Tensor] | None
+# weights that replace an Experts module's own for one call: (gate_up_proj, down_proj)
+Weights = tuple[torch.Tensor, torch.Tensor] | None
 
 
 @dataclass
@@ -91,22 +93,24 @@ class Experts(nn.Module):
 
     def forward(
         self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False, pairs: int | None = None,
-        beside: Beside = None,
+        beside: Beside = None, weights: Weights = None,
     ) -> torch.Tensor:  # fmt: skip
         """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d], plus `beside(x)`
         when given (the shared experts: expert parallelism computes them while the tokens travel to
         their experts' ranks). With `empty_slots`, an index of -1 is a slot with no expert (expert
         parallelism's rows: experts on other ranks) and adds nothing; `routing.counts` counts the
-        other slots, and `pairs`, when known, their total (it sizes the grouped buffers)."""
+        other slots, and `pairs`, when known, their total (it sizes the grouped buffers).
+        `weights` (gate_up, down) replace this module's own (expert parallelism's local shards)."""
         if grouped_form(x.device.type, compute_dtype(x), x.shape[-1]):
-            y = self.grouped(x, routing, empty_slots=empty_slots, pairs=pairs)
+            y = self.grouped(x, routing, empty_slots=empty_slots, pairs=pairs, weights=weights)
         else:
-            y = self.looped(x, routing)
+            y = self.looped(x, routing, weights=weights)
         return y if beside is None else y + beside(x)
 
     def grouped(
-        self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False, pairs: int | None = None
-    ) -> torch.Tensor:
+        self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False, pairs: int | None = None,
+        weights: Weights = None,
+    ) -> torch.Tensor:  # fmt: skip
         """Grouped matrix products (`torch._grouped_mm`) over a padded expert-sorted layout.
 
         The (token, expert) pairs are sorted by expert into a buffer of a fixed number of rows,
@@ -125,9 +129,10 @@ class Experts(nn.Module):
         (expert parallelism reads it back with its split sizes), sizes the buffer to them alone."""
         N, d = x.shape
         k = routing.indices.shape[1]
-        E = self.gate_up_proj.shape[0]
+        gate_up_proj, down_proj = weights or (self.gate_up_proj, self.down_proj)
+        E = gate_up_proj.shape[0]
         dtype = compute_dtype(x)
-        weights_learn = self.gate_up_proj.requires_grad or self.down_proj.requires_grad
+        weights_learn = gate_up_proj.requires_grad or down_proj.requires_grad
         align = GROUP_ALIGN if torch.is_grad_enabled() and (x.requires_grad or weights_learn) else 1
         rows = (N * k if pairs is None else pairs) + E * (align - 1)
         flat = routing.indices.reshape(-1)  # pair p: token p // k, its (p % k)-th expert
@@ -147,14 +152,14 @@ class Experts(nn.Module):
         # no host value reaches the device; without empty slots the last group runs to the end
         offs = (group_end if empty_slots else F.pad(group_end[:-1], (0, 1), value=rows)).to(torch.int32)
         sorted_x = expand(x, where, dtype)
-        gate_up_w, down_w = _aligned_weights(self.gate_up_proj.to(dtype), self.down_proj.to(dtype))
+        gate_up_w, down_w = _aligned_weights(gate_up_proj.to(dtype), down_proj.to(dtype))
         gate_up = torch._grouped_mm(sorted_x, gate_up_w.mT, offs=offs)
         gate, up = gate_up.chunk(2, dim=-1)
         out = torch._grouped_mm(F.silu(gate) * up, down_w.mT, offs=offs)
         return combine(out, where, routing.gates, x.dtype)
 
     @torch.compiler.disable  # split sizes read on the host: torch.compile leaves this eager
-    def looped(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+    def looped(self, x: torch.Tensor, routing: Routing, *, weights: Weights = None) -> torch.Tensor:
         """Sort the (token, expert) pairs by expert and run each expert only on its tokens;
         combine with the gates by a scatter-add.
 
@@ -167,11 +172,12 @@ class Experts(nn.Module):
         order = routing.indices.reshape(-1).argsort(stable=True)[N * k - sum(sizes) :]
         token_of = order // k
         pieces = x.index_select(0, token_of).split(sizes)
-        weights = zip(self.gate_up_proj.unbind(0), self.down_proj.unbind(0), strict=True)
-        outputs = [_swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, weights, strict=True) if len(p)]
+        gate_up_proj, down_proj = weights or (self.gate_up_proj, self.down_proj)
+        per_expert = zip(gate_up_proj.unbind(0), down_proj.unbind(0), strict=True)
+        outputs = [_swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, per_expert, strict=True) if len(p)]
         if not outputs:  # every slot empty: nothing here; the weights and gates stay in the graph (zero
             # gradient), so that expert parallelism's backward all-to-alls run on every rank
-            kept = self.gate_up_proj.sum() + self.down_proj.sum() + routing.gates.sum()
+            kept = gate_up_proj.sum() + down_proj.sum() + routing.gates.sum()
             return x * 0 + 0 * kept.to(x.dtype)
         y = torch.cat(outputs) * routing.gates.reshape(-1)[order, None].to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, y)

@@ -56,7 +56,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
-from torch.func import functional_call
 
 from glmlab.config import ModelConfig
 from glmlab.model.moe import Beside, Experts, MoE, Routing
@@ -130,7 +129,8 @@ class ExpertParallel(nn.Module):
         self.gate_up_proj = nn.Parameter(distribute_tensor(experts.gate_up_proj.detach(), mesh, [Shard(0)]))
         self.down_proj = nn.Parameter(distribute_tensor(experts.down_proj.detach(), mesh, [Shard(0)]))
         # The computation of `n_local` experts, its weights supplied per call (built on the meta
-        # device: it holds no memory and is not a submodule, so it adds no parameters).
+        # device: it holds no memory and is not a submodule, so it adds no parameters). Passing them
+        # costs nothing, where torch.func.functional_call took 0.4 ms of the host's time a call.
         with torch.device("meta"):
             template = Experts(dataclasses.replace(cfg, n_routed_experts=self.n_local))
         object.__setattr__(self, "_compute", template)
@@ -207,17 +207,14 @@ class ExpertParallel(nn.Module):
         read it back) the experts' buffers hold only the real (row, expert) pairs; without it
         (padded) they hold all R*k slots, the empty ones skipped."""
         scale = 1.0 / self.ep
-        weights = {
-            "gate_up_proj": _ScaleGrad.apply(self.gate_up_proj.to_local(), scale),
-            "down_proj": _ScaleGrad.apply(self.down_proj.to_local(), scale),
-        }
+        weights = (_ScaleGrad.apply(self.gate_up_proj.to_local(), scale),
+                   _ScaleGrad.apply(self.down_proj.to_local(), scale))  # fmt: skip
         flat = ids.reshape(-1)
         slots = torch.where(flat >= 0, flat, self.n_local)  # empty slots counted apart
         counts = torch.zeros(self.n_local + 1, dtype=torch.int64, device=ids.device)
         counts = counts.scatter_add_(0, slots, torch.ones_like(slots))[:-1]
         routing = Routing(indices=ids, gates=gates, affinity=None, counts=counts)
-        kwargs = {"empty_slots": True, "pairs": pairs}
-        return functional_call(self._compute, weights, (recv, routing), kwargs)
+        return self._compute(recv, routing, empty_slots=True, pairs=pairs, weights=weights)
 
 
 def apply_expert_parallel(
