@@ -59,8 +59,10 @@ class _Expand(torch.autograd.Function):
 class _Combine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows, slots, owner, weights, dtype):
-        ctx.save_for_backward(rows, slots, owner, weights)
-        ctx.has_weights = weights is not None
+        # the rows only for the weights' gradient (expert parallelism's sums over ranks have none)
+        want_w = weights is not None and weights.requires_grad
+        ctx.save_for_backward(rows if want_w else None, slots, owner, weights)
+        ctx.has_weights, ctx.rows_dtype = weights is not None, rows.dtype
         return gather_sum(rows, slots, weights, dtype)
 
     @staticmethod
@@ -68,7 +70,7 @@ class _Combine(torch.autograd.Function):
         rows, slots, owner, weights = ctx.saved_tensors
         flat = weights.reshape(-1) if ctx.has_weights else None
         want_w = ctx.has_weights and ctx.needs_input_grad[3]
-        grad_rows, dots = spread(grad, owner, slots.shape[1], flat, rows if want_w else None, rows.dtype)
+        grad_rows, dots = spread(grad, owner, slots.shape[1], flat, rows if want_w else None, ctx.rows_dtype)
         grad_w = F.pad(dots, (0, 1))[slots] if want_w else None  # a slot of no row (M): 0
         return grad_rows, None, None, grad_w, None
 
