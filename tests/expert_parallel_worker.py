@@ -1,10 +1,10 @@
 """Run by tests/test_parallel.py under torchrun (2 CPU ranks, gloo): one MoE layer's routed experts
 split over the ranks (`ExpertParallel`), with each dispatch (exact and padded), against the same
 experts on one device, on the same tokens (each rank holds half), the shared expert computed beside
-them (`beside`, while the rows travel): outputs, the tokens' gradients, the router's, the shared
-expert's and the routed experts' weight gradients, and the bytes sent; then again with every token
-routed to rank 0's experts, so that rank 1 receives nothing (its backward all-to-alls must still
-run). Rank 0 prints `ok` or the first quantity that differs."""
+them (`beside`, while the split sizes come back or the rows travel): outputs, the tokens'
+gradients, the router's, the shared expert's and the routed experts' weight gradients, and the
+bytes sent; then again with every token routed to rank 0's experts, so that rank 1 receives
+nothing (its backward all-to-alls must still run). Rank 0 prints `ok` or the first quantity that differs."""
 
 from __future__ import annotations
 

@@ -50,12 +50,15 @@ def test_gather_sum_equals_its_twin(k, weighted):
 @pytest.mark.parametrize("dot", [False, True])
 def test_spread_equals_its_twin(k, weighted, dot):
     """Rows of no slot come out zero (over an output that held NaN), a row count that is not a
-    multiple of the rows a program writes, and the dots in fp32."""
+    multiple of the rows a program writes, and the dots in fp32, 0 for rows of no slot."""
     N, d = 7, 600
     where = row_map(N, k, N * k + 6, empty=2)
     src = torch.randn(N, d, device=DEVICE)
     weights = torch.rand(N * k, device=DEVICE) if weighted else None
-    other = torch.randn(where.rows, d, device=DEVICE).to(torch.bfloat16) if dot else None
+    other = None
+    if dot:  # rows of no slot hold NaN, as the grouped products' unwritten rows may: their dots are 0
+        other = torch.randn(where.rows, d, device=DEVICE).to(torch.bfloat16)
+        other[where.owner == N * k] = float("nan")
     torch.full((1 << 16,), float("nan"), device=DEVICE)  # freed: on the GPU, recycled NaN below
     ours, ours_dots = launch_spread(src, where.owner, k, weights, other, torch.bfloat16)
     twin, twin_dots = spread_ref(src, where.owner, k, weights, other, torch.bfloat16)
@@ -63,6 +66,8 @@ def test_spread_equals_its_twin(k, weighted, dot):
     assert (ours[where.owner == N * k] == 0).all() and (where.owner == N * k).sum() >= 6
     assert ours_dots.shape == twin_dots.shape == ((where.rows,) if dot else (0,))
     torch.testing.assert_close(ours_dots, twin_dots, rtol=1e-5, atol=1e-4)
+    if dot:
+        assert (ours_dots[where.owner == N * k] == 0).all()
 
 
 def test_empty_inputs():

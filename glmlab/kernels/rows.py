@@ -79,9 +79,8 @@ def _spread_kernel(
         vals = tl.load(src_ptr + token[:, None] * D + cols[None, :], mask=held[:, None] & inside, other=0.0)
         vals = vals.to(tl.float32)
         if DOT:
-            other = tl.load(
-                with_ptr + r[:, None] * D + cols[None, :], mask=inside_r[:, None] & inside, other=0.0
-            )
+            mask = held[:, None] & inside  # rows of no slot: 0, unread (they may hold NaN)
+            other = tl.load(with_ptr + r[:, None] * D + cols[None, :], mask=mask, other=0.0)
             dot += tl.sum(vals * other.to(tl.float32), axis=1)
         if WEIGHTED:
             vals = vals * w[:, None]
@@ -99,11 +98,14 @@ def launch_gather_sum(
     src, slots = src.contiguous(), slots.contiguous()
     out = torch.empty(N, D, dtype=dtype, device=src.device)
     w = weights.contiguous() if weights is not None else src
+    block_k = max(2, triton.next_power_of_2(K))
+    # at most 16K values of a tile in registers (k = 8 keeps whole rows of 2,048 columns; EP=16's
+    # sums over ranks take 1,024 at a time)
+    block_d = min(GATHER_BLOCK_D, triton.next_power_of_2(D), max(64, 16384 // block_k))
     if N and D:
         _gather_sum_kernel[(N,)](
-            src, slots, w, out, M, D=D, K=K, BLOCK_K=max(2, triton.next_power_of_2(K)),
-            BLOCK_D=min(GATHER_BLOCK_D, triton.next_power_of_2(D)), WEIGHTED=weights is not None,
-            num_warps=WARPS,
+            src, slots, w, out, M, D=D, K=K, BLOCK_K=block_k, BLOCK_D=block_d,
+            WEIGHTED=weights is not None, num_warps=WARPS,
         )  # fmt: skip
     return out
 
@@ -137,8 +139,9 @@ def gather_sum(
 ) -> torch.Tensor:
     """[N,d] in `dtype`: out[t] = sum over j of weights[t,j] * src[slots[t,j]] (without weights, 1),
     slots of no row (M) adding nothing; fp32 sums in slot order. Eager on CUDA the kernel is launched
-    directly: the custom op's dispatch cost the host some 150 us a call (probe/host_probe.py in
-    experiments/results/h200-session18/), more than the kernel takes at a few thousand tokens."""
+    directly: the custom op's dispatch cost the host 130-180 us a call (probe/host_probe.py in
+    experiments/results/h200-session18/, call 7), more than the kernel takes at a few thousand
+    tokens."""
     if src.is_cuda and not torch.compiler.is_compiling():
         return launch_gather_sum(src, slots, weights, dtype)
     return _gather_sum_op(src, slots, weights, dtype)
@@ -194,6 +197,7 @@ _spread_op.register_kernel("cpu")(spread_ref)
 @_spread_op.register_fake
 def _(src, owner, k, weights, dot_with, dtype):
     M = owner.shape[0]
-    wide = torch.promote_types(src.dtype, torch.float32)
+    # the Triton kernel's dots are fp32; the CPU's twin keeps fp64 inputs in fp64
+    wide = torch.float32 if src.is_cuda else torch.promote_types(src.dtype, torch.float32)
     dots = src.new_empty(M if dot_with is not None else 0, dtype=wide)
     return src.new_empty(M, src.shape[1], dtype=dtype), dots

@@ -39,7 +39,9 @@ def spread_ref(
     token = torch.where(held, owner // k, N)
     wide = torch.promote_types(src.dtype, torch.float32)
     rows = F.pad(src.to(wide), (0, 0, 0, 1))[token]  # [M,d], row N zero
-    dots = (rows * dot_with.to(wide)).sum(-1) if dot_with is not None else rows.new_empty(0)
+    dots = rows.new_empty(0)
+    if dot_with is not None:  # rows of no slot: 0, whatever they hold
+        dots = (rows * torch.where(held[:, None], dot_with.to(wide), 0.0)).sum(-1)
     if weights is not None:
         rows = rows * F.pad(weights.to(wide), (0, 1))[owner.clamp(max=N * k)][:, None]
     return rows.to(dtype), dots

@@ -25,8 +25,8 @@ WIDTH_ALIGN = 8
 
 # what the routed experts may compute beside their own work and add to it: the shared experts
 Beside = Callable[[torch.Tensor], torch.Tensor] | None
-# weights that replace an Experts module's own for one call: (gate_up_proj, down_proj)
-Weights = tuple[torch.Tensor, torch.Tensor] | None
+# parameters that replace an Experts module's own for one call: (gate_up_proj, down_proj)
+Params = tuple[torch.Tensor, torch.Tensor] | None
 
 
 @dataclass
@@ -93,23 +93,23 @@ class Experts(nn.Module):
 
     def forward(
         self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False, pairs: int | None = None,
-        beside: Beside = None, weights: Weights = None,
+        beside: Beside = None, params: Params = None,
     ) -> torch.Tensor:  # fmt: skip
         """x [N,d] -> sum over each token's k experts of gate * expert(x), [N,d], plus `beside(x)`
-        when given (the shared experts: expert parallelism computes them while the tokens travel to
-        their experts' ranks). With `empty_slots`, an index of -1 is a slot with no expert (expert
+        when given (the shared experts: expert parallelism computes them while it waits for its
+        split sizes or its rows). With `empty_slots`, an index of -1 is a slot with no expert (expert
         parallelism's rows: experts on other ranks) and adds nothing; `routing.counts` counts the
         other slots, and `pairs`, when known, their total (it sizes the grouped buffers).
-        `weights` (gate_up, down) replace this module's own (expert parallelism's local shards)."""
+        `params` (gate_up, down) replace this module's own (expert parallelism's local shards)."""
         if grouped_form(x.device.type, compute_dtype(x), x.shape[-1]):
-            y = self.grouped(x, routing, empty_slots=empty_slots, pairs=pairs, weights=weights)
+            y = self.grouped(x, routing, empty_slots=empty_slots, pairs=pairs, params=params)
         else:
-            y = self.looped(x, routing, weights=weights)
+            y = self.looped(x, routing, params=params)
         return y if beside is None else y + beside(x)
 
     def grouped(
         self, x: torch.Tensor, routing: Routing, *, empty_slots: bool = False, pairs: int | None = None,
-        weights: Weights = None,
+        params: Params = None,
     ) -> torch.Tensor:  # fmt: skip
         """Grouped matrix products (`torch._grouped_mm`) over a padded expert-sorted layout.
 
@@ -129,7 +129,7 @@ class Experts(nn.Module):
         (expert parallelism reads it back with its split sizes), sizes the buffer to them alone."""
         N, d = x.shape
         k = routing.indices.shape[1]
-        gate_up_proj, down_proj = weights or (self.gate_up_proj, self.down_proj)
+        gate_up_proj, down_proj = params or (self.gate_up_proj, self.down_proj)
         E = gate_up_proj.shape[0]
         dtype = compute_dtype(x)
         weights_learn = gate_up_proj.requires_grad or down_proj.requires_grad
@@ -159,7 +159,7 @@ class Experts(nn.Module):
         return combine(out, where, routing.gates, x.dtype)
 
     @torch.compiler.disable  # split sizes read on the host: torch.compile leaves this eager
-    def looped(self, x: torch.Tensor, routing: Routing, *, weights: Weights = None) -> torch.Tensor:
+    def looped(self, x: torch.Tensor, routing: Routing, *, params: Params = None) -> torch.Tensor:
         """Sort the (token, expert) pairs by expert and run each expert only on its tokens;
         combine with the gates by a scatter-add.
 
@@ -172,7 +172,7 @@ class Experts(nn.Module):
         order = routing.indices.reshape(-1).argsort(stable=True)[N * k - sum(sizes) :]
         token_of = order // k
         pieces = x.index_select(0, token_of).split(sizes)
-        gate_up_proj, down_proj = weights or (self.gate_up_proj, self.down_proj)
+        gate_up_proj, down_proj = params or (self.gate_up_proj, self.down_proj)
         per_expert = zip(gate_up_proj.unbind(0), down_proj.unbind(0), strict=True)
         outputs = [_swiglu(p, gu, dn) for p, (gu, dn) in zip(pieces, per_expert, strict=True) if len(p)]
         if not outputs:  # every slot empty: nothing here; the weights and gates stay in the graph (zero

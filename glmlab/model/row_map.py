@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from glmlab.kernels.rows import gather_sum, spread
 
@@ -38,9 +39,9 @@ class RowMap:
     def of_owner(cls, owner: torch.Tensor, tokens: int, k: int) -> RowMap:
         """From each row's slot (every row holds one)."""
         M = owner.shape[0]
-        slots = torch.full((tokens * k + 1,), M, dtype=torch.int64, device=owner.device)
+        slots = torch.full((tokens * k,), M, dtype=torch.int64, device=owner.device)
         slots.scatter_(0, owner, torch.arange(M, device=owner.device))
-        return cls(slots[:-1].view(tokens, k), owner)
+        return cls(slots.view(tokens, k), owner)
 
 
 class _Expand(torch.autograd.Function):
@@ -51,6 +52,7 @@ class _Expand(torch.autograd.Function):
         return spread(x, owner, slots.shape[1], None, None, dtype)[0]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         (slots,) = ctx.saved_tensors
         return gather_sum(grad, slots, None, ctx.x_dtype), None, None, None
@@ -60,18 +62,18 @@ class _Combine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows, slots, owner, weights, dtype):
         # the rows only for the weights' gradient (expert parallelism's sums over ranks have none)
-        want_w = weights is not None and weights.requires_grad
-        ctx.save_for_backward(rows if want_w else None, slots, owner, weights)
-        ctx.has_weights, ctx.rows_dtype = weights is not None, rows.dtype
+        ctx.want_w = weights is not None and weights.requires_grad
+        ctx.save_for_backward(rows if ctx.want_w else None, slots, owner, weights)
+        ctx.rows_dtype = rows.dtype
         return gather_sum(rows, slots, weights, dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         rows, slots, owner, weights = ctx.saved_tensors
-        flat = weights.reshape(-1) if ctx.has_weights else None
-        want_w = ctx.has_weights and ctx.needs_input_grad[3]
-        grad_rows, dots = spread(grad, owner, slots.shape[1], flat, rows if want_w else None, ctx.rows_dtype)
-        grad_w = F.pad(dots, (0, 1))[slots] if want_w else None  # a slot of no row (M): 0
+        flat = weights.reshape(-1) if weights is not None else None
+        grad_rows, dots = spread(grad, owner, slots.shape[1], flat, rows, ctx.rows_dtype)
+        grad_w = F.pad(dots, (0, 1))[slots] if ctx.want_w else None  # a slot of no row (M): 0
         return grad_rows, None, None, grad_w, None
 
 

@@ -24,8 +24,9 @@ ranks loads on any other. One forward pass on a rank:
 The shared experts (`beside`, passed by the MoE layer) fill a wait. In the exact dispatch they are
 queued behind the copy of the split sizes to the host, which the host waits for alone
 (`_read_back`): the GPU computes them while the host waits (on two GPUs, also for the other rank's
-counts) and then launches the dispatch. On one H200 this measured the same as a plain read-back
-(experiments/results/h200-session18/, call 5); on two it is not yet measured. In the padded
+counts) and then launches the dispatch. On one H200 it gained nothing over a plain read-back
+(13.16 against 12.92 ms a layer, within the runs' spread: experiments/results/h200-session18/,
+call 5); on two it is not yet measured. In the padded
 dispatch, with nothing read back, they are computed between issuing the rows' all-to-all and
 waiting for it, so they overlap the transfer (`_AllToAll` returns before the rows arrive).
 In a compiled layer they now run eagerly with the rest of this module (`torch.compiler.disable`):
@@ -207,14 +208,14 @@ class ExpertParallel(nn.Module):
         read it back) the experts' buffers hold only the real (row, expert) pairs; without it
         (padded) they hold all R*k slots, the empty ones skipped."""
         scale = 1.0 / self.ep
-        weights = (_ScaleGrad.apply(self.gate_up_proj.to_local(), scale),
-                   _ScaleGrad.apply(self.down_proj.to_local(), scale))  # fmt: skip
+        params = (_ScaleGrad.apply(self.gate_up_proj.to_local(), scale),
+                  _ScaleGrad.apply(self.down_proj.to_local(), scale))  # fmt: skip
         flat = ids.reshape(-1)
-        slots = torch.where(flat >= 0, flat, self.n_local)  # empty slots counted apart
+        expert = torch.where(flat >= 0, flat, self.n_local)  # empty slots counted apart
         counts = torch.zeros(self.n_local + 1, dtype=torch.int64, device=ids.device)
-        counts = counts.scatter_add_(0, slots, torch.ones_like(slots))[:-1]
+        counts = counts.scatter_add_(0, expert, torch.ones_like(expert))[:-1]
         routing = Routing(indices=ids, gates=gates, affinity=None, counts=counts)
-        return self._compute(recv, routing, empty_slots=True, pairs=pairs, weights=weights)
+        return self._compute(recv, routing, empty_slots=True, pairs=pairs, params=params)
 
 
 def apply_expert_parallel(
