@@ -230,10 +230,10 @@ def routed_activation_bytes(m: ModelConfig, pairs: float, dt: StepDtypes, device
     width = grouped_width(m, dt, device)
     if width is not None:
         # grouped GEMMs over an expert-sorted buffer padded per expert: per row the sorted input,
-        # gate/up output, SiLU, product, output (for the gates' gradient) and the row's pair; per
-        # pair its row (the gates are the router's)
+        # gate/up output, SwiGLU product (one kernel: glmlab/kernels/swiglu.py keeps no SiLU), output
+        # (for the gates' gradient) and the row's pair; per pair its row (the gates are the router's)
         rows = pairs + m.n_routed_experts * (GROUP_ALIGN - 1)
-        return rows * (c * (2 * d + 4 * width) + 8) + pairs * 8
+        return rows * (c * (2 * d + 3 * width) + 8) + pairs * 8
     # one product per expert: the same per pair, the gates and the combine's fp32 source
     return pairs * (c * (2 * d + 4 * inter) + w * (d + 1) + 16)
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmlab.config import ModelConfig
+from glmlab.kernels.swiglu import swiglu
 from glmlab.model.layers import SwiGLU, compute_dtype
 from glmlab.model.row_map import RowMap, combine, expand
 
@@ -125,8 +126,10 @@ class Experts(nn.Module):
 
         Empty slots (`empty_slots`) have no row. The products compute nothing past the last group
         and leave those rows (and the backward pass's input gradient rows) uninitialised; no slot
-        reads them. `pairs`, the number of slots that are not empty when the caller knows it
-        (expert parallelism reads it back with its split sizes), sizes the buffer to them alone."""
+        reads them. The SwiGLU between the products (glmlab/kernels/swiglu.py) stops at the last
+        group's end too, read on the device. `pairs`, the number of slots that are not empty when
+        the caller knows it (expert parallelism reads it back with its split sizes), sizes the
+        buffer to them alone."""
         N, d = x.shape
         k = routing.indices.shape[1]
         gate_up_proj, down_proj = params or (self.gate_up_proj, self.down_proj)
@@ -154,8 +157,7 @@ class Experts(nn.Module):
         sorted_x = expand(x, where, dtype)
         gate_up_w, down_w = _aligned_weights(gate_up_proj.to(dtype), down_proj.to(dtype))
         gate_up = torch._grouped_mm(sorted_x, gate_up_w.mT, offs=offs)
-        gate, up = gate_up.chunk(2, dim=-1)
-        out = torch._grouped_mm(F.silu(gate) * up, down_w.mT, offs=offs)
+        out = torch._grouped_mm(swiglu(gate_up, offs[-1:]), down_w.mT, offs=offs)
         return combine(out, where, routing.gates, x.dtype)
 
     @torch.compiler.disable  # split sizes read on the host: torch.compile leaves this eager

@@ -1,0 +1,121 @@
+"""Triton kernels for the routed experts' SwiGLU, h = silu(gate) * up over the [M, 2W] output of their
+gate/up product (glmlab/model/moe.py), forward and backward, each one pass over the rows in fp32.
+Twin: glmlab/kernels/swiglu_ref.py.
+
+Torch runs it as four passes forward (silu, then the product, through a strided half of the buffer)
+and about six backward, and keeps silu's output for the backward pass; here the backward pass keeps
+only the gate/up product. `rows`, a one-element int tensor on the device, bounds the rows computed:
+expert parallelism's buffers hold a slot for every received row's k experts, about half of them empty
+at EP=2, and the products leave the rows past the last group unwritten (their outputs here are left
+unwritten too; nothing reads them). The bound is read on the device, so nothing waits for the host.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from glmlab.kernels.swiglu_ref import swiglu_backward_ref, swiglu_ref
+
+BLOCK_R = 8  # rows a program
+BLOCK_C = 512  # columns of the output at a time
+WARPS = 4
+
+
+@triton.jit
+def _swiglu_forward_kernel(
+    x_ptr, out_ptr, rows_ptr, W: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr
+):
+    first = tl.program_id(0).to(tl.int64) * BLOCK_R
+    rows = tl.load(rows_ptr).to(tl.int64)
+    if first < rows:
+        r = first + tl.arange(0, BLOCK_R)
+        inside_r = r < rows
+        for c in tl.static_range(0, W, BLOCK_C):
+            cols = c + tl.arange(0, BLOCK_C)
+            mask = inside_r[:, None] & (cols[None, :] < W)
+            at = r[:, None] * (2 * W) + cols[None, :]
+            gate = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
+            up = tl.load(x_ptr + at + W, mask=mask, other=0.0).to(tl.float32)
+            h = gate * tl.sigmoid(gate) * up
+            tl.store(out_ptr + r[:, None] * W + cols[None, :], h.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _swiglu_backward_kernel(
+    x_ptr, grad_ptr, out_ptr, rows_ptr, W: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr
+):
+    first = tl.program_id(0).to(tl.int64) * BLOCK_R
+    rows = tl.load(rows_ptr).to(tl.int64)
+    if first < rows:
+        r = first + tl.arange(0, BLOCK_R)
+        inside_r = r < rows
+        for c in tl.static_range(0, W, BLOCK_C):
+            cols = c + tl.arange(0, BLOCK_C)
+            mask = inside_r[:, None] & (cols[None, :] < W)
+            at = r[:, None] * (2 * W) + cols[None, :]
+            gate = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
+            up = tl.load(x_ptr + at + W, mask=mask, other=0.0).to(tl.float32)
+            g = tl.load(grad_ptr + r[:, None] * W + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            s = tl.sigmoid(gate)
+            d_gate = g * up * s * (1 + gate * (1 - s))
+            tl.store(out_ptr + at, d_gate.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(out_ptr + at + W, (g * gate * s).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _grid(M: int) -> tuple[int]:
+    return (triton.cdiv(M, BLOCK_R),)
+
+
+def launch_swiglu_forward(gate_up: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[M, 2W] -> [M, W], the rows from `rows` [1] on unwritten (also on the CPU, through Triton's
+    interpreter)."""
+    M, W = gate_up.shape[0], gate_up.shape[1] // 2
+    gate_up = gate_up.contiguous()
+    out = torch.empty(M, W, dtype=gate_up.dtype, device=gate_up.device)
+    if M and W:
+        _swiglu_forward_kernel[_grid(M)](
+            gate_up, out, rows, W=W, BLOCK_R=BLOCK_R, BLOCK_C=min(BLOCK_C, triton.next_power_of_2(W)),
+            num_warps=WARPS,
+        )  # fmt: skip
+    return out
+
+
+def launch_swiglu_backward(gate_up: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The gradient [M, 2W] of the forward at `gate_up` for `grad` [M, W], rows from `rows` on unwritten."""
+    M, W = grad.shape
+    grad = grad.contiguous()
+    out = torch.empty_like(gate_up)
+    if M and W:
+        _swiglu_backward_kernel[_grid(M)](
+            gate_up, grad, out, rows, W=W, BLOCK_R=BLOCK_R, BLOCK_C=min(BLOCK_C, triton.next_power_of_2(W)),
+            num_warps=WARPS,
+        )  # fmt: skip
+    return out
+
+
+class _SwiGLU(torch.autograd.Function):
+    """The kernels on CUDA, the twins elsewhere: either way the backward pass keeps `gate_up` alone."""
+
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        gate_up = gate_up.contiguous()
+        ctx.save_for_backward(gate_up, rows)
+        return launch_swiglu_forward(gate_up, rows) if gate_up.is_cuda else swiglu_ref(gate_up)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        gate_up, rows = ctx.saved_tensors
+        if gate_up.is_cuda:
+            return launch_swiglu_backward(gate_up, grad, rows), None
+        return swiglu_backward_ref(gate_up, grad), None
+
+
+def swiglu(gate_up: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up for `gate_up` [M, 2W] (gate columns first), [M, W]. `rows` (an int tensor of
+    one element, on the device) bounds the rows the kernels compute on CUDA; they leave the others
+    unwritten. Where torch.compile traces, the twin computes every row (Inductor fuses its passes)."""
+    if torch.compiler.is_compiling():
+        return swiglu_ref(gate_up)
+    return _SwiGLU.apply(gate_up, rows)
