@@ -215,7 +215,7 @@ class TrainConfig:
     expert_parallel: int = 1  # ranks the routed experts are split over: 1, or every rank (docs/scaling.md)
     # how EP sends tokens: exact (only to the ranks holding one of their experts, sizes read back
     # per layer) or padded (to every rank, fixed sizes, no read-back, twice the experts' buffers at
-    # EP=2; slower and larger on two H200s: docs/scaling.md)
+    # EP=2; slower and larger on two H200s in session 14, faster on one since: docs/scaling.md)
     ep_dispatch: str = "exact"
 
 

@@ -48,7 +48,7 @@ def test_kernels_equal_the_twin_up_to_the_bound(dtype, width):
 
 
 def test_autograd_function_matches_the_twin():
-    """`_SwiGLU` (the kernels, every row) gives the twin's output and, through autograd, its gradient."""
+    """`_SwiGLU` gives the twin's output and, through autograd, its gradient (the kernels on CUDA)."""
     gate_up = torch.randn(10, 2 * 24, device=DEVICE, requires_grad=True)
     grad = torch.randn(10, 24, device=DEVICE)
     out = _SwiGLU.apply(gate_up, torch.tensor([10], device=DEVICE))

@@ -2,9 +2,12 @@
 gate/up product (glmlab/model/moe.py), forward and backward, each one pass over the rows in fp32.
 Twin: glmlab/kernels/swiglu_ref.py.
 
-Torch runs it as four passes forward (silu, then the product, through a strided half of the buffer)
-and about six backward, and keeps silu's output for the backward pass; here the backward pass keeps
-only the gate/up product. `rows`, a one-element int tensor on the device, bounds the rows computed:
+Torch runs it as two kernels forward (silu through a strided half of the buffer, then the product)
+and about four backward, and keeps silu's output for the backward pass; here the backward pass keeps
+only the gate/up product. On one H200 at glm5-1b's shapes, forward and backward: 0.42 ms against
+eager torch's 1.03 and torch.compile's 0.72 (experiments/results/h200-session19/, call 5).
+
+`rows`, a one-element int tensor on the device, bounds the rows computed:
 expert parallelism's buffers hold a slot for every received row's k experts, about half of them empty
 at EP=2, and the products leave the rows past the last group unwritten (their outputs here are left
 unwritten too; nothing reads them). The bound is read on the device, so nothing waits for the host.

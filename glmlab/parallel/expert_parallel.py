@@ -13,9 +13,11 @@ ranks loads on any other. One forward pass on a rank:
      takes its split sizes as Python ints: the GPU waits there in every MoE layer. The default.
    - `padded`: one row per (token, rank), so every split is N rows and nothing is read back.
      At EP=2 with 8 of 64 experts only 0.24% of those rows carry no expert. Measured on two
-     H200s (glm5-1b, session 14) it was 2.5% slower than `exact` and took 20 GB more per GPU;
-     in a whole glm5-1b step on one H200 (all experts on one rank) exact cost 4.7% of the step
-     and padded nothing (docs/scaling.md, "Two H200s", sessions 14 and 19);
+     H200s (glm5-1b, session 14) it was 2.5% slower than `exact` and took 20 GB more per GPU.
+     Since then its rank's expert work fell to the exact rank's (session 19: the row and SwiGLU
+     kernels), and in a whole glm5-1b step on one H200 (all experts on one rank) exact cost 4.7%
+     of the step and padded nothing; two GPUs are yet to be measured (docs/scaling.md, "Two
+     H200s", sessions 14 and 19);
 2. run its local experts on the rows received (`Experts` with empty slots: a row's experts
    elsewhere), summing each row's gated outputs. `exact` sizes the experts' buffers by the pair
    count read back with the splits; `padded` cannot, so its buffers hold every row's k slots: at
