@@ -18,8 +18,8 @@ probe=experiments/results/h200-session19/probe/ep1_train_probe.py
 for form in exact padded fsdp; do
   timeout -k 10 170 python3 $probe /tmp/ep1-$form $form --profile-steps 12:1 "${big[@]}" > $R/$form.log 2>&1
   echo "exit $? at $(date -u +%T)" >> $R/$form.log
-  mkdir -p $R/runs/$form
-  cp /tmp/ep1-$form/measured.json /tmp/ep1-$form/metrics.jsonl /tmp/ep1-$form/profile_rank0.txt $R/runs/$form/ 2>/dev/null
+  mkdir -p $R/measured/$form
+  cp /tmp/ep1-$form/measured.json /tmp/ep1-$form/metrics.jsonl /tmp/ep1-$form/profile_rank0.txt $R/measured/$form/ 2>/dev/null
 done
 kill $watchdog 2>/dev/null
 tar -czf $OUT/r.tgz -C $R .

@@ -25,6 +25,6 @@ timeout -k 10 170 python3 experiments/parallel_runs.py run /tmp/one --config glm
   --set eval_batches=1 --set checkpoint_interval=0 --set batch_size=4 --set grad_accum=2 \
   --set train.seed=1337 > $R/one.log 2>&1
 echo "exit $? at $(date -u +%T)" >> $R/one.log
-mkdir -p $R/runs/one; cp /tmp/one/measured.json /tmp/one/metrics.jsonl $R/runs/one/ 2>/dev/null
+mkdir -p $R/measured/one; cp /tmp/one/measured.json /tmp/one/metrics.jsonl $R/measured/one/ 2>/dev/null
 kill $watchdog 2>/dev/null
 tar -czf $OUT/r.tgz -C $R .
