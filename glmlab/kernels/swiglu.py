@@ -27,9 +27,11 @@ WARPS = 4
 
 
 @triton.jit
-def _swiglu_forward_kernel(
-    x_ptr, out_ptr, rows_ptr, W: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr
-):
+def _swiglu_kernel(
+    x_ptr, grad_ptr, out_ptr, rows_ptr,
+    W: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BACKWARD: tl.constexpr,
+):  # fmt: skip
+    """Forward: out [M, W] = silu(gate) * up. Backward: out [M, 2W] = (d gate, d up) for grad [M, W]."""
     first = tl.program_id(0).to(tl.int64) * BLOCK_R
     rows = tl.load(rows_ptr).to(tl.int64)
     if first < rows:
@@ -38,64 +40,45 @@ def _swiglu_forward_kernel(
         for c in tl.static_range(0, W, BLOCK_C):
             cols = c + tl.arange(0, BLOCK_C)
             mask = inside_r[:, None] & (cols[None, :] < W)
-            at = r[:, None] * (2 * W) + cols[None, :]
+            at = r[:, None] * (2 * W) + cols[None, :]  # gate at `at`, up W columns on
+            narrow = r[:, None] * W + cols[None, :]
             gate = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
             up = tl.load(x_ptr + at + W, mask=mask, other=0.0).to(tl.float32)
-            h = gate * tl.sigmoid(gate) * up
-            tl.store(out_ptr + r[:, None] * W + cols[None, :], h.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _swiglu_backward_kernel(
-    x_ptr, grad_ptr, out_ptr, rows_ptr, W: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr
-):
-    first = tl.program_id(0).to(tl.int64) * BLOCK_R
-    rows = tl.load(rows_ptr).to(tl.int64)
-    if first < rows:
-        r = first + tl.arange(0, BLOCK_R)
-        inside_r = r < rows
-        for c in tl.static_range(0, W, BLOCK_C):
-            cols = c + tl.arange(0, BLOCK_C)
-            mask = inside_r[:, None] & (cols[None, :] < W)
-            at = r[:, None] * (2 * W) + cols[None, :]
-            gate = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
-            up = tl.load(x_ptr + at + W, mask=mask, other=0.0).to(tl.float32)
-            g = tl.load(grad_ptr + r[:, None] * W + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             s = tl.sigmoid(gate)
-            d_gate = g * up * s * (1 + gate * (1 - s))
-            tl.store(out_ptr + at, d_gate.to(out_ptr.dtype.element_ty), mask=mask)
-            tl.store(out_ptr + at + W, (g * gate * s).to(out_ptr.dtype.element_ty), mask=mask)
+            if BACKWARD:
+                g = tl.load(grad_ptr + narrow, mask=mask, other=0.0).to(tl.float32)
+                d_gate = g * up * s * (1 + gate * (1 - s))
+                tl.store(out_ptr + at, d_gate.to(out_ptr.dtype.element_ty), mask=mask)
+                tl.store(out_ptr + at + W, (g * gate * s).to(out_ptr.dtype.element_ty), mask=mask)
+            else:
+                tl.store(out_ptr + narrow, (gate * s * up).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _grid(M: int) -> tuple[int]:
-    return (triton.cdiv(M, BLOCK_R),)
+def _launch(
+    gate_up: torch.Tensor, grad: torch.Tensor | None, out: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """The kernel into `out`: forward without `grad`, backward with it."""
+    M, W = gate_up.shape[0], gate_up.shape[1] // 2
+    if M and W:
+        _swiglu_kernel[(triton.cdiv(M, BLOCK_R),)](
+            gate_up, gate_up if grad is None else grad, out, rows, W=W, BLOCK_R=BLOCK_R,
+            BLOCK_C=min(BLOCK_C, triton.next_power_of_2(W)), BACKWARD=grad is not None, num_warps=WARPS,
+        )  # fmt: skip
+    return out
 
 
 def launch_swiglu_forward(gate_up: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """[M, 2W] -> [M, W], the rows from `rows` [1] on unwritten (also on the CPU, through Triton's
     interpreter)."""
-    M, W = gate_up.shape[0], gate_up.shape[1] // 2
     gate_up = gate_up.contiguous()
-    out = torch.empty(M, W, dtype=gate_up.dtype, device=gate_up.device)
-    if M and W:
-        _swiglu_forward_kernel[_grid(M)](
-            gate_up, out, rows, W=W, BLOCK_R=BLOCK_R, BLOCK_C=min(BLOCK_C, triton.next_power_of_2(W)),
-            num_warps=WARPS,
-        )  # fmt: skip
-    return out
+    out = gate_up.new_empty(gate_up.shape[0], gate_up.shape[1] // 2)
+    return _launch(gate_up, None, out, rows)
 
 
 def launch_swiglu_backward(gate_up: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """The gradient [M, 2W] of the forward at `gate_up` for `grad` [M, W], rows from `rows` on unwritten."""
-    M, W = grad.shape
-    grad = grad.contiguous()
-    out = torch.empty_like(gate_up)
-    if M and W:
-        _swiglu_backward_kernel[_grid(M)](
-            gate_up, grad, out, rows, W=W, BLOCK_R=BLOCK_R, BLOCK_C=min(BLOCK_C, triton.next_power_of_2(W)),
-            num_warps=WARPS,
-        )  # fmt: skip
-    return out
+    gate_up = gate_up.contiguous()
+    return _launch(gate_up, grad.contiguous(), torch.empty_like(gate_up), rows)
 
 
 class _SwiGLU(torch.autograd.Function):
