@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glmlab.kernels.swiglu import _SwiGLU, launch_swiglu_backward, launch_swiglu_forward
+from glmlab.kernels.swiglu import _launch, _SwiGLU, launch_swiglu_backward, launch_swiglu_forward
 from glmlab.kernels.swiglu_ref import swiglu_backward_ref, swiglu_ref
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,7 +33,7 @@ def test_twin_backward_is_autograds():
 def test_kernels_equal_the_twin_up_to_the_bound(dtype, width):
     """A width wider than a column block (600 = 512 + 88), a row count that is not a multiple of the
     rows a program takes, and a bound short of it: the rows from the bound on hold NaN, as the
-    grouped products leave them, and change nothing before it."""
+    grouped products leave them, change nothing before it, and are not written."""
     M, bound = 13, 9
     gate_up = torch.randn(M, 2 * width, device=DEVICE).to(dtype)
     grad = torch.randn(M, width, device=DEVICE).to(dtype)
@@ -45,6 +45,11 @@ def test_kernels_equal_the_twin_up_to_the_bound(dtype, width):
     back = launch_swiglu_backward(gate_up, grad, rows)
     assert back.shape == gate_up.shape and back.dtype == dtype
     assert_close(back[:bound], swiglu_backward_ref(gate_up[:bound], grad[:bound]))
+    # the rows from the bound on are not written, forward or backward
+    for grad_in, width_out in ((None, width), (grad, 2 * width)):
+        out = torch.full((M, width_out), 7.0, device=DEVICE, dtype=dtype)
+        _launch(gate_up, grad_in, out, rows)
+        assert (out[bound:] == 7.0).all() and torch.isfinite(out[:bound]).all()
 
 
 def test_autograd_function_matches_the_twin():

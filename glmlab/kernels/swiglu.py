@@ -2,8 +2,8 @@
 gate/up product (glmlab/model/moe.py), forward and backward, each one pass over the rows in fp32.
 Twin: glmlab/kernels/swiglu_ref.py.
 
-Torch runs it as two kernels forward (silu through a strided half of the buffer, then the product)
-and about four backward, and keeps silu's output for the backward pass; here the backward pass keeps
+Torch runs it as separate kernels forward (silu through a strided half of the buffer, then the
+product) and backward, and keeps silu's output for the backward pass; here the backward pass keeps
 only the gate/up product. On one H200 at glm5-1b's shapes, forward and backward: 0.42 ms against
 eager torch's 1.03 and torch.compile's 0.72 (experiments/results/h200-session19/, call 5).
 
