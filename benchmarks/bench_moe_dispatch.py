@@ -6,15 +6,16 @@ experts' own products (docs/scaling.md, "Two H200s").
 - One EP=2 rank: what one rank of two computes between its all-to-alls
   (`ExpertParallel._local_experts`): 2N rows received (each rank's N tokens reach both ranks), E/2
   experts, each row's k expert slots holding the ids of its experts on this rank or -1, about N*k
-  real (row, expert) pairs in all: the same products as one GPU. The padded dispatch's rank has no
-  pair count (its buffers hold all 2N*k slots).
+  real (row, expert) pairs in all: the same products as one GPU. Both dispatches size its buffers by
+  that pair count (the padded one sized them for all 2N*k slots until session 20).
 - The whole dispatch with the shared experts, its all-to-alls within one rank (a 1-rank process
-  group), against one GPU's routed and shared experts: the sender's side and, in the exact dispatch,
-  the read-back of the split sizes, after which the GPU waits for the host's launches; the padded
-  dispatch reads nothing back.
+  group), against one GPU's routed and shared experts: the sender's side and the read-back (the
+  exact dispatch's split sizes before the rows leave; the padded dispatch's pair count while they
+  travel), after which the GPU waits for the host's launches.
 
 The routing is uniformly random, so both ranks hold half the pairs. Times are medians; a ratio over
-one GPU is what the dispatch costs (1.00: nothing). `--profile` adds each side's top kernels.
+one GPU is what the dispatch costs (1.00: nothing). On CUDA each form also prints its peak memory
+above what was allocated before it ran. `--profile` adds each side's top kernels.
 
     python benchmarks/bench_moe_dispatch.py [--preset glm5-1b] [--tokens 16384] [--repeats 20] [--profile]
 """
@@ -49,9 +50,18 @@ def random_routing(tokens: int, experts: int, k: int, device: torch.device) -> R
     return Routing(indices, gates, None, counts)
 
 
-def median_ms(step, repeats: int, device: torch.device) -> float:
+def median_ms(step, repeats: int, device: torch.device) -> tuple[float, float | None]:
+    """The median time of `step` in ms, and on CUDA its peak memory in MB above what was allocated."""
     for _ in range(3):
         step()
+    peak = None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -61,7 +71,7 @@ def median_ms(step, repeats: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return statistics.median(times), peak
 
 
 def kernels(step, device: torch.device, top: int = 14) -> str:
@@ -120,7 +130,6 @@ def main() -> None:
     recv = torch.randn(2 * N, d, device=device, dtype=dtype, requires_grad=True)
     both = random_routing(2 * N, E, k, device)
     ids = torch.where(both.indices < E // 2, both.indices, -1)
-    pairs = int((ids >= 0).sum())
     grad_y = torch.randn(N, d, device=device, dtype=dtype)
     grad_recv = torch.randn(2 * N, d, device=device, dtype=dtype)
 
@@ -129,9 +138,12 @@ def main() -> None:
             y = one_gpu(x, routing)
         y.backward(grad_y)
 
-    def ep_step(counted: int | None = pairs) -> None:
+    local = rank._local_routing(torch.cat([both.gates, ids.float()], dim=1), k)
+    pairs = int(local.counts.sum())
+
+    def ep_step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            y = rank._local_experts(recv, ids, both.gates, counted)
+            y = rank._local_experts(recv, local, pairs)
         y.backward(grad_recv)
 
     def whole_step(module: ExpertParallel = whole) -> None:
@@ -148,22 +160,21 @@ def main() -> None:
           f"k={k}; EP=2 rank: {2 * N} rows, {pairs} pairs over {E // 2} experts")  # fmt: skip
     one = median_ms(one_gpu_step, args.repeats, device)
     ep = median_ms(ep_step, args.repeats, device)
-    ep_padded = median_ms(lambda: ep_step(None), args.repeats, device)
     layer = median_ms(one_gpu_layer_step, args.repeats, device)
     ep1 = median_ms(whole_step, args.repeats, device)
     ep1_padded = median_ms(lambda: whole_step(whole_padded), args.repeats, device)
     rows = (
         ("one GPU, all experts", one),
         ("EP=2, one rank's experts", ep),
-        ("EP=2, same, padded", ep_padded),
         ("one GPU, routed + shared", layer),
         ("EP=1, whole dispatch + shared", ep1),
         ("EP=1, same, padded", ep1_padded),
     )
-    for name, ms in rows:
-        print(f"{name:30s} {ms:8.3f} ms")
-    print(f"EP=2 rank / one GPU: {ep / one:.2f} (padded {ep_padded / one:.2f})   "
-          f"EP=1 whole dispatch / one GPU: {ep1 / layer:.2f} (padded {ep1_padded / layer:.2f})")  # fmt: skip
+    for name, (ms, peak) in rows:
+        print(f"{name:30s} {ms:8.3f} ms" + ("" if peak is None else f" {peak:9.1f} MB peak"))
+    whole_ratio, padded_ratio = ep1[0] / layer[0], ep1_padded[0] / layer[0]
+    print(f"EP=2 rank / one GPU: {ep[0] / one[0]:.2f}   "
+          f"EP=1 whole dispatch / one GPU: {whole_ratio:.2f} (padded {padded_ratio:.2f})")  # fmt: skip
     if args.profile:
         print(
             "\none GPU:\n"

@@ -1,10 +1,13 @@
 """Run by tests/test_parallel.py under torchrun (2 CPU ranks, gloo): one MoE layer's routed experts
 split over the ranks (`ExpertParallel`), with each dispatch (exact and padded), against the same
 experts on one device, on the same tokens (each rank holds half), the shared expert computed beside
-them (`beside`, while the split sizes come back or the rows travel): outputs, the tokens'
-gradients, the router's, the shared expert's and the routed experts' weight gradients, and the
-bytes sent; then again with every token routed to rank 0's experts, so that rank 1 receives
-nothing (its backward all-to-alls must still run). Rank 0 prints `ok` or the first quantity that differs."""
+them (`beside`, while the read-back's values come back): outputs, the tokens' gradients, the
+router's, the shared expert's and the routed experts' weight gradients, and the bytes sent; then
+again with every token routed to rank 0's experts, so that rank 1 receives nothing (its backward
+all-to-alls must still run). Each runs the local experts both ways: looped (the CPU's form) and
+grouped (CUDA's form, forced here), whose buffers must hold exactly the pairs the rank received
+plus each expert's alignment rows, the count each dispatch reads back. Rank 0 prints `ok` or the
+quantities that differ."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import torch.distributed as dist
 from rank_exit import exit_together
 
 from glmlab.config import load_config
-from glmlab.model.moe import MoE
+from glmlab.model import moe as moe_module
+from glmlab.model.moe import GROUP_ALIGN, MoE
 from glmlab.parallel.expert_parallel import ExpertParallel
 from glmlab.parallel.world import current_world
 
@@ -33,7 +37,24 @@ def main() -> None:
     def grads(y: torch.Tensor, w: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         return list(torch.autograd.grad((y * w).sum(), inputs))
 
+    real_grouped_mm, looped = torch._grouped_mm, moe_module.grouped_form
+    buffer_rows = []  # the rows of each grouped product's input
+
+    def spy(a: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        buffer_rows.append(a.shape[0])
+        return real_grouped_mm(a, *args, **kwargs)
+
+    torch._grouped_mm = spy
+
     def compare(case: str) -> list[str]:
+        bad = []
+        for form in ("looped", "grouped"):
+            moe_module.grouped_form = looped if form == "looped" else lambda *_: True
+            bad += [f"{form} {b}" for b in compare_dispatches(case)]
+        moe_module.grouped_form = looped
+        return bad
+
+    def compare_dispatches(case: str) -> list[str]:
         full = x.clone().requires_grad_()
         shared = moe.shared_experts.gate_proj.weight
         y_ref = moe.experts(full, moe.gate(full), beside=moe.shared_experts)
@@ -45,7 +66,14 @@ def main() -> None:
             ep = ExpertParallel(moe.experts, cfg, world.mesh, padded=padded)
             rows = slice(37 * world.rank, 37 * (world.rank + 1))
             mine = x[rows].clone().requires_grad_()
+            buffer_rows.clear()
             y = ep(mine, moe.gate(mine), beside=moe.shared_experts)
+            with torch.no_grad():
+                on = moe.gate(x).indices // 4  # the rank of each token's experts
+            if moe_module.grouped_form is not looped:  # every (token, expert here) pair, 4 experts' padding
+                held = int((on == world.rank).sum()) + 4 * (GROUP_ALIGN - 1)
+                if buffer_rows != [held, held]:
+                    bad.append(f"{'padded' if padded else 'exact'} buffer rows {buffer_rows} against {held}")
             dx, d_router, d_gate_up, d_down, d_shared = grads(
                 y, weights[rows], [mine, moe.gate.weight, ep.gate_up_proj, ep.down_proj, shared]
             )
@@ -70,8 +98,6 @@ def main() -> None:
             # the bytes sent to the other rank: one row per (token, other rank; exact: holding one of its
             # experts) each way forward and backward (fp32 here, 32 wide), 3 gates and 3 ids forward and
             # their gradient
-            with torch.no_grad():
-                on = moe.gate(x).indices // 4  # the rank of each token's experts
             other = 1 - world.rank
             sends = 37 if padded else (on[rows] == other).any(1).sum().item()
             receives = 37 if padded else (on[37 * other : 37 * (other + 1)] == world.rank).any(1).sum().item()
@@ -84,6 +110,7 @@ def main() -> None:
     with torch.no_grad():  # every token to experts 0-2, all on rank 0: rank 1 receives no pair at all
         moe.gate.e_score_correction_bias.copy_(torch.tensor([9.0, 9, 9, 0, 0, 0, 0, 0]))
     bad += compare("rank 1 idle")
+    torch._grouped_mm = real_grouped_mm
     failed = torch.tensor([len(bad)])
     dist.all_reduce(failed)  # either rank's differences
     if world.is_main:
