@@ -6,12 +6,12 @@ experts' own products (docs/scaling.md, "Two H200s").
 - One EP=2 rank: what one rank of two computes between its all-to-alls
   (`ExpertParallel._local_experts`): 2N rows received (each rank's N tokens reach both ranks), E/2
   experts, each row's k expert slots holding the ids of its experts on this rank or -1, about N*k
-  real (row, expert) pairs in all: the same products as one GPU. Both dispatches size its buffers by
-  that pair count (the padded one sized them for all 2N*k slots until session 20).
+  real (row, expert) pairs in all: the same products as one GPU. The padded dispatch's rank has no
+  pair count (its buffers hold all 2N*k slots: its peak memory shows what that costs).
 - The whole dispatch with the shared experts, its all-to-alls within one rank (a 1-rank process
-  group), against one GPU's routed and shared experts: the sender's side and the read-back (the
-  exact dispatch's split sizes before the rows leave; the padded dispatch's pair count while they
-  travel), after which the GPU waits for the host's launches.
+  group), against one GPU's routed and shared experts: the sender's side and, in the exact dispatch,
+  the read-back of the split sizes, after which the GPU waits for the host's launches; the padded
+  dispatch reads nothing back.
 
 The routing is uniformly random, so both ranks hold half the pairs. Times are medians; a ratio over
 one GPU is what the dispatch costs (1.00: nothing). On CUDA each form also prints its peak memory
@@ -130,6 +130,7 @@ def main() -> None:
     recv = torch.randn(2 * N, d, device=device, dtype=dtype, requires_grad=True)
     both = random_routing(2 * N, E, k, device)
     ids = torch.where(both.indices < E // 2, both.indices, -1)
+    pairs = int((ids >= 0).sum())
     grad_y = torch.randn(N, d, device=device, dtype=dtype)
     grad_recv = torch.randn(2 * N, d, device=device, dtype=dtype)
 
@@ -138,12 +139,9 @@ def main() -> None:
             y = one_gpu(x, routing)
         y.backward(grad_y)
 
-    local = rank._local_routing(torch.cat([both.gates, ids.float()], dim=1), k)
-    pairs = int(local.counts.sum())
-
-    def ep_step() -> None:
+    def ep_step(counted: int | None = pairs) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            y = rank._local_experts(recv, local, pairs)
+            y = rank._local_experts(recv, ids, both.gates, counted)
         y.backward(grad_recv)
 
     def whole_step(module: ExpertParallel = whole) -> None:
@@ -160,12 +158,14 @@ def main() -> None:
           f"k={k}; EP=2 rank: {2 * N} rows, {pairs} pairs over {E // 2} experts")  # fmt: skip
     one = median_ms(one_gpu_step, args.repeats, device)
     ep = median_ms(ep_step, args.repeats, device)
+    ep_padded = median_ms(lambda: ep_step(None), args.repeats, device)
     layer = median_ms(one_gpu_layer_step, args.repeats, device)
     ep1 = median_ms(whole_step, args.repeats, device)
     ep1_padded = median_ms(lambda: whole_step(whole_padded), args.repeats, device)
     rows = (
         ("one GPU, all experts", one),
         ("EP=2, one rank's experts", ep),
+        ("EP=2, same, padded", ep_padded),
         ("one GPU, routed + shared", layer),
         ("EP=1, whole dispatch + shared", ep1),
         ("EP=1, same, padded", ep1_padded),
@@ -173,7 +173,7 @@ def main() -> None:
     for name, (ms, peak) in rows:
         print(f"{name:30s} {ms:8.3f} ms" + ("" if peak is None else f" {peak:9.1f} MB peak"))
     whole_ratio, padded_ratio = ep1[0] / layer[0], ep1_padded[0] / layer[0]
-    print(f"EP=2 rank / one GPU: {ep[0] / one[0]:.2f}   "
+    print(f"EP=2 rank / one GPU: {ep[0] / one[0]:.2f} (padded {ep_padded[0] / one[0]:.2f})   "
           f"EP=1 whole dispatch / one GPU: {whole_ratio:.2f} (padded {padded_ratio:.2f})")  # fmt: skip
     if args.profile:
         print(

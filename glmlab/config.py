@@ -213,9 +213,9 @@ class TrainConfig:
     # parameters whose gradients are not finite, before the optimiser spreads them (costs a sync)
     check_gradients: bool = False
     expert_parallel: int = 1  # ranks the routed experts are split over: 1, or every rank (docs/scaling.md)
-    # how EP sends tokens: exact (only to the ranks holding one of their experts, split sizes read
-    # back before the rows leave) or padded (to every rank, fixed sizes, only the pair count read
-    # back, while the rows travel; more bytes at large EP; faster on one H200: docs/scaling.md)
+    # how EP sends tokens: exact (only to the ranks holding one of their experts, sizes read back
+    # per layer) or padded (to every rank, fixed sizes, no read-back, twice the experts' buffers at
+    # EP=2; slower and larger on two H200s in session 14, faster on one since: docs/scaling.md)
     ep_dispatch: str = "exact"
 
 

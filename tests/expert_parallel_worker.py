@@ -5,8 +5,9 @@ them (`beside`, while the read-back's values come back): outputs, the tokens' gr
 router's, the shared expert's and the routed experts' weight gradients, and the bytes sent; then
 again with every token routed to rank 0's experts, so that rank 1 receives nothing (its backward
 all-to-alls must still run). Each runs the local experts both ways: looped (the CPU's form) and
-grouped (CUDA's form, forced here), whose buffers must hold exactly the pairs the rank received
-plus each expert's alignment rows, the count each dispatch reads back. Rank 0 prints `ok` or the
+grouped (CUDA's form, forced here), whose buffers must hold each expert's alignment rows and, in
+the exact dispatch, exactly the pairs the rank received (the count it reads back), in the padded
+one every received row's slots. Rank 0 prints `ok` or the
 quantities that differ."""
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def main() -> None:
             y = ep(mine, moe.gate(mine), beside=moe.shared_experts)
             with torch.no_grad():
                 on = moe.gate(x).indices // 4  # the rank of each token's experts
-            if moe_module.grouped_form is not looped:  # every (token, expert here) pair, 4 experts' padding
-                held = int((on == world.rank).sum()) + 4 * (GROUP_ALIGN - 1)
+            if moe_module.grouped_form is not looped:  # 4 experts' alignment rows and the pairs held:
+                # exact, every (token, expert here) pair; padded, every received row's 3 slots
+                held = (2 * 37 * 3 if padded else int((on == world.rank).sum())) + 4 * (GROUP_ALIGN - 1)
                 if buffer_rows != [held, held]:
                     bad.append(f"{'padded' if padded else 'exact'} buffer rows {buffer_rows} against {held}")
             dx, d_router, d_gate_up, d_down, d_shared = grads(

@@ -26,9 +26,9 @@ def test_tiny_run_times_every_form_and_prints_the_ratios():
     out = done.stdout
     # one rank of two receives every token of both ranks, its experts half of them
     assert "32 tokens a rank" in out and "EP=2 rank: 64 rows" in out
-    forms = ["one GPU, all experts", "EP=2, one rank's experts", "one GPU, routed + shared",
-             "EP=1, whole dispatch + shared", "EP=1, same, padded"]  # fmt: skip
+    forms = ["one GPU, all experts", "EP=2, one rank's experts", "EP=2, same, padded",
+             "one GPU, routed + shared", "EP=1, whole dispatch + shared", "EP=1, same, padded"]  # fmt: skip
     for form in forms:
         assert re.search(rf"^{re.escape(form)}\s+\d+\.\d+ ms$", out, re.M), form
-    assert re.search(r"EP=2 rank / one GPU: \d+\.\d\d ", out)
+    assert re.search(r"EP=2 rank / one GPU: \d+\.\d\d \(padded \d+\.\d\d\)", out)
     assert re.search(r"EP=1 whole dispatch / one GPU: \d+\.\d\d \(padded \d+\.\d\d\)", out)

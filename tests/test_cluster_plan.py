@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from glmlab.accounting.cluster import (
     GPUS,
+    SHARDED,
     Layout,
     PlanOptions,
     ep_rows_per_token,
@@ -16,6 +17,7 @@ from glmlab.accounting.cluster import (
     plan_summary,
     search_layouts,
 )
+from glmlab.accounting.memory import routed_activation_bytes
 from glmlab.accounting.params import layer_params, parameter_counts
 from glmlab.cli import app
 from glmlab.config import load_config
@@ -66,8 +68,11 @@ def test_fsdp_and_expert_parallel_split_the_states(tiny):
     padded_cfg = replace(tiny, train=replace(tiny.train, ep_dispatch="padded"))
     padded = plan_layout(padded_cfg, Layout(dp=2, ep=2), opts)
     assert padded.comm_bytes["ep_all_to_all"] == pytest.approx(2 * 6 * 256 * per_row)
-    # but its experts' buffers hold the pairs a rank receives, as exact's do (the count is read back)
-    assert padded.memory == plan.memory
+    # and its experts lay out every received row's k slots, twice the 256 x 2 pairs a rank holds,
+    # in each of the 6 MoE layers of the micro-batch in flight
+    slots = routed_activation_bytes(tiny.model, 2 * 512, SHARDED, "cuda")
+    extra = 6 * (slots - routed_activation_bytes(tiny.model, 512, SHARDED, "cuda"))
+    assert padded.memory["activations"] == pytest.approx(plan.memory["activations"] + extra)
     # FSDP: each micro-batch gathers the other half of the non-expert weights twice in bf16
     # and reduce-scatters their fp32 gradients
     assert plan.comm_bytes["fsdp_all_gather"] == pytest.approx(2 * 2 * 2 * (P - routed) / 2)

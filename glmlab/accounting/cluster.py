@@ -26,6 +26,7 @@ from glmlab.accounting.memory import (
     backward_transient,
     cache_values_per_layer,
     kv_cache_bytes_per_token,
+    routed_activation_bytes,
 )
 from glmlab.accounting.params import layer_params
 from glmlab.config import RECOMPUTE, Config
@@ -326,6 +327,14 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
     # gradients (memory.backward_transient)
     head = (act["head"] + mtp_act + costs.transient) / (L.tp * L.cp)
 
+    # the padded EP dispatch lays out every received row's k slots (expert_parallel.py): its experts
+    # save ep times the buffers of the pairs a rank holds, per MoE layer
+    k = m.num_experts_per_tok
+    padded = L.ep > 1 and cfg.train.ep_dispatch == "padded"
+    pairs = mb * S / (L.tp * L.cp) * k
+    routed = lambda n: routed_activation_bytes(m, n, SHARDED, "cuda")  # noqa: E731
+    slots_extra = routed(L.ep * pairs) - routed(pairs) if padded else 0.0
+
     worst: dict[str, float] = {}
     for i, st in enumerate(stages):
         dense, experts = st.dense / L.tp, st.experts / L.ep
@@ -346,8 +355,9 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
         copies = 2 * experts if L.ep > 1 and opts.sharding == "fsdp" else 0.0
         if opts.recompute == "full":
             stage_act = in_flight * st.layers * layer_input + per_layer + copies / max(st.moe_layers, 1)
+            stage_act += slots_extra if st.moe_layers else 0.0
         else:
-            stage_act = in_flight * (st.layers * per_layer + copies)
+            stage_act = in_flight * (st.layers * per_layer + copies + st.moe_layers * slots_extra)
         mem["activations"] = stage_act + (head if st.last else 0.0)
         mem["total"] = sum(mem.values())
         if mem["total"] > worst.get("total", -1):
@@ -381,7 +391,6 @@ def plan_layout(cfg: Config, layout: Layout, opts: PlanOptions, costs: _Costs | 
     # with its k gates and local expert ids (fp32): dispatch and combine forward (again when the
     # layer is recomputed), and backward the same rows with the gates' gradient
     # (glmlab/parallel/expert_parallel.py)
-    k, padded = m.num_experts_per_tok, cfg.train.ep_dispatch == "padded"
     rows = micro * moe_layers * tokens * ep_rows_per_token(m.n_routed_experts, k, L.ep, padded=padded)
     forwards = 2 if opts.recompute == "full" else 1
     sent["ep_all_to_all"] = rows * (forwards + 1) * (2 * d * 2 + 8 * k)

@@ -224,7 +224,8 @@ def grouped_width(m: ModelConfig, dt: StepDtypes, device: str) -> int | None:
 
 
 def routed_activation_bytes(m: ModelConfig, pairs: float, dt: StepDtypes, device: str) -> float:
-    """Bytes the routed experts save for `pairs` (token, expert) slots in one step."""
+    """Bytes the routed experts save for `pairs` (token, expert) slots in one step (expert
+    parallelism's padded dispatch passes every received row's k slots: glmlab/plan's EP memory)."""
     d, w, c, inter = m.hidden_size, dt.weights, dt.compute, m.moe_intermediate_size
     width = grouped_width(m, dt, device)
     if width is not None:

@@ -11,29 +11,28 @@ ranks loads on any other. One forward pass on a rank:
    - `exact`: one row per (token, rank holding at least one of its k experts). The row counts
      go through one small all-to-all and are read back to the host, since `all_to_all_single`
      takes its split sizes as Python ints: the GPU waits there in every MoE layer. The default.
-   - `padded`: one row per (token, rank), so every split is N rows and no split size is read
-     back: the rows leave at once. At EP=2 with 8 of 64 experts only 0.24% of those rows carry
-     no expert; at EP=64 with 8 of 256, about 88% do, so there it sends several times exact's
-     bytes. Measured on two H200s (glm5-1b, session 14) it was 2.5% slower than `exact` and took
-     20 GB more per GPU, then with experts' buffers sized for every slot (below). In a whole
-     glm5-1b step on one H200 (all experts on one rank, session 19) exact cost 4.7% of the step
-     and padded nothing; two GPUs are yet to be measured (docs/scaling.md, "Two H200s");
+   - `padded`: one row per (token, rank), so every split is N rows and nothing is read back.
+     At EP=2 with 8 of 64 experts only 0.24% of those rows carry no expert. Measured on two
+     H200s (glm5-1b, session 14) it was 2.5% slower than `exact` and took 20 GB more per GPU.
+     Since then its rank's expert work fell to the exact rank's (session 19: the row and SwiGLU
+     kernels), and in a whole glm5-1b step on one H200 (all experts on one rank) exact cost 4.7%
+     of the step and padded nothing; two GPUs are yet to be measured (docs/scaling.md, "Two
+     H200s", sessions 14 and 19);
 2. run its local experts on the rows received (`Experts` with empty slots: a row's experts
-   elsewhere), summing each row's gated outputs. The experts' buffers are sized by the number of
-   (row, expert) pairs received, read back to the host: `exact` reads it with its split sizes;
-   `padded` counts the pairs in the received meta (which travels first) and reads the count while
-   the rows are still on their way. (Until session 20 padded read nothing back and sized its
-   buffers for every row's k slots: at EP=2 twice the pairs, saved for the backward pass too.)
+   elsewhere), summing each row's gated outputs. `exact` sizes the experts' buffers by the pair
+   count read back with the splits; `padded` cannot, so its buffers hold every row's k slots: at
+   EP=2 twice the pairs, saved for the backward pass too;
 3. send those sums back the way the rows came and add them up per token.
 
-The shared experts (`beside`, passed by the MoE layer) fill the read-back's wait: they are queued
-behind the copy to the host, which the host waits for alone (`_read_back`), so the GPU computes
-them while the host waits (on two GPUs, in the exact dispatch, also for the other rank's counts)
-and then launches what needs the values. On one H200 that gained nothing over a plain read-back
+The shared experts (`beside`, passed by the MoE layer) fill a wait. In the exact dispatch they are
+queued behind the copy of the split sizes to the host, which the host waits for alone
+(`_read_back`): the GPU computes them while the host waits (on two GPUs, also for the other rank's
+counts) and then launches the dispatch. On one H200 it gained nothing over a plain read-back
 (13.16 against 12.92 ms a layer, within the runs' spread: experiments/results/h200-session18/,
-call 5); on two it is not yet measured. In the padded dispatch the rows' all-to-all runs during
-that wait too (`_AllToAll` returns before the rows arrive).
-In a compiled layer they run eagerly with the rest of this module (`torch.compiler.disable`):
+call 5); on two it is not yet measured. In the padded
+dispatch, with nothing read back, they are computed between issuing the rows' all-to-all and
+waiting for it, so they overlap the transfer (`_AllToAll` returns before the rows arrive).
+In a compiled layer they now run eagerly with the rest of this module (`torch.compiler.disable`):
 unfused, their SwiGLU rounds silu's output to bf16 where Inductor kept it in fp32.
 
 The rows move through `expand` and `combine` (glmlab/model/row_map.py): each sum over rows (a row's
@@ -145,16 +144,15 @@ class ExpertParallel(nn.Module):
     @torch.compiler.disable
     def forward(self, x: torch.Tensor, routing: Routing, *, beside: Beside = None) -> torch.Tensor:
         """x [N,d] -> sum over each token's k experts (anywhere in the group) of gate * expert(x), plus
-        `beside(x)` (the shared experts), computed while the host waits for what it reads back
-        (`_read_back`): the exact dispatch's split sizes, or the padded dispatch's pair count."""
+        `beside(x)` (the shared experts), computed while the exact dispatch's split sizes come back
+        (`_read_back`), or while the padded dispatch's rows travel."""
         N, k = routing.indices.shape
         ep, n_local = self.ep, self.n_local
         dest = routing.indices // n_local  # [N,k] the rank of each chosen expert
-        shared_experts = lambda: None if beside is None else beside(x)  # noqa: E731
-        if self.padded:  # every token to every rank, rank-major: N rows each way, no split read back
+        if self.padded:  # every token to every rank, rank-major: N rows each way, nothing read back
             rank_of = torch.arange(ep, device=x.device).repeat_interleave(N)
             token_of = torch.arange(N, device=x.device).repeat(ep)
-            send_splits = recv_splits = None
+            send_splits = recv_splits = pairs = shared = None
             off_send = off_recv = (ep - 1) * N
         else:
             hit = torch.zeros(N, ep, dtype=torch.bool, device=x.device).scatter_(1, dest, True)
@@ -165,7 +163,7 @@ class ExpertParallel(nn.Module):
             # the one read-back of the layer: the row splits both ways and the pairs received; the
             # shared experts run on the GPU meanwhile
             counts = torch.cat([mine[:, 0], theirs[:, 0], theirs[:, 1].sum()[None]])
-            read, shared = _read_back(counts, shared_experts)
+            read, shared = _read_back(counts, lambda: None if beside is None else beside(x))
             send_splits, recv_splits, pairs = read[:ep], read[ep : 2 * ep], read[-1]
             # the rows, by destination rank then token: the first sum(send_splits) of the sorted keys
             # (rank r, token t) is r*N + t; a token without an expert on r sorts past every real row
@@ -182,15 +180,14 @@ class ExpertParallel(nn.Module):
         if torch.is_grad_enabled():  # forward: rows out, sums back, meta out (again when recomputed)
             self.sent_bytes += (off_send + off_recv) * row_bytes + off_send * 8 * k
         sent = RowMap.of_owner(token_of * ep + rank_of, N, ep)  # each row's slot: (token, rank)
-        pending = []  # the meta first: it is all the pair count needs
-        recv_meta = _AllToAll.apply(meta, send_splits, recv_splits, self.group, pending)
+        pending = []
         recv = _AllToAll.apply(expand(x, sent), send_splits, recv_splits, self.group, pending)
-        pending[0].wait()
-        local = self._local_routing(recv_meta, k)
-        if self.padded:  # the pairs received size the experts' buffers: read back while the rows travel
-            (pairs,), shared = _read_back(local.counts.sum()[None], shared_experts)
-        pending[1].wait()
-        y = self._local_experts(recv, local, pairs)
+        recv_meta = _AllToAll.apply(meta, send_splits, recv_splits, self.group, pending)
+        if self.padded and beside is not None:
+            shared = beside(x)  # the collectives above run meanwhile
+        for work in pending:
+            work.wait()
+        y = self._local_experts(recv, recv_meta[:, k:].detach().long(), recv_meta[:, :k], pairs)
         back = _AllToAll.apply(y, recv_splits, send_splits, self.group, pending)
         pending[-1].wait()
         if back.requires_grad:  # backward: the same rows both ways and the meta's gradient
@@ -206,23 +203,21 @@ class ExpertParallel(nn.Module):
 
         back.register_hook(count)
 
-    def _local_routing(self, recv_meta: torch.Tensor, k: int) -> Routing:
-        """The received rows' meta [R,2k] (gates, then local expert ids as floats, -1: elsewhere) as a
-        `Routing` over this rank's experts, `counts` counting the slots that are not empty."""
-        ids = recv_meta[:, k:].detach().long()
+    def _local_experts(
+        self, recv: torch.Tensor, ids: torch.Tensor, gates: torch.Tensor, pairs: int | None
+    ) -> torch.Tensor:
+        """Received rows [R,d] with their local expert ids [R,k] (-1: an expert elsewhere) and gates
+        -> per row the gated sum of its experts here, [R,d]. With `pairs` (the exact dispatch has
+        read it back) the experts' buffers hold only the real (row, expert) pairs; without it
+        (padded) they hold all R*k slots, the empty ones skipped."""
+        scale = 1.0 / self.ep
+        params = (_ScaleGrad.apply(self.gate_up_proj.to_local(), scale),
+                  _ScaleGrad.apply(self.down_proj.to_local(), scale))  # fmt: skip
         flat = ids.reshape(-1)
         expert = torch.where(flat >= 0, flat, self.n_local)  # empty slots counted apart
         counts = torch.zeros(self.n_local + 1, dtype=torch.int64, device=ids.device)
         counts = counts.scatter_add_(0, expert, torch.ones_like(expert))[:-1]
-        return Routing(indices=ids, gates=recv_meta[:, :k], affinity=None, counts=counts)
-
-    def _local_experts(self, recv: torch.Tensor, routing: Routing, pairs: int) -> torch.Tensor:
-        """Received rows [R,d] with their `_local_routing` -> per row the gated sum of its experts here,
-        [R,d]. `pairs`, the number of slots that are not empty (read back), sizes the experts'
-        buffers."""
-        scale = 1.0 / self.ep
-        params = (_ScaleGrad.apply(self.gate_up_proj.to_local(), scale),
-                  _ScaleGrad.apply(self.down_proj.to_local(), scale))  # fmt: skip
+        routing = Routing(indices=ids, gates=gates, affinity=None, counts=counts)
         return self._compute(recv, routing, empty_slots=True, pairs=pairs, params=params)
 
 
