@@ -3,9 +3,9 @@
 # packs them at 570 s):  bash experiments/gpu_session20x2.sh
 # Issue 12: the EP=2 target (1.8x one GPU's tokens/s) on glm5-1b, which dispatch wins on two GPUs
 # (on one rank exact cost 5-9% of a step and padded nothing: sessions 19 and 20), and FSDP2 alone
-# again (1.83x in session 7, against a one-GPU run of 16,189 tokens/s; 16,639 now). Session 14 call 2's layout
-# (AdamW, eager, MTP, 4 x 4,096 tokens per GPU per micro-batch, global batch 8, seed 1337), 16 steps:
-# one GPU, FSDP2 + EP=2 exact, padded, then FSDP2 alone.
+# again (1.83x in session 7, against one GPU's 16,189 tokens/s; 16,639 in session 19). Session 14
+# call 2's layout (AdamW, eager, MTP, 4 x 4,096 tokens per GPU per micro-batch, global batch 8,
+# seed 1337), 16 steps: one GPU, FSDP2 + EP=2 exact, padded, then FSDP2 alone.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GLMLAB_CACHE=/tmp/glmlab-cache-x2
 R=/tmp/results; rm -rf $R; mkdir -p $R
