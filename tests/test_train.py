@@ -138,14 +138,21 @@ def test_bias_update_moves_towards_balance_outside_autograd(small, tmp_path):
 # ---- DSA stages ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_dsa_stages_train_the_right_parameters(small, tmp_path, monkeypatch, freeze):
+@pytest.mark.parametrize(
+    "freeze, compiled",
+    [(True, False), (False, False), pytest.param(False, True, marks=pytest.mark.slow)],
+    ids=["frozen", "trainable", "trainable-compiled"],
+)
+def test_dsa_stages_train_the_right_parameters(small, tmp_path, monkeypatch, freeze, compiled):
     """Stage 1 changes only the indexer, whether the rest is frozen (one process) or left trainable
-    (under FSDP2, which fixes its reduction dtypes at the first forward: `set_stage`)."""
+    (under FSDP2, which fixes its reduction dtypes at the first forward: `set_stage`), also with
+    compiled layers, whose backward hands the rest zero gradients where eager autograd gives none
+    (AdamW's weight decay changed them all before `drop_untrained_gradients`)."""
     if not freeze:
         real = loop.set_stage
         monkeypatch.setattr(loop, "set_stage", lambda model, stage, freeze: real(model, stage, freeze=False))
-    tr = make_trainer(small, tmp_path / "run", ["train.dsa_warmup_steps=1", "train.bias_update_gamma=0.01"])
+    sets = ["train.dsa_warmup_steps=1", "train.bias_update_gamma=0.01", f"train.compile={compiled}"]
+    tr = make_trainer(small, tmp_path / "run", sets)
     indexer = {id(p) for p in tr.model.indexer_parameters()}
     assert indexer
     snap = lambda: {n: p.detach().clone() for n, p in tr.model.named_parameters()}  # noqa: E731

@@ -88,6 +88,18 @@ def set_stage(model: CausalLM, stage: str, *, freeze: bool = True) -> None:
         p.requires_grad_(not freeze or stage != DENSE_WARMUP or id(p) in indexer)
 
 
+def drop_untrained_gradients(model: CausalLM) -> None:
+    """Stage 1: clear every gradient but the indexer's. Eager autograd leaves the others None (the
+    indexer's loss reads detached inputs), but the backward of a compiled layer left trainable
+    (`set_stage` under FSDP2) returns zeros for every parameter it was given, and AdamW would still
+    decay those and count a step for them: compiled glm5-1b under FSDP2 read LM loss 5.35 at step 4
+    where one GPU read 7.08 (experiments/results/h200-session20/, call 4)."""
+    indexer = {id(p) for p in model.indexer_parameters()}
+    for p in model.parameters():
+        if id(p) not in indexer:
+            p.grad = None
+
+
 @torch.no_grad()
 def evaluate(model: CausalLM, batches: list[torch.Tensor], token_bytes: torch.Tensor, dense: bool, autocast):
     """Validation LM loss (nats per token) and bits per byte of the predicted text."""
@@ -306,6 +318,8 @@ class Trainer:
             # an unfrozen warm-up (FSDP2: `set_stage`) records the whole model's graph and backward
             # runs only the indexer's part: drop the rest before the next micro-batch's forward
             del out, losses
+        if dense_warmup:
+            drop_untrained_gradients(self.model)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         clip = t.grad_clip if t.grad_clip > 0 else float("inf")
         # the norm, then the clip: a check between them sees the gradients before a NaN norm scales them all
