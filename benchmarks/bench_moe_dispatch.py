@@ -51,7 +51,7 @@ def random_routing(tokens: int, experts: int, k: int, device: torch.device) -> R
 
 
 def median_ms(step, repeats: int, device: torch.device) -> tuple[float, float | None]:
-    """The median time of `step` in ms, and on CUDA its peak memory in MB above what was allocated."""
+    """The median time of `step` in ms, and on CUDA its peak memory in MiB above what was allocated."""
     for _ in range(3):
         step()
     peak = None
@@ -171,7 +171,7 @@ def main() -> None:
         ("EP=1, same, padded", ep1_padded),
     )
     for name, (ms, peak) in rows:
-        print(f"{name:30s} {ms:8.3f} ms" + ("" if peak is None else f" {peak:9.1f} MB peak"))
+        print(f"{name:30s} {ms:8.3f} ms" + ("" if peak is None else f" {peak:9.1f} MiB peak"))
     whole_ratio, padded_ratio = ep1[0] / layer[0], ep1_padded[0] / layer[0]
     print(f"EP=2 rank / one GPU: {ep[0] / one[0]:.2f} (padded {ep_padded[0] / one[0]:.2f})   "
           f"EP=1 whole dispatch / one GPU: {whole_ratio:.2f} (padded {padded_ratio:.2f})")  # fmt: skip
