@@ -50,7 +50,7 @@ def random_routing(tokens: int, experts: int, k: int, device: torch.device) -> R
     return Routing(indices, gates, None, counts)
 
 
-def median_ms(step, repeats: int, device: torch.device) -> tuple[float, float | None]:
+def median_ms_and_peak(step, repeats: int, device: torch.device) -> tuple[float, float | None]:
     """The median time of `step` in ms, and on CUDA its peak memory in MiB above what was allocated."""
     for _ in range(3):
         step()
@@ -156,12 +156,12 @@ def main() -> None:
 
     print(f"{args.preset}: {N} tokens a rank, d={d}, {E} experts of width {cfg.moe_intermediate_size}, "
           f"k={k}; EP=2 rank: {2 * N} rows, {pairs} pairs over {E // 2} experts")  # fmt: skip
-    one = median_ms(one_gpu_step, args.repeats, device)
-    ep = median_ms(ep_step, args.repeats, device)
-    ep_padded = median_ms(lambda: ep_step(None), args.repeats, device)
-    layer = median_ms(one_gpu_layer_step, args.repeats, device)
-    ep1 = median_ms(whole_step, args.repeats, device)
-    ep1_padded = median_ms(lambda: whole_step(whole_padded), args.repeats, device)
+    one = median_ms_and_peak(one_gpu_step, args.repeats, device)
+    ep = median_ms_and_peak(ep_step, args.repeats, device)
+    ep_padded = median_ms_and_peak(lambda: ep_step(None), args.repeats, device)
+    layer = median_ms_and_peak(one_gpu_layer_step, args.repeats, device)
+    ep1 = median_ms_and_peak(whole_step, args.repeats, device)
+    ep1_padded = median_ms_and_peak(lambda: whole_step(whole_padded), args.repeats, device)
     rows = (
         ("one GPU, all experts", one),
         ("EP=2, one rank's experts", ep),

@@ -38,7 +38,7 @@ def main() -> None:
     def grads(y: torch.Tensor, w: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         return list(torch.autograd.grad((y * w).sum(), inputs))
 
-    real_grouped_mm, looped = torch._grouped_mm, moe_module.grouped_form
+    real_grouped_mm, real_form = torch._grouped_mm, moe_module.grouped_form  # on the CPU: looped
     buffer_rows = []  # the rows of each grouped product's input
 
     def spy(a: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -50,9 +50,9 @@ def main() -> None:
     def compare(case: str) -> list[str]:
         bad = []
         for form in ("looped", "grouped"):
-            moe_module.grouped_form = looped if form == "looped" else lambda *_: True
+            moe_module.grouped_form = real_form if form == "looped" else lambda *_: True
             bad += [f"{form} {b}" for b in compare_dispatches(case)]
-        moe_module.grouped_form = looped
+        moe_module.grouped_form = real_form
         return bad
 
     def compare_dispatches(case: str) -> list[str]:
@@ -71,7 +71,7 @@ def main() -> None:
             y = ep(mine, moe.gate(mine), beside=moe.shared_experts)
             with torch.no_grad():
                 on = moe.gate(x).indices // 4  # the rank of each token's experts
-            if moe_module.grouped_form is not looped:  # 4 experts' alignment rows and the pairs held:
+            if moe_module.grouped_form is not real_form:  # 4 experts' alignment rows and the pairs held:
                 # exact, every (token, expert here) pair; padded, every received row's 3 slots
                 held = (2 * 37 * 3 if padded else int((on == world.rank).sum())) + 4 * (GROUP_ALIGN - 1)
                 if buffer_rows != [held, held]:

@@ -7,9 +7,9 @@ product) and backward, and keeps silu's output for the backward pass; here the b
 only the gate/up product. On one H200 at glm5-1b's shapes, forward and backward: 0.42 ms against
 eager torch's 1.03 and torch.compile's 0.72 (experiments/results/h200-session19/, call 5).
 
-`rows`, a one-element int tensor on the device, bounds the rows computed:
-expert parallelism's buffers hold a slot for every received row's k experts, about half of them empty
-at EP=2, and the products leave the rows past the last group unwritten (their outputs here are left
+`rows`, a one-element int tensor on the device, bounds the rows computed: the padded
+expert-parallel dispatch's buffers hold a slot for every received row's k experts, about half of them
+empty at EP=2, and the products leave the rows past the last group unwritten (their outputs here are left
 unwritten too; nothing reads them). The bound is read on the device, so nothing waits for the host.
 """
 

@@ -83,7 +83,7 @@ def set_stage(model: CausalLM, stage: str, *, freeze: bool = True) -> None:
     its bf16 gradients without the cast to fp32 and stopped the first sparse step ("attempting to
     assign a gradient with dtype BFloat16 to a tensor with grad_dtype Float"; glm5-1b on two
     H200s, torch 2.11)."""
-    indexer = {id(p) for p in model.indexer_parameters()}
+    indexer = _indexer_ids(model)
     for p in model.parameters():
         p.requires_grad_(not freeze or stage != DENSE_WARMUP or id(p) in indexer)
 
@@ -94,10 +94,14 @@ def drop_untrained_gradients(model: CausalLM) -> None:
     (`set_stage` under FSDP2) returns zeros for every parameter it was given, and AdamW would still
     decay those and count a step for them: compiled glm5-1b under FSDP2 read LM loss 5.35 at step 4
     where one GPU read 7.08 (experiments/results/h200-session20/, call 4)."""
-    indexer = {id(p) for p in model.indexer_parameters()}
+    indexer = _indexer_ids(model)
     for p in model.parameters():
         if id(p) not in indexer:
             p.grad = None
+
+
+def _indexer_ids(model: CausalLM) -> set[int]:
+    return {id(p) for p in model.indexer_parameters()}
 
 
 @torch.no_grad()
