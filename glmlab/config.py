@@ -201,6 +201,9 @@ class TrainConfig:
     eval_batches: int = 8
     log_interval: int = 10
     checkpoint_interval: int = 50
+    # steps between Python's young-generation collections; the automatic collector is off while
+    # training (glmlab/train/gc_schedule.py). 0 leaves it on, as Python has it
+    gc_interval: int = 50
     seed: int = 1337
     compile: bool = False  # torch.compile each decoder layer (model/compile.py); pays off on long runs
     # full: keep only each decoder layer's input and recompute the rest in backward (model/recompute.py)
@@ -534,7 +537,14 @@ def validate(cfg: Config) -> None:
     for name in ["seq_len", "batch_size", "grad_accum", "eval_batches", "log_interval"]:
         if getattr(t, name) <= 0:
             _fail(f"train.{name}", f"must be positive, got {getattr(t, name)}", "set at least 1")
-    for name in ["steps", "warmup_steps", "dsa_warmup_steps", "eval_interval", "checkpoint_interval"]:
+    for name in [
+        "steps",
+        "warmup_steps",
+        "dsa_warmup_steps",
+        "eval_interval",
+        "checkpoint_interval",
+        "gc_interval",
+    ]:
         if getattr(t, name) < 0:
             _fail(f"train.{name}", f"must be >= 0, got {getattr(t, name)}", "use 0 to turn it off")
     for name in ["lr", "dsa_warmup_lr"]:

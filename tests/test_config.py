@@ -61,6 +61,7 @@ BAD = [
     (["train.seq_len=4096"], "train.seq_len"),  # longer than max_position_embeddings
     (["train.bogus=1"], "train.bogus"),
     (["train.ep_dispatch=all"], "train.ep_dispatch"),
+    (["train.gc_interval=-1"], "train.gc_interval"),
     (["embedding_init_std=0"], "embedding_init_std"),
     (["embedding_init_std=1.0", "tie_word_embeddings=true"], "embedding_init_std"),
 ]

@@ -53,6 +53,7 @@ from glmlab.parallel.parallelize import parallelize, plain_tensor
 from glmlab.parallel.world import current_world
 from glmlab.plan import Call, attention_plan, keeps_sparse_probs, layer_kinds
 from glmlab.report.train import collapse_warning, eval_line, step_lines
+from glmlab.train.gc_schedule import scheduled_gc
 from glmlab.train.metrics import MetricsLog, load_imbalance, rank_imbalance
 from glmlab.train.optim import build_optimizer
 from glmlab.train.rundir import ensure_writable, refuse_leftover_run, removed_on_failure, resume_hint
@@ -411,12 +412,16 @@ class Trainer:
         last: dict = {}
         warned = False  # the routing-collapse warning: once per process (again after a --resume)
         ceiling = self.cfg.model.n_routed_experts / self.cfg.model.num_experts_per_tok
-        with StopSignal() as stop, Progress(*columns, console=self.console, disable=not show_progress,
-                                            transient=False) as progress:  # fmt: skip
+        with (
+            StopSignal() as stop,
+            scheduled_gc(t.gc_interval) as collector,
+            Progress(*columns, console=self.console, disable=not show_progress, transient=False) as progress,
+        ):
             task = progress.add_task("train", total=t.steps, completed=self.step, info="")
             start = time.perf_counter()
             while self.step < t.steps and not self.world.stop_requested(stop):  # all ranks agree
                 result = self.train_step()
+                collector.after_step(self.step)
                 window.append(result)
                 if result.expert_counts is not None:
                     counts = result.expert_counts
@@ -447,6 +452,7 @@ class Trainer:
                     window_time, window_steps, window_counts = 0.0, 0, None
                 if save_now:
                     self.save()
+                    collector.after_checkpoint()
                 if eval_now:
                     record = {"step": self.step, **self.evaluate()}
                     self.log.write(record)
