@@ -5,7 +5,8 @@
 # ran at the speed of compiled FSDP2 alone (session 21 call 5) and 1.56x eager, and the trainer now
 # schedules Python's collector, whose full collections had stopped a compiled step for ~1 s. Session
 # 14 call 2's layout (AdamW, MTP, 4 x 4,096 tokens per GPU per micro-batch, global batch 8, seed 1337),
-# 16 steps, compiled: one GPU, then FSDP2 + EP=2 padded. The eager comparison is gpu_session20x2.sh.
+# 16 steps, compiled: one GPU, then FSDP2 + EP=2 padded, no checkpoints (session 21 call 7: writing the
+# one-GPU run's final one did not finish within 290 s). The eager comparison is gpu_session20x2.sh.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GLMLAB_CACHE=/tmp/glmlab-cache-x2
 R=/tmp/results; rm -rf $R /tmp/x2-*; mkdir -p $R
@@ -15,7 +16,7 @@ watchdog=$!
 big=(--config glm5-1b --set train.tokenizer=byte --set train.optimizer=adamw --set train.compile=true
      --set dsa_warmup_steps=2 --set steps=16 --set log_interval=2 --set eval_interval=0
      --set eval_batches=1 --set checkpoint_interval=0 --set train.seed=1337)
-drive="experiments/parallel_runs.py run"
+drive="experiments/parallel_runs.py run --no-checkpoint"
 keep() { mkdir -p $R/big/$1; cp /tmp/x2-$1/measured.json /tmp/x2-$1/metrics.jsonl $R/big/$1/ 2>/dev/null; rm -rf /tmp/x2-$1; }
 CUDA_VISIBLE_DEVICES=0 timeout -k 10 260 python3 $drive /tmp/x2-one "${big[@]}" --set batch_size=4 \
   --set grad_accum=2 > $R/big-one.log 2>&1

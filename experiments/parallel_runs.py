@@ -120,8 +120,17 @@ def _profile_range(text: str, steps: int) -> tuple[int, int]:
     return first, count
 
 
-def run(run_dir: Path, config: str, device: str, overrides: list[str], profile: str | None = None) -> None:
-    """One run on this rank's device; on the CPU (a smoke test) peak memory reads 0."""
+def run(
+    run_dir: Path,
+    config: str,
+    device: str,
+    overrides: list[str],
+    profile: str | None = None,
+    *,
+    checkpoint: bool = True,
+) -> None:
+    """One run on this rank's device; on the CPU (a smoke test) peak memory reads 0. Without
+    `checkpoint` the trainer writes none, not even the final one (glm5-1b's is about 45 GB)."""
     import torch
     import torch.distributed as dist
     from rich.console import Console
@@ -136,6 +145,8 @@ def run(run_dir: Path, config: str, device: str, overrides: list[str], profile: 
     world = current_world(device)
     console = Console(quiet=not world.is_main)
     trainer = Trainer(load_config(config, overrides), run_dir, resume=False, device=device, console=console)
+    if not checkpoint:
+        trainer.save = lambda: run_dir
     first = None
     if profile:  # the profiled steps' log records are left out of tokens/s
         first, count = _profile_range(profile, trainer.cfg.train.steps)
@@ -202,9 +213,17 @@ def main() -> None:
     parser.add_argument("--config", default="glm5-small")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--profile-steps", metavar="FIRST:COUNT", help="profile these steps (CUDA)")
+    parser.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint, not even the last")
     args = parser.parse_args()
     if args.what == "run":
-        run(args.path, args.config, args.device, args.overrides, args.profile_steps)
+        run(
+            args.path,
+            args.config,
+            args.device,
+            args.overrides,
+            args.profile_steps,
+            checkpoint=not args.no_checkpoint,
+        )
     else:
         summarize(args.path)
 
