@@ -452,7 +452,6 @@ class Trainer:
                     window_time, window_steps, window_counts = 0.0, 0, None
                 if save_now:
                     self.save()
-                    collector.after_checkpoint()
                 if eval_now:
                     record = {"step": self.step, **self.evaluate()}
                     self.log.write(record)
