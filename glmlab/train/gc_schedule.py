@@ -9,7 +9,7 @@ While training, the automatic collector is off and the young generations are col
 have been promoted by the first one. The old generation is left to Python's own collector after
 the run (torchtitan schedules its collections the same way): a full collection costs as much as
 the ones this avoids, and in the test suite, where runs are short and the heap large, full
-collections at each checkpoint quadrupled its time.
+collections at each run's start and checkpoints nearly doubled its time.
 """
 
 import gc
