@@ -299,12 +299,11 @@ def test_the_collector_runs_on_its_schedule_while_training(small, tmp_path, monk
     tr = make_trainer(small, tmp_path / "run", ["train.steps=4", "train.dsa_warmup_steps=0",
                                                 f"train.gc_interval={interval}"])  # fmt: skip
     collections, enabled_in_steps = [], []
-    collect, train_step = gc.collect, tr.train_step
+    train_step = tr.train_step
     monkeypatch.setattr(gc, "collect", lambda generation=2: collections.append((tr.step, generation)) or 0)
     monkeypatch.setattr(tr, "train_step", lambda: enabled_in_steps.append(gc.isenabled()) or train_step())
     assert gc.isenabled()
     tr.run(show_progress=False)
-    monkeypatch.setattr(gc, "collect", collect)
     assert gc.isenabled() and enabled_in_steps == [not interval] * 4
     assert collections == ([(2, 1), (4, 1)] if interval else [])
 
