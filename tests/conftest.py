@@ -7,11 +7,12 @@ import sys
 
 import pytest
 import torch
-import torch._inductor.config
 
 # Triton kernels run on the CPU through Triton's interpreter; it must be chosen before triton is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    import torch._inductor.config  # imports triton: after the interpreter is chosen
+
     # Inductor's CPU kernels as plain loops, not vectorized: the compiled tests, which on CI start
     # from an empty cache and wait mostly on the C++ compiler, take half the time (167 s against
     # 342 s for the three of them on a 2-core machine); what they check is the model's graphs
