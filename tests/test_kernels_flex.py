@@ -31,15 +31,18 @@ def _topk_mask(B: int, S: int, T: int, keep_share: float, seed: int) -> torch.Te
 
 
 @pytest.mark.parametrize(
-    ("S", "T", "share", "whole"),
-    [(200, 200, 0.3, 0), (128, 128, 0.3, 0), (70, 300, 0.3, 0), (384, 384, 1.0, 0), (200, 200, 0.3, 72),
-     (70, 300, 0.3, 40), (90, 90, 0.3, 90)],
-    ids=["ragged", "block", "offset", "full-blocks", "whole-rows", "whole-rows-offset", "all-whole"],
+    ("S", "T", "share", "whole", "D", "Dv"),
+    [(200, 200, 0.3, 0, 32, 16), (128, 128, 0.3, 0, 32, 16), (70, 300, 0.3, 0, 32, 16),
+     (384, 384, 1.0, 0, 32, 16), (200, 200, 0.3, 72, 32, 16), (70, 300, 0.3, 40, 32, 16),
+     (90, 90, 0.3, 90, 32, 16), (384, 384, 0.5, 128, 256, 256)],
+    ids=["ragged", "block", "offset", "full-blocks", "whole-rows", "whole-rows-offset", "all-whole",
+         "wide-heads"],
 )  # fmt: skip
-def test_flex_equals_masked_sdpa(S, T, share, whole):
+def test_flex_equals_masked_sdpa(S, T, share, whole, D, Dv):
     """Flex, and with `whole_rows` causal SDPA for the first queries (which keep every key they see:
-    with an offset, S < T, Flex takes every query), against SDPA with the boolean mask."""
-    B, H, D, Dv = 2, 3, 32, 16
+    with an offset, S < T, Flex takes every query), against SDPA with the boolean mask; at glm5-1b's
+    head widths (256) Flex runs with `WIDE_HEAD_TILES`, its own backward tiles."""
+    B, H = 2, 3
     gen = torch.Generator().manual_seed(S + T)
     q, k = (torch.randn(B, H, n, D, generator=gen) for n in (S, T))
     v = torch.randn(B, H, T, Dv, generator=gen)
