@@ -5,7 +5,9 @@ step 40 and to inf at 48; call 2's (lr 3e-4) from 2 to 700 over steps 53-56. Thi
 ep1 probe unchanged and, at each optimiser step, prints the total gradient norm, its share by kind
 of parameter, and the five parameters with the largest gradient norms (with their weights' RMS).
 
-    python probe/grad_spike_probe.py RUN_DIR {fsdp,exact,padded} [--set ...]
+    python probe/grad_spike_probe.py RUN_DIR {fsdp,exact,padded} [--default-tiles] [--set ...]
+
+`--default-tiles` runs FlexAttention with its own backward tiles instead of glmlab's wide-head ones.
 """
 
 import re
@@ -14,6 +16,7 @@ import sys
 
 import torch
 
+import glmlab.kernels.flex_masked as flex_masked
 import glmlab.train.loop as loop
 
 state = {"model": None, "step": 0}
@@ -52,6 +55,9 @@ def named_total_norm(grads, *args, **kwargs):
     return total_norm(grads, *args, **kwargs)
 
 
+if "--default-tiles" in sys.argv:
+    sys.argv.remove("--default-tiles")
+    flex_masked.WIDE_HEAD_TILES = None
 loop.Trainer.__init__ = capture
 torch.nn.utils.get_total_norm = named_total_norm
 sys.argv = ["ep1_train_probe.py", *sys.argv[1:]]
